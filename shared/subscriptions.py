@@ -8,8 +8,18 @@ collector only fills in when a subscription is first seen.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import UpdateMode
+
+from shared.retry import call_with_retry
+from shared.storage import StorageAccount
+from shared.table_writer import PartitionWriter
 
 
 class SubscriptionState(StrEnum):
@@ -35,3 +45,111 @@ class Subscription:
     offer: str = ""
     billing_resource_id: str = ""
     billing_plan_id: str = ""
+
+
+ROLE = "subscriptions"
+PARTITION = "subscription"
+# Fields the usage source owns; the collector rewrites them when the source changes them.
+# Billing mapping and operator-added readers are the operator's and are never overwritten.
+SOURCE_FIELDS = ("DisplayName", "TenantId", "ProviderSubscriptionId", "Owners", "State",
+                 "IsProvider", "Offer")  # fmt: skip
+
+
+def _source_entity(subscription: Subscription) -> dict[str, Any]:
+    return {
+        "PartitionKey": PARTITION,
+        "RowKey": subscription.subscription_id.lower(),
+        "DisplayName": subscription.display_name,
+        "TenantId": subscription.tenant_id,
+        "ProviderSubscriptionId": (subscription.provider_subscription_id or "").lower(),
+        "Owners": json.dumps(sorted(subscription.owners)),
+        "State": subscription.state.value,
+        "IsProvider": subscription.is_provider,
+        "Offer": subscription.offer,
+    }
+
+
+def _from_entity(entity: dict[str, Any]) -> Subscription:
+    return Subscription(
+        subscription_id=entity["RowKey"],
+        display_name=entity.get("DisplayName", ""),
+        tenant_id=entity.get("TenantId", ""),
+        provider_subscription_id=entity.get("ProviderSubscriptionId") or None,
+        owners=tuple(json.loads(entity.get("Owners") or "[]")),
+        state=SubscriptionState(entity.get("State", SubscriptionState.ACTIVE.value)),
+        is_provider=bool(entity.get("IsProvider", False)),
+        readers=tuple(json.loads(entity.get("Readers") or "[]")),
+        offer=entity.get("Offer", ""),
+        billing_resource_id=entity.get("BillingResourceId", ""),
+        billing_plan_id=entity.get("BillingPlanId", ""),
+    )
+
+
+class SubscriptionStore:
+    """The subscriptions table: one small partition, read whole, written on change."""
+
+    def __init__(self, account: StorageAccount):
+        self._account = account
+
+    def all(self) -> dict[str, Subscription]:
+        """Every stored subscription by (lower-case) id."""
+
+        def read() -> dict[str, Subscription]:
+            table = self._account.table(ROLE)
+            entities = table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION})
+            return {entity["RowKey"]: _from_entity(entity) for entity in entities}
+
+        return call_with_retry(read, what="read subscriptions")
+
+    def get(self, subscription_id: str) -> Subscription | None:
+        def read() -> Subscription | None:
+            try:
+                entity = self._account.table(ROLE).get_entity(PARTITION, subscription_id.lower())
+            except ResourceNotFoundError:
+                return None
+            return _from_entity(entity)
+
+        return call_with_retry(read, what="read subscription")
+
+    def sync(self, reported: Iterable[Subscription], stored: dict[str, Subscription]) -> int:
+        """Write the source-owned fields of new or changed subscriptions; return how many.
+
+        ``stored`` is what the table held (from ``all``); it is updated in place so a run
+        that collects many hours reads the table once.
+        """
+        changed: list[dict[str, Any]] = []
+        for subscription in reported:
+            key = subscription.subscription_id.lower()
+            entity = _source_entity(subscription)
+            previous = stored.get(key)
+            if previous is not None and _source_view(previous) == _source_view_of(entity):
+                continue
+            changed.append(entity)
+            stored[key] = _merge(previous, entity)
+        if changed:
+            with PartitionWriter(
+                self._account, ROLE, parallelism=1, mode=UpdateMode.MERGE
+            ) as writer:
+                writer.write_partition(changed)
+        return len(changed)
+
+
+def _source_view(subscription: Subscription) -> dict[str, Any]:
+    entity = _source_entity(subscription)
+    return {name: entity[name] for name in SOURCE_FIELDS}
+
+
+def _source_view_of(entity: dict[str, Any]) -> dict[str, Any]:
+    return {name: entity[name] for name in SOURCE_FIELDS}
+
+
+def _merge(previous: Subscription | None, entity: dict[str, Any]) -> Subscription:
+    merged = _from_entity(entity)
+    if previous is None:
+        return merged
+    return replace(
+        merged,
+        readers=previous.readers,
+        billing_resource_id=previous.billing_resource_id,
+        billing_plan_id=previous.billing_plan_id,
+    )

@@ -36,7 +36,7 @@ class UsageSource(Protocol):
 
 def create_source(settings: Settings) -> UsageSource:
     """The usage source the settings name."""
-    from shared.sources.fleet import SimulatedFleet, FleetOptions
+    from shared.sources.fleet import FleetOptions, SimulatedFleet
 
     if settings.usage_source == "simulated":
         return SimulatedFleet(

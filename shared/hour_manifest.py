@@ -1,0 +1,65 @@
+"""The hour manifest: which (reported hour, subscription) partitions hold usage rows.
+
+Written after an hour's rows are durable, one entity per subscription with rows
+(``PartitionKey`` = reported hour, ``RowKey`` = subscription id). Readers use it to touch only
+partitions that exist: the daily rollup, billing work items, and queries that must not pay
+for hours or tenants without usage (invariant 6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from shared.hours import hour_key, parse_hour_key
+from shared.retry import call_with_retry
+from shared.storage import StorageAccount
+from shared.table_writer import PartitionWriter
+
+ROLE = "hours"
+
+
+@dataclass(frozen=True, slots=True)
+class HourEntry:
+    subscription_id: str
+    rows: int
+    late_rows: int
+
+
+def write_manifest(account: StorageAccount, hour: datetime, entries: Sequence[HourEntry]) -> None:
+    key = hour_key(hour)
+    entities = [
+        {
+            "PartitionKey": key,
+            "RowKey": entry.subscription_id,
+            "Rows": entry.rows,
+            "LateRows": entry.late_rows,
+        }
+        for entry in entries
+    ]
+    with PartitionWriter(account, ROLE, parallelism=1) as writer:
+        writer.write_partition(entities)
+
+
+def read_manifest(
+    account: StorageAccount, first_hour: datetime, last_hour: datetime
+) -> Iterator[tuple[datetime, HourEntry]]:
+    """Entries of reported hours ``first_hour``..``last_hour`` (inclusive), oldest first."""
+
+    def query() -> list[tuple[datetime, HourEntry]]:
+        entities = account.table(ROLE).query_entities(
+            "PartitionKey ge @first and PartitionKey le @last",
+            parameters={"first": hour_key(first_hour), "last": hour_key(last_hour)},
+        )
+        return [
+            (
+                parse_hour_key(entity["PartitionKey"]),
+                HourEntry(entity["RowKey"], int(entity["Rows"]), int(entity["LateRows"])),
+            )
+            for entity in entities
+        ]
+
+    # One entity per (hour, subscription with usage): small enough to read in one go,
+    # and reading it whole lets a transient fault retry the query from the start.
+    yield from call_with_retry(query, what="read hour manifest")

@@ -1,0 +1,103 @@
+"""Stored usage rows: their keys and their entity shape, hourly and daily.
+
+Hourly rows: one per (reported hour, subscription, usage hour, meter, resource).
+
+- ``PartitionKey = {reported hour YYYYMMDDHH}_{subscription id}``: a tenant's hour is one
+  point partition; all tenants of a window of hours is one contiguous key range.
+- ``RowKey = {usage hour YYYYMMDDHH}_{meter id lower}_{resource hash}``: the row's identity
+  inside the partition. The hash is of the lower-cased resourceUri (ARM ids are
+  case-insensitive, and a URI may hold characters RowKeys forbid).
+
+Daily rows use the same shape with days: ``{reported day}_{subscription}`` and
+``{usage day}_{meter}_{resource hash}``.
+
+Quantities are doubles; the usage window is stored as two DateTime properties; tags and
+additionalInfo as JSON text (or absent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared.hours import day_key, hour_key
+
+Entity = dict[str, Any]
+
+
+def resource_hash(resource_uri: str) -> str:
+    """20 hex characters identifying a resource; stable across processes and case."""
+    return hashlib.blake2b(resource_uri.lower().encode("utf-8"), digest_size=10).hexdigest()
+
+
+def hourly_partition(reported_hour: datetime, subscription_id: str) -> str:
+    return f"{hour_key(reported_hour)}_{subscription_id}"
+
+
+def daily_partition(reported_day: datetime, subscription_id: str) -> str:
+    return f"{day_key(reported_day)}_{subscription_id}"
+
+
+def hourly_row_key(usage_start: datetime, meter_key: str, resource_uri: str) -> str:
+    return f"{hour_key(usage_start)}_{meter_key}_{resource_hash(resource_uri)}"
+
+
+def daily_row_key(usage_day: datetime, meter_key: str, resource_uri: str) -> str:
+    return f"{day_key(usage_day)}_{meter_key}_{resource_hash(resource_uri)}"
+
+
+def dump_json(value: dict[str, Any] | None) -> str | None:
+    """Compact, key-sorted JSON so the same dict always stores the same text."""
+    if value is None:
+        return None
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """A stored, validated usage row, hourly or daily."""
+
+    subscription_id: str
+    meter_id: str
+    usage_start: datetime
+    usage_end: datetime
+    quantity: float
+    resource_uri: str
+    location: str
+    tags_json: str | None
+    additional_info_json: str | None
+
+    def to_entity(self, partition_key: str, row_key: str) -> Entity:
+        entity: Entity = {
+            "PartitionKey": partition_key,
+            "RowKey": row_key,
+            "SubscriptionId": self.subscription_id,
+            "MeterId": self.meter_id,
+            "UsageStartTime": self.usage_start,
+            "UsageEndTime": self.usage_end,
+            "Quantity": float(self.quantity),
+            "ResourceUri": self.resource_uri,
+            "Location": self.location,
+        }
+        if self.tags_json is not None:
+            entity["Tags"] = self.tags_json
+        if self.additional_info_json is not None:
+            entity["AdditionalInfo"] = self.additional_info_json
+        return entity
+
+    @classmethod
+    def from_entity(cls, entity: Entity) -> UsageRow:
+        return cls(
+            subscription_id=entity["SubscriptionId"],
+            meter_id=entity["MeterId"],
+            usage_start=entity["UsageStartTime"],
+            usage_end=entity["UsageEndTime"],
+            quantity=float(entity["Quantity"]),
+            resource_uri=entity["ResourceUri"],
+            location=entity.get("Location", ""),
+            tags_json=entity.get("Tags"),
+            additional_info_json=entity.get("AdditionalInfo"),
+        )
