@@ -1,0 +1,58 @@
+"""Shared fixtures: one in-memory Azurite per test session, fresh tables per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from azure.data.tables import TableServiceClient
+
+from devstack.azurite import Azurite
+from shared.config import Settings
+from shared.storage import TABLE_ROLES, StorageAccount
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    """A real Azurite (Table + Queue) on free loopback ports, in memory."""
+    with Azurite() as server:
+        yield server
+
+
+@pytest.fixture
+def make_settings(azurite: Azurite) -> Iterator[Callable[..., Settings]]:
+    """Build settings against the session's Azurite; every call gets its own tables."""
+    made: list[Settings] = []
+
+    def make(**overrides: Any) -> Settings:
+        values = {
+            "APP_MODE": "local",
+            "AzureWebJobsStorage": azurite.connection_string,
+            "USAGE_TABLE_PREFIX": "t" + uuid.uuid4().hex[:12],
+            "USAGE_SOURCE": "simulated",
+            "FLEET_TENANTS": "4",
+        }
+        values.update({key: str(value) for key, value in overrides.items()})
+        settings = Settings.from_environ(values)
+        made.append(settings)
+        return settings
+
+    yield make
+    client = TableServiceClient.from_connection_string(azurite.connection_string)
+    for settings in made:
+        for role in TABLE_ROLES:
+            client.delete_table(settings.table_name(role))
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def account(settings: Settings) -> StorageAccount:
+    storage = StorageAccount(settings)
+    storage.ensure_tables()
+    return storage

@@ -1,0 +1,88 @@
+"""A usage source whose records a test spells out, plus table snapshots for comparisons."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.storage import StorageAccount
+from shared.subscriptions import Subscription, SubscriptionState
+from shared.usage import UsageRecord
+
+HOUR = timedelta(hours=1)
+PROVIDER = "00000000-0000-0000-0000-00000000000a"
+TENANT_A = "11111111-1111-1111-1111-111111111111"
+TENANT_B = "22222222-2222-2222-2222-222222222222"
+WINDOWS_VM_HOURS = "9CD92D4C-BAFD-4492-B278-BEDC2DE8232A"
+BASE_VM_HOURS = "FAB6EB84-500B-4A09-A8CA-7358F8BBAEA5"
+STATIC_IP = "F271A8A388C44D93956A063E1D2FA80B"
+
+
+def subscription(subscription_id: str, *, provider: str | None = PROVIDER) -> Subscription:
+    return Subscription(
+        subscription_id=subscription_id,
+        display_name=f"sub {subscription_id[:4]}",
+        tenant_id="33333333-3333-3333-3333-333333333333",
+        provider_subscription_id=provider,
+        owners=("44444444-4444-4444-4444-444444444444",),
+        state=SubscriptionState.ACTIVE,
+        is_provider=provider is None,
+    )
+
+
+def vm_record(
+    subscription_id: str, usage_hour: datetime, *, name: str = "vm1", quantity: float = 8.0
+) -> UsageRecord:
+    return UsageRecord(
+        subscription_id=subscription_id,
+        meter_id=WINDOWS_VM_HOURS,
+        usage_start=usage_hour,
+        usage_end=usage_hour + HOUR,
+        quantity=quantity,
+        resource_uri=(
+            f"/subscriptions/{subscription_id}/resourceGroups/rg/providers/"
+            f"Microsoft.Compute/virtualMachines/{name}"
+        ),
+        location="local",
+        tags={"env": "prod"},
+        additional_info={"ServiceType": "Standard_A4"},
+    )
+
+
+@dataclass
+class ScriptedSource:
+    """Serves the records a test put in ``by_hour``; ``on_record`` can inject faults."""
+
+    by_hour: dict[datetime, list[UsageRecord]] = field(default_factory=dict)
+    listed: list[Subscription] = field(
+        default_factory=lambda: [
+            subscription(PROVIDER, provider=None),
+            subscription(TENANT_A),
+            subscription(TENANT_B),
+        ]
+    )
+    on_record: Callable[[int], None] | None = None
+    name: str = "scripted"
+
+    def subscriptions(self, reported_hour: datetime) -> list[Subscription]:
+        return list(self.listed)
+
+    def usage(self, reported_hour: datetime) -> Iterator[UsageRecord]:
+        for index, record in enumerate(self.by_hour.get(reported_hour, [])):
+            if self.on_record is not None:
+                self.on_record(index)
+            yield record
+
+
+def snapshot(account: StorageAccount, *roles: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every entity of the tables of ``roles``, keys and values, in key order."""
+    tables: dict[str, list[tuple[Any, ...]]] = {}
+    for role in roles:
+        entities = account.table(role).list_entities()
+        tables[role] = sorted(
+            (entity["PartitionKey"], entity["RowKey"], tuple(sorted(entity.items())))
+            for entity in entities
+        )
+    return tables
