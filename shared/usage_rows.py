@@ -50,10 +50,15 @@ def daily_row_key(usage_day: datetime, meter_key: str, resource_uri: str) -> str
 
 
 def dump_json(value: dict[str, Any] | None) -> str | None:
-    """Compact, key-sorted JSON so the same dict always stores the same text."""
+    """Compact, key-sorted JSON so the same dict always stores the same text.
+
+    NaN and infinities are refused (ValueError): they are not JSON, and clients would choke.
+    """
     if value is None:
         return None
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    return json.dumps(
+        value, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False
+    )
 
 
 @dataclass(frozen=True, slots=True)

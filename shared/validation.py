@@ -106,8 +106,11 @@ def _validate(
     for name, value in instance_data:
         if value is not None and not isinstance(value, dict):
             return Rejection("InvalidInstanceData", f"{name} is {type(value).__name__}")
-    tags_json = dump_json(record.tags)
-    info_json = dump_json(record.additional_info)
+    try:
+        tags_json = dump_json(record.tags)
+        info_json = dump_json(record.additional_info)
+    except (TypeError, ValueError) as error:
+        return Rejection("InvalidInstanceData", f"not storable as JSON: {error}"[:500])
     if len(tags_json or "") + len(info_json or "") > MAX_TEXT:
         return Rejection("InvalidInstanceData", "tags and additionalInfo are too large")
     return UsageRow(

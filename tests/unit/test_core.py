@@ -1,0 +1,109 @@
+"""Settings, the meter catalogue, hours and daily sums: the pure building blocks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.config import Settings
+from shared.daily import sum_to_daily
+from shared.errors import ConfigurationError
+from shared.hours import hour_key, hours_between, last_closed_hour, parse_hour_key
+from shared.meters import MeterKind, catalogue
+from shared.usage_rows import UsageRow, resource_hash
+
+BASE = {"APP_MODE": "local", "AzureWebJobsStorage": "UseDevelopmentStorage=true"}
+
+
+def test_settings_defaults_in_local_mode() -> None:
+    """Local mode may default the source to the simulated fleet; numbers parse from text."""
+    settings = Settings.from_environ({**BASE, "COLLECT_LOOKBACK_HOURS": "30"})
+    assert settings.usage_source == "simulated"
+    assert settings.collect_lookback_hours == 30
+    assert settings.table_name("hourly") == "usagehourly"
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"AzureWebJobsStorage": "x"}, "APP_MODE"),
+        ({"APP_MODE": "local"}, "AzureWebJobsStorage"),
+        ({**BASE, "APP_MODE": "prod"}, "APP_MODE"),
+        ({**BASE, "APP_MODE": "production"}, "USAGE_SOURCE"),
+        ({**BASE, "COLLECT_LOOKBACK_HOURS": "soon"}, "COLLECT_LOOKBACK_HOURS"),
+        ({**BASE, "COLLECT_TIME_BUDGET_SECONDS": "-1"}, "COLLECT_TIME_BUDGET_SECONDS"),
+        ({**BASE, "USAGE_TABLE_PREFIX": "bad-prefix"}, "USAGE_TABLE_PREFIX"),
+        ({**BASE, "USAGE_SOURCE": "azure"}, "USAGE_SOURCE"),
+        ({**BASE, "COLLECT_SCHEDULE": "0 * * * *"}, "COLLECT_SCHEDULE"),
+    ],
+)
+def test_bad_settings_fail_at_load_naming_the_setting(environ: dict, named: str) -> None:
+    """Missing or malformed settings fail at load with the setting's name in the message."""
+    with pytest.raises(ConfigurationError) as raised:
+        Settings.from_environ(environ)
+    assert named in str(raised.value)
+
+
+def test_connection_string_never_appears_in_errors() -> None:
+    """A secret-bearing setting is not echoed when another setting is wrong."""
+    secret = "DefaultEndpointsProtocol=https;AccountKey=c2VjcmV0"
+    with pytest.raises(ConfigurationError) as raised:
+        Settings.from_environ({"APP_MODE": "nope", "AzureWebJobsStorage": secret})
+    assert "c2VjcmV0" not in str(raised.value)
+    assert "c2VjcmV0" not in repr(Settings.from_environ({**BASE, "AzureWebJobsStorage": secret}))
+
+
+def test_catalogue_lookup_is_case_insensitive_and_complete() -> None:
+    """Meter ids match in any case and keep the catalogue's spelling."""
+    meters = catalogue()
+    assert len(meters) == 80
+    meter = meters.lookup("f271a8a388c44d93956a063e1d2fa80b")
+    assert meter is not None
+    assert meter.meter_id == "F271A8A388C44D93956A063E1D2FA80B"
+    assert meter.kind is MeterKind.POINT_IN_TIME
+    assert meters.lookup(" 9CD92D4C-bafd-4492-B278-BEDC2DE8232A ") is not None
+    assert meters.lookup("unknown") is None
+
+
+def test_chargeable_set_defaults_and_overrides() -> None:
+    """The chargeable set is the catalogue's, adjustable by operator overrides."""
+    meters = catalogue()
+    default = meters.chargeable()
+    assert "fab6eb84-500b-4a09-a8ca-7358f8bbaea5" in default  # Base VM Size Hours
+    assert "f271a8a388c44d93956a063e1d2fa80b" not in default  # Static IP
+    changed = meters.chargeable({"F271A8A388C44D93956A063E1D2FA80B": True})
+    assert changed == default | {"f271a8a388c44d93956a063e1d2fa80b"}
+
+
+def test_hours_are_utc_keys_in_time_order() -> None:
+    """Hour keys sort as time does and round-trip; the last closed hour has ended."""
+    now = datetime(2026, 11, 27, 7, 4, 59, tzinfo=UTC)
+    assert last_closed_hour(now) == datetime(2026, 11, 27, 6, tzinfo=UTC)
+    hours = list(hours_between(now - timedelta(hours=30), last_closed_hour(now)))
+    assert len(hours) == 30
+    assert [hour_key(hour) for hour in hours] == sorted(hour_key(hour) for hour in hours)
+    assert all(parse_hour_key(hour_key(hour)) == hour for hour in hours)
+
+
+def test_resource_hash_ignores_case_and_is_key_safe() -> None:
+    """ARM ids are case-insensitive, and hashes never hold characters RowKeys forbid."""
+    uri = "/subscriptions/x/resourceGroups/RG/providers/P/t/N#?\\"
+    assert resource_hash(uri) == resource_hash(uri.upper())
+    assert resource_hash(uri).isalnum()
+
+
+def test_daily_sum_groups_by_usage_day_and_resource() -> None:
+    """Hourly rows of one resource and usage day add up to one daily row."""
+    day = datetime(2026, 11, 26, tzinfo=UTC)
+    hour = timedelta(hours=1)
+
+    def row(
+        start: datetime, quantity: float, uri: str = "/subscriptions/s/providers/a/b/c"
+    ) -> UsageRow:
+        return UsageRow("s", "M", start, start + hour, quantity, uri, "local", None, None)
+
+    rows = [row(day + n * hour, 0.1) for n in range(24)] + [row(day - hour, 2.0)]
+    entities = sum_to_daily(day, "s", rows)
+    sums = sorted((entity["UsageStartTime"], entity["Quantity"]) for entity in entities)
+    assert sums == [(day - timedelta(days=1), 2.0), (day, pytest.approx(2.4, rel=1e-15))]
