@@ -1,0 +1,107 @@
+// The app's storage account: host storage (timer leases, deployment package) plus the usage
+// tables and the billing queues. Entra ID only: shared keys are disabled, so no connection
+// string with an account key can exist for it.
+
+@description('Storage account name: 3-24 lowercase letters and digits, globally unique.')
+@minLength(3)
+@maxLength(24)
+param name string
+
+@description('Azure region of the account.')
+param location string
+
+@description('Tags for the account.')
+param tags object = {}
+
+@description('Prefix of every usage table name, "{prefix}{role}" (USAGE_TABLE_PREFIX).')
+@minLength(3)
+@maxLength(40)
+param tablePrefix string
+
+@description('Blob container that holds the Flex Consumption deployment package.')
+param deploymentContainerName string
+
+@description('The billing work-item queue (report_to_azure trigger); its poison queue is created too.')
+param reportQueueName string
+
+// The table roles of shared/storage.py TABLE_ROLES; the app creates missing tables itself, these
+// exist up front so the first run and operators see the full layout.
+var tableRoles = [
+  'hourly'
+  'daily'
+  'hours'
+  'subscriptions'
+  'state'
+  'quarantine'
+  'ledger'
+]
+
+// The Functions host moves a message here after maxDequeueCount failed deliveries.
+var queueNames = [
+  reportQueueName
+  '${reportQueueName}-poison'
+]
+
+resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: name
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: 'Standard_LRS'
+  }
+  properties: {
+    allowSharedKeyAccess: false // Entra ID only: no account keys, no SAS signed with them
+    defaultToOAuthAuthentication: true
+    allowBlobPublicAccess: false
+    allowCrossTenantReplication: false
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    dnsEndpointType: 'Standard'
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      defaultAction: 'Allow'
+      bypass: 'AzureServices'
+    }
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+}
+
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: deploymentContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+}
+
+resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = [for role in tableRoles: {
+  parent: tableService
+  name: '${tablePrefix}${role}'
+}]
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+}
+
+resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for queueName in queueNames: {
+  parent: queueService
+  name: queueName
+}]
+
+output name string = account.name
+output resourceId string = account.id
+output blobEndpoint string = account.properties.primaryEndpoints.blob
+output queueEndpoint string = account.properties.primaryEndpoints.queue
+output tableEndpoint string = account.properties.primaryEndpoints.table
+output deploymentContainerName string = deploymentContainer.name

@@ -1,0 +1,180 @@
+// Usage-and-chargeback pipeline: everything `azd up` provisions. A thin orchestrator: it names
+// things, wires module outputs to module inputs and lists the app's own settings; each module
+// under app/ owns one concern.
+
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('azd environment name; seeds the resource names and the resource group name.')
+param environmentName string
+
+@minLength(1)
+@description('Region of every resource; it must offer the Flex Consumption plan.')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Object id of the deploying user (azd sets it), granted data access for debugging. Empty: none.')
+param principalId string = ''
+
+@description('Usage tables are "{prefix}{role}" (USAGE_TABLE_PREFIX).')
+@minLength(3)
+@maxLength(40)
+param tablePrefix string = 'usage'
+
+@description('Where collect_usage reads usage from (USAGE_SOURCE).')
+@allowed([
+  'simulated'
+])
+param usageSource string = 'simulated'
+
+@description('NCRONTAB (six fields, UTC) of the collect_usage timer (COLLECT_SCHEDULE).')
+param collectSchedule string = '0 5 * * * *'
+
+@description('Seconds one collect_usage run may spend catching up; below the host\'s functionTimeout (COLLECT_TIME_BUDGET_SECONDS).')
+@minValue(1)
+@maxValue(3600)
+param collectTimeBudgetSeconds int = 420
+
+@description('How far back a first run (no watermark yet) starts, in hours (COLLECT_LOOKBACK_HOURS).')
+@minValue(1)
+@maxValue(2160)
+param collectLookbackHours int = 24
+
+@description('Table partitions written in parallel (STORAGE_WRITE_PARALLELISM).')
+@minValue(1)
+@maxValue(64)
+param storageWriteParallelism int = 8
+
+@description('Queue of billing work items (report_to_azure trigger); "-poison" is appended for its poison queue.')
+param reportQueueName string = 'usage-to-report'
+
+@secure()
+@description('Commerce client secret, stored in Key Vault. Empty: the commerce client uses the managed identity.')
+param commerceClientSecret string = ''
+
+@secure()
+@description('Key that signs query_usage continuation tokens, stored in Key Vault (azd reuses or generates it).')
+param continuationTokenSigningKey string
+
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var functionAppName = 'func-api-${resourceToken}'
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'app/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: 'id-api-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: 'st${resourceToken}'
+    location: location
+    tags: tags
+    tablePrefix: tablePrefix
+    deploymentContainerName: 'app-package-${resourceToken}'
+    reportQueueName: reportQueueName
+  }
+}
+
+module monitoring 'app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: 'log-${resourceToken}'
+    applicationInsightsName: 'appi-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module keyVault 'app/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: 'kv-${resourceToken}'
+    location: location
+    tags: tags
+    commerceClientSecret: commerceClientSecret
+    continuationTokenSigningKey: continuationTokenSigningKey
+  }
+}
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    keyVaultName: keyVault.outputs.name
+    managedIdentityPrincipalId: identity.outputs.principalId
+    userPrincipalId: principalId
+  }
+}
+
+module api 'app/function-app.bicep' = {
+  name: 'api'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: 'plan-${resourceToken}'
+    location: location
+    tags: tags
+    serviceName: 'api'
+    identityId: identity.outputs.resourceId
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: storage.outputs.deploymentContainerName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    // The settings shared/config.py reads (the storage and telemetry wiring is added by the
+    // module). tests/unit/test_infra.py fails when this list and the code disagree.
+    appSettings: {
+      // Production mode: no emulator defaults, every production-only setting required.
+      APP_MODE: 'production'
+      // collect_usage: where usage comes from.
+      USAGE_SOURCE: usageSource
+      // collect_usage, query_usage, report_to_azure: the usage table names.
+      USAGE_TABLE_PREFIX: tablePrefix
+      // collect_usage timer schedule (%COLLECT_SCHEDULE% in collect_usage/function.json).
+      COLLECT_SCHEDULE: collectSchedule
+      // collect_usage catch-up: time budget per run and the first run's lookback.
+      COLLECT_TIME_BUDGET_SECONDS: string(collectTimeBudgetSeconds)
+      COLLECT_LOOKBACK_HOURS: string(collectLookbackHours)
+      // collect_usage: partitions written in parallel.
+      STORAGE_WRITE_PARALLELISM: string(storageWriteParallelism)
+    }
+  }
+  // Start the app only once its identity may read storage, telemetry and Key Vault.
+  dependsOn: [
+    rbac
+  ]
+}
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = api.outputs.name
+output SERVICE_API_NAME string = api.outputs.name
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+// main.parameters.json reads the signing key back from this vault on later `azd provision` runs.
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output AZURE_KEY_VAULT_ENDPOINT string = keyVault.outputs.uri
