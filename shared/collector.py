@@ -40,7 +40,7 @@ from shared.storage import StorageAccount
 from shared.subscriptions import Subscription, SubscriptionStore
 from shared.table_writer import PartitionWriter
 from shared.usage import UsageRecord
-from shared.usage_rows import UsageRow, hourly_partition, hourly_row_key
+from shared.usage_rows import UsageRow, hourly_partition, hourly_row_key, usage_table_name
 from shared.validation import Rejection, validate
 from shared.watermark import Watermark
 
@@ -55,7 +55,7 @@ class HourResult:
     late_rows: int
     quarantined: int
     quarantined_by_reason: dict[str, int]
-    daily_rows: int
+    daily_subscriptions: int
     seconds: float
 
 
@@ -114,9 +114,8 @@ class Collector:
         quarantine = QuarantineBuffer(self.account, hour)
         entries: list[HourEntry] = []
         written: set[str] = set()
-        with PartitionWriter(
-            self.account, "hourly", parallelism=self.settings.write_parallelism
-        ) as writer:
+        partition = hourly_partition(hour)
+        with PartitionWriter(self.account, parallelism=self.settings.write_parallelism) as writer:
             for group, records in groupby(self.source.usage(hour), key=_subscription_of):
                 rows = self._valid_rows(hour, records, known, quarantine)
                 if not rows:
@@ -129,15 +128,17 @@ class Collector:
                         code="SourceNotGrouped",
                     )
                 written.add(group)
-                partition = hourly_partition(hour, group)
-                writer.write_partition([row.to_entity(partition, key) for key, row in rows.items()])
+                writer.write_partition(
+                    usage_table_name(self.settings.table_prefix, group),
+                    [row.to_entity(partition, key) for key, row in rows.items()],
+                )
                 late = sum(1 for row in rows.values() if row.usage_start < hour)
                 entries.append(HourEntry(group, len(rows), late))
         quarantine.close()
         write_manifest(self.account, hour, entries)
-        daily_rows = 0
+        daily_subscriptions = 0
         if (hour + HOUR).hour == 0:
-            daily_rows = build_daily_rows(
+            daily_subscriptions = build_daily_rows(
                 self.account, floor_day(hour), parallelism=self.settings.write_parallelism
             )
         if self.after_hour_written is not None:
@@ -150,7 +151,7 @@ class Collector:
             late_rows=sum(entry.late_rows for entry in entries),
             quarantined=quarantine.count,
             quarantined_by_reason=dict(quarantine.by_reason),
-            daily_rows=daily_rows,
+            daily_subscriptions=daily_subscriptions,
             seconds=time.monotonic() - started,
         )
         if result.quarantined:

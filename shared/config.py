@@ -36,9 +36,10 @@ class Settings(BaseModel):
     queue_service_uri: str | None = Field(None, alias="AzureWebJobsStorage__queueServiceUri")
     storage_client_id: str | None = Field(None, alias="AzureWebJobsStorage__clientId")
 
-    # Table names are "{prefix}{role}", e.g. usagehourly; a prefix per test isolates tests.
+    # Table names are "{prefix}{role}" and "{prefix}u{subscription}" (per-tenant usage);
+    # 63 characters at most, so the prefix is short. A prefix per test isolates tests.
     table_prefix: str = Field(
-        "usage", alias="USAGE_TABLE_PREFIX", pattern=r"^[A-Za-z][A-Za-z0-9]{2,39}$"
+        "usage", alias="USAGE_TABLE_PREFIX", pattern=r"^[A-Za-z][A-Za-z0-9]{2,23}$"
     )
 
     collect_schedule: str = Field("0 5 * * * *", alias="COLLECT_SCHEDULE")

@@ -6,15 +6,16 @@ reported day has closed, i.e. right after its 23:00 hour is written, from what i
 never from the source. Rebuilding a day writes the same keys with the same sums
 (``math.fsum`` is exact, so the order rows are read in does not matter): idempotent.
 
-Work is per subscription: its hourly partitions of the day are read, summed and written as
-one daily partition, so memory holds one subscription-day at a time.
+Work is per subscription (the hour manifest says which had rows that day): one range query
+over its table's hourly partitions of the day, summed and written as one daily partition, so
+memory holds one subscription-day at a time.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
@@ -23,20 +24,32 @@ from shared.hours import DAY, HOUR, floor_day
 from shared.retry import call_with_retry
 from shared.storage import StorageAccount
 from shared.table_writer import Entity, PartitionWriter
-from shared.usage_rows import UsageRow, daily_partition, daily_row_key, hourly_partition
+from shared.usage_rows import (
+    UsageRow,
+    daily_partition,
+    daily_row_key,
+    hourly_partition,
+    usage_table_name,
+)
 
 
-def read_partition(account: StorageAccount, role: str, partition_key: str) -> list[Entity]:
-    """Every entity of one partition (a point partition query), retried as a whole."""
+def read_hourly_rows(
+    account: StorageAccount, subscription_id: str, first_hour: datetime, last_hour: datetime
+) -> list[UsageRow]:
+    """A subscription's hourly rows reported ``first_hour``..``last_hour``; retried whole."""
+    table_name = usage_table_name(account.settings.table_prefix, subscription_id)
 
-    def query() -> list[Entity]:
-        table = account.table(role)
-        return list(table.query_entities("PartitionKey eq @pk", parameters={"pk": partition_key}))
+    def query() -> list[UsageRow]:
+        entities = account.table_named(table_name).query_entities(
+            "PartitionKey ge @first and PartitionKey le @last",
+            parameters={"first": hourly_partition(first_hour), "last": hourly_partition(last_hour)},
+        )
+        return [UsageRow.from_entity(entity) for entity in entities]
 
-    return call_with_retry(query, what=f"read {role} partition {partition_key}")
+    return call_with_retry(query, what=f"read hourly rows of {table_name}")
 
 
-def sum_to_daily(day: datetime, subscription_id: str, hourly: Iterable[UsageRow]) -> list[Entity]:
+def sum_to_daily(day: datetime, hourly: Iterable[UsageRow]) -> list[Entity]:
     """The daily entities of one subscription for reported ``day``, from its hourly rows."""
     quantities: dict[str, list[float]] = defaultdict(list)
     latest: dict[str, UsageRow] = {}
@@ -47,7 +60,7 @@ def sum_to_daily(day: datetime, subscription_id: str, hourly: Iterable[UsageRow]
         kept = latest.get(key)
         if kept is None or row.usage_start > kept.usage_start:
             latest[key] = row  # instance data as of the newest hour
-    partition = daily_partition(day, subscription_id)
+    partition = daily_partition(day)
     entities = []
     for key, row in latest.items():
         usage_day = floor_day(row.usage_start)
@@ -66,35 +79,22 @@ def sum_to_daily(day: datetime, subscription_id: str, hourly: Iterable[UsageRow]
     return entities
 
 
-def _rollup_subscription(
-    account: StorageAccount, day: datetime, subscription_id: str, hours: Sequence[datetime]
-) -> list[Entity]:
-    rows = (
-        UsageRow.from_entity(entity)
-        for hour in hours
-        for entity in read_partition(account, "hourly", hourly_partition(hour, subscription_id))
-    )
-    return sum_to_daily(day, subscription_id, rows)
+def _rollup_subscription(account: StorageAccount, day: datetime, subscription_id: str) -> None:
+    rows = read_hourly_rows(account, subscription_id, day, day + DAY - HOUR)
+    entities = sum_to_daily(day, rows)
+    with PartitionWriter(account, parallelism=1) as writer:
+        writer.write_partition(
+            usage_table_name(account.settings.table_prefix, subscription_id), entities
+        )
 
 
 def build_daily_rows(account: StorageAccount, day: datetime, *, parallelism: int) -> int:
-    """(Re)build every daily row of reported ``day``; returns how many were written."""
+    """(Re)build every daily row of reported ``day``; returns how many subscriptions had any."""
     day = floor_day(day)
-    hours_by_subscription: dict[str, list[datetime]] = defaultdict(list)
-    for hour, entry in read_manifest(account, day, day + DAY - HOUR):
-        hours_by_subscription[entry.subscription_id].append(hour)
-    subscriptions = sorted(hours_by_subscription)
-    with (
-        PartitionWriter(account, "daily", parallelism=parallelism) as writer,
-        ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="daily") as readers,
-    ):
-        # A slice of subscriptions at a time keeps memory at a few subscription-days.
-        for start in range(0, len(subscriptions), parallelism):
-            chunk = subscriptions[start : start + parallelism]
-            results = readers.map(
-                lambda sid: _rollup_subscription(account, day, sid, hours_by_subscription[sid]),
-                chunk,
-            )
-            for entities in results:
-                writer.write_partition(entities)
-    return writer.entities_written
+    subscriptions = sorted(
+        {entry.subscription_id for _, entry in read_manifest(account, day, day + DAY - HOUR)}
+    )
+    # Each worker holds one subscription-day; ``map`` re-raises the first failure.
+    with ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="daily") as workers:
+        list(workers.map(lambda sid: _rollup_subscription(account, day, sid), subscriptions))
+    return len(subscriptions)

@@ -38,8 +38,8 @@ def write_manifest(account: StorageAccount, hour: datetime, entries: Sequence[Ho
         }
         for entry in entries
     ]
-    with PartitionWriter(account, ROLE, parallelism=1) as writer:
-        writer.write_partition(entities)
+    with PartitionWriter(account, parallelism=1) as writer:
+        writer.write_partition(account.settings.table_name(ROLE), entities)
 
 
 def read_manifest(

@@ -34,7 +34,8 @@ class QuarantineBuffer:
 
     def __init__(self, account: StorageAccount, reported_hour: datetime):
         self._partition = hour_key(reported_hour)
-        self._writer = PartitionWriter(account, ROLE, parallelism=1)
+        self._table = account.settings.table_name(ROLE)
+        self._writer = PartitionWriter(account, parallelism=1)
         self._pending: dict[str, dict[str, Any]] = {}
         self.count = 0
         self.by_reason: dict[str, int] = {}
@@ -57,7 +58,7 @@ class QuarantineBuffer:
             self._flush()
 
     def _flush(self) -> None:
-        self._writer.write_partition(list(self._pending.values()))
+        self._writer.write_partition(self._table, list(self._pending.values()))
         self._pending = {}
 
     def close(self) -> None:

@@ -5,10 +5,9 @@ locally) or identity-based service URIs (``AzureWebJobsStorage__tableServiceUri`
 managed identity in Azure, no keys in settings). The SDK's retry policy is off: retries
 live in ``shared.retry`` so they are capped, jittered and named in one place.
 
-Tables, by role (the name is ``{USAGE_TABLE_PREFIX}{role}``):
+Usage rows live in one table per tenant subscription (``shared.usage_rows``); the app's
+other tables, by role (the name is ``{USAGE_TABLE_PREFIX}{role}``):
 
-- ``hourly``: usage rows per (reported hour, subscription) partition;
-- ``daily``: usage rows per (reported day, subscription) partition;
 - ``hours``: one entity per (reported hour, subscription) that has rows: what was written;
 - ``subscriptions``, ``state`` (watermarks), ``quarantine``, ``ledger``.
 """
@@ -17,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,11 +26,12 @@ from azure.data.tables import TableClient, TableServiceClient
 from shared.config import Settings
 from shared.retry import call_with_retry
 
-TABLE_ROLES = ("hourly", "daily", "hours", "subscriptions", "state", "quarantine", "ledger")
+TABLE_ROLES = ("hours", "subscriptions", "state", "quarantine", "ledger")
 
 # Seconds; a storage call that takes longer than this is treated as a transient fault.
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 30
+CLIENTS_PER_THREAD = 32
 
 
 def _client_options() -> dict[str, Any]:
@@ -66,25 +67,40 @@ class StorageAccount:
         )
 
     def table(self, role: str) -> TableClient:
-        """This thread's client for the table of ``role``."""
-        clients: dict[str, TableClient] | None = getattr(self._local, "tables", None)
+        """This thread's client for the app table of ``role``."""
+        return self.table_named(self.settings.table_name(role))
+
+    def table_named(self, name: str) -> TableClient:
+        """This thread's client for the table ``name`` (clients share one connection pool).
+
+        Clients are cached per thread in a small LRU: the app's own tables stay hot, while
+        the thousands of per-subscription tables a run touches do not pile up in memory.
+        """
+        clients: OrderedDict[str, TableClient] | None = getattr(self._local, "tables", None)
         if clients is None:
-            clients = {}
+            clients = OrderedDict()
             self._local.tables = clients
-        client = clients.get(role)
+        client = clients.get(name)
         if client is None:
-            client = self._service().get_table_client(self.settings.table_name(role))
-            clients[role] = client
+            client = self._service().get_table_client(name)
+            clients[name] = client
+            if len(clients) > CLIENTS_PER_THREAD:
+                clients.popitem(last=False)
+        else:
+            clients.move_to_end(name)
         return client
+
+    def create_table(self, name: str) -> None:
+        """Create table ``name`` unless it exists (a race with another writer is fine)."""
+
+        def create() -> None:
+            # Another run or an earlier one created it: that is what we wanted.
+            with contextlib.suppress(ResourceExistsError):
+                self._service().create_table(name)
+
+        call_with_retry(create, what=f"create table {name}")
 
     def ensure_tables(self, roles: Iterable[str] = TABLE_ROLES) -> None:
         """Create the tables if they are missing (idempotent; a race with another run is fine)."""
         for role in roles:
-            name = self.settings.table_name(role)
-
-            def create(name: str = name) -> None:
-                # Another run or an earlier one created it: that is what we wanted.
-                with contextlib.suppress(ResourceExistsError):
-                    self._service().create_table(name)
-
-            call_with_retry(create, what=f"create table {name}")
+            self.create_table(self.settings.table_name(role))

@@ -127,10 +127,8 @@ class SubscriptionStore:
             changed.append(entity)
             stored[key] = _merge(previous, entity)
         if changed:
-            with PartitionWriter(
-                self._account, ROLE, parallelism=1, mode=UpdateMode.MERGE
-            ) as writer:
-                writer.write_partition(changed)
+            with PartitionWriter(self._account, parallelism=1, mode=UpdateMode.MERGE) as writer:
+                writer.write_partition(self._account.settings.table_name(ROLE), changed)
         return len(changed)
 
 

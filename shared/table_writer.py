@@ -1,13 +1,14 @@
 """Parallel, idempotent writes of whole partitions as entity-group transactions.
 
 Table storage commits up to 100 operations on one partition atomically. Every write here is
-an upsert that replaces the entity, so replaying a batch (after a timeout whose answer was
-lost, or in a rerun of the hour) converges to the same stored state: that is what makes
-collecting an hour twice harmless (invariant 1).
+an upsert, so replaying a batch (after a timeout whose answer was lost, or in a rerun of the
+hour) converges to the same stored state: that is what makes collecting an hour twice
+harmless (invariant 1).
 
 Several partitions are in flight at once (``parallelism`` threads); the number of queued
 partitions is bounded, so a producer that streams an hour never holds more than a few
-partitions in memory.
+partitions in memory. A table that does not exist yet (a subscription's first usage) is
+created on the first write that misses it, so the common path costs no extra call.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
 
+from azure.core.exceptions import HttpResponseError
 from azure.data.tables import TableTransactionError, UpdateMode
 
 from shared.errors import BadInputError
@@ -33,6 +35,10 @@ def chunks(entities: Sequence[Entity], size: int = MAX_BATCH) -> Iterator[Sequen
         yield entities[start : start + size]
 
 
+def _table_missing(error: HttpResponseError) -> bool:
+    return error.status_code == 404 and "TableNotFound" in str(error)
+
+
 class PartitionWriter:
     """Upserts whole partitions, ``parallelism`` at a time; ``close`` raises the first failure.
 
@@ -43,56 +49,64 @@ class PartitionWriter:
     def __init__(
         self,
         account: StorageAccount,
-        role: str,
         *,
         parallelism: int,
         mode: UpdateMode = UpdateMode.REPLACE,
         policy: RetryPolicy = DEFAULT_POLICY,
     ):
         self._account = account
-        self._role = role
         self._policy = policy
         self._mode = mode
-        self._pool = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix=f"w-{role}")
+        self._pool = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="writer")
         self._slots = threading.BoundedSemaphore(parallelism * 2)
         self._futures: list[Future[int]] = []
         self.entities_written = 0
 
-    def write_partition(self, entities: Sequence[Entity]) -> None:
+    def write_partition(self, table_name: str, entities: Sequence[Entity]) -> None:
         """Queue one partition's entities (all the same PartitionKey) for writing."""
         if not entities:
             return
-        self._raise_if_failed()
+        self._collect_done()
         self._slots.acquire()
-        future = self._pool.submit(self._write, entities)
+        future = self._pool.submit(self._write, table_name, entities)
         future.add_done_callback(lambda _: self._slots.release())
         self._futures.append(future)
 
-    def _write(self, entities: Sequence[Entity]) -> int:
-        table = self._account.table(self._role)
+    def _write(self, table_name: str, entities: Sequence[Entity]) -> int:
+        table = self._account.table_named(table_name)
         partition = entities[0]["PartitionKey"]
+        what = f"write {table_name} partition {partition}"
         for batch in chunks(entities):
             operations = [("upsert", entity, {"mode": self._mode}) for entity in batch]
 
             def submit(operations: list[Any] = operations) -> None:
-                table.submit_transaction(operations)
+                try:
+                    table.submit_transaction(operations)
+                except HttpResponseError as error:
+                    if not _table_missing(error):
+                        raise
+                    self._account.create_table(table_name)
+                    table.submit_transaction(operations)
 
             try:
-                call_with_retry(
-                    submit, what=f"write {self._role} partition {partition}", policy=self._policy
-                )
+                call_with_retry(submit, what=what, policy=self._policy)
             except TableTransactionError as error:
                 raise BadInputError(
-                    f"storage refused a batch of partition {partition}: HTTP {error.status_code}",
+                    f"storage refused a batch of {table_name} partition {partition}: "
+                    f"HTTP {error.status_code}",
                     code="StorageRefusedBatch",
                 ) from error
         return len(entities)
 
-    def _raise_if_failed(self) -> None:
-        done = [future for future in self._futures if future.done()]
-        for future in done:
-            self.entities_written += future.result()  # raises the worker's error, if any
-        self._futures = [future for future in self._futures if not future.done()]
+    def _collect_done(self) -> None:
+        """Count finished partitions; raise the first failure early."""
+        pending = []
+        for future in self._futures:
+            if future.done():
+                self.entities_written += future.result()
+            else:
+                pending.append(future)
+        self._futures = pending
 
     def close(self) -> int:
         """Wait for every queued partition; raise the first failure; return entities written."""

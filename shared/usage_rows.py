@@ -1,15 +1,24 @@
-"""Stored usage rows: their keys and their entity shape, hourly and daily.
+"""Stored usage rows: where they live, their keys and their entity shape, hourly and daily.
 
-Hourly rows: one per (reported hour, subscription, usage hour, meter, resource).
+Each tenant subscription's usage lives in **its own table**, ``{prefix}u{subscription id
+without dashes}``. Measured reason: a query's cost must follow the rows it returns, not the
+rows of other tenants (invariant 6), and Azurite answers every query by scanning the whole
+table it names; a table per subscription keeps a tenant's reads at the size of its own
+usage there as in Azure, lets a tenant's month be one range query, and gives operators a
+per-tenant unit to export or drop. The provider route reads the tables of the
+subscriptions in its scope, which is exactly what it is entitled to.
 
-- ``PartitionKey = {reported hour YYYYMMDDHH}_{subscription id}``: a tenant's hour is one
-  point partition; all tenants of a window of hours is one contiguous key range.
-- ``RowKey = {usage hour YYYYMMDDHH}_{meter id lower}_{resource hash}``: the row's identity
-  inside the partition. The hash is of the lower-cased resourceUri (ARM ids are
-  case-insensitive, and a URI may hold characters RowKeys forbid).
+Inside a subscription's table:
 
-Daily rows use the same shape with days: ``{reported day}_{subscription}`` and
-``{usage day}_{meter}_{resource hash}``.
+- hourly rows, one per (reported hour, usage hour, meter, resource):
+  ``PartitionKey = H{reported hour YYYYMMDDHH}``,
+  ``RowKey = {usage hour YYYYMMDDHH}_{meter id lower}_{resource hash}``;
+- daily rows, one per (reported day, usage day, meter, resource):
+  ``PartitionKey = D{reported day YYYYMMDD}``, ``RowKey = {usage day}_{meter}_{hash}``.
+
+Key order is time order, so a window of reported hours is one contiguous PartitionKey range.
+The hash is of the lower-cased resourceUri (ARM ids are case-insensitive, and a URI may hold
+characters RowKeys forbid).
 
 Quantities are doubles; the usage window is stored as two DateTime properties; tags and
 additionalInfo as JSON text (or absent).
@@ -33,12 +42,17 @@ def resource_hash(resource_uri: str) -> str:
     return hashlib.blake2b(resource_uri.lower().encode("utf-8"), digest_size=10).hexdigest()
 
 
-def hourly_partition(reported_hour: datetime, subscription_id: str) -> str:
-    return f"{hour_key(reported_hour)}_{subscription_id}"
+def usage_table_name(table_prefix: str, subscription_id: str) -> str:
+    """The table holding one subscription's usage (table names allow only letters, digits)."""
+    return f"{table_prefix}u{subscription_id.replace('-', '').lower()}"
 
 
-def daily_partition(reported_day: datetime, subscription_id: str) -> str:
-    return f"{day_key(reported_day)}_{subscription_id}"
+def hourly_partition(reported_hour: datetime) -> str:
+    return f"H{hour_key(reported_hour)}"
+
+
+def daily_partition(reported_day: datetime) -> str:
+    return f"D{day_key(reported_day)}"
 
 
 def hourly_row_key(usage_start: datetime, meter_key: str, resource_uri: str) -> str:

@@ -11,7 +11,8 @@ from azure.data.tables import TableServiceClient
 
 from devstack.azurite import Azurite
 from shared.config import Settings
-from shared.storage import TABLE_ROLES, StorageAccount
+from shared.storage import StorageAccount
+from tests.scripted_source import tables_of
 
 
 @pytest.fixture(scope="session")
@@ -42,8 +43,8 @@ def make_settings(azurite: Azurite) -> Iterator[Callable[..., Settings]]:
     yield make
     client = TableServiceClient.from_connection_string(azurite.connection_string)
     for settings in made:
-        for role in TABLE_ROLES:
-            client.delete_table(settings.table_name(role))
+        for name in tables_of(StorageAccount(settings)):
+            client.delete_table(name)
 
 
 @pytest.fixture

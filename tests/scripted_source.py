@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from azure.data.tables import TableServiceClient
+
 from shared.storage import StorageAccount
 from shared.subscriptions import Subscription, SubscriptionState
 from shared.usage import UsageRecord
@@ -76,13 +78,47 @@ class ScriptedSource:
             yield record
 
 
-def snapshot(account: StorageAccount, *roles: str) -> dict[str, list[tuple[Any, ...]]]:
-    """Every entity of the tables of ``roles``, keys and values, in key order."""
+def tables_of(account: StorageAccount) -> list[str]:
+    """Names of every table this account's settings own (their prefix), sorted."""
+    prefix = account.settings.table_prefix
+    service = TableServiceClient.from_connection_string(
+        account.settings.storage_connection_string.get_secret_value()  # type: ignore[union-attr]
+    )
+    return sorted(
+        table.name
+        for table in service.query_tables(
+            "TableName ge @low and TableName lt @high",
+            parameters={"low": prefix, "high": prefix + "~"},
+        )
+    )
+
+
+def snapshot(account: StorageAccount, *kinds: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every entity, keys and values, in key order, of the tables of ``kinds``.
+
+    A kind is an app table role (``hours``, ``quarantine``, ...) or ``usage`` for every
+    subscription's usage table. Tables are named without the settings' prefix, so two
+    accounts with different prefixes compare equal when they hold the same data.
+    """
+    prefix = account.settings.table_prefix
     tables: dict[str, list[tuple[Any, ...]]] = {}
-    for role in roles:
-        entities = account.table(role).list_entities()
-        tables[role] = sorted(
+    for name in tables_of(account):
+        kind = name[len(prefix) :]
+        if kind not in kinds and not ("usage" in kinds and kind.startswith("u")):
+            continue
+        entities = account.table_named(name).list_entities()
+        tables[kind] = sorted(
             (entity["PartitionKey"], entity["RowKey"], tuple(sorted(entity.items())))
             for entity in entities
         )
     return tables
+
+
+def usage_entities(account: StorageAccount) -> list[dict[str, Any]]:
+    """Every usage row (hourly and daily) of every subscription table, as stored."""
+    prefix = account.settings.table_prefix
+    rows: list[dict[str, Any]] = []
+    for name in tables_of(account):
+        if name[len(prefix) :].startswith("u"):
+            rows.extend(dict(entity) for entity in account.table_named(name).list_entities())
+    return rows

@@ -17,6 +17,7 @@ from shared.hours import hour_key
 from shared.storage import StorageAccount
 from shared.subscriptions import SubscriptionStore
 from shared.usage import UsageRecord
+from shared.usage_rows import usage_table_name
 from shared.watermark import Watermark
 from tests.scripted_source import (
     STATIC_IP,
@@ -24,12 +25,13 @@ from tests.scripted_source import (
     TENANT_B,
     ScriptedSource,
     snapshot,
+    usage_entities,
     vm_record,
 )
 
 HOUR = timedelta(hours=1)
 T0 = datetime(2026, 11, 20, 0, tzinfo=UTC)
-USAGE_ROLES = ("hourly", "daily", "hours", "quarantine")
+USAGE_KINDS = ("usage", "hours", "quarantine")
 
 
 def two_tenants_source(hours: int, *, vms: int = 150) -> ScriptedSource:
@@ -58,11 +60,11 @@ def test_collecting_an_hour_twice_leaves_identical_tables(make_settings) -> None
     run.account.ensure_tables()
     for hour in source.by_hour:
         run.collect_hour(hour)
-    first = snapshot(run.account, *USAGE_ROLES)
+    first = snapshot(run.account, *USAGE_KINDS)
     for hour in source.by_hour:
         collector(settings, source).collect_hour(hour)
-    assert snapshot(run.account, *USAGE_ROLES) == first
-    assert len(first["hourly"]) == 3 * 2 * 150 + 2
+    assert snapshot(run.account, *USAGE_KINDS) == first
+    assert len(usage_entities(run.account)) == 3 * 2 * 150 + 2
 
 
 def test_watermark_thirty_hours_behind_is_caught_up_in_order(make_settings) -> None:
@@ -109,11 +111,11 @@ def test_source_failure_mid_hour_then_rerun_equals_clean_run(make_settings) -> N
         collector(faulty, source).collect_due_hours(T0 + HOUR)
     account = StorageAccount(faulty)
     assert Watermark(account, source.name).read() is None
-    assert len(snapshot(account, "hourly")["hourly"]) > 0  # partial writes happened
+    assert usage_entities(account)  # partial writes happened
 
     source.on_record = None
     collector(faulty, source).collect_due_hours(T0 + HOUR)
-    assert (snapshot(account, *USAGE_ROLES)) == (snapshot(StorageAccount(clean), *USAGE_ROLES))
+    assert (snapshot(account, *USAGE_KINDS)) == (snapshot(StorageAccount(clean), *USAGE_KINDS))
 
 
 def test_storage_killed_mid_hour_then_rerun_equals_clean_run(tmp_path, make_settings) -> None:
@@ -152,7 +154,7 @@ def test_storage_killed_mid_hour_then_rerun_equals_clean_run(tmp_path, make_sett
         assert Watermark(account, source.name).read() == T0
         source.on_record = None
         collector(settings, source).collect_due_hours(T0 + 2 * HOUR)
-        assert (snapshot(account, *USAGE_ROLES)) == (snapshot(StorageAccount(clean), *USAGE_ROLES))
+        assert (snapshot(account, *USAGE_KINDS)) == (snapshot(StorageAccount(clean), *USAGE_KINDS))
 
 
 def test_late_usage_lands_in_later_hour_with_its_true_window(make_settings) -> None:
@@ -161,9 +163,11 @@ def test_late_usage_lands_in_later_hour_with_its_true_window(make_settings) -> N
     source = two_tenants_source(3, vms=1)
     collector(settings, source).collect_due_hours(T0 + 3 * HOUR)
     account = StorageAccount(settings)
-    partition = f"{hour_key(T0 + 2 * HOUR)}_{TENANT_A}"
+    table = account.table_named(usage_table_name(settings.table_prefix, TENANT_A))
     rows = list(
-        account.table("hourly").query_entities("PartitionKey eq @pk", parameters={"pk": partition})
+        table.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": f"H{hour_key(T0 + 2 * HOUR)}"}
+        )
     )
     windows = sorted((row["UsageStartTime"], row["UsageEndTime"], row["Quantity"]) for row in rows)
     assert windows == [(T0, T0 + HOUR, 3.0), (T0 + 2 * HOUR, T0 + 3 * HOUR, 8.0)]
@@ -175,12 +179,13 @@ def test_closed_reported_hours_do_not_change(make_settings) -> None:
     source = two_tenants_source(6, vms=2)
     collector(settings, source).collect_due_hours(T0 + 2 * HOUR)
     account = StorageAccount(settings)
-    before = snapshot(account, "hourly")
+    before = snapshot(account, "usage")
     collector(settings, source).collect_due_hours(T0 + 6 * HOUR)
-    after = snapshot(account, "hourly")
-    early = [entity for entity in after["hourly"] if entity[0] < hour_key(T0 + 2 * HOUR)]
-    assert early == before["hourly"]
-    assert len(after["hourly"]) > len(before["hourly"])
+    after = snapshot(account, "usage")
+    closed = f"H{hour_key(T0 + 2 * HOUR)}"
+    early = {table: [e for e in rows if e[0] < closed] for table, rows in after.items()}
+    assert early == before
+    assert sum(map(len, after.values())) > sum(map(len, before.values()))
 
 
 def test_daily_rows_equal_the_sum_of_hourly_rows(make_settings) -> None:
@@ -192,23 +197,31 @@ def test_daily_rows_equal_the_sum_of_hourly_rows(make_settings) -> None:
     collector(settings, source).collect_due_hours(start + 26 * HOUR)
     account = StorageAccount(settings)
 
-    expected: dict[tuple[str, str, str], float] = defaultdict(float)
-    for entity in account.table("hourly").list_entities():
-        reported_day = entity["PartitionKey"][:8]
-        usage_day = entity["UsageStartTime"].strftime("%Y%m%d")
-        key = (f"{reported_day}_{entity['SubscriptionId']}", usage_day, entity["ResourceUri"])
-        expected[key] += entity["Quantity"]
-    # Only the fully closed day T0-1 (hours 22, 23) and day T0 (closed at 23:00) have rows.
-    expected = {key: value for key, value in expected.items() if key[0][:8] <= "20261120"}
+    rows = usage_entities(account)
+    expected: dict[tuple[str, str, str, str], float] = defaultdict(float)
+    for entity in rows:
+        if entity["PartitionKey"].startswith("H"):
+            reported_day = entity["PartitionKey"][1:9]
+            usage_day = entity["UsageStartTime"].strftime("%Y%m%d")
+            key = (entity["SubscriptionId"], reported_day, usage_day, entity["ResourceUri"])
+            expected[key] += entity["Quantity"]
+    # Reported days 2026-11-19 (hours 22, 23) and 2026-11-20 closed; 11-21 is still open.
+    expected = {key: value for key, value in expected.items() if key[1] <= "20261120"}
 
+    daily_rows = [entity for entity in rows if entity["PartitionKey"].startswith("D")]
     daily = {
-        (entity["PartitionKey"], entity["RowKey"][:8], entity["ResourceUri"]): entity["Quantity"]
-        for entity in account.table("daily").list_entities()
+        (
+            entity["SubscriptionId"],
+            entity["PartitionKey"][1:],
+            entity["RowKey"][:8],
+            entity["ResourceUri"],
+        ): entity["Quantity"]
+        for entity in daily_rows
     }
     assert daily.keys() == expected.keys()
     for key, quantity in expected.items():
         assert math.isclose(daily[key], quantity, rel_tol=1e-12)
-    for entity in account.table("daily").list_entities():
+    for entity in daily_rows:
         assert entity["UsageEndTime"] - entity["UsageStartTime"] == timedelta(days=1)
 
 
@@ -260,9 +273,7 @@ def test_every_kind_of_bad_record_is_quarantined_and_nothing_else_changes(make_s
         stored[entity["Reason"]] += 1
         assert entity["Record"]
     assert stored == expected_counts
-    assert snapshot(account, "hourly", "daily") == (
-        snapshot(StorageAccount(clean), "hourly", "daily")
-    )
+    assert snapshot(account, "usage") == snapshot(StorageAccount(clean), "usage")
 
 
 def test_subscriptions_are_synced_and_operator_billing_mapping_is_kept(make_settings) -> None:

@@ -21,7 +21,7 @@ def test_settings_defaults_in_local_mode() -> None:
     settings = Settings.from_environ({**BASE, "COLLECT_LOOKBACK_HOURS": "30"})
     assert settings.usage_source == "simulated"
     assert settings.collect_lookback_hours == 30
-    assert settings.table_name("hourly") == "usagehourly"
+    assert settings.table_name("hours") == "usagehours"
 
 
 @pytest.mark.parametrize(
@@ -104,6 +104,6 @@ def test_daily_sum_groups_by_usage_day_and_resource() -> None:
         return UsageRow("s", "M", start, start + hour, quantity, uri, "local", None, None)
 
     rows = [row(day + n * hour, 0.1) for n in range(24)] + [row(day - hour, 2.0)]
-    entities = sum_to_daily(day, "s", rows)
+    entities = sum_to_daily(day, rows)
     sums = sorted((entity["UsageStartTime"], entity["Quantity"]) for entity in entities)
     assert sums == [(day - timedelta(days=1), 2.0), (day, pytest.approx(2.4, rel=1e-15))]

@@ -1,0 +1,20 @@
+"""Run one benchmark: ``python -m bench NAME [--quick]`` (NAME: collect)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = ("collect",)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in BENCHMARKS:
+        print(f"usage: python -m bench {{{','.join(BENCHMARKS)}}} [--quick]", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"bench.{argv[0]}")
+    return int(module.main(argv[1:]))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
