@@ -1,0 +1,722 @@
+"""A local, real-HTTP emulator of the Marketplace Metering API (spec/commerce-api.md).
+
+Why it exists: the commerce client and ``report_to_azure`` must prove that nothing is lost
+or billed twice when the endpoint throttles, fails, answers late, drops the connection or
+accepts events and then loses the answer. Those faults cannot be produced on demand against
+the real service, so this server implements the same rules and lets tests switch them on.
+
+Routes (all need ``api-version=2018-08-31``, else ``400 BadArgument``, and
+``Authorization: Bearer <token>`` equal to the configured token, else ``403``):
+
+- ``POST /api/usageEvent``: one event. ``200`` with the accepted event, ``409 Conflict``
+  with ``additionalInfo.acceptedMessage`` for a duplicate, ``400`` with ``code`` = the
+  event's status (``Expired``, ``InvalidQuantity``, ...) for any other refusal.
+- ``POST /api/batchUsageEvent``: body ``{"request": [1..25 events]}``; a bare array, an
+  empty or longer list is ``400 BadArgument``. ``200 {"count": n, "result": [...]}``, one
+  element per event in request order, each with its own ``status``; refused elements carry
+  ``error: {code, message, target}``, a ``Duplicate`` also
+  ``error.additionalInfo.acceptedMessage`` (the accepted event with its ``usageEventId``
+  and ``quantity``).
+- ``GET /api/usageEvents?usageStartDate=..[&usageEndDate=..]``: reconciliation. The real
+  service answers daily rows; the emulator answers **one row per accepted event** (it holds
+  at most one per resource, dimension and hour) whose hour lies in ``[start, end)``; a bare
+  date means its UTC midnight, ``usageEndDate`` defaults to the clock's now. A JSON array of
+  ``{"usageDate": <hour, ISO Z>, "resourceId" | "resourceUri", "dimension", "planId",
+  "submittedQuantity", "processedQuantity", "submittedCount": 1, "reconStatus": "Accepted",
+  "usageEventId"}`` ordered by hour then resource then dimension.
+
+Per-event rules, in this order: an object with exactly one of ``resourceId`` /
+``resourceUri`` and string ``dimension`` / ``planId`` (``BadArgument``); a finite number
+``quantity`` > 0 (``InvalidQuantity``; a non-number is ``BadArgument``); a parseable
+``effectiveStartTime`` (naive means UTC; else ``BadArgument``) not after the clock's now
+(``BadArgument``) nor older than 24 hours before it (``Expired``); the resource not in
+``unknown_resources`` (``ResourceNotFound``); the dimension not in ``invalid_dimensions``
+(``InvalidDimension``); then duplicate detection by (resource, dimension, UTC clock hour of
+``effectiveStartTime``). The clock is injectable and may be swapped at run time
+(``emulator.clock = ...``) so tests can move time.
+
+Faults (thread-safe; see :class:`Fault`): queue them with :meth:`CommerceEmulator.fail_next`
+(consumed first-in first-out by the next requests they apply to) or draw them from a seeded
+random plan with :meth:`CommerceEmulator.set_fault_rate`. Queued faults win over the plan.
+``calls`` counts requests per route, ``injected`` faults per kind, ``call_log()`` lists
+(route, events in body, answer status or None when dropped) in arrival order.
+
+Run standalone: ``python -m devstack.commerce_emulator --port 7071`` prints the base URL;
+Ctrl-C stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import random
+import signal
+import socket
+import sys
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType, TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+API_VERSION = "2018-08-31"
+MAX_BATCH = 25
+EXPIRY_WINDOW = timedelta(hours=24)
+DEFAULT_TOKEN = "local-emulator-token"  # noqa: S105 - the emulator's public local token
+
+ROUTE_SINGLE = "usageEvent"
+ROUTE_BATCH = "batchUsageEvent"
+ROUTE_RECON = "usageEvents"
+_ROUTES = {
+    ("POST", "/api/usageEvent"): ROUTE_SINGLE,
+    ("POST", "/api/batchUsageEvent"): ROUTE_BATCH,
+    ("GET", "/api/usageEvents"): ROUTE_RECON,
+}
+
+Json = dict[str, Any]
+Clock = Callable[[], datetime]
+
+
+class Fault(StrEnum):
+    """What the emulator can do wrong on purpose, and what the client must survive."""
+
+    THROTTLE = "429"  # 429 with Retry-After (seconds)
+    SERVER_ERROR = "500"  # 500 InternalServerError, nothing processed
+    BAD_REQUEST = "400"  # 400 BadArgument for the whole request, nothing processed
+    SLOW = "slow"  # wait ``delay`` seconds, then process and answer (often too late)
+    DROP = "drop"  # close the connection without processing or answering
+    ACCEPT_THEN_DROP = "accept_then_drop"  # process and KEEP the events, then close silently
+    EVENT_ERROR = "event_error"  # batch: 200 with status Error for some events (not kept)
+
+
+# Faults that only make sense where events are posted.
+_POST_ONLY = frozenset({Fault.EVENT_ERROR})
+
+
+@dataclass
+class _QueuedFault:
+    kind: Fault
+    remaining: int
+    retry_after: int
+    delay: float
+    event_indices: frozenset[int] | None
+    route: str | None
+
+    def applies_to(self, route: str) -> bool:
+        if self.route is not None and self.route != route:
+            return False
+        return not (self.kind in _POST_ONLY and route != ROUTE_BATCH and route != ROUTE_SINGLE)
+
+
+@dataclass
+class _FaultPlan:
+    rate: float
+    kinds: tuple[Fault, ...]
+    rng: random.Random
+    retry_after: int
+    delay: float
+
+
+@dataclass(frozen=True)
+class _Decision:
+    """The fault chosen for one request (``kind`` None: behave)."""
+
+    kind: Fault | None = None
+    retry_after: int = 1
+    delay: float = 1.0
+    error_indices: frozenset[int] | None = None  # EVENT_ERROR: None means every event
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    route: str
+    events: int
+    status: int | None  # None when the connection was dropped without an answer
+
+
+@dataclass
+class _Outcome:
+    """One event's verdict: the element of a batch answer, and whether it is kept."""
+
+    element: Json
+    status: str
+    accepted: Json | None = None  # for Duplicate: the originally accepted event
+    target: str | None = None
+
+
+@dataclass
+class _Reply:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class _EmulatorError(Exception):
+    """A whole request is refused (400 BadArgument, 403 ...)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso_z(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(text: str) -> datetime:
+    """ISO 8601 date or date-time; naive means UTC, as the service treats it."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+class CommerceEmulator:
+    """The metering endpoint on a free loopback port, with switchable faults."""
+
+    def __init__(
+        self,
+        token: str = DEFAULT_TOKEN,
+        clock: Clock | None = None,
+        *,
+        port: int = 0,
+        invalid_dimensions: Iterable[str] = (),
+        unknown_resources: Iterable[str] = (),
+    ) -> None:
+        self.token = token
+        self.clock: Clock = clock or _utc_now
+        self.invalid_dimensions: set[str] = set(invalid_dimensions)
+        self.unknown_resources: set[str] = set(unknown_resources)
+        self._port = port
+        self._state_lock = threading.Lock()  # accepted events
+        self._fault_lock = threading.Lock()  # fault queue, plan, counters
+        self._accepted: dict[tuple[str, str, datetime], Json] = {}
+        self._queued: list[_QueuedFault] = []
+        self._plan: _FaultPlan | None = None
+        self._calls: Counter[str] = Counter()
+        self._injected: Counter[Fault] = Counter()
+        self._log: list[CallRecord] = []
+        self._stopping = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> CommerceEmulator:
+        """Bind and serve in a background thread; connections are accepted on return."""
+        if self._server is not None:
+            return self
+        self._stopping.clear()
+        server = _Server(("127.0.0.1", self._port), _Handler)
+        server.emulator = self
+        self._server = server
+        # A short poll interval keeps stop() (and so every test's teardown) quick.
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05},
+            name="commerce-emulator", daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; slow answers still waiting are abandoned (their socket closes)."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=10)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> CommerceEmulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the commerce emulator is not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- inspection ------------------------------------------------------------------------
+
+    def accepted_events(self) -> list[Json]:
+        """Every accepted event (as ``acceptedMessage`` spells it), oldest hour first."""
+        with self._state_lock:
+            rows = [dict(event) for event in self._accepted.values()]
+        rows.sort(key=lambda e: (e["effectiveStartTime"], _resource_of(e), e["dimension"]))
+        return rows
+
+    @property
+    def calls(self) -> dict[str, int]:
+        """Requests received per route (``usageEvent``, ``batchUsageEvent``, ``usageEvents``)."""
+        with self._fault_lock:
+            return dict(self._calls)
+
+    @property
+    def injected(self) -> dict[Fault, int]:
+        """Faults injected so far, per kind (queued and random ones alike)."""
+        with self._fault_lock:
+            return dict(self._injected)
+
+    @property
+    def total_calls(self) -> int:
+        with self._fault_lock:
+            return sum(self._calls.values())
+
+    def call_log(self) -> list[CallRecord]:
+        """Every routed request in arrival order: route, events in its body, answer status."""
+        with self._fault_lock:
+            return list(self._log)
+
+    def reset(self) -> None:
+        """Forget accepted events, faults and counters (the clock and sets stay)."""
+        with self._state_lock:
+            self._accepted.clear()
+        with self._fault_lock:
+            self._queued.clear()
+            self._plan = None
+            self._calls.clear()
+            self._injected.clear()
+            self._log.clear()
+
+    # -- faults ----------------------------------------------------------------------------
+
+    def fail_next(
+        self,
+        kind: Fault | str,
+        times: int = 1,
+        *,
+        retry_after: int = 1,
+        delay: float = 1.0,
+        event_indices: Collection[int] | None = None,
+        route: str | None = None,
+    ) -> None:
+        """Make the next ``times`` requests (to ``route``, or any it applies to) fail as ``kind``.
+
+        ``retry_after``: the 429's ``Retry-After`` seconds. ``delay``: how long a slow answer
+        waits. ``event_indices``: for ``event_error``, the positions in the batch that get
+        status ``Error`` (default: all). ``event_error`` never applies to ``usageEvents``.
+        """
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        fault = _QueuedFault(
+            kind=Fault(kind),
+            remaining=times,
+            retry_after=retry_after,
+            delay=delay,
+            event_indices=None if event_indices is None else frozenset(event_indices),
+            route=route,
+        )
+        with self._fault_lock:
+            self._queued.append(fault)
+
+    def set_fault_rate(
+        self,
+        rate: float,
+        kinds: Iterable[Fault | str] | None = None,
+        seed: int | None = None,
+        *,
+        retry_after: int = 1,
+        delay: float = 1.0,
+    ) -> None:
+        """Fail each request with probability ``rate``, as a kind drawn from ``kinds``.
+
+        Seeded, so a single-threaded client sees the same plan every run. ``event_error``
+        marks each event of the batch ``Error`` with probability 1/2 (at least one).
+        ``rate=0`` switches the plan off.
+        """
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError("rate must be within [0, 1]")
+        chosen = tuple(Fault(k) for k in (kinds if kinds is not None else Fault))
+        if rate > 0 and not chosen:
+            raise ValueError("kinds must not be empty")
+        with self._fault_lock:
+            self._plan = (
+                None
+                if rate == 0
+                else _FaultPlan(rate, chosen, random.Random(seed), retry_after, delay)
+            )
+
+    def clear_faults(self) -> None:
+        with self._fault_lock:
+            self._queued.clear()
+            self._plan = None
+
+    def _count(self, route: str) -> None:
+        with self._fault_lock:
+            self._calls[route] += 1
+
+    def _decide(self, route: str, events: int) -> _Decision:
+        """Count the call and choose its fault (queued first, then the random plan)."""
+        with self._fault_lock:
+            self._calls[route] += 1
+            for queued in self._queued:
+                if queued.applies_to(route):
+                    queued.remaining -= 1
+                    if queued.remaining == 0:
+                        self._queued.remove(queued)
+                    self._injected[queued.kind] += 1
+                    return _Decision(
+                        queued.kind, queued.retry_after, queued.delay, queued.event_indices
+                    )
+            plan = self._plan
+            if plan is None or plan.rng.random() >= plan.rate:
+                return _Decision()
+            kinds = [k for k in plan.kinds if route in (ROUTE_BATCH, ROUTE_SINGLE) or
+                     k not in _POST_ONLY]
+            if not kinds:
+                return _Decision()
+            kind = plan.rng.choice(kinds)
+            indices: frozenset[int] | None = None
+            if kind is Fault.EVENT_ERROR and events > 0:
+                picked = {i for i in range(events) if plan.rng.random() < 0.5}
+                indices = frozenset(picked or {plan.rng.randrange(events)})
+            self._injected[kind] += 1
+            return _Decision(kind, plan.retry_after, plan.delay, indices)
+
+    def _record(self, route: str, events: int, status: int | None) -> None:
+        with self._fault_lock:
+            self._log.append(CallRecord(route, events, status))
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep for a slow answer; False when the emulator is stopping meanwhile."""
+        return not self._stopping.wait(seconds)
+
+    # -- the rules -------------------------------------------------------------------------
+
+    def _judge(self, raw: Any, now: datetime) -> _Outcome:
+        """Validate one event and, if it passes, accept it (caller holds the state lock)."""
+        if not isinstance(raw, dict):
+            return _refusal({}, "BadArgument", "an event must be a JSON object", None, now)
+        echo = {
+            key: raw[key]
+            for key in ("resourceId", "resourceUri", "quantity", "dimension",
+                        "effectiveStartTime", "planId")
+            if key in raw
+        }
+        has_id, has_uri = "resourceId" in raw, "resourceUri" in raw
+        if has_id == has_uri:
+            return _refusal(echo, "BadArgument",
+                            "give exactly one of resourceId and resourceUri", "resourceId", now)
+        resource = raw["resourceId"] if has_id else raw["resourceUri"]
+        for name, value in (("resource", resource), ("dimension", raw.get("dimension")),
+                            ("planId", raw.get("planId"))):
+            if not isinstance(value, str) or not value:
+                return _refusal(echo, "BadArgument", f"{name} must be a non-empty string",
+                                name, now)
+        quantity = raw.get("quantity")
+        if isinstance(quantity, bool) or not isinstance(quantity, int | float):
+            return _refusal(echo, "BadArgument", "quantity must be a number", "quantity", now)
+        if not math.isfinite(quantity) or quantity <= 0:
+            return _refusal(echo, "InvalidQuantity", "quantity must be greater than 0",
+                            "quantity", now)
+        try:
+            effective = _parse_time(str(raw["effectiveStartTime"]))
+        except (KeyError, ValueError):
+            return _refusal(echo, "BadArgument", "effectiveStartTime is not a date-time",
+                            "effectiveStartTime", now)
+        if effective > now:
+            return _refusal(echo, "BadArgument", "effectiveStartTime is in the future",
+                            "effectiveStartTime", now)
+        if effective < now - EXPIRY_WINDOW:
+            return _refusal(echo, "Expired", "effectiveStartTime is older than 24 hours",
+                            "effectiveStartTime", now)
+        if resource in self.unknown_resources:
+            return _refusal(echo, "ResourceNotFound", "the resource is not known",
+                            "resourceUri" if has_uri else "resourceId", now)
+        dimension: str = raw["dimension"]
+        if dimension in self.invalid_dimensions:
+            return _refusal(echo, "InvalidDimension", "the plan has no such dimension",
+                            "dimension", now)
+        key = (resource, dimension, effective.replace(minute=0, second=0, microsecond=0))
+        original = self._accepted.get(key)
+        if original is not None:
+            element = {**echo, "status": "Duplicate", "messageTime": _iso_z(now),
+                       "error": {"code": "Conflict",
+                                 "message": "This usage event already exist.",
+                                 "additionalInfo": {"acceptedMessage": dict(original)}}}
+            return _Outcome(element, "Duplicate", accepted=dict(original))
+        accepted: Json = {
+            "usageEventId": str(uuid.uuid4()),
+            "status": "Accepted",
+            "messageTime": _iso_z(now),
+            "resourceUri" if has_uri else "resourceId": resource,
+            "quantity": quantity,
+            "dimension": dimension,
+            "effectiveStartTime": _iso_z(effective),
+            "planId": raw["planId"],
+        }
+        self._accepted[key] = accepted
+        return _Outcome(dict(accepted), "Accepted")
+
+    def _judge_all(self, events: list[Any], error_indices: frozenset[int] | None,
+                   inject_errors: bool) -> list[_Outcome]:
+        now = self.clock().astimezone(UTC)
+        outcomes = []
+        with self._state_lock:
+            for index, raw in enumerate(events):
+                if inject_errors and (error_indices is None or index in error_indices):
+                    echo = dict(raw) if isinstance(raw, dict) else {}
+                    outcomes.append(_refusal(echo, "Error", "transient internal error", None,
+                                             now))
+                else:
+                    outcomes.append(self._judge(raw, now))
+        return outcomes
+
+    def _reconcile(self, query: dict[str, list[str]]) -> list[Json]:
+        try:
+            start = _parse_time(query["usageStartDate"][0])
+            end = (_parse_time(query["usageEndDate"][0]) if "usageEndDate" in query
+                   else self.clock().astimezone(UTC))
+        except (KeyError, ValueError):
+            raise _EmulatorError(400, "BadArgument",
+                                 "usageStartDate (and usageEndDate) must be ISO dates") from None
+        rows = []
+        for event in self.accepted_events():
+            hour = _parse_time(event["effectiveStartTime"])
+            if not start <= hour < end:
+                continue
+            resource_key = "resourceUri" if "resourceUri" in event else "resourceId"
+            rows.append({
+                "usageDate": event["effectiveStartTime"],
+                resource_key: event[resource_key],
+                "dimension": event["dimension"],
+                "planId": event["planId"],
+                "submittedQuantity": event["quantity"],
+                "processedQuantity": event["quantity"],
+                "submittedCount": 1,
+                "reconStatus": "Accepted",
+                "usageEventId": event["usageEventId"],
+            })
+        return rows
+
+
+def _resource_of(event: Json) -> str:
+    return str(event.get("resourceId") or event.get("resourceUri") or "")
+
+
+def _refusal(echo: Json, status: str, message: str, target: str | None,
+             now: datetime) -> _Outcome:
+    error: Json = {"code": status, "message": message}
+    if target is not None:
+        error["target"] = target
+    return _Outcome({**echo, "status": status, "messageTime": _iso_z(now), "error": error},
+                    status, target=target)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    emulator: CommerceEmulator
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients that hang up (timeouts, tests) are normal here; anything else is loud."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so the client's connection pool is exercised
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: tests and benchmarks read ``calls`` and ``call_log()`` instead."""
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def _serve(self, method: str) -> None:
+        emulator = self.server.emulator
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        body = self._read_body()
+        route = _ROUTES.get((method, url.path))
+        if route is None:
+            self._send(_Reply(404, {"code": "NotFound", "message": "no such route"}))
+            return
+        try:
+            self._check_access(query, emulator)
+            events = self._events(route, body)
+        except _EmulatorError as refused:
+            emulator._count(route)  # counted like any call; no fault is consumed
+            emulator._record(route, 0, refused.status)
+            self._send(_error_reply(refused))
+            return
+        decision = emulator._decide(route, len(events))
+        if decision.kind is Fault.DROP:
+            emulator._record(route, len(events), None)
+            self._drop()
+            return
+        if decision.kind is Fault.THROTTLE:
+            self._answer(route, len(events), _Reply(
+                429, {"code": "TooManyRequests", "message": "slow down"},
+                {"Retry-After": str(decision.retry_after)}))
+            return
+        if decision.kind is Fault.SERVER_ERROR:
+            self._answer(route, len(events),
+                         _Reply(500, {"code": "InternalServerError", "message": "injected"}))
+            return
+        if decision.kind is Fault.BAD_REQUEST:
+            self._answer(route, len(events),
+                         _Reply(400, {"code": "BadArgument", "message": "injected"}))
+            return
+        if decision.kind is Fault.SLOW and not emulator._wait(decision.delay):
+            self._drop()  # stopping: abandon the late answer without processing
+            return
+        try:
+            reply = self._process(route, events, query, decision)
+        except _EmulatorError as refused:
+            reply = _error_reply(refused)
+        if decision.kind is Fault.ACCEPT_THEN_DROP:
+            emulator._record(route, len(events), None)
+            self._drop()
+            return
+        self._answer(route, len(events), reply)
+
+    def _process(self, route: str, events: list[Any], query: dict[str, list[str]],
+                 decision: _Decision) -> _Reply:
+        emulator = self.server.emulator
+        if route == ROUTE_RECON:
+            return _Reply(200, emulator._reconcile(query))
+        inject = decision.kind is Fault.EVENT_ERROR
+        outcomes = emulator._judge_all(events, decision.error_indices, inject)
+        if route == ROUTE_BATCH:
+            return _Reply(200, {"count": len(outcomes), "result": [o.element for o in outcomes]})
+        (outcome,) = outcomes
+        if outcome.status == "Accepted":
+            return _Reply(200, outcome.element)
+        if outcome.status == "Duplicate":
+            return _Reply(409, {"code": "Conflict", "message": "This usage event already exist.",
+                                "additionalInfo": {"acceptedMessage": outcome.accepted}})
+        if outcome.status == "Error":
+            return _Reply(500, {"code": "InternalServerError", "message": "injected"})
+        error = outcome.element["error"]
+        return _Reply(400, {"code": outcome.status, "message": error["message"],
+                            "target": outcome.target,
+                            "details": [{"code": outcome.status, "message": error["message"],
+                                         "target": outcome.target}]})
+
+    def _check_access(self, query: dict[str, list[str]], emulator: CommerceEmulator) -> None:
+        expected = f"Bearer {emulator.token}"
+        if self.headers.get("Authorization") != expected:
+            raise _EmulatorError(403, "Forbidden", "missing, expired or wrong token")
+        if query.get("api-version") != [API_VERSION]:
+            raise _EmulatorError(400, "BadArgument", f"api-version must be {API_VERSION}")
+
+    def _events(self, route: str, body: bytes) -> list[Any]:
+        """The events of a POST body (validated as a whole), none for a GET."""
+        if route == ROUTE_RECON:
+            return []
+        try:
+            payload = json.loads(body or b"null")
+        except ValueError:
+            raise _EmulatorError(400, "BadArgument", "the body is not JSON") from None
+        if route == ROUTE_SINGLE:
+            if not isinstance(payload, dict):
+                raise _EmulatorError(400, "BadArgument", "the body must be one event object")
+            return [payload]
+        if not isinstance(payload, dict) or not isinstance(payload.get("request"), list):
+            raise _EmulatorError(400, "BadArgument",
+                                 'the body must be {"request": [events]}, not a bare array')
+        events: list[Any] = payload["request"]
+        if not 1 <= len(events) <= MAX_BATCH:
+            raise _EmulatorError(400, "BadArgument",
+                                 f"a batch holds 1 to {MAX_BATCH} events, not {len(events)}")
+        return events
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _answer(self, route: str, events: int, reply: _Reply) -> None:
+        self.server.emulator._record(route, events, reply.status)
+        self._send(reply)
+
+    def _send(self, reply: _Reply) -> None:
+        data = json.dumps(reply.body).encode()
+        try:
+            self.send_response(reply.status, HTTPStatus(reply.status).phrase)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("x-ms-requestid",
+                             self.headers.get("x-ms-requestid") or str(uuid.uuid4()))
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:
+            self.close_connection = True  # the client hung up (e.g. its read timed out)
+
+    def _drop(self) -> None:
+        """Close the connection without a byte of answer."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):  # already gone is as good as dropped
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+
+def _error_reply(refused: _EmulatorError) -> _Reply:
+    return _Reply(refused.status, {"code": refused.code, "message": refused.message})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the commerce (metering API) emulator.")
+    parser.add_argument("--port", type=int, default=0, help="loopback port (0: any free one)")
+    parser.add_argument("--token", default=DEFAULT_TOKEN, help="the bearer token to require")
+    args = parser.parse_args(argv)
+    emulator = CommerceEmulator(token=args.token, port=args.port).start()
+    print(emulator.base_url, flush=True)
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    # A parent that started us in the background may have left SIGINT ignored; Ctrl-C must work.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    forever = threading.Event()
+    try:
+        while not forever.wait(3600):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

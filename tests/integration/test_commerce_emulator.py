@@ -1,0 +1,283 @@
+"""The commerce emulator over real HTTP: the metering API's rules of spec/commerce-api.md."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import requests
+
+from devstack.commerce_emulator import API_VERSION, CommerceEmulator
+
+TOKEN = "emulator-test-token"
+NOW = datetime(2026, 11, 26, 17, 30, tzinfo=UTC)
+HOUR = datetime(2026, 11, 26, 16, tzinfo=UTC)
+
+
+@pytest.fixture
+def emulator() -> Iterator[CommerceEmulator]:
+    with CommerceEmulator(
+        token=TOKEN,
+        clock=lambda: NOW,
+        invalid_dimensions={"no-such-dimension"},
+        unknown_resources={"gone-resource"},
+    ) as running:
+        yield running
+
+
+def event(
+    resource: str = "res-1",
+    dimension: str = "vcpu-hours",
+    quantity: Any = 4.0,
+    start: datetime | str = HOUR,
+    **extra: Any,
+) -> dict[str, Any]:
+    when = start if isinstance(start, str) else start.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "resourceId": resource,
+        "quantity": quantity,
+        "dimension": dimension,
+        "effectiveStartTime": when,
+        "planId": "plan-a",
+        **extra,
+    }
+
+
+def call(
+    emulator: CommerceEmulator,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    token: str | None = TOKEN,
+    params: dict[str, str] | None = None,
+) -> requests.Response:
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    return requests.request(
+        method,
+        f"{emulator.base_url}{path}",
+        params={"api-version": API_VERSION, **(params or {})},
+        json=body,
+        headers=headers,
+        timeout=10,
+    )
+
+
+def batch(emulator: CommerceEmulator, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    response = call(emulator, "POST", "/api/batchUsageEvent", {"request": events})
+    assert response.status_code == 200, response.text
+    payload = response.json()
+    assert payload["count"] == len(events)
+    results: list[dict[str, Any]] = payload["result"]
+    return results
+
+
+def test_batch_accepts_events_with_ids(emulator: CommerceEmulator) -> None:
+    """Valid events come back Accepted with a usageEventId and are kept."""
+    results = batch(emulator, [event("res-1"), event("res-2", quantity=2)])
+    assert [r["status"] for r in results] == ["Accepted", "Accepted"]
+    assert all(r["usageEventId"] for r in results)
+    kept = emulator.accepted_events()
+    assert {(e["resourceId"], e["quantity"]) for e in kept} == {("res-1", 4.0), ("res-2", 2)}
+    assert emulator.calls == {"batchUsageEvent": 1}
+
+
+def test_duplicate_in_batch_returns_accepted_message(emulator: CommerceEmulator) -> None:
+    """A second event for the same resource, dimension and clock hour is Duplicate + original."""
+    (first,) = batch(emulator, [event(quantity=4.0)])
+    (again,) = batch(emulator, [event(quantity=9.0, start="2026-11-26T16:45:00Z")])
+    assert again["status"] == "Duplicate"
+    accepted = again["error"]["additionalInfo"]["acceptedMessage"]
+    assert accepted["usageEventId"] == first["usageEventId"]
+    assert accepted["quantity"] == 4.0
+    assert len(emulator.accepted_events()) == 1
+
+
+def test_duplicate_single_call_is_409_with_accepted_message(emulator: CommerceEmulator) -> None:
+    """The single-event route answers 409 Conflict carrying the accepted event."""
+    first = call(emulator, "POST", "/api/usageEvent", event(quantity=3.0))
+    assert first.status_code == 200
+    assert first.json()["status"] == "Accepted"
+    second = call(emulator, "POST", "/api/usageEvent", event(quantity=3.0))
+    assert second.status_code == 409
+    accepted = second.json()["additionalInfo"]["acceptedMessage"]
+    assert accepted["usageEventId"] == first.json()["usageEventId"]
+    assert accepted["quantity"] == 3.0
+
+
+def test_more_than_25_events_is_bad_argument(emulator: CommerceEmulator) -> None:
+    """A batch of 26 events is refused whole with 400 BadArgument and nothing is kept."""
+    events = [event(f"res-{i}") for i in range(26)]
+    response = call(emulator, "POST", "/api/batchUsageEvent", {"request": events})
+    assert response.status_code == 400
+    assert response.json()["code"] == "BadArgument"
+    assert emulator.accepted_events() == []
+
+
+def test_bare_array_is_bad_argument(emulator: CommerceEmulator) -> None:
+    """A bare JSON array instead of {"request": [...]} is 400 BadArgument."""
+    response = call(emulator, "POST", "/api/batchUsageEvent", [event()])
+    assert response.status_code == 400
+    assert response.json()["code"] == "BadArgument"
+
+
+def test_event_older_than_24_hours_expires_with_moved_clock(emulator: CommerceEmulator) -> None:
+    """Moving the clock 25 hours on makes the same event Expired."""
+    emulator.clock = lambda: NOW + timedelta(hours=25)
+    (result,) = batch(emulator, [event()])
+    assert result["status"] == "Expired"
+    assert emulator.accepted_events() == []
+
+
+def test_future_event_is_bad_argument(emulator: CommerceEmulator) -> None:
+    """An effectiveStartTime after the clock's now is refused as BadArgument."""
+    (result,) = batch(emulator, [event(start=NOW + timedelta(hours=1))])
+    assert result["status"] == "BadArgument"
+    assert result["error"]["target"] == "effectiveStartTime"
+
+
+def test_unparseable_time_is_bad_argument(emulator: CommerceEmulator) -> None:
+    """An effectiveStartTime that is not a date-time is BadArgument."""
+    (result,) = batch(emulator, [event(start="yesterday-ish")])
+    assert result["status"] == "BadArgument"
+
+
+@pytest.mark.parametrize("quantity", [0, -1.5])
+def test_non_positive_quantity_is_invalid_quantity(
+    emulator: CommerceEmulator, quantity: float
+) -> None:
+    """A quantity that is not greater than zero is InvalidQuantity."""
+    (result,) = batch(emulator, [event(quantity=quantity)])
+    assert result["status"] == "InvalidQuantity"
+
+
+def test_unknown_dimension_is_invalid_dimension(emulator: CommerceEmulator) -> None:
+    """A dimension in invalid_dimensions is InvalidDimension; the rest of the batch is kept."""
+    results = batch(emulator, [event(dimension="no-such-dimension"), event("res-2")])
+    assert [r["status"] for r in results] == ["InvalidDimension", "Accepted"]
+    assert len(emulator.accepted_events()) == 1
+
+
+def test_unknown_resource_is_resource_not_found(emulator: CommerceEmulator) -> None:
+    """A resource in unknown_resources is ResourceNotFound."""
+    (result,) = batch(emulator, [event("gone-resource")])
+    assert result["status"] == "ResourceNotFound"
+
+
+def test_both_resource_id_and_uri_is_bad_argument(emulator: CommerceEmulator) -> None:
+    """Exactly one of resourceId and resourceUri: both is BadArgument."""
+    (result,) = batch(emulator, [event(resourceUri="/subscriptions/x/resourceGroups/y")])
+    assert result["status"] == "BadArgument"
+
+
+def test_single_call_refusal_is_400_with_status_code(emulator: CommerceEmulator) -> None:
+    """The single-event route answers a final refusal as 400 with the status as code."""
+    response = call(emulator, "POST", "/api/usageEvent", event(quantity=0))
+    assert response.status_code == 400
+    assert response.json()["code"] == "InvalidQuantity"
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token"])
+def test_missing_or_wrong_token_is_403(emulator: CommerceEmulator, token: str | None) -> None:
+    """Without the configured bearer token every route answers 403 and keeps nothing."""
+    response = call(emulator, "POST", "/api/batchUsageEvent", {"request": [event()]}, token=token)
+    assert response.status_code == 403
+    listing = call(
+        emulator, "GET", "/api/usageEvents", token=token, params={"usageStartDate": "2026-11-26"}
+    )
+    assert listing.status_code == 403
+    assert emulator.accepted_events() == []
+
+
+def test_missing_api_version_is_bad_argument(emulator: CommerceEmulator) -> None:
+    """A request without api-version=2018-08-31 is 400 BadArgument."""
+    response = requests.post(
+        f"{emulator.base_url}/api/batchUsageEvent",
+        json={"request": [event()]},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=10,
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "BadArgument"
+
+
+def test_usage_events_lists_accepted_events_in_window(emulator: CommerceEmulator) -> None:
+    """GET usageEvents lists one Accepted row per accepted event whose hour is in the window."""
+    earlier = HOUR - timedelta(hours=3)
+    batch(
+        emulator, [event("res-1"), event("res-2", quantity=1.5, start=earlier), event(quantity=0)]
+    )
+    response = call(
+        emulator,
+        "GET",
+        "/api/usageEvents",
+        params={"usageStartDate": "2026-11-26T15:00:00Z", "usageEndDate": "2026-11-26T18:00:00Z"},
+    )
+    assert response.status_code == 200
+    rows = response.json()
+    assert len(rows) == 1
+    (row,) = rows
+    assert row["usageDate"] == "2026-11-26T16:00:00Z"
+    assert row["resourceId"] == "res-1"
+    assert row["dimension"] == "vcpu-hours"
+    assert row["planId"] == "plan-a"
+    assert row["processedQuantity"] == 4.0
+    assert row["reconStatus"] == "Accepted"
+    whole_day = call(emulator, "GET", "/api/usageEvents", params={"usageStartDate": "2026-11-26"})
+    assert {r["resourceId"] for r in whole_day.json()} == {"res-1", "res-2"}
+
+
+def test_usage_events_needs_a_start_date(emulator: CommerceEmulator) -> None:
+    """usageEvents without usageStartDate is 400 BadArgument."""
+    response = call(emulator, "GET", "/api/usageEvents")
+    assert response.status_code == 400
+
+
+def test_throttle_fault_answers_429_with_retry_after(emulator: CommerceEmulator) -> None:
+    """fail_next('429') answers 429 with the configured Retry-After, then behaves."""
+    emulator.fail_next("429", retry_after=7)
+    throttled = call(emulator, "POST", "/api/batchUsageEvent", {"request": [event()]})
+    assert throttled.status_code == 429
+    assert throttled.headers["Retry-After"] == "7"
+    assert emulator.accepted_events() == []
+    assert batch(emulator, [event()])[0]["status"] == "Accepted"
+    assert emulator.calls == {"batchUsageEvent": 2}
+
+
+def test_accept_then_drop_keeps_events_without_answering(emulator: CommerceEmulator) -> None:
+    """accept_then_drop keeps the events but closes the connection with no answer."""
+    emulator.fail_next("accept_then_drop")
+    with pytest.raises(requests.ConnectionError):
+        call(emulator, "POST", "/api/batchUsageEvent", {"request": [event()]})
+    assert len(emulator.accepted_events()) == 1
+    assert emulator.call_log()[-1].status is None
+
+
+def test_event_error_fault_marks_chosen_events_and_keeps_others(
+    emulator: CommerceEmulator,
+) -> None:
+    """event_error answers 200 with status Error at the chosen positions, keeping only the rest."""
+    emulator.fail_next("event_error", event_indices=[1])
+    results = batch(emulator, [event("res-1"), event("res-2"), event("res-3")])
+    assert [r["status"] for r in results] == ["Accepted", "Error", "Accepted"]
+    assert {e["resourceId"] for e in emulator.accepted_events()} == {"res-1", "res-3"}
+
+
+def test_seeded_fault_plan_is_reproducible() -> None:
+    """Two emulators with the same seed fail the same requests the same way."""
+    statuses = []
+    for _ in range(2):
+        with CommerceEmulator(token=TOKEN, clock=lambda: NOW) as running:
+            running.set_fault_rate(0.5, kinds=["429", "500"], seed=42)
+            statuses.append(
+                [
+                    call(
+                        running, "GET", "/api/usageEvents", params={"usageStartDate": "2026-11-26"}
+                    ).status_code
+                    for _ in range(12)
+                ]
+            )
+    assert statuses[0] == statuses[1]
+    assert {429, 500, 200} <= set(statuses[0])
