@@ -34,52 +34,44 @@ def local_settings(connection_string: str) -> dict[str, str]:
 def print_summary(settings_values: dict[str, str], hours: int, now: datetime) -> None:
     """What storage holds for the last ``hours`` reported hours, per hour and per provider."""
     from shared.config import Settings
-    from shared.hours import HOUR, hour_key, last_closed_hour
+    from shared.daily import read_hourly_rows
+    from shared.hour_manifest import read_manifest
+    from shared.hours import HOUR, last_closed_hour
     from shared.meters import catalogue
     from shared.storage import StorageAccount
 
-    settings = Settings.from_environ(settings_values)
-    account = StorageAccount(settings)
+    account = StorageAccount(Settings.from_environ(settings_values))
     last = last_closed_hour(now)
     first = last - (hours - 1) * HOUR
-    entities = account.table("hourly").query_entities(
-        "PartitionKey ge @first and PartitionKey lt @end",
-        parameters={"first": hour_key(first), "end": hour_key(last + HOUR)},
-        select=["PartitionKey", "SubscriptionId", "MeterId", "Quantity", "UsageStartTime"],
+    subscriptions = sorted(
+        {entry.subscription_id for _, entry in read_manifest(account, first, last)}
     )
-    per_hour: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    subscriptions_per_hour: dict[str, set[str]] = defaultdict(set)
+    per_hour: dict[datetime, list[int]] = defaultdict(lambda: [0, 0])
+    subscriptions_per_hour: dict[datetime, set[str]] = defaultdict(set)
     per_provider: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     provider_rows: dict[str, int] = defaultdict(int)
     provider_subscriptions: dict[str, set[str]] = defaultdict(set)
     meters = catalogue()
-    for entity in entities:
-        reported = entity["PartitionKey"][:10]
-        late = entity["UsageStartTime"] < datetime.strptime(reported, "%Y%m%d%H").replace(
-            tzinfo=first.tzinfo
-        )
-        per_hour[reported][0] += 1
-        per_hour[reported][1] += int(late)
-        subscriptions_per_hour[reported].add(entity["SubscriptionId"])
-        meter = meters.lookup(entity["MeterId"])
-        provider = meter.provider if meter else "?"
-        unit = meter.unit if meter else "?"
-        per_provider[provider][unit] += entity["Quantity"]
-        provider_rows[provider] += 1
-        provider_subscriptions[provider].add(entity["SubscriptionId"])
+    for subscription_id in subscriptions:
+        for reported, row in read_hourly_rows(account, subscription_id, first, last):
+            per_hour[reported][0] += 1
+            per_hour[reported][1] += int(row.usage_start < reported)
+            subscriptions_per_hour[reported].add(subscription_id)
+            meter = meters.lookup(row.meter_id)
+            provider = meter.provider if meter else "?"
+            per_provider[provider][meter.unit if meter else "?"] += row.quantity
+            provider_rows[provider] += 1
+            provider_subscriptions[provider].add(subscription_id)
 
     print(f"\nReported hours {first:%Y-%m-%d %H:00}..{last:%Y-%m-%d %H:00} UTC, as stored:")
     print(f"  {'reported hour':<18}{'rows':>8}{'subs':>7}{'late rows':>11}")
-    for key in sorted(per_hour):
-        rows, late_rows = per_hour[key]
-        hour = datetime.strptime(key, "%Y%m%d%H")
-        print(
-            f"  {hour:%Y-%m-%d %H:00}  {rows:>8}{len(subscriptions_per_hour[key]):>7}"
-            f"{late_rows:>11}"
-        )
+    for hour in sorted(per_hour):
+        rows, late_rows = per_hour[hour]
+        subscriptions_in_hour = len(subscriptions_per_hour[hour])
+        print(f"  {hour:%Y-%m-%d %H:00}  {rows:>8}{subscriptions_in_hour:>7}{late_rows:>11}")
     total_rows = sum(rows for rows, _ in per_hour.values())
     total_late = sum(late for _, late in per_hour.values())
-    print(f"  {'total':<18}{total_rows:>8}{'':>7}{total_late:>11}")
+    print(f"  {'total':<18}{total_rows:>8}{len(subscriptions):>7}{total_late:>11}")
     print("\nPer resource provider:")
     for provider in sorted(per_provider):
         print(

@@ -237,6 +237,4 @@ def _subscription_of(record: UsageRecord) -> str:
 def collect_due_hours(settings: Settings, now: datetime | None = None) -> CollectionRun:
     """One timer run: collect every due hour from the configured source."""
     collector = Collector(settings, StorageAccount(settings), create_source(settings))
-    run = collector.collect_due_hours(now or utc_now())
-    log.info(run.summary_line())
-    return run
+    return collector.collect_due_hours(now or utc_now())

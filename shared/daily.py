@@ -19,8 +19,10 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
+from azure.core.exceptions import ResourceNotFoundError
+
 from shared.hour_manifest import read_manifest
-from shared.hours import DAY, HOUR, floor_day
+from shared.hours import DAY, HOUR, floor_day, parse_hour_key
 from shared.retry import call_with_retry
 from shared.storage import StorageAccount
 from shared.table_writer import Entity, PartitionWriter
@@ -35,16 +37,23 @@ from shared.usage_rows import (
 
 def read_hourly_rows(
     account: StorageAccount, subscription_id: str, first_hour: datetime, last_hour: datetime
-) -> list[UsageRow]:
-    """A subscription's hourly rows reported ``first_hour``..``last_hour``; retried whole."""
+) -> list[tuple[datetime, UsageRow]]:
+    """A subscription's hourly rows reported ``first_hour``..``last_hour``, with the reported
+    hour of each; read in one range query and retried whole."""
     table_name = usage_table_name(account.settings.table_prefix, subscription_id)
 
-    def query() -> list[UsageRow]:
+    def query() -> list[tuple[datetime, UsageRow]]:
         entities = account.table_named(table_name).query_entities(
             "PartitionKey ge @first and PartitionKey le @last",
             parameters={"first": hourly_partition(first_hour), "last": hourly_partition(last_hour)},
         )
-        return [UsageRow.from_entity(entity) for entity in entities]
+        try:
+            return [
+                (parse_hour_key(entity["PartitionKey"][1:]), UsageRow.from_entity(entity))
+                for entity in entities
+            ]
+        except ResourceNotFoundError:
+            return []  # no usage was ever written for this subscription
 
     return call_with_retry(query, what=f"read hourly rows of {table_name}")
 
@@ -81,7 +90,7 @@ def sum_to_daily(day: datetime, hourly: Iterable[UsageRow]) -> list[Entity]:
 
 def _rollup_subscription(account: StorageAccount, day: datetime, subscription_id: str) -> None:
     rows = read_hourly_rows(account, subscription_id, day, day + DAY - HOUR)
-    entities = sum_to_daily(day, rows)
+    entities = sum_to_daily(day, (row for _, row in rows))
     with PartitionWriter(account, parallelism=1) as writer:
         writer.write_partition(
             usage_table_name(account.settings.table_prefix, subscription_id), entities
