@@ -227,8 +227,10 @@ class CommerceEmulator:
         self._server = server
         # A short poll interval keeps stop() (and so every test's teardown) quick.
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05},
-            name="commerce-emulator", daemon=True,
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="commerce-emulator",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -392,8 +394,9 @@ class CommerceEmulator:
             plan = self._plan
             if plan is None or plan.rng.random() >= plan.rate:
                 return _Decision()
-            kinds = [k for k in plan.kinds if route in (ROUTE_BATCH, ROUTE_SINGLE) or
-                     k not in _POST_ONLY]
+            kinds = [
+                k for k in plan.kinds if route in (ROUTE_BATCH, ROUTE_SINGLE) or k not in _POST_ONLY
+            ]
             if not kinds:
                 return _Decision()
             kind = plan.rng.choice(kinds)
@@ -420,51 +423,94 @@ class CommerceEmulator:
             return _refusal({}, "BadArgument", "an event must be a JSON object", None, now)
         echo = {
             key: raw[key]
-            for key in ("resourceId", "resourceUri", "quantity", "dimension",
-                        "effectiveStartTime", "planId")
+            for key in (
+                "resourceId",
+                "resourceUri",
+                "quantity",
+                "dimension",
+                "effectiveStartTime",
+                "planId",
+            )
             if key in raw
         }
         has_id, has_uri = "resourceId" in raw, "resourceUri" in raw
         if has_id == has_uri:
-            return _refusal(echo, "BadArgument",
-                            "give exactly one of resourceId and resourceUri", "resourceId", now)
+            return _refusal(
+                echo,
+                "BadArgument",
+                "give exactly one of resourceId and resourceUri",
+                "resourceId",
+                now,
+            )
         resource = raw["resourceId"] if has_id else raw["resourceUri"]
-        for name, value in (("resource", resource), ("dimension", raw.get("dimension")),
-                            ("planId", raw.get("planId"))):
+        for name, value in (
+            ("resource", resource),
+            ("dimension", raw.get("dimension")),
+            ("planId", raw.get("planId")),
+        ):
             if not isinstance(value, str) or not value:
-                return _refusal(echo, "BadArgument", f"{name} must be a non-empty string",
-                                name, now)
+                return _refusal(
+                    echo, "BadArgument", f"{name} must be a non-empty string", name, now
+                )
         quantity = raw.get("quantity")
         if isinstance(quantity, bool) or not isinstance(quantity, int | float):
             return _refusal(echo, "BadArgument", "quantity must be a number", "quantity", now)
         if not math.isfinite(quantity) or quantity <= 0:
-            return _refusal(echo, "InvalidQuantity", "quantity must be greater than 0",
-                            "quantity", now)
+            return _refusal(
+                echo, "InvalidQuantity", "quantity must be greater than 0", "quantity", now
+            )
         try:
             effective = _parse_time(str(raw["effectiveStartTime"]))
         except (KeyError, ValueError):
-            return _refusal(echo, "BadArgument", "effectiveStartTime is not a date-time",
-                            "effectiveStartTime", now)
+            return _refusal(
+                echo,
+                "BadArgument",
+                "effectiveStartTime is not a date-time",
+                "effectiveStartTime",
+                now,
+            )
         if effective > now:
-            return _refusal(echo, "BadArgument", "effectiveStartTime is in the future",
-                            "effectiveStartTime", now)
+            return _refusal(
+                echo,
+                "BadArgument",
+                "effectiveStartTime is in the future",
+                "effectiveStartTime",
+                now,
+            )
         if effective < now - EXPIRY_WINDOW:
-            return _refusal(echo, "Expired", "effectiveStartTime is older than 24 hours",
-                            "effectiveStartTime", now)
+            return _refusal(
+                echo,
+                "Expired",
+                "effectiveStartTime is older than 24 hours",
+                "effectiveStartTime",
+                now,
+            )
         if resource in self.unknown_resources:
-            return _refusal(echo, "ResourceNotFound", "the resource is not known",
-                            "resourceUri" if has_uri else "resourceId", now)
+            return _refusal(
+                echo,
+                "ResourceNotFound",
+                "the resource is not known",
+                "resourceUri" if has_uri else "resourceId",
+                now,
+            )
         dimension: str = raw["dimension"]
         if dimension in self.invalid_dimensions:
-            return _refusal(echo, "InvalidDimension", "the plan has no such dimension",
-                            "dimension", now)
+            return _refusal(
+                echo, "InvalidDimension", "the plan has no such dimension", "dimension", now
+            )
         key = (resource, dimension, effective.replace(minute=0, second=0, microsecond=0))
         original = self._accepted.get(key)
         if original is not None:
-            element = {**echo, "status": "Duplicate", "messageTime": _iso_z(now),
-                       "error": {"code": "Conflict",
-                                 "message": "This usage event already exist.",
-                                 "additionalInfo": {"acceptedMessage": dict(original)}}}
+            element = {
+                **echo,
+                "status": "Duplicate",
+                "messageTime": _iso_z(now),
+                "error": {
+                    "code": "Conflict",
+                    "message": "This usage event already exist.",
+                    "additionalInfo": {"acceptedMessage": dict(original)},
+                },
+            }
             return _Outcome(element, "Duplicate", accepted=dict(original))
         accepted: Json = {
             "usageEventId": str(uuid.uuid4()),
@@ -479,16 +525,16 @@ class CommerceEmulator:
         self._accepted[key] = accepted
         return _Outcome(dict(accepted), "Accepted")
 
-    def _judge_all(self, events: list[Any], error_indices: frozenset[int] | None,
-                   inject_errors: bool) -> list[_Outcome]:
+    def _judge_all(
+        self, events: list[Any], error_indices: frozenset[int] | None, inject_errors: bool
+    ) -> list[_Outcome]:
         now = self.clock().astimezone(UTC)
         outcomes = []
         with self._state_lock:
             for index, raw in enumerate(events):
                 if inject_errors and (error_indices is None or index in error_indices):
                     echo = dict(raw) if isinstance(raw, dict) else {}
-                    outcomes.append(_refusal(echo, "Error", "transient internal error", None,
-                                             now))
+                    outcomes.append(_refusal(echo, "Error", "transient internal error", None, now))
                 else:
                     outcomes.append(self._judge(raw, now))
         return outcomes
@@ -496,28 +542,34 @@ class CommerceEmulator:
     def _reconcile(self, query: dict[str, list[str]]) -> list[Json]:
         try:
             start = _parse_time(query["usageStartDate"][0])
-            end = (_parse_time(query["usageEndDate"][0]) if "usageEndDate" in query
-                   else self.clock().astimezone(UTC))
+            end = (
+                _parse_time(query["usageEndDate"][0])
+                if "usageEndDate" in query
+                else self.clock().astimezone(UTC)
+            )
         except (KeyError, ValueError):
-            raise _EmulatorError(400, "BadArgument",
-                                 "usageStartDate (and usageEndDate) must be ISO dates") from None
+            raise _EmulatorError(
+                400, "BadArgument", "usageStartDate (and usageEndDate) must be ISO dates"
+            ) from None
         rows = []
         for event in self.accepted_events():
             hour = _parse_time(event["effectiveStartTime"])
             if not start <= hour < end:
                 continue
             resource_key = "resourceUri" if "resourceUri" in event else "resourceId"
-            rows.append({
-                "usageDate": event["effectiveStartTime"],
-                resource_key: event[resource_key],
-                "dimension": event["dimension"],
-                "planId": event["planId"],
-                "submittedQuantity": event["quantity"],
-                "processedQuantity": event["quantity"],
-                "submittedCount": 1,
-                "reconStatus": "Accepted",
-                "usageEventId": event["usageEventId"],
-            })
+            rows.append(
+                {
+                    "usageDate": event["effectiveStartTime"],
+                    resource_key: event[resource_key],
+                    "dimension": event["dimension"],
+                    "planId": event["planId"],
+                    "submittedQuantity": event["quantity"],
+                    "processedQuantity": event["quantity"],
+                    "submittedCount": 1,
+                    "reconStatus": "Accepted",
+                    "usageEventId": event["usageEventId"],
+                }
+            )
         return rows
 
 
@@ -525,13 +577,15 @@ def _resource_of(event: Json) -> str:
     return str(event.get("resourceId") or event.get("resourceUri") or "")
 
 
-def _refusal(echo: Json, status: str, message: str, target: str | None,
-             now: datetime) -> _Outcome:
+def _refusal(echo: Json, status: str, message: str, target: str | None, now: datetime) -> _Outcome:
     error: Json = {"code": status, "message": message}
     if target is not None:
         error["target"] = target
-    return _Outcome({**echo, "status": status, "messageTime": _iso_z(now), "error": error},
-                    status, target=target)
+    return _Outcome(
+        {**echo, "status": status, "messageTime": _iso_z(now), "error": error},
+        status,
+        target=target,
+    )
 
 
 class _Server(ThreadingHTTPServer):
@@ -583,17 +637,27 @@ class _Handler(BaseHTTPRequestHandler):
             self._drop()
             return
         if decision.kind is Fault.THROTTLE:
-            self._answer(route, len(events), _Reply(
-                429, {"code": "TooManyRequests", "message": "slow down"},
-                {"Retry-After": str(decision.retry_after)}))
+            self._answer(
+                route,
+                len(events),
+                _Reply(
+                    429,
+                    {"code": "TooManyRequests", "message": "slow down"},
+                    {"Retry-After": str(decision.retry_after)},
+                ),
+            )
             return
         if decision.kind is Fault.SERVER_ERROR:
-            self._answer(route, len(events),
-                         _Reply(500, {"code": "InternalServerError", "message": "injected"}))
+            self._answer(
+                route,
+                len(events),
+                _Reply(500, {"code": "InternalServerError", "message": "injected"}),
+            )
             return
         if decision.kind is Fault.BAD_REQUEST:
-            self._answer(route, len(events),
-                         _Reply(400, {"code": "BadArgument", "message": "injected"}))
+            self._answer(
+                route, len(events), _Reply(400, {"code": "BadArgument", "message": "injected"})
+            )
             return
         if decision.kind is Fault.SLOW and not emulator._wait(decision.delay):
             self._drop()  # stopping: abandon the late answer without processing
@@ -608,8 +672,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._answer(route, len(events), reply)
 
-    def _process(self, route: str, events: list[Any], query: dict[str, list[str]],
-                 decision: _Decision) -> _Reply:
+    def _process(
+        self, route: str, events: list[Any], query: dict[str, list[str]], decision: _Decision
+    ) -> _Reply:
         emulator = self.server.emulator
         if route == ROUTE_RECON:
             return _Reply(200, emulator._reconcile(query))
@@ -621,15 +686,28 @@ class _Handler(BaseHTTPRequestHandler):
         if outcome.status == "Accepted":
             return _Reply(200, outcome.element)
         if outcome.status == "Duplicate":
-            return _Reply(409, {"code": "Conflict", "message": "This usage event already exist.",
-                                "additionalInfo": {"acceptedMessage": outcome.accepted}})
+            return _Reply(
+                409,
+                {
+                    "code": "Conflict",
+                    "message": "This usage event already exist.",
+                    "additionalInfo": {"acceptedMessage": outcome.accepted},
+                },
+            )
         if outcome.status == "Error":
             return _Reply(500, {"code": "InternalServerError", "message": "injected"})
         error = outcome.element["error"]
-        return _Reply(400, {"code": outcome.status, "message": error["message"],
-                            "target": outcome.target,
-                            "details": [{"code": outcome.status, "message": error["message"],
-                                         "target": outcome.target}]})
+        return _Reply(
+            400,
+            {
+                "code": outcome.status,
+                "message": error["message"],
+                "target": outcome.target,
+                "details": [
+                    {"code": outcome.status, "message": error["message"], "target": outcome.target}
+                ],
+            },
+        )
 
     def _check_access(self, query: dict[str, list[str]], emulator: CommerceEmulator) -> None:
         expected = f"Bearer {emulator.token}"
@@ -651,12 +729,14 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _EmulatorError(400, "BadArgument", "the body must be one event object")
             return [payload]
         if not isinstance(payload, dict) or not isinstance(payload.get("request"), list):
-            raise _EmulatorError(400, "BadArgument",
-                                 'the body must be {"request": [events]}, not a bare array')
+            raise _EmulatorError(
+                400, "BadArgument", 'the body must be {"request": [events]}, not a bare array'
+            )
         events: list[Any] = payload["request"]
         if not 1 <= len(events) <= MAX_BATCH:
-            raise _EmulatorError(400, "BadArgument",
-                                 f"a batch holds 1 to {MAX_BATCH} events, not {len(events)}")
+            raise _EmulatorError(
+                400, "BadArgument", f"a batch holds 1 to {MAX_BATCH} events, not {len(events)}"
+            )
         return events
 
     def _read_body(self) -> bytes:
@@ -673,8 +753,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(reply.status, HTTPStatus(reply.status).phrase)
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
-            self.send_header("x-ms-requestid",
-                             self.headers.get("x-ms-requestid") or str(uuid.uuid4()))
+            self.send_header(
+                "x-ms-requestid", self.headers.get("x-ms-requestid") or str(uuid.uuid4())
+            )
             for name, value in reply.headers.items():
                 self.send_header(name, value)
             self.end_headers()

@@ -73,20 +73,23 @@ def recorder() -> SleepRecorder:
 
 def make_client(emulator: CommerceEmulator, sleep: Any, **options: Any) -> CommerceClient:
     options.setdefault("random", random.Random(7))
-    return CommerceClient(emulator.base_url, static_token_provider(TOKEN), sleep=sleep,
-                          **options)
+    return CommerceClient(emulator.base_url, static_token_provider(TOKEN), sleep=sleep, **options)
 
 
 def usage(count: int, *, quantity: float = 2.5, hour: datetime = HOUR) -> list[UsageEvent]:
-    return [UsageEvent(f"res-{i:03d}", "plan-a", f"dim-{i % 4}", quantity + i, hour)
-            for i in range(count)]
+    return [
+        UsageEvent(f"res-{i:03d}", "plan-a", f"dim-{i % 4}", quantity + i, hour)
+        for i in range(count)
+    ]
 
 
-def assert_billed_once(emulator: CommerceEmulator, events: list[UsageEvent],
-                       outcomes: list[EventOutcome]) -> None:
+def assert_billed_once(
+    emulator: CommerceEmulator, events: list[UsageEvent], outcomes: list[EventOutcome]
+) -> None:
     assert [o.event for o in outcomes] == events
-    assert all(o.status in (EventStatus.ACCEPTED, EventStatus.DUPLICATE_CONFIRMED)
-               for o in outcomes), [o.status for o in outcomes]
+    assert all(
+        o.status in (EventStatus.ACCEPTED, EventStatus.DUPLICATE_CONFIRMED) for o in outcomes
+    ), [o.status for o in outcomes]
     kept = emulator.accepted_events()
     keys = [(e["resourceId"], e["dimension"], e["effectiveStartTime"]) for e in kept]
     assert len(keys) == len(set(keys)) == len(events)
@@ -101,13 +104,13 @@ RETRYABLE_FAULTS = [kind for kind in Fault if kind is not Fault.BAD_REQUEST]
 
 
 @pytest.mark.parametrize("kind", RETRYABLE_FAULTS)
-def test_each_fault_is_retried_and_billed_once(emulator: CommerceEmulator,
-                                               recorder: SleepRecorder, kind: Fault) -> None:
+def test_each_fault_is_retried_and_billed_once(
+    emulator: CommerceEmulator, recorder: SleepRecorder, kind: Fault
+) -> None:
     """Every retryable fault kind ends with each event accepted exactly once."""
     slow = kind is Fault.SLOW
     emulator.fail_next(kind, times=1 if slow else 2, delay=1.0, event_indices=[0, 2])
-    client = make_client(emulator, recorder, read_timeout=0.2 if slow else 30,
-                         max_attempts=10)
+    client = make_client(emulator, recorder, read_timeout=0.2 if slow else 30, max_attempts=10)
     events = usage(3)
     with client:
         outcomes = client.post_batch(events)
@@ -115,8 +118,9 @@ def test_each_fault_is_retried_and_billed_once(emulator: CommerceEmulator,
     assert recorder.waits, "a retry must have waited (recorded, not slept)"
 
 
-def test_accept_then_drop_retry_confirms_the_duplicate(emulator: CommerceEmulator,
-                                                      recorder: SleepRecorder) -> None:
+def test_accept_then_drop_retry_confirms_the_duplicate(
+    emulator: CommerceEmulator, recorder: SleepRecorder
+) -> None:
     """Events accepted before a dropped answer come back as DuplicateConfirmed with our quantity."""
     emulator.fail_next(Fault.ACCEPT_THEN_DROP)
     events = usage(2)
@@ -128,16 +132,25 @@ def test_accept_then_drop_retry_confirms_the_duplicate(emulator: CommerceEmulato
     assert emulator.calls == {"batchUsageEvent": 2}
 
 
-def test_duplicate_with_other_quantity_is_a_mismatch(emulator: CommerceEmulator,
-                                                    recorder: SleepRecorder) -> None:
+def test_duplicate_with_other_quantity_is_a_mismatch(
+    emulator: CommerceEmulator, recorder: SleepRecorder
+) -> None:
     """A Duplicate whose accepted quantity differs from ours is Mismatch, not success."""
     (event,) = usage(1, quantity=10.0)
     earlier: dict[str, Any] = {
-        "resourceId": event.resource_id, "quantity": 3.0, "dimension": event.dimension,
-        "effectiveStartTime": "2026-11-26T16:00:00Z", "planId": "plan-a",
+        "resourceId": event.resource_id,
+        "quantity": 3.0,
+        "dimension": event.dimension,
+        "effectiveStartTime": "2026-11-26T16:00:00Z",
+        "planId": "plan-a",
     }
-    requests.post(f"{emulator.base_url}/api/usageEvent", params={"api-version": API_VERSION},
-                  json=earlier, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    requests.post(
+        f"{emulator.base_url}/api/usageEvent",
+        params={"api-version": API_VERSION},
+        json=earlier,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=10,
+    )
     with make_client(emulator, recorder) as client:
         (outcome,) = client.post_batch([event])
     assert outcome.status is EventStatus.MISMATCH
@@ -145,8 +158,9 @@ def test_duplicate_with_other_quantity_is_a_mismatch(emulator: CommerceEmulator,
     assert outcome.usage_event_id == emulator.accepted_events()[0]["usageEventId"]
 
 
-def test_429_sleeps_exactly_retry_after(emulator: CommerceEmulator,
-                                       recorder: SleepRecorder) -> None:
+def test_429_sleeps_exactly_retry_after(
+    emulator: CommerceEmulator, recorder: SleepRecorder
+) -> None:
     """The client waits the Retry-After seconds the 429 named, nothing else."""
     emulator.fail_next(Fault.THROTTLE, retry_after=7)
     with make_client(emulator, recorder) as client:
@@ -158,8 +172,10 @@ def test_429_sleeps_exactly_retry_after(emulator: CommerceEmulator,
 def test_attempts_are_capped(emulator: CommerceEmulator, recorder: SleepRecorder) -> None:
     """With 500s forever, the client makes max_attempts calls then raises TransientError."""
     emulator.fail_next(Fault.SERVER_ERROR, times=50)
-    with make_client(emulator, recorder, max_attempts=3) as client, \
-            pytest.raises(TransientError, match="3 attempt") as caught:
+    with (
+        make_client(emulator, recorder, max_attempts=3) as client,
+        pytest.raises(TransientError, match="3 attempt") as caught,
+    ):
         client.post_batch(usage(2))
     assert isinstance(caught.value, CommerceUnavailableError)
     assert "HTTP 500" in str(caught.value)
@@ -172,10 +188,17 @@ def test_total_time_is_capped(emulator: CommerceEmulator) -> None:
     """Waits never carry the call past max_total_seconds, whatever max_attempts allows."""
     fake = FakeTime()
     emulator.fail_next(Fault.SERVER_ERROR, times=1000)
-    client = CommerceClient(emulator.base_url, static_token_provider(TOKEN),
-                            max_attempts=1000, max_total_seconds=10, backoff_base=1,
-                            backoff_cap=4, sleep=fake.sleep, monotonic=fake.monotonic,
-                            random=random.Random(3))
+    client = CommerceClient(
+        emulator.base_url,
+        static_token_provider(TOKEN),
+        max_attempts=1000,
+        max_total_seconds=10,
+        backoff_base=1,
+        backoff_cap=4,
+        sleep=fake.sleep,
+        monotonic=fake.monotonic,
+        random=random.Random(3),
+    )
     with client, pytest.raises(CommerceUnavailableError, match="cap"):
         client.post_batch(usage(1))
     assert fake.now <= 10
@@ -188,16 +211,22 @@ def test_retry_after_beyond_the_time_cap_is_not_waited(emulator: CommerceEmulato
     """A Retry-After longer than the time left raises at once, passing Retry-After on."""
     fake = FakeTime()
     emulator.fail_next(Fault.THROTTLE, retry_after=60)
-    client = CommerceClient(emulator.base_url, static_token_provider(TOKEN),
-                            max_total_seconds=30, sleep=fake.sleep, monotonic=fake.monotonic)
+    client = CommerceClient(
+        emulator.base_url,
+        static_token_provider(TOKEN),
+        max_total_seconds=30,
+        sleep=fake.sleep,
+        monotonic=fake.monotonic,
+    )
     with client, pytest.raises(CommerceUnavailableError) as caught:
         client.post_batch(usage(1))
     assert fake.waits == []
     assert caught.value.retry_after_seconds == 60
 
 
-def test_event_error_reposts_only_failing_events(emulator: CommerceEmulator,
-                                                recorder: SleepRecorder) -> None:
+def test_event_error_reposts_only_failing_events(
+    emulator: CommerceEmulator, recorder: SleepRecorder
+) -> None:
     """Per-event Error statuses make the client re-post just those events."""
     emulator.fail_next(Fault.EVENT_ERROR, event_indices=[1, 3])
     events = usage(5)
@@ -208,23 +237,26 @@ def test_event_error_reposts_only_failing_events(emulator: CommerceEmulator,
     assert_billed_once(emulator, events, outcomes)
 
 
-def test_exhausted_event_errors_report_settled_outcomes(emulator: CommerceEmulator,
-                                                       recorder: SleepRecorder) -> None:
+def test_exhausted_event_errors_report_settled_outcomes(
+    emulator: CommerceEmulator, recorder: SleepRecorder
+) -> None:
     """When per-event Errors outlast the budget, the error carries the events already settled."""
     emulator.fail_next(Fault.EVENT_ERROR, times=10, event_indices=[0])
     events = usage(3)
-    with make_client(emulator, recorder, max_attempts=2) as client, \
-            pytest.raises(CommerceUnavailableError) as caught:
+    with (
+        make_client(emulator, recorder, max_attempts=2) as client,
+        pytest.raises(CommerceUnavailableError) as caught,
+    ):
         client.post_batch(events)
     assert {o.event for o in caught.value.settled} == {events[1], events[2]}
 
 
-def test_whole_batch_400_is_final_rejection(emulator: CommerceEmulator,
-                                           recorder: SleepRecorder) -> None:
+def test_whole_batch_400_is_final_rejection(
+    emulator: CommerceEmulator, recorder: SleepRecorder
+) -> None:
     """A 400 for the whole batch raises FinalRejectionError and is not retried."""
     emulator.fail_next(Fault.BAD_REQUEST)
-    with make_client(emulator, recorder) as client, \
-            pytest.raises(FinalRejectionError) as caught:
+    with make_client(emulator, recorder) as client, pytest.raises(FinalRejectionError) as caught:
         client.post_batch(usage(2))
     assert caught.value.code == "BadArgument"
     assert emulator.calls == {"batchUsageEvent": 1}
@@ -233,23 +265,35 @@ def test_whole_batch_400_is_final_rejection(emulator: CommerceEmulator,
 
 def test_final_event_statuses_are_reported_not_retried(recorder: SleepRecorder) -> None:
     """Expired, InvalidDimension, ResourceNotFound, InvalidQuantity come back as outcomes."""
-    with CommerceEmulator(token=TOKEN, clock=lambda: NOW, invalid_dimensions={"bad-dim"},
-                          unknown_resources={"gone"}) as running, \
-            make_client(running, recorder) as client:
-        events = [UsageEvent("r1", "p", "d", 1.0, HOUR - timedelta(hours=30)),
-                  UsageEvent("r2", "p", "bad-dim", 1.0, HOUR),
-                  UsageEvent("gone", "p", "d", 1.0, HOUR),
-                  UsageEvent("r4", "p", "d", 0.0, HOUR)]
+    with (
+        CommerceEmulator(
+            token=TOKEN,
+            clock=lambda: NOW,
+            invalid_dimensions={"bad-dim"},
+            unknown_resources={"gone"},
+        ) as running,
+        make_client(running, recorder) as client,
+    ):
+        events = [
+            UsageEvent("r1", "p", "d", 1.0, HOUR - timedelta(hours=30)),
+            UsageEvent("r2", "p", "bad-dim", 1.0, HOUR),
+            UsageEvent("gone", "p", "d", 1.0, HOUR),
+            UsageEvent("r4", "p", "d", 0.0, HOUR),
+        ]
         outcomes = client.post_batch(events)
         assert [o.status for o in outcomes] == [
-            EventStatus.EXPIRED, EventStatus.INVALID_DIMENSION,
-            EventStatus.RESOURCE_NOT_FOUND, EventStatus.INVALID_QUANTITY]
+            EventStatus.EXPIRED,
+            EventStatus.INVALID_DIMENSION,
+            EventStatus.RESOURCE_NOT_FOUND,
+            EventStatus.INVALID_QUANTITY,
+        ]
         assert all(o.reason and o.usage_event_id is None for o in outcomes)
         assert running.calls == {"batchUsageEvent": 1}
 
 
-def test_403_fetches_a_fresh_token_once(emulator: CommerceEmulator,
-                                       recorder: SleepRecorder) -> None:
+def test_403_fetches_a_fresh_token_once(
+    emulator: CommerceEmulator, recorder: SleepRecorder
+) -> None:
     """A 403 makes the client invalidate and re-fetch its token, then succeed."""
 
     class Rotating:
@@ -272,8 +316,7 @@ def test_403_fetches_a_fresh_token_once(emulator: CommerceEmulator,
     assert recorder.waits == []
 
 
-def test_token_never_appears_in_errors(emulator: CommerceEmulator,
-                                       recorder: SleepRecorder) -> None:
+def test_token_never_appears_in_errors(emulator: CommerceEmulator, recorder: SleepRecorder) -> None:
     """Exhaustion, final rejection and refusal errors never contain the bearer token."""
     failures: list[BaseException] = []
     emulator.fail_next(Fault.DROP, times=2)
@@ -284,8 +327,10 @@ def test_token_never_appears_in_errors(emulator: CommerceEmulator,
                 client.post_batch(usage(1))
             failures.append(caught.value)
     wrong = "wrong-s3cr3t-token-9876543210"
-    with CommerceClient(emulator.base_url, static_token_provider(wrong),
-                        sleep=recorder) as refused, pytest.raises(NotAllowedError) as caught:
+    with (
+        CommerceClient(emulator.base_url, static_token_provider(wrong), sleep=recorder) as refused,
+        pytest.raises(NotAllowedError) as caught,
+    ):
         refused.post_batch(usage(1))
     failures.append(caught.value)
     for failure in failures:
@@ -294,21 +339,25 @@ def test_token_never_appears_in_errors(emulator: CommerceEmulator,
         assert wrong not in text
 
 
-def test_random_faults_over_200_events_bill_each_once(emulator: CommerceEmulator,
-                                                      recorder: SleepRecorder) -> None:
+def test_random_faults_over_200_events_bill_each_once(
+    emulator: CommerceEmulator, recorder: SleepRecorder
+) -> None:
     """A seeded 30% fault plan of every kind over 20 batches bills each of 200 events once."""
-    emulator.set_fault_rate(0.3, kinds=RETRYABLE_FAULTS,
-                            seed=20261126, retry_after=2, delay=1.0)
-    events = [UsageEvent(f"res-{i // 4:03d}", "plan-a", f"dim-{i % 4}", 1.0 + i / 8, HOUR)
-              for i in range(200)]
+    emulator.set_fault_rate(0.3, kinds=RETRYABLE_FAULTS, seed=20261126, retry_after=2, delay=1.0)
+    events = [
+        UsageEvent(f"res-{i // 4:03d}", "plan-a", f"dim-{i % 4}", 1.0 + i / 8, HOUR)
+        for i in range(200)
+    ]
     outcomes: list[EventOutcome] = []
-    with make_client(emulator, recorder, read_timeout=0.3, max_attempts=30,
-                     max_total_seconds=600) as client:
+    with make_client(
+        emulator, recorder, read_timeout=0.3, max_attempts=30, max_total_seconds=600
+    ) as client:
         for start in range(0, len(events), 10):
-            outcomes.extend(client.post_batch(events[start:start + 10]))
+            outcomes.extend(client.post_batch(events[start : start + 10]))
     assert [o.event for o in outcomes] == events
-    assert all(o.status in (EventStatus.ACCEPTED, EventStatus.DUPLICATE_CONFIRMED)
-               for o in outcomes)
+    assert all(
+        o.status in (EventStatus.ACCEPTED, EventStatus.DUPLICATE_CONFIRMED) for o in outcomes
+    )
     kept = {(e["resourceId"], e["dimension"]): e for e in emulator.accepted_events()}
     assert len(emulator.accepted_events()) == len(kept) == 200
     for outcome in outcomes:
@@ -320,8 +369,9 @@ def test_random_faults_over_200_events_bill_each_once(emulator: CommerceEmulator
     assert emulator.calls["batchUsageEvent"] - 20 >= sum(injected.values()) >= 5, injected
 
 
-def test_usage_events_reads_reconciliation_with_retries(emulator: CommerceEmulator,
-                                                       recorder: SleepRecorder) -> None:
+def test_usage_events_reads_reconciliation_with_retries(
+    emulator: CommerceEmulator, recorder: SleepRecorder
+) -> None:
     """usage_events retries a 500 and a drop, then returns the accepted rows of the window."""
     with make_client(emulator, recorder) as client:
         client.post_batch(usage(3))
@@ -334,8 +384,9 @@ def test_usage_events_reads_reconciliation_with_retries(emulator: CommerceEmulat
     assert emulator.calls["usageEvents"] == 4
 
 
-def test_batch_size_and_key_rules_are_checked_before_sending(emulator: CommerceEmulator,
-                                                            recorder: SleepRecorder) -> None:
+def test_batch_size_and_key_rules_are_checked_before_sending(
+    emulator: CommerceEmulator, recorder: SleepRecorder
+) -> None:
     """Empty, oversized and key-colliding batches are ValueErrors and send nothing."""
     (event,) = usage(1)
     with make_client(emulator, recorder) as client:
@@ -355,6 +406,7 @@ def test_usage_event_must_be_an_aware_hour() -> None:
     with pytest.raises(ValueError, match="not on the hour"):
         UsageEvent("r", "p", "d", 1.0, HOUR + timedelta(minutes=5))
     from datetime import timezone
+
     shifted = UsageEvent("r", "p", "d", 1.0, HOUR.astimezone(timezone(timedelta(hours=2))))
     assert shifted.effective_start_time.utcoffset() == timedelta(0)
     assert shifted.key == ("r", "d", HOUR)
