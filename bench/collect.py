@@ -30,6 +30,7 @@ from azure.data.tables import TableServiceClient, UpdateMode
 
 from bench.common import finish, median, peak_rss_mb, timed
 from devstack.azurite import Azurite
+from devstack.local_settings import local_values
 from shared.collector import Collector
 from shared.config import Settings
 from shared.meters import catalogue
@@ -44,12 +45,11 @@ PARALLELISM = 8
 
 def settings_for(connection_string: str) -> Settings:
     return Settings.from_environ(
-        {
-            "APP_MODE": "local",
-            "AzureWebJobsStorage": connection_string,
-            "USAGE_TABLE_PREFIX": "b" + uuid.uuid4().hex[:10],
-            "STORAGE_WRITE_PARALLELISM": str(PARALLELISM),
-        }
+        local_values(
+            connection_string,
+            USAGE_TABLE_PREFIX="b" + uuid.uuid4().hex[:10],
+            STORAGE_WRITE_PARALLELISM=str(PARALLELISM),
+        )
     )
 
 

@@ -9,7 +9,6 @@ then reads back what is stored and prints it per reported hour and per resource 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -19,16 +18,9 @@ from collections import defaultdict
 from datetime import datetime
 
 from devstack.azurite import REPO_ROOT, Azurite
+from devstack.local_settings import local_values
 
 LOCAL_DIR = REPO_ROOT / ".local"
-EXAMPLE_SETTINGS = REPO_ROOT / "local.settings.example.json"
-
-
-def local_settings(connection_string: str) -> dict[str, str]:
-    """The example settings file's values, pointed at our Azurite."""
-    values: dict[str, str] = json.loads(EXAMPLE_SETTINGS.read_text())["Values"]
-    values["AzureWebJobsStorage"] = connection_string
-    return values
 
 
 def print_summary(settings_values: dict[str, str], hours: int, now: datetime) -> None:
@@ -96,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with Azurite(location=data) as azurite:
         print(f"Azurite: tables on 127.0.0.1:{azurite.table_port}, data in {data}")
-        values = local_settings(azurite.connection_string)
+        values = local_values(azurite.connection_string)
         os.environ.update(values)
         sys.path.insert(0, str(REPO_ROOT))
         from azure.functions.timer import TimerRequest

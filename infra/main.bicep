@@ -21,9 +21,9 @@ param location string
 @description('Object id of the deploying user (azd sets it), granted data access for debugging. Empty: none.')
 param principalId string = ''
 
-@description('Usage tables are "{prefix}{role}" (USAGE_TABLE_PREFIX).')
+@description('App tables are "{prefix}{role}", usage tables "{prefix}u{subscription}" (USAGE_TABLE_PREFIX).')
 @minLength(3)
-@maxLength(40)
+@maxLength(24)
 param tablePrefix string = 'usage'
 
 @description('Where collect_usage reads usage from (USAGE_SOURCE).')
@@ -52,6 +52,49 @@ param storageWriteParallelism int = 8
 
 @description('Queue of billing work items (report_to_azure trigger); "-poison" is appended for its poison queue.')
 param reportQueueName string = 'usage-to-report'
+
+@description('Application ID URI and/or client id of the API app registration, comma-separated: the audiences query_usage accepts (AUTH_AUDIENCE).')
+param authAudience string
+
+@description('Issuer of accepted bearer tokens (AUTH_ISSUER): this tenant\'s Entra ID v2 issuer by default.')
+param authIssuer string = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+
+@description('JWKS of the token issuer (AUTH_JWKS_URI).')
+param authJwksUri string = '${environment().authentication.loginEndpoint}${tenant().tenantId}/discovery/v2.0/keys'
+
+@description('App role that makes a caller the service admin (AUTH_ADMIN_ROLE).')
+param authAdminRole string = 'UsageAdmin'
+
+@description('Lifetime of query_usage continuation tokens in seconds (CONTINUATION_TOKEN_TTL_SECONDS).')
+@minValue(60)
+param continuationTokenTtlSeconds int = 3600
+
+@description('Subscriptions per billing work item (REPORT_SUBSCRIPTIONS_PER_MESSAGE).')
+@minValue(1)
+@maxValue(1000)
+param reportSubscriptionsPerMessage int = 50
+
+@description('Commerce (Marketplace metering) endpoint report_to_azure posts to (COMMERCE_BASE_URL).')
+param commerceBaseUrl string = 'https://marketplaceapi.microsoft.com'
+
+@description('How report_to_azure gets commerce tokens (COMMERCE_AUTH): the managed identity, or an app registration\'s secret from Key Vault.')
+@allowed([
+  'managed_identity'
+  'client_secret'
+])
+param commerceAuth string = 'managed_identity'
+
+@description('App registration (client) id for COMMERCE_AUTH=client_secret; empty uses the managed identity\'s client id (COMMERCE_CLIENT_ID).')
+param commerceClientId string = ''
+
+@description('Billing resource id (e.g. the SaaS subscription) for subscriptions with no mapping of their own (BILLING_DEFAULT_RESOURCE_ID).')
+param billingDefaultResourceId string
+
+@description('Plan id billed for subscriptions with no mapping of their own (BILLING_DEFAULT_PLAN_ID).')
+param billingDefaultPlanId string
+
+@description('Operator changes to the catalogue\'s chargeable meters: "METERID=true;METERID=false" (BILLING_CHARGEABLE_OVERRIDES).')
+param billingChargeableOverrides string = ''
 
 @secure()
 @description('Commerce client secret, stored in Key Vault. Empty: the commerce client uses the managed identity.')
@@ -161,6 +204,27 @@ module api 'app/function-app.bicep' = {
       COLLECT_LOOKBACK_HOURS: string(collectLookbackHours)
       // collect_usage: partitions written in parallel.
       STORAGE_WRITE_PARALLELISM: string(storageWriteParallelism)
+      // query_usage: bearer-token validation (Entra ID) and the admin app role.
+      AUTH_ISSUER: authIssuer
+      AUTH_AUDIENCE: authAudience
+      AUTH_JWKS_URI: authJwksUri
+      AUTH_ADMIN_ROLE: authAdminRole
+      // query_usage: continuation tokens are signed with a Key Vault secret.
+      CONTINUATION_TOKEN_KEY: keyVault.outputs.continuationTokenSigningKeyReference
+      CONTINUATION_TOKEN_TTL_SECONDS: string(continuationTokenTtlSeconds)
+      // collect_usage enqueues and report_to_azure consumes billing work items here.
+      USAGE_QUEUE_NAME: reportQueueName
+      REPORT_SUBSCRIPTIONS_PER_MESSAGE: string(reportSubscriptionsPerMessage)
+      // report_to_azure: the commerce endpoint and its credentials.
+      COMMERCE_BASE_URL: commerceBaseUrl
+      COMMERCE_AUTH: commerceAuth
+      COMMERCE_CLIENT_ID: empty(commerceClientId) ? identity.outputs.clientId : commerceClientId
+      COMMERCE_TENANT_ID: tenant().tenantId
+      COMMERCE_CLIENT_SECRET: empty(commerceClientSecret) ? '' : keyVault.outputs.commerceClientSecretReference
+      // report_to_azure: where unmapped subscriptions are billed, and the chargeable meters.
+      BILLING_DEFAULT_RESOURCE_ID: billingDefaultResourceId
+      BILLING_DEFAULT_PLAN_ID: billingDefaultPlanId
+      BILLING_CHARGEABLE_OVERRIDES: billingChargeableOverrides
     }
   }
   // Start the app only once its identity may read storage, telemetry and Key Vault.

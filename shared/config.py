@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from shared.errors import ConfigurationError
 
+# Local settings files carry keys starting with this; production refuses them.
+LOCAL_PLACEHOLDER_PREFIX = "local-only-"
+
 
 class AppMode(StrEnum):
     LOCAL = "local"
@@ -55,6 +58,53 @@ class Settings(BaseModel):
     fleet_late_share: float = Field(0.1, alias="FLEET_LATE_SHARE", ge=0, le=1)
     fleet_scale: float = Field(1.0, alias="FLEET_SCALE", gt=0, le=1000)
 
+    # query_usage: bearer tokens (Entra ID in production; the local issuer in local mode).
+    auth_issuer: str = Field(alias="AUTH_ISSUER", min_length=1)
+    # Comma-separated: Entra tokens carry the app id URI or the client id as audience.
+    auth_audience: str = Field(alias="AUTH_AUDIENCE", min_length=1)
+    # https URL of the issuer's JWKS; in local mode also a file path (the local issuer's).
+    auth_jwks_uri: str = Field(alias="AUTH_JWKS_URI", min_length=1)
+    auth_admin_role: str = Field("UsageAdmin", alias="AUTH_ADMIN_ROLE", min_length=1)
+    # query_usage: HMAC key signing continuation tokens (Key Vault in production).
+    continuation_token_key: SecretStr = Field(alias="CONTINUATION_TOKEN_KEY")
+    continuation_token_ttl_seconds: int = Field(
+        3600, alias="CONTINUATION_TOKEN_TTL_SECONDS", ge=60, le=7 * 24 * 3600
+    )
+
+    # report_to_azure: the queue of billing work items (%USAGE_QUEUE_NAME% in function.json).
+    usage_queue_name: str = Field(
+        "usage-to-report",
+        alias="USAGE_QUEUE_NAME",
+        pattern=r"^[a-z0-9][a-z0-9-]{1,55}[a-z0-9]$",
+    )
+    # Subscriptions per work item: small enough that one message's work fits a function run.
+    report_subscriptions_per_message: int = Field(
+        50, alias="REPORT_SUBSCRIPTIONS_PER_MESSAGE", ge=1, le=1000
+    )
+    # report_to_azure: the commerce (Marketplace metering) endpoint and how we authenticate.
+    commerce_base_url: str = Field(alias="COMMERCE_BASE_URL", pattern=r"^https?://[^\s]+$")
+    commerce_auth: Literal["managed_identity", "client_secret", "static"] = Field(
+        "managed_identity", alias="COMMERCE_AUTH"
+    )
+    commerce_client_id: str | None = Field(None, alias="COMMERCE_CLIENT_ID")
+    commerce_tenant_id: str | None = Field(None, alias="COMMERCE_TENANT_ID")
+    commerce_client_secret: SecretStr | None = Field(None, alias="COMMERCE_CLIENT_SECRET")
+    # Local mode only: the commerce emulator's fixed bearer token.
+    commerce_static_token: SecretStr | None = Field(None, alias="COMMERCE_STATIC_TOKEN")
+    # Where unmapped subscriptions are billed (the registration's resource and plan).
+    billing_default_resource_id: str = Field(alias="BILLING_DEFAULT_RESOURCE_ID", min_length=1)
+    billing_default_plan_id: str = Field(alias="BILLING_DEFAULT_PLAN_ID", min_length=1)
+    # Operator changes to the catalogue's chargeable set: "METERID=true;METERID=false".
+    billing_chargeable_overrides: str = Field("", alias="BILLING_CHARGEABLE_OVERRIDES")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_unset(cls, values: object) -> object:
+        """An empty app setting means "not set" (Bicep writes '' for an omitted secret)."""
+        if isinstance(values, dict):
+            return {name: value for name, value in values.items() if value != ""}
+        return values
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.storage_connection_string is None and self.table_service_uri is None:
@@ -68,7 +118,46 @@ class Settings(BaseModel):
             object.__setattr__(self, "usage_source", "simulated")
         if len(self.collect_schedule.split()) != 6:
             raise ValueError("COLLECT_SCHEDULE must be a six-field NCRONTAB expression")
+        key = self.continuation_token_key.get_secret_value()
+        if len(key) < 32:
+            raise ValueError("CONTINUATION_TOKEN_KEY must be at least 32 characters")
+        if self.commerce_auth == "client_secret" and self.commerce_client_secret is None:
+            raise ValueError("COMMERCE_AUTH=client_secret needs COMMERCE_CLIENT_SECRET")
+        if self.commerce_auth == "static" and self.commerce_static_token is None:
+            raise ValueError("COMMERCE_AUTH=static needs COMMERCE_STATIC_TOKEN")
+        self.chargeable_overrides()  # malformed overrides fail at load
+        if self.app_mode is AppMode.PRODUCTION:
+            self._check_production(key)
         return self
+
+    def _check_production(self, key: str) -> None:
+        """What local mode may relax and production may not: no emulators, no placeholders."""
+        if key.startswith(LOCAL_PLACEHOLDER_PREFIX):
+            raise ValueError("CONTINUATION_TOKEN_KEY is the local placeholder; set a real secret")
+        if self.commerce_auth == "static":
+            raise ValueError("COMMERCE_AUTH=static (the emulator's token) is local-only")
+        for name, url in (("AUTH_JWKS_URI", self.auth_jwks_uri), ("COMMERCE_BASE_URL",
+                          self.commerce_base_url)):  # fmt: skip
+            if not url.startswith("https://"):
+                raise ValueError(f"{name} must be an https URL in production")
+
+    def chargeable_overrides(self) -> dict[str, bool]:
+        """BILLING_CHARGEABLE_OVERRIDES parsed: meter id -> chargeable."""
+        overrides: dict[str, bool] = {}
+        for item in filter(
+            None, (part.strip() for part in self.billing_chargeable_overrides.split(";"))
+        ):
+            meter_id, _, flag = item.partition("=")
+            if flag.strip().lower() not in ("true", "false") or not meter_id.strip():
+                raise ValueError(
+                    "BILLING_CHARGEABLE_OVERRIDES must look like METERID=true;METERID=false"
+                )
+            overrides[meter_id.strip().lower()] = flag.strip().lower() == "true"
+        return overrides
+
+    @property
+    def auth_audiences(self) -> tuple[str, ...]:
+        return tuple(part.strip() for part in self.auth_audience.split(",") if part.strip())
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:

@@ -12,6 +12,7 @@ from azure.data.tables import TableServiceClient
 from devstack.azurite import Azurite
 from shared.config import Settings
 from shared.storage import StorageAccount
+from tests.app_settings import LOCAL_VALUES
 from tests.scripted_source import tables_of
 
 
@@ -29,10 +30,10 @@ def make_settings(azurite: Azurite) -> Iterator[Callable[..., Settings]]:
 
     def make(**overrides: Any) -> Settings:
         values = {
-            "APP_MODE": "local",
+            **LOCAL_VALUES,
             "AzureWebJobsStorage": azurite.connection_string,
             "USAGE_TABLE_PREFIX": "t" + uuid.uuid4().hex[:12],
-            "USAGE_SOURCE": "simulated",
+            "USAGE_QUEUE_NAME": "q" + uuid.uuid4().hex[:12],
             "FLEET_TENANTS": "4",
         }
         values.update({key: str(value) for key, value in overrides.items()})

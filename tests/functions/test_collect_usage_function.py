@@ -13,6 +13,7 @@ from shared.config import Settings, get_settings
 from shared.hours import last_closed_hour, utc_now
 from shared.storage import StorageAccount
 from shared.watermark import Watermark
+from tests.app_settings import LOCAL_VALUES
 from tests.scripted_source import snapshot, usage_entities
 
 
@@ -23,7 +24,7 @@ def app_settings(
     """App settings in the environment, as the Functions host provides them."""
     settings = make_settings(COLLECT_LOOKBACK_HOURS=3, FLEET_TENANTS=3)
     environ = {
-        "APP_MODE": "local",
+        **LOCAL_VALUES,
         "AzureWebJobsStorage": settings.storage_connection_string.get_secret_value(),
         "USAGE_TABLE_PREFIX": settings.table_prefix,
         "USAGE_SOURCE": "simulated",

@@ -19,6 +19,7 @@ from shared.subscriptions import SubscriptionStore
 from shared.usage import UsageRecord
 from shared.usage_rows import usage_table_name
 from shared.watermark import Watermark
+from tests.app_settings import LOCAL_VALUES
 from tests.scripted_source import (
     STATIC_IP,
     TENANT_A,
@@ -131,7 +132,7 @@ def test_storage_killed_mid_hour_then_rerun_equals_clean_run(tmp_path, make_sett
     with Azurite(location=tmp_path / "azurite") as own:
         settings = Settings.from_environ(
             {
-                "APP_MODE": "local",
+                **LOCAL_VALUES,
                 "AzureWebJobsStorage": own.connection_string,
                 "USAGE_TABLE_PREFIX": "killed",
                 "COLLECT_LOOKBACK_HOURS": "2",

@@ -12,13 +12,15 @@ from shared.errors import ConfigurationError
 from shared.hours import hour_key, hours_between, last_closed_hour, parse_hour_key
 from shared.meters import MeterKind, catalogue
 from shared.usage_rows import UsageRow, resource_hash
+from tests.app_settings import LOCAL_VALUES
 
-BASE = {"APP_MODE": "local", "AzureWebJobsStorage": "UseDevelopmentStorage=true"}
+BASE = {**LOCAL_VALUES, "AzureWebJobsStorage": "UseDevelopmentStorage=true"}
+PRODUCTION = {**BASE, "APP_MODE": "production"}
 
 
 def test_settings_defaults_in_local_mode() -> None:
     """Local mode may default the source to the simulated fleet; numbers parse from text."""
-    settings = Settings.from_environ({**BASE, "COLLECT_LOOKBACK_HOURS": "30"})
+    settings = Settings.from_environ({**BASE, "USAGE_SOURCE": "", "COLLECT_LOOKBACK_HOURS": "30"})
     assert settings.usage_source == "simulated"
     assert settings.collect_lookback_hours == 30
     assert settings.table_name("hours") == "usagehours"
@@ -27,10 +29,21 @@ def test_settings_defaults_in_local_mode() -> None:
 @pytest.mark.parametrize(
     ("environ", "named"),
     [
-        ({"AzureWebJobsStorage": "x"}, "APP_MODE"),
-        ({"APP_MODE": "local"}, "AzureWebJobsStorage"),
+        ({**BASE, "APP_MODE": ""}, "APP_MODE"),
+        ({**BASE, "AzureWebJobsStorage": ""}, "AzureWebJobsStorage"),
         ({**BASE, "APP_MODE": "prod"}, "APP_MODE"),
-        ({**BASE, "APP_MODE": "production"}, "USAGE_SOURCE"),
+        ({**BASE, "APP_MODE": "production", "USAGE_SOURCE": ""}, "USAGE_SOURCE"),
+        ({**PRODUCTION}, "CONTINUATION_TOKEN_KEY"),
+        ({**PRODUCTION, "CONTINUATION_TOKEN_KEY": "k" * 40}, "COMMERCE_AUTH"),
+        (
+            {**PRODUCTION, "CONTINUATION_TOKEN_KEY": "k" * 40, "COMMERCE_AUTH": "managed_identity"},
+            "AUTH_JWKS_URI",
+        ),
+        ({**BASE, "CONTINUATION_TOKEN_KEY": "short"}, "CONTINUATION_TOKEN_KEY"),
+        ({**BASE, "AUTH_ISSUER": ""}, "AUTH_ISSUER"),
+        ({**BASE, "COMMERCE_AUTH": "client_secret"}, "COMMERCE_CLIENT_SECRET"),
+        ({**BASE, "BILLING_CHARGEABLE_OVERRIDES": "abc"}, "BILLING_CHARGEABLE_OVERRIDES"),
+        ({**BASE, "USAGE_QUEUE_NAME": "Bad_Queue"}, "USAGE_QUEUE_NAME"),
         ({**BASE, "COLLECT_LOOKBACK_HOURS": "soon"}, "COLLECT_LOOKBACK_HOURS"),
         ({**BASE, "COLLECT_TIME_BUDGET_SECONDS": "-1"}, "COLLECT_TIME_BUDGET_SECONDS"),
         ({**BASE, "USAGE_TABLE_PREFIX": "bad-prefix"}, "USAGE_TABLE_PREFIX"),
@@ -45,11 +58,32 @@ def test_bad_settings_fail_at_load_naming_the_setting(environ: dict, named: str)
     assert named in str(raised.value)
 
 
+def test_production_accepts_real_values_and_parses_overrides() -> None:
+    """Production settings with https endpoints, a real key and no emulator token load."""
+    settings = Settings.from_environ(
+        {
+            **PRODUCTION,
+            "CONTINUATION_TOKEN_KEY": "k" * 40,
+            "COMMERCE_AUTH": "managed_identity",
+            "COMMERCE_STATIC_TOKEN": "",
+            "COMMERCE_BASE_URL": "https://marketplaceapi.microsoft.com",
+            "AUTH_JWKS_URI": "https://login.microsoftonline.com/t/discovery/v2.0/keys",
+            "AUTH_AUDIENCE": "api://usage, 11111111-2222-3333-4444-555555555555",
+            "BILLING_CHARGEABLE_OVERRIDES": "F271A8A388C44D93956A063E1D2FA80B=true; x=false",
+        }
+    )
+    assert settings.auth_audiences == ("api://usage", "11111111-2222-3333-4444-555555555555")
+    assert settings.chargeable_overrides() == {
+        "f271a8a388c44d93956a063e1d2fa80b": True,
+        "x": False,
+    }
+
+
 def test_connection_string_never_appears_in_errors() -> None:
     """A secret-bearing setting is not echoed when another setting is wrong."""
     secret = "DefaultEndpointsProtocol=https;AccountKey=c2VjcmV0"
     with pytest.raises(ConfigurationError) as raised:
-        Settings.from_environ({"APP_MODE": "nope", "AzureWebJobsStorage": secret})
+        Settings.from_environ({**BASE, "APP_MODE": "nope", "AzureWebJobsStorage": secret})
     assert "c2VjcmV0" not in str(raised.value)
     assert "c2VjcmV0" not in repr(Settings.from_environ({**BASE, "AzureWebJobsStorage": secret}))
 

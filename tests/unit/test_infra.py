@@ -44,6 +44,8 @@ LOCAL_ONLY = {
     # connects by identity (AzureWebJobsStorage__* service URIs); a string would hold a key.
     "AzureWebJobsStorage",
     # Shape of the simulated fleet (local runs, tests, benchmarks); production keeps defaults.
+    # The commerce emulator's fixed token; production refuses COMMERCE_AUTH=static.
+    "COMMERCE_STATIC_TOKEN",
     "FLEET_SEED",
     "FLEET_TENANTS",
     "FLEET_LATE_SHARE",
