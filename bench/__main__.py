@@ -1,11 +1,11 @@
-"""Run one benchmark: ``python -m bench NAME [--quick]`` (NAME: collect)."""
+"""Run one benchmark: ``python -m bench NAME [--quick]`` (NAME: collect, query, report)."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-BENCHMARKS = ("collect",)
+BENCHMARKS = ("collect", "query", "report")
 
 
 def main(argv: list[str]) -> int:
