@@ -1,8 +1,10 @@
 """The collection watermark: the last reported hour fully written, per usage source.
 
 "Fully written" means the hour's rows, manifest, daily rows (when the hour closes a day)
-and billing work items are durable. The watermark is moved only after that, and only
-forward: an update is guarded by the entity's ETag, so two runs racing cannot move it back.
+and billing work items are durable. The watermark is moved only after that, only forward,
+and only to the hour right after it: re-collecting a later hour (an operator's backfill)
+never jumps it over an hour that is still missing. Updates are guarded by the entity's
+ETag, so two runs racing cannot move it back.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from datetime import datetime
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
-from shared.hours import as_utc
+from shared.hours import HOUR, as_utc
 from shared.retry import call_with_retry
 from shared.storage import StorageAccount
 
@@ -37,31 +39,36 @@ class Watermark:
 
         return call_with_retry(get, what="read watermark")
 
-    def advance(self, hour: datetime) -> None:
-        """Record ``hour`` as fully written, unless a later hour already is."""
+    def advance(self, hour: datetime) -> bool:
+        """Record ``hour`` as fully written if it extends the watermark; True if it moved.
+
+        Nothing moves when ``hour`` is at or behind the watermark (already covered) or more
+        than one hour ahead of it (an hour in between is not written yet).
+        """
         table = self._account.table(ROLE)
         entity = {"PartitionKey": PARTITION, "RowKey": self._row_key, "LastHour": as_utc(hour)}
 
-        def move() -> None:
+        def move() -> bool:
             while True:
                 try:
                     current = table.get_entity(PARTITION, self._row_key)
                 except ResourceNotFoundError:
                     try:
                         table.create_entity(entity)
-                        return
+                        return True
                     except ResourceExistsError:
                         continue  # created meanwhile: compare with it
-                if as_utc(current["LastHour"]) >= hour:
-                    return
+                last = as_utc(current["LastHour"])
+                if last >= hour or last + HOUR < hour:
+                    return False
                 try:
                     table.update_entity(
                         entity,
                         etag=current.metadata["etag"],
                         match_condition=MatchConditions.IfNotModified,
                     )
-                    return
+                    return True
                 except ResourceModifiedError:
                     continue  # moved meanwhile: compare again
 
-        call_with_retry(move, what="advance watermark")
+        return call_with_retry(move, what="advance watermark")

@@ -297,3 +297,17 @@ def test_subscriptions_are_synced_and_operator_billing_mapping_is_kept(make_sett
 
 def _with(record: UsageRecord, **changes: object) -> UsageRecord:
     return replace(record, **changes)  # type: ignore[arg-type]
+
+
+def test_recollecting_a_later_hour_never_jumps_the_watermark(make_settings) -> None:
+    """A backfill of hour W+3 leaves the watermark at W: hours W+1, W+2 are still missing."""
+    settings = make_settings(COLLECT_LOOKBACK_HOURS=1)
+    source = two_tenants_source(5, vms=1)
+    collector(settings, source).collect_due_hours(T0 + HOUR)
+    account = StorageAccount(settings)
+    assert Watermark(account, source.name).read() == T0
+    collector(settings, source).collect_hour(T0 + 3 * HOUR)
+    assert Watermark(account, source.name).read() == T0
+    run = collector(settings, source).collect_due_hours(T0 + 5 * HOUR)
+    assert [result.hour for result in run.hours] == [T0 + n * HOUR for n in range(1, 5)]
+    assert Watermark(account, source.name).read() == T0 + 4 * HOUR
