@@ -9,14 +9,16 @@ collector only fills in when a subscription is first seen.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
+from shared.errors import BadInputError
 from shared.retry import call_with_retry
 from shared.storage import StorageAccount
 from shared.table_writer import PartitionWriter
@@ -130,6 +132,61 @@ class SubscriptionStore:
             with PartitionWriter(self._account, parallelism=1, mode=UpdateMode.MERGE) as writer:
                 writer.write_partition(self._account.settings.table_name(ROLE), changed)
         return len(changed)
+
+    def set_billing(self, subscription_id: str, resource_id: str, plan_id: str) -> Subscription:
+        """Map a subscription to a billing resource and plan ('' and '' = the default)."""
+        if bool(resource_id) != bool(plan_id):
+            raise BadInputError("give both a billing resource id and a plan id, or neither")
+        return self._edit(
+            subscription_id, lambda e: {"BillingResourceId": resource_id, "BillingPlanId": plan_id}
+        )
+
+    def grant_reader(self, subscription_id: str, object_id: str) -> Subscription:
+        """Let ``object_id`` read the subscription's usage (besides its source-owned owners)."""
+        return self._edit(
+            subscription_id,
+            lambda e: {"Readers": json.dumps(sorted({*_readers(e), object_id.lower()}))},
+        )
+
+    def revoke_reader(self, subscription_id: str, object_id: str) -> Subscription:
+        """Withdraw an operator-granted reader."""
+        return self._edit(
+            subscription_id,
+            lambda e: {"Readers": json.dumps(sorted(set(_readers(e)) - {object_id.lower()}))},
+        )
+
+    def _edit(
+        self, subscription_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> Subscription:
+        """Apply ``change`` to the stored entity, guarded by its ETag (retried on a race)."""
+        table = self._account.table(ROLE)
+        key = subscription_id.lower()
+
+        def edit() -> Subscription:
+            while True:
+                try:
+                    entity = table.get_entity(PARTITION, key)
+                except ResourceNotFoundError:
+                    raise BadInputError(
+                        f"subscription {subscription_id} is not known", code="SubscriptionNotFound"
+                    ) from None
+                update = {"PartitionKey": PARTITION, "RowKey": key, **change(entity)}
+                try:
+                    table.update_entity(
+                        update,
+                        mode=UpdateMode.MERGE,
+                        etag=entity.metadata["etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                except ResourceModifiedError:
+                    continue  # the collector or another operator changed it: apply again
+                return _from_entity({**entity, **update})
+
+        return call_with_retry(edit, what=f"edit subscription {key}")
+
+
+def _readers(entity: dict[str, Any]) -> list[str]:
+    return list(json.loads(entity.get("Readers") or "[]"))
 
 
 def _source_view(subscription: Subscription) -> dict[str, Any]:
