@@ -29,8 +29,39 @@ param tablePrefix string = 'usage'
 @description('Where collect_usage reads usage from (USAGE_SOURCE).')
 @allowed([
   'simulated'
+  'azurestack'
 ])
 param usageSource string = 'simulated'
+
+@description('USAGE_SOURCE=azurestack: the stamp\'s admin ARM endpoint, e.g. https://adminmanagement.local.azurestack.external (AZURESTACK_ADMIN_ARM_ENDPOINT).')
+param azureStackAdminArmEndpoint string = ''
+
+@description('USAGE_SOURCE=azurestack: the default provider subscription id (AZURESTACK_PROVIDER_SUBSCRIPTION_ID).')
+param azureStackProviderSubscriptionId string = ''
+
+@description('USAGE_SOURCE=azurestack: token audience of the admin ARM endpoint (its metadata endpoint\'s authentication.audiences[0]) (AZURESTACK_AUDIENCE).')
+param azureStackAudience string = ''
+
+@description('USAGE_SOURCE=azurestack: how the stamp is called (AZURESTACK_AUTH): the managed identity (Entra ID stamps), or a service principal\'s secret from Key Vault (Entra ID or AD FS).')
+@allowed([
+  'managed_identity'
+  'client_secret'
+])
+param azureStackAuth string = 'managed_identity'
+
+@description('USAGE_SOURCE=azurestack, client_secret: https://login.microsoftonline.com (Entra ID) or the stamp\'s AD FS, e.g. https://adfs.local.azurestack.external (AZURESTACK_AUTHORITY).')
+param azureStackAuthority string = ''
+
+@description('USAGE_SOURCE=azurestack, client_secret: the directory tenant id, or "adfs" for AD FS (AZURESTACK_TENANT_ID).')
+param azureStackTenantId string = ''
+
+@description('USAGE_SOURCE=azurestack: the service principal\'s client id; empty uses the managed identity\'s client id (AZURESTACK_CLIENT_ID).')
+param azureStackClientId string = ''
+
+@description('USAGE_SOURCE=azurestack: read timeout of one request to the stamp, in seconds (AZURESTACK_TIMEOUT_SECONDS).')
+@minValue(1)
+@maxValue(600)
+param azureStackTimeoutSeconds int = 120
 
 @description('NCRONTAB (six fields, UTC) of the collect_usage timer (COLLECT_SCHEDULE).')
 param collectSchedule string = '0 5 * * * *'
@@ -101,6 +132,10 @@ param billingChargeableOverrides string = ''
 param commerceClientSecret string = ''
 
 @secure()
+@description('Azure Stack service principal secret, stored in Key Vault. Empty: the managed identity calls the stamp.')
+param azureStackClientSecret string = ''
+
+@secure()
 @description('Key that signs query_usage continuation tokens, stored in Key Vault (azd reuses or generates it).')
 param continuationTokenSigningKey string
 
@@ -158,6 +193,7 @@ module keyVault 'app/keyvault.bicep' = {
     location: location
     tags: tags
     commerceClientSecret: commerceClientSecret
+    azureStackClientSecret: azureStackClientSecret
     continuationTokenSigningKey: continuationTokenSigningKey
   }
 }
@@ -195,6 +231,16 @@ module api 'app/function-app.bicep' = {
       APP_MODE: 'production'
       // collect_usage: where usage comes from.
       USAGE_SOURCE: usageSource
+      // collect_usage, USAGE_SOURCE=azurestack: the stamp and the identity that reads it.
+      AZURESTACK_ADMIN_ARM_ENDPOINT: azureStackAdminArmEndpoint
+      AZURESTACK_PROVIDER_SUBSCRIPTION_ID: azureStackProviderSubscriptionId
+      AZURESTACK_AUDIENCE: azureStackAudience
+      AZURESTACK_AUTH: azureStackAuth
+      AZURESTACK_AUTHORITY: azureStackAuthority
+      AZURESTACK_TENANT_ID: azureStackTenantId
+      AZURESTACK_CLIENT_ID: empty(azureStackClientId) ? identity.outputs.clientId : azureStackClientId
+      AZURESTACK_CLIENT_SECRET: empty(azureStackClientSecret) ? '' : keyVault.outputs.azureStackClientSecretReference
+      AZURESTACK_TIMEOUT_SECONDS: string(azureStackTimeoutSeconds)
       // collect_usage, query_usage, report_to_azure: the usage table names.
       USAGE_TABLE_PREFIX: tablePrefix
       // collect_usage timer schedule (%COLLECT_SCHEDULE% in collect_usage/function.json).

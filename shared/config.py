@@ -52,11 +52,38 @@ class Settings(BaseModel):
     collect_lookback_hours: int = Field(24, alias="COLLECT_LOOKBACK_HOURS", ge=1, le=24 * 90)
     write_parallelism: int = Field(8, alias="STORAGE_WRITE_PARALLELISM", ge=1, le=64)
 
-    usage_source: Literal["simulated"] | None = Field(None, alias="USAGE_SOURCE")
+    usage_source: Literal["simulated", "azurestack"] | None = Field(None, alias="USAGE_SOURCE")
     fleet_seed: int = Field(1, alias="FLEET_SEED", ge=0)
     fleet_tenants: int = Field(12, alias="FLEET_TENANTS", ge=1, le=100_000)
     fleet_late_share: float = Field(0.1, alias="FLEET_LATE_SHARE", ge=0, le=1)
     fleet_scale: float = Field(1.0, alias="FLEET_SCALE", gt=0, le=1000)
+
+    # USAGE_SOURCE=azurestack: the stamp's admin ARM endpoint and default provider
+    # subscription, and the identity that reads them (docs/azurestack.md). Required only
+    # for that source.
+    azurestack_admin_arm_endpoint: str | None = Field(
+        None, alias="AZURESTACK_ADMIN_ARM_ENDPOINT", pattern=r"^https?://[^\s/]+(/[^\s]*)?$"
+    )
+    azurestack_provider_subscription_id: str | None = Field(
+        None,
+        alias="AZURESTACK_PROVIDER_SUBSCRIPTION_ID",
+        pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+    )
+    # The admin ARM's token audience (its metadata endpoint's authentication.audiences[0]).
+    azurestack_audience: str | None = Field(None, alias="AZURESTACK_AUDIENCE")
+    azurestack_auth: Literal["managed_identity", "client_secret"] = Field(
+        "managed_identity", alias="AZURESTACK_AUTH"
+    )
+    # Entra ID (https://login.microsoftonline.com) or the stamp's AD FS (tenant "adfs").
+    azurestack_authority: str | None = Field(None, alias="AZURESTACK_AUTHORITY")
+    azurestack_tenant_id: str | None = Field(None, alias="AZURESTACK_TENANT_ID")
+    # Service principal (client_secret) or user-assigned managed identity client id.
+    azurestack_client_id: str | None = Field(None, alias="AZURESTACK_CLIENT_ID")
+    azurestack_client_secret: SecretStr | None = Field(None, alias="AZURESTACK_CLIENT_SECRET")
+    # Read timeout of one request; a slower all-tenants page counts as a gateway timeout.
+    azurestack_timeout_seconds: float = Field(
+        120.0, alias="AZURESTACK_TIMEOUT_SECONDS", gt=0, le=600
+    )
 
     # query_usage: bearer tokens (Entra ID in production; the local issuer in local mode).
     auth_issuer: str = Field(alias="AUTH_ISSUER", min_length=1)
@@ -126,6 +153,8 @@ class Settings(BaseModel):
         if self.commerce_auth == "static" and self.commerce_static_token is None:
             raise ValueError("COMMERCE_AUTH=static needs COMMERCE_STATIC_TOKEN")
         self.chargeable_overrides()  # malformed overrides fail at load
+        if self.usage_source == "azurestack":
+            self._check_azurestack()
         if self.app_mode is AppMode.PRODUCTION:
             self._check_production(key)
         return self
@@ -140,6 +169,39 @@ class Settings(BaseModel):
                           self.commerce_base_url)):  # fmt: skip
             if not url.startswith("https://"):
                 raise ValueError(f"{name} must be an https URL in production")
+
+    def _check_azurestack(self) -> None:
+        """USAGE_SOURCE=azurestack: where the stamp is and who we are, https in production."""
+        missing = [
+            name
+            for name, value in (
+                ("AZURESTACK_ADMIN_ARM_ENDPOINT", self.azurestack_admin_arm_endpoint),
+                ("AZURESTACK_PROVIDER_SUBSCRIPTION_ID", self.azurestack_provider_subscription_id),
+                ("AZURESTACK_AUDIENCE", self.azurestack_audience),
+            )
+            if not value
+        ]
+        if self.azurestack_auth == "client_secret":
+            missing += [
+                name
+                for name, value in (
+                    ("AZURESTACK_AUTHORITY", self.azurestack_authority),
+                    ("AZURESTACK_TENANT_ID", self.azurestack_tenant_id),
+                    ("AZURESTACK_CLIENT_ID", self.azurestack_client_id),
+                    ("AZURESTACK_CLIENT_SECRET", self.azurestack_client_secret),
+                )
+                if not value
+            ]
+        if missing:
+            raise ValueError(f"USAGE_SOURCE=azurestack needs {', '.join(missing)}")
+        if self.app_mode is AppMode.PRODUCTION:
+            urls = {
+                "AZURESTACK_ADMIN_ARM_ENDPOINT": self.azurestack_admin_arm_endpoint,
+                "AZURESTACK_AUTHORITY": self.azurestack_authority,
+            }
+            for name, url in urls.items():
+                if url and not url.startswith("https://"):
+                    raise ValueError(f"{name} must be an https URL in production")
 
     def chargeable_overrides(self) -> dict[str, bool]:
         """BILLING_CHARGEABLE_OVERRIDES parsed: meter id -> chargeable."""

@@ -1,5 +1,6 @@
 // Key Vault for the app's secrets: the commerce client secret (only when the commerce endpoint
-// is called with a client secret rather than the managed identity) and the continuation-token
+// is called with a client secret rather than the managed identity), the Azure Stack service
+// principal secret (likewise, for USAGE_SOURCE=azurestack) and the continuation-token
 // signing key. RBAC mode: access is granted by role assignments (rbac.bicep), never by access
 // policies. App settings reference the versionless secret URIs, so a rotated secret is picked up
 // without redeploying.
@@ -20,11 +21,16 @@ param tags object = {}
 param commerceClientSecret string = ''
 
 @secure()
+@description('Azure Stack service principal secret (USAGE_SOURCE=azurestack). Empty: no secret is written (managed identity).')
+param azureStackClientSecret string = ''
+
+@secure()
 @description('Key that signs query_usage continuation tokens.')
 param continuationTokenSigningKey string
 
 var commerceClientSecretName = 'commerce-client-secret'
 var continuationTokenSigningKeyName = 'continuation-token-signing-key'
+var azureStackClientSecretName = 'azurestack-client-secret'
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: name
@@ -53,6 +59,14 @@ resource commerceSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!em
   }
 }
 
+resource azureStackSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(azureStackClientSecret)) {
+  parent: vault
+  name: azureStackClientSecretName
+  properties: {
+    value: azureStackClientSecret
+  }
+}
+
 resource signingKey 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   parent: vault
   name: continuationTokenSigningKeyName
@@ -67,4 +81,5 @@ output uri string = vault.properties.vaultUri
 // App-setting values that resolve to the latest version of each secret (through the identity
 // named by the site's keyVaultReferenceIdentity).
 output commerceClientSecretReference string = '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${commerceClientSecretName}/)'
+output azureStackClientSecretReference string = '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${azureStackClientSecretName}/)'
 output continuationTokenSigningKeyReference string = '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${continuationTokenSigningKeyName}/)'
