@@ -47,4 +47,8 @@ def create_source(settings: Settings) -> UsageSource:
                 scale=settings.fleet_scale,
             )
         )
+    if settings.usage_source == "azurestack":
+        from shared.sources.azurestack import create_azurestack_source
+
+        return create_azurestack_source(settings)
     raise AssertionError(f"settings accepted an unknown usage source {settings.usage_source!r}")
