@@ -1,0 +1,42 @@
+"""HTTP trigger: the tenant and provider usage APIs (spec/usage-api.md).
+
+The route is a catch-all under ``subscriptions/`` so that paths with an empty or missing
+subscription segment reach ``shared.usage_api`` (400 SubscriptionIdMissingInRequest).
+``authLevel`` is anonymous because every call is authenticated by its bearer token.
+"""
+
+import logging
+import uuid
+
+import azure.functions as func
+
+from shared.arm_responses import HttpAnswer, internal_error
+from shared.usage_api import HttpCall, answer_usage_request
+
+
+def main(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        answer = answer_usage_request(
+            HttpCall(
+                method=req.method,
+                url=req.url,
+                route_path=req.route_params.get("path") or "",
+                params=dict(req.params),
+                headers=dict(req.headers),
+            )
+        )
+    except Exception:  # answer_usage_request never raises; this is the last line of defence
+        correlation_id = str(uuid.uuid4())
+        logging.exception("query_usage: unexpected error [%s]", correlation_id)
+        answer = internal_error(correlation_id)
+    return to_response(answer)
+
+
+def to_response(answer: HttpAnswer) -> func.HttpResponse:
+    return func.HttpResponse(
+        body=answer.body,
+        status_code=answer.status,
+        headers=answer.headers,
+        mimetype=answer.mimetype,
+        charset="utf-8",
+    )
