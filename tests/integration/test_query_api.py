@@ -1,0 +1,408 @@
+"""query_usage's contract at the HTTP edge: every error code, auth, routes, OpenAPI, 503.
+
+Real HTTP through the local Functions host, real Azurite, tokens from the local issuer
+(and forged ones). Each spec error is asserted by status, body code and x-ms-error-code.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import jwt
+import pytest
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from devstack.azurite import Azurite
+from devstack.host import LocalFunctionsHost
+from devstack.tokens import LocalIssuer
+from shared.hours import utc_now
+from shared.openapi_document import DOCUMENT
+from tests.integration.test_query_support import (
+    DAY,
+    HOUR,
+    PROVIDER_PATH,
+    TENANT_PATH,
+    World,
+    call,
+    deleted,
+    serving,
+    shared_world,
+    window,
+)
+
+OPENAPI = json.loads(DOCUMENT.read_text())
+
+
+@pytest.fixture(scope="module")
+def world(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> World:
+    return shared_world(azurite, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def host(world: World) -> Iterator[LocalFunctionsHost]:
+    with serving(world) as running:
+        yield running
+
+
+def assert_error(response: requests.Response, status: int, code: str) -> dict[str, Any]:
+    """The response is the ARM envelope with ``code``, repeated in x-ms-error-code."""
+    assert response.status_code == status, response.text[:300]
+    assert response.headers["x-ms-error-code"] == code
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+    validate(body, "ErrorResponse")
+    return body
+
+
+def validate(document: Any, schema_name: str) -> None:
+    """Validate against the shipped OpenAPI document's schema (OpenAPI 3.0 nullable aware)."""
+    schema = {
+        "$ref": f"#/components/schemas/{schema_name}",
+        "components": _nullable(OPENAPI)["components"],
+    }
+    jsonschema.validate(document, schema)
+
+
+def _nullable(node: Any) -> Any:
+    """OpenAPI 3.0's ``nullable: true`` as JSON Schema's type list."""
+    if isinstance(node, dict):
+        out = {key: _nullable(value) for key, value in node.items() if key != "nullable"}
+        if node.get("nullable") and "type" in node:
+            out["type"] = [node["type"], "null"]
+        return out
+    if isinstance(node, list):
+        return [_nullable(item) for item in node]
+    return node
+
+
+def tenant_and_owner(world: World) -> tuple[str, str]:
+    tenant = next(t for t in world.tenants() if t.owners and t.state.value == "active")
+    return tenant.subscription_id, tenant.owners[0]
+
+
+# --- every error code of the spec table --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"api-version": None}, "NoApiVersion"),
+        ({"api-version": "2016-01-01"}, "InvalidApiVersionParameter"),
+        ({"reportedStartTime": "yesterday"}, "InvalidProperty"),
+        ({"reportedStartTime": None}, "InvalidProperty"),
+        ({"reportedStartTime": (DAY + timedelta(minutes=30)).isoformat()}, "InvalidProperty"),
+        ({"reportedEndTime": DAY.isoformat()}, "InvalidProperty"),
+        ({"aggregationGranularity": "Daily"}, "InvalidProperty"),  # 01:00 is not midnight
+        ({"showDetails": "maybe"}, "InvalidProperty"),
+        ({"aggregationGranularity": "Weekly"}, "InvalidAggregationGranularity"),
+        (
+            {
+                "reportedEndTime": (utc_now() + timedelta(hours=2))
+                .replace(minute=0, second=0, microsecond=0)
+                .isoformat()
+            },
+            "RequestEndTimeIsInFuture",
+        ),
+        ({"continuationToken": "not-a-token"}, "InvalidContinuationToken"),
+    ],
+)
+def test_bad_arguments_are_400_with_the_spec_code(
+    world: World, host: LocalFunctionsHost, change: dict[str, str | None], code: str
+) -> None:
+    """Each malformed argument answers 400 with its code (spec Errors table)."""
+    subscription, owner = tenant_and_owner(world)
+    params: dict[str, str] = window(DAY + HOUR, DAY + 5 * HOUR)
+    for name, value in change.items():
+        if value is None:
+            params.pop(name, None)
+        else:
+            params[name] = value
+    response = call(host.base_url, TENANT_PATH.format(subscription), params, world.token(owner))
+    assert_error(response, 400, code)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/subscriptions//providers/Microsoft.Commerce/usageAggregates",
+        "/subscriptions/providers/Microsoft.Commerce/usageAggregates",
+        "/SUBSCRIPTIONS//providers/microsoft.commerce.admin/SubscriberUsageAggregates",
+    ],
+)
+def test_missing_subscription_is_400(world: World, host: LocalFunctionsHost, path: str) -> None:
+    """No subscription segment in the path: 400 SubscriptionIdMissingInRequest."""
+    assert_error(
+        call(host.base_url, path, window(), world.admin_token()),
+        400,
+        "SubscriptionIdMissingInRequest",
+    )
+
+
+def test_subscriber_outside_the_providers_tenants_is_400(
+    world: World, host: LocalFunctionsHost
+) -> None:
+    """subscriberId naming another provider's tenant, or none: SubscriberIdIsNotDirectTenant."""
+    p1, p2 = world.fleet.delegated_providers
+    owner = world.token(p1.owners[0])
+    for subscriber in (
+        sorted(world.direct_tenants(p2.subscription_id))[0],
+        str(uuid.uuid4()),
+        "not-a-guid",
+    ):
+        response = call(
+            host.base_url,
+            PROVIDER_PATH.format(p1.subscription_id),
+            {**window(), "subscriberId": subscriber},
+            owner,
+        )
+        assert_error(response, 400, "SubscriberIdIsNotDirectTenant")
+
+
+def test_forbidden_is_403_and_identical_for_missing_subscriptions(
+    world: World, host: LocalFunctionsHost
+) -> None:
+    """403 AuthorizationFailed, with the same body whether or not the subscription exists."""
+    subscription, _ = tenant_and_owner(world)
+    stranger = world.token(str(uuid.uuid4()))
+    bodies = []
+    for target in (subscription, str(uuid.uuid4()), "not-a-guid"):
+        for path in (TENANT_PATH, PROVIDER_PATH):
+            body = assert_error(
+                call(host.base_url, path.format(target), window(), stranger),
+                403,
+                "AuthorizationFailed",
+            )
+            bodies.append(body)
+    assert all(body == bodies[0] for body in bodies)
+
+
+def test_unknown_resource_is_404_in_the_arm_envelope(
+    world: World, host: LocalFunctionsHost
+) -> None:
+    """A path under /subscriptions that names no resource of the API: 404 NotFound."""
+    subscription, owner = tenant_and_owner(world)
+    response = call(
+        host.base_url,
+        f"/subscriptions/{subscription}/providers/Microsoft.Compute/virtualMachines",
+        window(),
+        world.token(owner),
+    )
+    assert_error(response, 404, "NotFound")
+
+
+def test_paths_and_argument_names_are_case_insensitive(
+    world: World, host: LocalFunctionsHost
+) -> None:
+    """UsageAggregates / usageaggregates and REPORTEDSTARTTIME-style names all work alike."""
+    subscription, owner = tenant_and_owner(world)
+    token = world.token(owner)
+    baseline = call(host.base_url, TENANT_PATH.format(subscription), window(), token)
+    assert baseline.status_code == 200
+    shouting = {key.upper(): value for key, value in window().items()}
+    shouting["AGGREGATIONGRANULARITY"] = "hOURLY"
+    path = f"/Subscriptions/{subscription.upper()}/Providers/MICROSOFT.COMMERCE/UsageAggregates"
+    other = call(host.base_url, path, shouting, token)
+    assert other.status_code == 200
+    assert other.json()["value"] == [
+        {**row, "id": row["id"].replace(subscription, subscription.lower())}
+        for row in baseline.json()["value"]
+    ]
+
+
+def test_escaped_time_forms_are_accepted(world: World, host: LocalFunctionsHost) -> None:
+    """%3a, %2b, Z, fractional seconds, an unescaped + (decoded as space) all parse."""
+    subscription, owner = tenant_and_owner(world)
+    base = (
+        f"{host.base_url}{TENANT_PATH.format(subscription)}?api-version=2015-06-01-preview"
+        "&aggregationGranularity=Hourly&reportedEndTime=2026-11-20T06%3a00%3a00%2b00%3a00"
+    )
+    headers = {"Authorization": f"Bearer {world.token(owner)}"}
+    for start in (
+        "2026-11-20T01%3a00%3a00%2b00%3a00",
+        "2026-11-20T01:00:00Z",
+        "2026-11-20T01:00:00.000Z",
+        "2026-11-20T01:00:00+00:00",
+        "2026-11-20T01%253a00%253a00Z",
+    ):
+        response = requests.get(f"{base}&reportedStartTime={start}", headers=headers, timeout=30)
+        assert response.status_code == 200, (start, response.text)
+
+
+def test_deleted_subscription_usage_is_readable_by_its_provider(
+    world: World, host: LocalFunctionsHost
+) -> None:
+    """A deleted tenant's rows come back through the provider route (subscriberId)."""
+    gone = deleted(world)[0]
+    provider = gone.provider_subscription_id
+    assert provider is not None
+    owner = next(p for p in world.providers() if p.subscription_id.lower() == provider.lower())
+    response = call(
+        host.base_url,
+        PROVIDER_PATH.format(provider),
+        {**window(), "subscriberId": gone.subscription_id},
+        world.token(owner.owners[0]),
+    )
+    assert response.status_code == 200
+    assert {row["properties"]["subscriptionId"] for row in response.json()["value"]} <= {
+        gone.subscription_id.lower()
+    }
+
+
+# --- bearer tokens -----------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def forged_tokens(world: World, owner: str, directory: Path) -> dict[str, str]:
+    """Tokens that must all be refused, each wrong in exactly one way."""
+    issuer = world.issuer
+    now = utc_now()
+    claims = {
+        "iss": issuer.issuer,
+        "aud": issuer.audience,
+        "oid": owner,
+        "sub": owner,
+        "tid": issuer.tenant_id,
+        "iat": int(now.timestamp()),
+        "nbf": int(now.timestamp()),
+        "exp": int((now + timedelta(hours=1)).timestamp()),
+    }
+    header_none = _b64(json.dumps({"alg": "none", "typ": "JWT", "kid": issuer.kid}).encode())
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = (
+        issuer._ensure_key()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    hs_header = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": issuer.kid}).encode())
+    hs_payload = _b64(json.dumps(claims).encode())
+    hs_signature = _b64(
+        hmac.new(public_pem, f"{hs_header}.{hs_payload}".encode(), hashlib.sha256).digest()
+    )
+    return {
+        "alg none": f"{header_none}.{_b64(json.dumps(claims).encode())}.",
+        "wrong key (same kid)": jwt.encode(
+            claims, other_key, algorithm="RS256", headers={"kid": issuer.kid}
+        ),
+        "other issuer's key": LocalIssuer(directory).mint(owner),
+        "HS256 with the public key": f"{hs_header}.{hs_payload}.{hs_signature}",
+        "expired": issuer.mint(owner, now=now - timedelta(hours=3)),
+        "not yet valid": issuer.mint(
+            owner, extra_claims={"nbf": int((now + timedelta(hours=1)).timestamp())}
+        ),
+        "wrong issuer": issuer.mint(owner, extra_claims={"iss": "https://evil.example/v2.0"}),
+        "wrong audience": issuer.mint(owner, extra_claims={"aud": "api://someone-else"}),
+        "no oid": issuer.mint(owner, extra_claims={"oid": None}),
+        "no exp": issuer.mint(owner, extra_claims={"exp": None}),
+        "garbage": "abc.def.ghi",
+    }
+
+
+def test_forged_tokens_are_refused_with_401_and_www_authenticate(
+    world: World, host: LocalFunctionsHost, tmp_path: Path
+) -> None:
+    """alg none, wrong key, HS256 key confusion, expired, nbf, iss, aud, missing claims: 401."""
+    subscription, owner = tenant_and_owner(world)
+    path = TENANT_PATH.format(subscription)
+    assert call(host.base_url, path, window(), world.token(owner)).status_code == 200
+    for name, token in forged_tokens(world, owner, tmp_path).items():
+        response = call(host.base_url, path, window(), token)
+        assert_error(response, 401, "InvalidAuthenticationToken")
+        assert response.headers["WWW-Authenticate"].startswith("Bearer"), name
+    for header in ({}, {"Authorization": "Basic dXNlcjpwYXNz"}, {"Authorization": "Bearer"}):
+        response = call(host.base_url, path, window(), None, header)
+        assert_error(response, 401, "InvalidAuthenticationToken")
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_admin_role_is_required_for_other_subscriptions(
+    world: World, host: LocalFunctionsHost
+) -> None:
+    """The same caller without the admin app role is 403 where with it it reads."""
+    subscription, _ = tenant_and_owner(world)
+    caller = str(uuid.uuid4())
+    path = TENANT_PATH.format(subscription)
+    assert call(host.base_url, path, window(), world.token(caller, admin=True)).status_code == 200
+    assert_error(
+        call(host.base_url, path, window(), world.token(caller)), 403, "AuthorizationFailed"
+    )
+
+
+# --- OpenAPI -----------------------------------------------------------------------------
+
+
+def test_openapi_document_is_served_and_describes_both_routes(host: LocalFunctionsHost) -> None:
+    """GET /openapi.json serves the shipped document: OpenAPI 3, both routes."""
+    response = requests.get(f"{host.base_url}/openapi.json", timeout=30)
+    assert response.status_code == 200
+    document = response.json()
+    assert document == OPENAPI
+    assert document["openapi"].startswith("3.")
+    assert set(document["paths"]) >= {
+        "/subscriptions/{subscriptionId}/providers/Microsoft.Commerce/usageAggregates",
+        "/subscriptions/{subscriptionId}/providers/Microsoft.Commerce.Admin/subscriberUsageAggregates",
+    }
+
+
+def test_real_responses_validate_against_the_openapi_document(
+    world: World, host: LocalFunctionsHost
+) -> None:
+    """Detailed, collapsed, daily and provider pages all match the shipped schemas."""
+    subscription, _ = tenant_and_owner(world)
+    token = world.admin_token()
+    provider = world.fleet.delegated_providers[0].subscription_id
+    for path, params in (
+        (TENANT_PATH.format(subscription), window()),
+        (TENANT_PATH.format(subscription), {**window(), "showDetails": "false"}),
+        (TENANT_PATH.format(subscription), window(granularity="Daily")),
+        (PROVIDER_PATH.format(provider), window()),
+    ):
+        response = call(host.base_url, path, params, token)
+        assert response.status_code == 200
+        body = response.json()
+        validate(body, "UsageAggregationListResult")
+        for row in body["value"]:
+            if "instanceData" in row["properties"]:
+                validate(json.loads(row["properties"]["instanceData"]), "InstanceData")
+
+
+# --- storage faults ----------------------------------------------------------------------
+
+
+def test_storage_down_is_503_with_retry_after(world: World, tmp_path: Path) -> None:
+    """Azurite unreachable: 503 ServiceUnavailable with Retry-After, never a 500 or a page."""
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    values = dict(world.values)
+    values["AzureWebJobsStorage"] = re.sub(
+        r"TableEndpoint=http://127\.0\.0\.1:\d+/",
+        f"TableEndpoint=http://127.0.0.1:{port}/",
+        values["AzureWebJobsStorage"],
+    )
+    down = World(world.settings, values, world.fleet, world.issuer, world.subscriptions)
+    subscription, owner = tenant_and_owner(world)
+    with serving(down) as host:
+        response = call(
+            host.base_url, TENANT_PATH.format(subscription), window(), world.token(owner)
+        )
+    assert_error(response, 503, "ServiceUnavailable")
+    assert int(response.headers["Retry-After"]) >= 1
