@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import groupby
 
+from shared.billing import billing_target
 from shared.config import Settings
 from shared.daily import build_daily_rows
 from shared.errors import BadInputError
@@ -43,6 +44,7 @@ from shared.usage import UsageRecord
 from shared.usage_rows import UsageRow, hourly_partition, hourly_row_key, usage_table_name
 from shared.validation import Rejection, validate
 from shared.watermark import Watermark
+from shared.work_items import work_item_enqueuer
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +135,10 @@ class Collector:
                     [row.to_entity(partition, key) for key, row in rows.items()],
                 )
                 late = sum(1 for row in rows.values() if row.usage_start < hour)
-                entries.append(HourEntry(group, len(rows), late))
+                target = billing_target(self.settings, self._stored_subscriptions.get(group))
+                entries.append(
+                    HourEntry(group, len(rows), late, target.resource_id, target.plan_id)
+                )
         quarantine.close()
         write_manifest(self.account, hour, entries)
         daily_subscriptions = 0
@@ -236,5 +241,10 @@ def _subscription_of(record: UsageRecord) -> str:
 
 def collect_due_hours(settings: Settings, now: datetime | None = None) -> CollectionRun:
     """One timer run: collect every due hour from the configured source."""
-    collector = Collector(settings, StorageAccount(settings), create_source(settings))
+    collector = Collector(
+        settings,
+        StorageAccount(settings),
+        create_source(settings),
+        after_hour_written=work_item_enqueuer(settings),
+    )
     return collector.collect_due_hours(now or utc_now())

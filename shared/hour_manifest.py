@@ -4,6 +4,13 @@ Written after an hour's rows are durable, one entity per subscription with rows
 (``PartitionKey`` = reported hour, ``RowKey`` = subscription id). Readers use it to touch only
 partitions that exist: the daily rollup, billing work items, and queries that must not pay
 for hours or tenants without usage (invariant 6).
+
+Each entry also records where the subscription's usage of that hour is billed (billing
+resource and plan), resolved by the collector when the hour is written. Billing reads the
+mapping from here, not from the subscriptions table, so an operator who remaps a
+subscription changes the hours collected after the change and never splits one event key
+(billing resource, dimension, reported hour) between two resources. Entries written before
+the mapping was recorded read back as ``""`` (= the settings' default resource and plan).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from datetime import datetime
 from shared.hours import hour_key, parse_hour_key
 from shared.retry import call_with_retry
 from shared.storage import StorageAccount
-from shared.table_writer import PartitionWriter
+from shared.table_writer import Entity, PartitionWriter
 
 ROLE = "hours"
 
@@ -25,6 +32,8 @@ class HourEntry:
     subscription_id: str
     rows: int
     late_rows: int
+    billing_resource_id: str = ""
+    billing_plan_id: str = ""
 
 
 def write_manifest(account: StorageAccount, hour: datetime, entries: Sequence[HourEntry]) -> None:
@@ -35,11 +44,26 @@ def write_manifest(account: StorageAccount, hour: datetime, entries: Sequence[Ho
             "RowKey": entry.subscription_id,
             "Rows": entry.rows,
             "LateRows": entry.late_rows,
+            "BillingResourceId": entry.billing_resource_id,
+            "BillingPlanId": entry.billing_plan_id,
         }
         for entry in entries
     ]
     with PartitionWriter(account, parallelism=1) as writer:
         writer.write_partition(account.settings.table_name(ROLE), entities)
+
+
+def _entry(entity: Entity) -> tuple[datetime, HourEntry]:
+    return (
+        parse_hour_key(entity["PartitionKey"]),
+        HourEntry(
+            entity["RowKey"],
+            int(entity["Rows"]),
+            int(entity["LateRows"]),
+            entity.get("BillingResourceId") or "",
+            entity.get("BillingPlanId") or "",
+        ),
+    )
 
 
 def read_manifest(
@@ -52,14 +76,20 @@ def read_manifest(
             "PartitionKey ge @first and PartitionKey le @last",
             parameters={"first": hour_key(first_hour), "last": hour_key(last_hour)},
         )
-        return [
-            (
-                parse_hour_key(entity["PartitionKey"]),
-                HourEntry(entity["RowKey"], int(entity["Rows"]), int(entity["LateRows"])),
-            )
-            for entity in entities
-        ]
+        return [_entry(entity) for entity in entities]
 
     # One entity per (hour, subscription with usage): small enough to read in one go,
     # and reading it whole lets a transient fault retry the query from the start.
     yield from call_with_retry(query, what="read hour manifest")
+
+
+def read_hour(account: StorageAccount, hour: datetime) -> list[HourEntry]:
+    """The entries of one reported hour: a single point-partition query."""
+
+    def query() -> list[HourEntry]:
+        entities = account.table(ROLE).query_entities(
+            "PartitionKey eq @hour", parameters={"hour": hour_key(hour)}
+        )
+        return [_entry(entity)[1] for entity in entities]
+
+    return call_with_retry(query, what=f"read hour manifest {hour_key(hour)}")
