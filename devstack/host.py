@@ -6,6 +6,7 @@ layout: one folder per function with ``function.json`` and ``__init__.py`` expos
 and reproduces the host behaviour the app relies on:
 
 App loading (mirrors the host's startup and app settings)
+    ``host.json`` may carry ``//`` line comments, as the real host accepts.
     App settings become environment variables; the app root is put first on ``sys.path`` so
     functions import the shared code absolutely (``from shared.x import y``); ``%Setting%``
     in binding properties resolves from the settings (a missing one fails start, naming it);
@@ -101,6 +102,7 @@ __all__ = [
     "Invocation",
     "LocalFunctionsHost",
     "parse_timespan",
+    "strip_line_comments",
 ]
 
 LOG = logging.getLogger("devstack.host")
@@ -134,6 +136,38 @@ class FunctionNotFoundError(HostError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "function not found"
+
+
+def strip_line_comments(text: str) -> str:
+    """``text`` without ``//`` line comments outside strings (host.json allows them).
+
+    Line breaks are kept, so a JSON error still names the right line; ``//`` inside a
+    string (a URL) is data, not a comment.
+    """
+    out: list[str] = []
+    in_string = escaped = False
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if in_string:
+            out.append(char)
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+            out.append(char)
+        elif text.startswith("//", index):
+            end = text.find("\n", index)
+            index = len(text) if end < 0 else end
+            continue
+        else:
+            out.append(char)
+        index += 1
+    return "".join(out)
 
 
 def parse_timespan(value: str | int | float, what: str) -> float:
@@ -196,7 +230,7 @@ class _HostOptions:
     @classmethod
     def load(cls, path: Path) -> _HostOptions:
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
+            document = json.loads(strip_line_comments(path.read_text(encoding="utf-8")))
         except FileNotFoundError:
             raise HostConfigurationError(f"{path} is missing") from None
         except json.JSONDecodeError as error:
