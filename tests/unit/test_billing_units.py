@@ -1,0 +1,157 @@
+"""Pure parts of billing: work items, packing, outcome -> ledger state, windows, host.json."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from devstack.host import _HostOptions, strip_line_comments
+from ops.reconcile import parse_hour
+from shared.commerce import EventOutcome, EventStatus, UsageEvent
+from shared.config import Settings
+from shared.errors import BadInputError
+from shared.hour_manifest import HourEntry
+from shared.ledger import LedgerEntry, LedgerState, event_row_key, ledger_partition
+from shared.reporter import can_send, settlement_for
+from shared.work_items import WorkItem, plan_work_items
+from tests.app_settings import LOCAL_VALUES
+
+REPO = Path(__file__).resolve().parents[2]
+HOUR = datetime(2026, 11, 20, 9, tzinfo=UTC)
+
+
+def settings(**overrides: str) -> Settings:
+    return Settings.from_environ(
+        {**LOCAL_VALUES, "AzureWebJobsStorage": "UseDevelopmentStorage=true", **overrides}
+    )
+
+
+def test_work_item_round_trips_as_base64_json() -> None:
+    """The message text is base64 of compact JSON with v, hour and the resources."""
+    item = WorkItem(HOUR, ("saas-1", "/subscriptions/x/resourceGroups/y"))
+    text = base64.b64decode(item.to_message_text()).decode()
+    assert json.loads(text) == {
+        "v": 1,
+        "hour": "2026112009",
+        "billingResourceIds": ["saas-1", "/subscriptions/x/resourceGroups/y"],
+    }
+    assert WorkItem.from_body(text.encode()) == item
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\xff",
+        b"[]",
+        b'{"v": 2, "hour": "2026112009", "billingResourceIds": ["a"]}',
+        b'{"v": 1, "hour": "2026-11-20", "billingResourceIds": ["a"]}',
+        b'{"v": 1, "hour": "2026112009", "billingResourceIds": []}',
+        b'{"v": 1, "hour": "2026112009", "billingResourceIds": [""]}',
+    ],
+)
+def test_malformed_work_items_are_bad_input(body: bytes) -> None:
+    """Anything but a v1 item with an hour key and resource ids is BadInputError."""
+    with pytest.raises(BadInputError):
+        WorkItem.from_body(body)
+
+
+def test_plan_packs_whole_resources_up_to_the_subscription_limit() -> None:
+    """Resources are never split; small ones share an item; a big one goes alone."""
+    config = settings(REPORT_SUBSCRIPTIONS_PER_MESSAGE="3")
+    entries = [HourEntry(f"s{i}", 1, 0, "big", "p") for i in range(5)]
+    entries += [HourEntry("t1", 1, 0, "small-a", "p"), HourEntry("t2", 1, 0, "small-b", "p")]
+    entries += [HourEntry("t3", 1, 0), HourEntry("t4", 1, 0)]  # unmapped: the default
+    items = plan_work_items(config, HOUR, entries)
+    assert [item.billing_resource_ids for item in items] == [
+        ("big",),
+        ("registration-local", "small-a"),
+        ("small-b",),
+    ]
+
+
+def _entry() -> LedgerEntry:
+    return LedgerEntry("r", "p", "d", HOUR, LedgerState.PENDING, 5.0, 5.0, etag="e")
+
+
+@pytest.mark.parametrize(
+    ("status", "state"),
+    [
+        (EventStatus.ACCEPTED, LedgerState.ACCEPTED),
+        (EventStatus.DUPLICATE_CONFIRMED, LedgerState.DUPLICATE_CONFIRMED),
+        (EventStatus.MISMATCH, LedgerState.MISMATCH),
+        (EventStatus.INVALID_DIMENSION, LedgerState.REJECTED),
+        (EventStatus.RESOURCE_NOT_FOUND, LedgerState.REJECTED),
+        (EventStatus.UNKNOWN, LedgerState.REJECTED),
+        (EventStatus.EXPIRED, None),
+        (EventStatus.DUPLICATE, None),
+        (EventStatus.ERROR, None),
+    ],
+)
+def test_outcome_to_ledger_state(status: EventStatus, state: LedgerState | None) -> None:
+    """Final statuses settle; Expired/Duplicate-without-quantity/Error stay undecided."""
+    event = UsageEvent("r", "p", "d", 5.0, HOUR)
+    settlement = settlement_for(_entry(), EventOutcome(event, status, reason=status.value))
+    assert (settlement.state if settlement else None) == state
+    if state is LedgerState.REJECTED:
+        assert settlement is not None
+        assert settlement.fields["Reason"] == status.value
+
+
+def test_send_window_keeps_a_margin_before_the_endpoint_expires_an_hour() -> None:
+    """An hour is sent only while more than 5 minutes remain of its 24-hour window."""
+    assert can_send(HOUR, HOUR + timedelta(hours=23, minutes=55))
+    assert not can_send(HOUR, HOUR + timedelta(hours=23, minutes=55, seconds=1))
+
+
+def test_ledger_keys_are_safe_and_ordered_by_hour() -> None:
+    """Partition hides the resource id's slashes; row keys sort by hour; bad dimensions fail."""
+    assert ledger_partition("/subscriptions/a/b").isalnum()
+    assert event_row_key(HOUR, "azs-x") < event_row_key(HOUR + timedelta(hours=1), "azs-a")
+    with pytest.raises(ValueError, match="table key"):
+        event_row_key(HOUR, "a/b")
+    assert LedgerState.CARRIED_FORWARD.final
+    assert not LedgerState.EXPIRED.final
+    assert not LedgerState.REJECTED.billed
+
+
+def test_host_json_comments_are_stripped_outside_strings() -> None:
+    """// starts a comment only outside strings; line breaks are kept."""
+    text = '{"url": "https://x//y", // note\n "q": "a\\"//b"}'
+    assert json.loads(strip_line_comments(text)) == {"url": "https://x//y", "q": 'a"//b'}
+    assert strip_line_comments("// c\n{}").count("\n") == 1
+
+
+def test_repo_host_json_sets_the_queue_settings_deliberately() -> None:
+    """The real host.json (with comments) loads; the queue settings and routePrefix hold."""
+    options = _HostOptions.load(REPO / "host.json")
+    assert options.route_prefix == ""
+    queues = options.queues
+    assert (queues.batch_size, queues.threshold, queues.max_dequeue_count) == (8, 4, 5)
+    assert queues.visibility_timeout == 300
+    assert queues.message_encoding == "base64"
+    assert "//" in (REPO / "host.json").read_text()
+
+
+@pytest.mark.parametrize(
+    ("text", "hour"),
+    [
+        ("2026-11-20T09", HOUR),
+        ("2026112009", HOUR),
+        ("2026-11-20T09:00Z", HOUR),
+        ("2026-11-20", HOUR.replace(hour=0)),
+    ],
+)
+def test_ops_hour_arguments(text: str, hour: datetime) -> None:
+    """Operators may spell an hour several ways; all mean a UTC hour."""
+    assert parse_hour(text) == hour
+
+
+def test_ops_hour_argument_off_the_hour_is_refused() -> None:
+    """Half past is not a reported hour."""
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_hour("2026-11-20T09:30")
