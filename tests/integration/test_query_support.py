@@ -55,6 +55,7 @@ class World:
     fleet: SimulatedFleet
     issuer: LocalIssuer
     subscriptions: dict[str, Subscription]  # as listed for the last collected hour
+    _reported: set[str] | None = None
 
     @property
     def account(self) -> StorageAccount:
@@ -83,6 +84,16 @@ class World:
             for s in self.subscriptions.values()
             if (s.provider_subscription_id or "").lower() == provider_id.lower()
         }
+
+    def reported_subscriptions(self) -> set[str]:
+        """Subscriptions with records in DAY's reported hours, from the fleet itself."""
+        if self._reported is None:
+            self._reported = {
+                str(record.subscription_id).lower()
+                for n in range(24)
+                for record in self.fleet.usage(DAY + n * HOUR)
+            }
+        return self._reported
 
     def collect(self, hour: datetime) -> None:
         """Collect one more reported hour (the watermark moves to it)."""
