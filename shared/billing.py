@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 
 from shared.config import Settings
 from shared.daily import read_hourly_rows
@@ -47,6 +48,13 @@ class BillingTarget:
 
     resource_id: str
     plan_id: str
+
+
+@cache
+def reader_pool() -> ThreadPoolExecutor:
+    """The process's reader threads, kept between invocations: each thread keeps its
+    storage clients and their connections (``StorageAccount`` caches per thread)."""
+    return ThreadPoolExecutor(max_workers=READ_PARALLELISM, thread_name_prefix="billing")
 
 
 def billing_target(settings: Settings, subscription: Subscription | None) -> BillingTarget:
@@ -115,8 +123,6 @@ def hour_charges(
     entries: Sequence[HourEntry],
     resources: Iterable[str],
     meters: ChargeableMeters,
-    *,
-    parallelism: int = READ_PARALLELISM,
 ) -> dict[str, ResourceCharges]:
     """Owed quantities of reported ``hour`` for each of ``resources`` (all of its subscriptions).
 
@@ -146,10 +152,9 @@ def hour_charges(
         return resource_id, sum_by_dimension((row for _, row in rows), meters)
 
     parts: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    with ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="billing") as pool:
-        for resource_id, by_dimension in pool.map(read, jobs):
-            for dimension, quantities in by_dimension.items():
-                parts[resource_id][dimension].extend(quantities)
+    for resource_id, by_dimension in reader_pool().map(read, jobs):
+        for dimension, quantities in by_dimension.items():
+            parts[resource_id][dimension].extend(quantities)
     for resource_id, by_dimension in parts.items():
         charges[resource_id].quantities = {
             dimension: math.fsum(quantities) for dimension, quantities in by_dimension.items()
@@ -164,7 +169,6 @@ def range_charges(
     meters: ChargeableMeters,
     *,
     progress: Callable[[int, int], None] | None = None,
-    parallelism: int = READ_PARALLELISM,
 ) -> tuple[dict[ChargeKey, float], dict[str, str]]:
     """Owed quantity per event key for reported hours ``first_hour``..``last_hour``.
 
@@ -191,10 +195,9 @@ def range_charges(
     plans: dict[str, str] = {}
     for target in target_of.values():
         plans.setdefault(target.resource_id, target.plan_id)
-    with ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="billing") as pool:
-        for done, found in enumerate(pool.map(read, subscriptions), start=1):
-            for key, quantity in found:
-                parts[key].append(quantity)
-            if progress is not None:
-                progress(done, len(subscriptions))
+    for done, found in enumerate(reader_pool().map(read, subscriptions), start=1):
+        for key, quantity in found:
+            parts[key].append(quantity)
+        if progress is not None:
+            progress(done, len(subscriptions))
     return {key: math.fsum(values) for key, values in parts.items()}, plans

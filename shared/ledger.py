@@ -39,7 +39,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -61,6 +61,7 @@ MAX_TRANSACTION = 100
 # transaction of 100); the rest wait for the next event.
 MAX_CLAIMS_PER_EVENT = 30
 ROUNDS = 6
+_MARKER_END = MARKER_PREFIX[:-1] + chr(ord("_") + 1)  # just after every marker key
 _FORBIDDEN_KEY_CHARS = frozenset("/\\#?")
 
 Entity = dict[str, Any]
@@ -184,6 +185,21 @@ def _etag(entity: Mapping[str, Any]) -> str | None:
     return None if etag is None else str(etag)
 
 
+def _marker_of(row: Mapping[str, Any]) -> CarryMarker:
+    return CarryMarker(
+        row["Dimension"],
+        as_utc(row["Hour"]),
+        float(row["Quantity"]),
+        row.get("PlanId", ""),
+        _etag(row),
+    )
+
+
+def _result_etag(result: Any) -> str | None:
+    etag = result.get("etag") if isinstance(result, Mapping) else None
+    return None if etag is None else str(etag)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -235,19 +251,41 @@ class Ledger:
 
         return call_with_retry(read, what="read ledger event")
 
+    def _open_state(self, hour: datetime) -> tuple[dict[str, LedgerEntry], list[CarryMarker]]:
+        """One query: this hour's events by dimension, and the resource's carry markers."""
+
+        def query() -> list[Entity]:
+            table = self._account.table_named(self._table_name)
+            try:
+                return list(
+                    table.query_entities(
+                        # The SDK substitutes @names split on spaces: keep one before ")".
+                        "PartitionKey eq @pk and ((RowKey ge @low and RowKey lt @high ) or "
+                        "(RowKey ge @mlow and RowKey lt @mhigh ))",
+                        parameters={
+                            "pk": self.partition,
+                            "low": hour_key(hour),
+                            "high": hour_key(hour + HOUR),
+                            "mlow": MARKER_PREFIX,
+                            "mhigh": _MARKER_END,
+                        },
+                    )
+                )
+            except ResourceNotFoundError:
+                return []
+
+        rows = call_with_retry(query, what="read ledger hour")
+        events = [row for row in rows if not row["RowKey"].startswith(MARKER_PREFIX)]
+        markers = [row for row in rows if row["RowKey"].startswith(MARKER_PREFIX)]
+        return (
+            {entry.dimension: entry for entry in map(LedgerEntry.from_entity, events)},
+            [_marker_of(row) for row in markers],
+        )
+
     def markers(self) -> list[CarryMarker]:
         """Expired events of this resource still waiting to be carried forward."""
-        rows = self._query(MARKER_PREFIX, MARKER_PREFIX[:-1] + chr(ord("_") + 1), "markers")
-        return [
-            CarryMarker(
-                row["Dimension"],
-                as_utc(row["Hour"]),
-                float(row["Quantity"]),
-                row.get("PlanId", ""),
-                _etag(row),
-            )
-            for row in rows
-        ]
+        rows = self._query(MARKER_PREFIX, _MARKER_END, "markers")
+        return [_marker_of(row) for row in rows]
 
     # -- opening events -----------------------------------------------------------------
 
@@ -264,8 +302,8 @@ class Ledger:
         loser's transaction fails as a whole and the winner's record is used.
         """
         for _ in range(ROUNDS):
-            current = self.hour(hour)
-            markers = [m for m in self.markers() if m.hour < hour] if sendable else []
+            current, all_markers = self._open_state(hour)
+            markers = [m for m in all_markers if m.hour < hour] if sendable else []
             by_dimension: dict[str, list[CarryMarker]] = defaultdict(list)
             for marker in sorted(markers, key=lambda m: m.hour):
                 by_dimension[marker.dimension].append(marker)
@@ -288,7 +326,17 @@ class Ledger:
                     groups.append(self._expire_new_group(hour, plan_id, dimension, own))
             if not groups:
                 return pending
-            self._submit_groups(groups)
+            results = self._submit_groups(groups)
+            if all(result is not None for result in results):
+                # Every group committed: the new pending events are as written, with the
+                # ETags the transaction returned (no second read).
+                for group, result in zip(groups, results, strict=True):
+                    entity = group[0][1]
+                    if entity["State"] == LedgerState.PENDING.value and result:
+                        created = LedgerEntry.from_entity(entity)
+                        pending.append(replace(created, etag=_result_etag(result[0])))
+                return pending
+            # Lost a race with another delivery: read what won and go again.
         raise TransientError(
             f"ledger of {self.resource_id}: events of {hour_key(hour)} still contended "
             f"after {ROUNDS} rounds",
@@ -415,53 +463,57 @@ class Ledger:
                 marker = self._marker(entry.dimension, entry.hour, entry.quantity, entry.plan_id)
                 group.append(("create", marker, {}))
             groups.append(group)
-        return self._submit_groups(groups)
+        return sum(result is not None for result in self._submit_groups(groups))
 
-    def _submit_groups(self, groups: Sequence[list[Operation]]) -> int:
+    def _submit_groups(self, groups: Sequence[list[Operation]]) -> list[list[Any] | None]:
         """Commit groups packed into transactions; a failed pack is retried group by group.
 
         A group is atomic (one event and its markers); a group refused for a conflict
         (409 exists, 412 ETag) lost a race and is dropped: the caller re-reads.
-        Returns the groups committed.
+        Returns, per group, the per-operation results (ETags) or None if not committed.
         """
-        packs: list[list[list[Operation]]] = [[]]
-        for group in groups:
-            if packs[-1] and sum(map(len, packs[-1])) + len(group) > MAX_TRANSACTION:
+        packs: list[list[int]] = [[]]
+        for index, group in enumerate(groups):
+            size = sum(len(groups[i]) for i in packs[-1])
+            if packs[-1] and size + len(group) > MAX_TRANSACTION:
                 packs.append([])
-            packs[-1].append(group)
-        committed = 0
+            packs[-1].append(index)
+        results: list[list[Any] | None] = [None] * len(groups)
         for pack in packs:
             if not pack:
                 continue
-            if self._transact([op for group in pack for op in group]):
-                committed += len(pack)
+            committed = self._transact([op for i in pack for op in groups[i]])
+            if committed is not None:
+                offset = 0
+                for i in pack:
+                    results[i] = committed[offset : offset + len(groups[i])]
+                    offset += len(groups[i])
             elif len(pack) > 1:
-                committed += sum(1 for group in pack if self._transact(group))
-        return committed
+                for i in pack:
+                    results[i] = self._transact(groups[i])
+        return results
 
-    def _transact(self, operations: list[Operation]) -> bool:
-        """One entity-group transaction; False if storage refused it for a conflict."""
+    def _transact(self, operations: list[Operation]) -> list[Any] | None:
+        """One entity-group transaction; None if storage refused it for a conflict."""
 
-        def submit() -> None:
+        def submit() -> list[Any]:
             table = self._account.table_named(self._table_name)
             try:
-                table.submit_transaction(operations)
+                return list(table.submit_transaction(operations))
             except HttpResponseError as error:
                 if error.status_code == 404 and "TableNotFound" in str(error):
                     self._account.create_table(self._table_name)
-                    table.submit_transaction(operations)
-                else:
-                    raise
+                    return list(table.submit_transaction(operations))
+                raise
 
         try:
-            call_with_retry(submit, what=f"write ledger {self.partition}")
+            return call_with_retry(submit, what=f"write ledger {self.partition}")
         except TableTransactionError:
-            return False
+            return None
         except HttpResponseError as error:
             if error.status_code in (404, 409, 412):
-                return False
+                return None
             raise
-        return True
 
 
 def parse_carried(entry: LedgerEntry) -> list[datetime]:

@@ -71,6 +71,12 @@ LEDGER_PARALLELISM = 8
 AfterPost = Callable[[Sequence[EventOutcome]], None]
 
 
+@cache
+def ledger_pool() -> ThreadPoolExecutor:
+    """Threads for the per-resource ledger transactions, kept between invocations."""
+    return ThreadPoolExecutor(LEDGER_PARALLELISM, thread_name_prefix="ledger")
+
+
 def can_send(hour: datetime, now: datetime) -> bool:
     """True while ``hour`` is safely inside the endpoint's 24-hour window."""
     return hour >= now - WINDOW + SEND_MARGIN
@@ -169,23 +175,38 @@ class Reporter:
             owed = charges[resource_id]
             return ledgers[resource_id].open(hour, owed.plan_id, owed.quantities, sendable=sendable)
 
-        with ThreadPoolExecutor(LEDGER_PARALLELISM, thread_name_prefix="ledger") as pool:
-            pending = [entry for found in pool.map(open_events, sorted(charges)) for entry in found]
+        opened = ledger_pool().map(open_events, sorted(charges))
+        pending = [entry for found in opened for entry in found]
         result.carried_in = sum(len(entry.carried_from) for entry in pending)
         to_post = pending if sendable else []
         undecided: list[LedgerEntry] = [] if sendable else list(pending)
-        for start in range(0, len(to_post), self.max_batch):
-            batch = to_post[start : start + self.max_batch]
-            undecided += self._post(batch, ledgers, result)
+        # Outcomes are recorded once per resource after the last POST (one transaction each,
+        # in parallel), and before any exception leaves: pending was written first, so an
+        # outcome lost to a crash is only a re-send that comes back Duplicate.
+        decided: list[Settlement] = []
+        try:
+            for start in range(0, len(to_post), self.max_batch):
+                batch = to_post[start : start + self.max_batch]
+                undecided += self._post(batch, decided, result)
+        except Exception:
+            self._settle(decided, ledgers, result)
+            raise
+        self._settle(decided, ledgers, result)
         if undecided:
             self._resolve(undecided, ledgers, result)
         log.info(result.summary_line())
+        if result.states["pending"]:
+            raise TransientError(
+                f"{result.states['pending']} event(s) of {hour_key(hour)} still pending "
+                "(the endpoint kept answering Error); retrying later",
+                code="BillingPending",
+            )
         return result
 
     def _post(
-        self, batch: list[LedgerEntry], ledgers: dict[str, Ledger], result: ReportResult
+        self, batch: list[LedgerEntry], decided: list[Settlement], result: ReportResult
     ) -> list[LedgerEntry]:
-        """Post one batch and record it; returns the entries the answer left undecided."""
+        """Post one batch, adding its outcomes to ``decided``; returns the undecided ones."""
         result.calls += 1
         result.posted += len(batch)
         try:
@@ -193,36 +214,31 @@ class Reporter:
         except CommerceUnavailableError as error:
             if self.after_post is not None:
                 self.after_post(error.settled)
-            self._settle_outcomes(batch, error.settled, ledgers, result)
+            self._decide(batch, error.settled, decided, result)
             raise
         except FinalRejectionError as error:
             log.error("commerce refused a whole batch of %d events: %s", len(batch), error)
-            self._settle(
-                [
-                    Settlement(
-                        entry,
-                        LedgerState.REJECTED,
-                        {"Reason": error.code, "Message": error.message[:1000]},
-                    )
-                    for entry in batch
-                ],
-                ledgers,
-                result,
+            decided.extend(
+                Settlement(
+                    entry,
+                    LedgerState.REJECTED,
+                    {"Reason": error.code, "Message": error.message[:1000]},
+                )
+                for entry in batch
             )
             return []
         if self.after_post is not None:
             self.after_post(outcomes)
-        return self._settle_outcomes(batch, outcomes, ledgers, result)
+        return self._decide(batch, outcomes, decided, result)
 
-    def _settle_outcomes(
+    def _decide(
         self,
         batch: list[LedgerEntry],
         outcomes: Sequence[EventOutcome],
-        ledgers: dict[str, Ledger],
+        settlements: list[Settlement],
         result: ReportResult,
     ) -> list[LedgerEntry]:
         by_key = {outcome.event.key: outcome for outcome in outcomes}
-        settlements: list[Settlement] = []
         undecided: list[LedgerEntry] = []
         for entry in batch:
             outcome = by_key.get(entry.key)
@@ -236,7 +252,6 @@ class Reporter:
                     undecided.append(entry)
             else:
                 settlements.append(settlement)
-        self._settle(settlements, ledgers, result)
         return undecided
 
     def _settle(
@@ -246,8 +261,7 @@ class Reporter:
         for settlement in settlements:
             by_resource[settlement.entry.resource_id].append(settlement)
             result.states[settlement.state.value] += 1
-        for resource_id, mine in by_resource.items():
-            ledgers[resource_id].settle(mine)
+        list(ledger_pool().map(lambda r: ledgers[r].settle(by_resource[r]), by_resource))
 
     def _resolve(
         self, entries: list[LedgerEntry], ledgers: dict[str, Ledger], result: ReportResult

@@ -1,0 +1,168 @@
+"""Billing throughput: ``python -m bench report [--quick] [--rows N]``.
+
+One reported hour of a simulated fleet is collected into Azurite (not timed), with the
+production wiring: the collector enqueues the hour's work items. Then the hour's billing
+work is forwarded to the commerce emulator through the real ``Reporter`` (manifest read,
+one point query per subscription table, ledger pending/settle transactions, batches of 25
+filled across the item's billing resources), the items processed 8 at a time as the
+Functions host would (host.json batchSize). Beside it, in the same run, the naive way:
+the same pipeline posting one event per call (and so one ledger settlement per event).
+Between repeats the emulator forgets what it accepted and the ledger table is emptied, so
+every repeat bills the whole hour again. Medians of alternating repeats are reported.
+
+Dimensions and resources: every catalogue meter is made chargeable
+(BILLING_CHARGEABLE_OVERRIDES), so a subscription bills tens of dimensions, and active
+tenant subscriptions are mapped six at a time to one billing resource, so resources have
+more than 25 events per hour (the issue's target regime).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+from azure.data.tables import TableServiceClient
+
+from bench.common import finish, median, timed
+from devstack.azurite import Azurite
+from devstack.commerce_emulator import CommerceEmulator
+from devstack.local_settings import local_values
+from shared.collector import Collector
+from shared.commerce import MAX_BATCH
+from shared.config import Settings
+from shared.meters import catalogue
+from shared.queues import ensure_queue, queue_client
+from shared.reporter import Reporter, commerce_client
+from shared.sources.fleet import SimulatedFleet, options_for_rows
+from shared.storage import StorageAccount
+from shared.subscriptions import SubscriptionState, SubscriptionStore
+from shared.work_items import WorkItem, work_item_enqueuer
+
+HOUR = datetime(2026, 11, 2, 14, tzinfo=UTC)  # a Monday afternoon: VMs running
+NOW = HOUR + timedelta(minutes=40)
+SUBSCRIPTIONS_PER_RESOURCE = 6
+WORKERS = 8  # host.json batchSize
+
+
+def settings_for(connection_string: str, base_url: str) -> Settings:
+    overrides = ";".join(f"{meter.meter_id}=true" for meter in catalogue())
+    return Settings.from_environ(
+        local_values(
+            connection_string,
+            USAGE_TABLE_PREFIX="r" + uuid.uuid4().hex[:10],
+            USAGE_QUEUE_NAME="r" + uuid.uuid4().hex[:10],
+            COMMERCE_BASE_URL=base_url,
+            BILLING_CHARGEABLE_OVERRIDES=overrides,
+        )
+    )
+
+
+def prepare(settings: Settings, fleet: SimulatedFleet) -> list[WorkItem]:
+    """Map subscriptions to billing resources, collect the hour, return its work items."""
+    account = StorageAccount(settings)
+    account.ensure_tables()
+    store = SubscriptionStore(account)
+    listed = fleet.subscriptions(HOUR)
+    store.sync(listed, store.all())
+    active = sorted(
+        s.subscription_id
+        for s in listed
+        if not s.is_provider and s.state is SubscriptionState.ACTIVE
+    )
+    for index, subscription_id in enumerate(active):
+        store.set_billing(subscription_id, f"saas-{index // SUBSCRIPTIONS_PER_RESOURCE:04d}", "p")
+    Collector(
+        settings, account, fleet, after_hour_written=work_item_enqueuer(settings)
+    ).collect_hour(HOUR)
+    client = queue_client(settings, settings.usage_queue_name)
+    ensure_queue(client)
+    items = []
+    while batch := list(client.receive_messages(messages_per_page=32, max_messages=32)):
+        for message in batch:
+            items.append(WorkItem.from_body(base64.b64decode(message.content)))
+            client.delete_message(message)
+    return items
+
+
+def forward(settings: Settings, items: list[WorkItem], max_batch: int) -> int:
+    """Report every item, WORKERS at a time, one client (one HTTP session) per item."""
+
+    def one(item: WorkItem) -> int:
+        with commerce_client(settings) as client:
+            reporter = Reporter(
+                StorageAccount(settings), client, clock=lambda: NOW, max_batch=max_batch
+            )
+            return reporter.report(item).posted
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        return sum(pool.map(one, items))
+
+
+def reset(emulator: CommerceEmulator, service: TableServiceClient, settings: Settings) -> None:
+    """Forget what was billed: the emulator's events and every ledger entity."""
+    emulator.reset()
+    table = service.get_table_client(settings.table_name("ledger"))
+    by_partition: dict[str, list[dict[str, str]]] = {}
+    for entity in table.list_entities(select=["PartitionKey", "RowKey"]):
+        by_partition.setdefault(entity["PartitionKey"], []).append(
+            {"PartitionKey": entity["PartitionKey"], "RowKey": entity["RowKey"]}
+        )
+    for entities in by_partition.values():
+        for start in range(0, len(entities), 100):
+            table.submit_transaction([("delete", e) for e in entities[start : start + 100]])
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench report")
+    parser.add_argument("--quick", action="store_true", help="small sizes, about a minute")
+    parser.add_argument("--rows", type=int, help="usage rows in the benchmarked hour")
+    args = parser.parse_args(argv)
+    target = args.rows or (3_000 if args.quick else 12_000)
+    repeats = 3 if args.quick else 5
+
+    with Azurite() as azurite, CommerceEmulator(clock=lambda: NOW) as emulator:
+        settings = settings_for(azurite.connection_string, emulator.base_url)
+        print(f"report: one reported hour of ~{target:,} rows, {WORKERS} items at a time")
+        items = prepare(settings, SimulatedFleet(options_for_rows(target)))
+        service = TableServiceClient.from_connection_string(azurite.connection_string)
+
+        def run(max_batch: int) -> Callable[[], int]:
+            return lambda: forward(settings, items, max_batch)
+
+        forward(settings, items, MAX_BATCH)  # warm-up: connections, tables, caches
+        events = len(emulator.accepted_events())
+        per_resource = Counter(e["resourceId"] for e in emulator.accepted_events())
+        batched_times, naive_times, calls = [], [], 0
+        for _ in range(repeats):
+            reset(emulator, service, settings)
+            batched_times.append(timed(run(MAX_BATCH)))
+            calls = emulator.total_calls
+            assert len(emulator.accepted_events()) == events
+            reset(emulator, service, settings)
+            naive_times.append(timed(run(1)))
+            assert len(emulator.accepted_events()) == events
+
+    seconds = median(batched_times)
+    naive_seconds = median(naive_times)
+    finish(
+        {
+            "events": events,
+            "seconds": round(seconds, 3),
+            "events_per_s": round(events / seconds, 1),
+            "naive_events_per_s": round(events / naive_seconds, 1),
+            "ratio_to_naive": round(naive_seconds / seconds, 2),
+            "calls": calls,
+            "events_per_call": round(events / calls, 2),
+            "work_items": len(items),
+            "billing_resources": len(per_resource),
+            "min_events_per_resource": min(per_resource.values()),
+            "mean_events_per_resource": round(events / len(per_resource), 1),
+            "repeats": repeats,
+        }
+    )
+    return 0
