@@ -48,6 +48,20 @@ PAGE_SIZE: Final = 1000
 # Keys are spelled with four-digit years; earlier than any usage, and safe to format.
 _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 _WINDOW = "PartitionKey ge @first and PartitionKey le @last"
+# What a detailed row needs; leaving out Timestamp spares a third of the datetime parsing.
+_ROW_FIELDS = [
+    "PartitionKey",
+    "RowKey",
+    "SubscriptionId",
+    "MeterId",
+    "UsageStartTime",
+    "UsageEndTime",
+    "Quantity",
+    "ResourceUri",
+    "Location",
+    "Tags",
+    "AdditionalInfo",
+]
 # The SDK substitutes @names split on whitespace, so parentheses stand apart from them.
 _RESUME = (
     "PartitionKey le @last and "
@@ -158,7 +172,9 @@ class UsageReader:
                 }
             else:
                 condition, parameters = _WINDOW, {"first": first, "last": last}
-            entities, more = self._query(subscription_id, condition, parameters, need)
+            entities, more = self._query(
+                subscription_id, condition, parameters, need, select=_ROW_FIELDS
+            )
             rows.extend(
                 StoredRow(
                     subscription_id,
