@@ -1,40 +1,76 @@
-"""The README's run command: collect the simulated fleet's last 24 hours locally, end to end.
+"""The README's run command: the whole app running locally, as Azure Functions would run it.
 
-Starts Azurite (data kept in ``.local/azurite`` between runs; ``--fresh`` starts empty),
-points the app settings at it, runs the real ``collect_usage`` entry point with a real
-``TimerRequest`` (it catches up from the watermark, so a second run only adds new hours),
-then reads back what is stored and prints it per reported hour and per resource provider.
+Starts Azurite (data kept in ``.local/azurite``; ``--fresh`` starts empty), the commerce
+emulator and the local Functions host (``devstack.host``) over the real function folders:
+the ``collect_usage`` timer catches up the last 24 closed hours at start and then runs on
+its schedule, ``report_to_azure`` bills the work items collection enqueues, and
+``query_usage`` answers on localhost. Once the catch-up is collected and billed it prints
+what is stored, what was billed and the reconciliation, then where the API listens, tokens
+for the admin, a delegated provider and a tenant, and copy-paste example requests; and it
+keeps running until Ctrl-C. ``--once`` stops after that first cycle and exits non-zero if
+reconciliation found a difference (for scripts).
+
+Everything a script needs to talk to the running stack is written to
+``{state dir}/run.json`` once it is ready, and the app settings in use to
+``{state dir}/local.settings.json`` (for ``python -m ops ... --settings-file``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
-import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from devstack.azurite import REPO_ROOT, Azurite
+from devstack.commerce_emulator import CommerceEmulator
+from devstack.demo_tokens import mint_demo_token
+from devstack.host import LocalFunctionsHost
 from devstack.local_settings import local_values
+from devstack.tokens import LocalIssuer
+from shared.config import Settings
+from shared.daily import read_hourly_rows
+from shared.errors import TransientError
+from shared.hour_manifest import read_manifest
+from shared.hours import HOUR, last_closed_hour, utc_now
+from shared.meters import catalogue
+from shared.reconcile import Reconciliation, reconcile
+from shared.reporter import commerce_client
+from shared.storage import StorageAccount
+from shared.watermark import Watermark
 
-LOCAL_DIR = REPO_ROOT / ".local"
+log = logging.getLogger("devstack.run")
 
 
-def print_summary(settings_values: dict[str, str], hours: int, now: datetime) -> None:
-    """What storage holds for the last ``hours`` reported hours, per hour and per provider."""
-    from shared.config import Settings
-    from shared.daily import read_hourly_rows
-    from shared.hour_manifest import read_manifest
-    from shared.hours import HOUR, last_closed_hour
-    from shared.meters import catalogue
-    from shared.storage import StorageAccount
+def wait_for(
+    condition: Callable[[], bool], what: str, deadline_seconds: float, every: float = 1.0
+) -> bool:
+    """Poll ``condition`` until it holds or the deadline passes; print progress now and then."""
+    started = time.monotonic()
+    announced = started
+    while not condition():
+        now = time.monotonic()
+        if now - started > deadline_seconds:
+            return False
+        if now - announced > 15:
+            print(f"  ... still waiting for {what} ({now - started:.0f}s)", flush=True)
+            announced = now
+        time.sleep(every)
+    return True
 
-    account = StorageAccount(Settings.from_environ(settings_values))
-    last = last_closed_hour(now)
-    first = last - (hours - 1) * HOUR
+
+def print_usage_summary(account: StorageAccount, first: datetime, last: datetime) -> None:
+    """What storage holds for reported hours ``first``..``last``, per hour and per provider."""
     subscriptions = sorted(
         {entry.subscription_id for _, entry in read_manifest(account, first, last)}
     )
@@ -55,7 +91,7 @@ def print_summary(settings_values: dict[str, str], hours: int, now: datetime) ->
             provider_rows[provider] += 1
             provider_subscriptions[provider].add(subscription_id)
 
-    print(f"\nReported hours {first:%Y-%m-%d %H:00}..{last:%Y-%m-%d %H:00} UTC, as stored:")
+    print(f"\nUsage stored for reported hours {first:%Y-%m-%d %H:00}..{last:%Y-%m-%d %H:00} UTC:")
     print(f"  {'reported hour':<18}{'rows':>8}{'subs':>7}{'late rows':>11}")
     for hour in sorted(per_hour):
         rows, late_rows = per_hour[hour]
@@ -74,33 +110,180 @@ def print_summary(settings_values: dict[str, str], hours: int, now: datetime) ->
             print(f"      {quantity:>14,.2f}  {unit}")
 
 
+def print_billing(result: Reconciliation, calls: int) -> None:
+    states = result.states
+    print("\nBilling (report_to_azure -> commerce emulator):")
+    print(f"  event keys            {result.keys}")
+    print(f"  HTTP calls            {calls}")
+    for state in (
+        "accepted",
+        "duplicate-confirmed",
+        "carried-forward",
+        "mismatch",
+        "rejected",
+        "pending",
+    ):
+        print(f"  {state:<21} {states.get(state, 0)}")
+    print(f"  {result.summary_line()}")
+
+
+def print_access(
+    base_url: str, tokens: dict[str, tuple[str, str, str]], insecure: bool, settings_file: Path
+) -> None:
+    """Where the API listens, a token per role, and three requests to paste."""
+    print(f"\nThe usage API listens on {base_url}  (Ctrl-C stops everything)")
+    print(f"Operator commands: python -m ops --help  (--settings-file {settings_file})")
+    for role, (description, subscription_id, _) in tokens.items():
+        print(f"  {role:<9} {description}: subscription {subscription_id}")
+    print("Tokens (valid for an hour; `python -m ops token ROLE` mints fresh ones):")
+    for role, (_, _, token) in tokens.items():
+        print(f"  export {role.upper()}_TOKEN={token}")
+    end = last_closed_hour(utc_now()) + HOUR
+    start = end - 24 * HOUR
+    window = (
+        f"reportedStartTime={start:%Y-%m-%dT%H:00:00Z}&reportedEndTime={end:%Y-%m-%dT%H:00:00Z}"
+        "&aggregationGranularity=Hourly&api-version=2015-06-01-preview"
+    )
+    flag = "-k " if insecure else ""
+    admin_sub = tokens["admin"][1]
+    delegated_sub = tokens["delegated"][1]
+    tenant_sub = tokens["tenant"][1]
+    print("Try:")
+    print(
+        f'  curl -s {flag}-H "Authorization: Bearer $ADMIN_TOKEN" "{base_url}/subscriptions/'
+        f'{admin_sub}/providers/Microsoft.Commerce.Admin/subscriberUsageAggregates?{window}"'
+    )
+    print(
+        f'  curl -s {flag}-H "Authorization: Bearer $DELEGATED_TOKEN" "{base_url}/subscriptions/'
+        f'{delegated_sub}/providers/Microsoft.Commerce.Admin/subscriberUsageAggregates?{window}"'
+    )
+    print(
+        f'  curl -s {flag}-H "Authorization: Bearer $TENANT_TOKEN" -H "Accept: text/csv" '
+        f'"{base_url}/subscriptions/{tenant_sub}/providers/Microsoft.Commerce/usageAggregates'
+        f'?{window}"'
+    )
+
+
+def reconcile_now(settings: Settings, first: datetime, last: datetime) -> Reconciliation | None:
+    """Reconciliation of the caught-up hours, or None while storage or endpoint is busy."""
+    try:
+        with commerce_client(settings) as client:
+            return reconcile(StorageAccount(settings), client, first, last)
+    except TransientError:
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="./dev run", description=__doc__)
+    parser = argparse.ArgumentParser(prog="./dev run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--fresh", action="store_true", help="wipe local Azurite data first")
-    parser.add_argument("--hours", type=int, default=24, help="hours to show (default 24)")
+    parser.add_argument("--once", action="store_true", help="run one cycle, print, and exit")
+    parser.add_argument("--port", type=int, default=7071, help="API port (0: any free port)")
+    parser.add_argument("--tls", action="store_true", help="serve https (self-signed)")
+    parser.add_argument("--hours", type=int, default=24, help="hours to catch up at start")
+    parser.add_argument(
+        "--state-dir", type=Path, default=REPO_ROOT / ".local", help="data, keys and run.json"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=900, help="seconds to wait for the first cycle"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
 
-    data = LOCAL_DIR / "azurite"
+    data = args.state_dir / "azurite"
     if args.fresh and data.exists():
         shutil.rmtree(data)
     started = time.monotonic()
-    with Azurite(location=data) as azurite:
-        print(f"Azurite: tables on 127.0.0.1:{azurite.table_port}, data in {data}")
-        values = local_values(azurite.connection_string)
-        os.environ.update(values)
-        sys.path.insert(0, str(REPO_ROOT))
-        from azure.functions.timer import TimerRequest
-
-        import collect_usage
-        from shared.hours import utc_now
-
-        now = utc_now()
-        collect_usage.main(TimerRequest(past_due=True))
-        print_summary(values, args.hours, now)
-    print(f"\nDone in {time.monotonic() - started:.1f}s.")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with Azurite(location=data) as azurite, CommerceEmulator() as emulator:
+        issuer = LocalIssuer(args.state_dir / "auth")
+        values = local_values(
+            azurite.connection_string,
+            COMMERCE_BASE_URL=emulator.base_url,
+            COMMERCE_STATIC_TOKEN=emulator.token,
+            AUTH_JWKS_URI=str(issuer.jwks_path),
+            COLLECT_LOOKBACK_HOURS=str(args.hours),
+        )
+        settings = Settings.from_environ(values)
+        args.state_dir.mkdir(parents=True, exist_ok=True)
+        # The same settings for operator commands: python -m ops ... --settings-file <this>.
+        (args.state_dir / "local.settings.json").write_text(
+            json.dumps({"IsEncrypted": False, "Values": values}, indent=2)
+        )
+        print(f"Azurite on 127.0.0.1:{azurite.table_port} (tables), data in {data}")
+        print(f"Commerce emulator on {emulator.base_url}")
+        with LocalFunctionsHost(
+            REPO_ROOT, values, http_port=args.port, tls=args.tls, tls_dir=args.state_dir / "tls"
+        ) as host:
+            code = first_cycle(settings, args, host.base_url, emulator, issuer, started)
+            if args.once or code != 0:
+                return code
+            print("\nRunning; Ctrl-C stops.", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                stop.wait()
+            print("\nStopping...", flush=True)
     return 0
+
+
+def first_cycle(
+    settings: Settings,
+    args: argparse.Namespace,
+    base_url: str,
+    emulator: CommerceEmulator,
+    issuer: LocalIssuer,
+    started: float,
+) -> int:
+    """Wait until the catch-up is collected and billed; print it all; write run.json."""
+    account = StorageAccount(settings)
+    last = last_closed_hour(utc_now())
+    first = last - (args.hours - 1) * HOUR
+    watermark = Watermark(account, settings.usage_source or "simulated")
+
+    def caught_up() -> bool:
+        try:
+            mark = watermark.read()
+        except TransientError:
+            return False
+        return mark is not None and mark >= last
+
+    if not wait_for(caught_up, "the catch-up collection", args.timeout):
+        print("collection did not catch up in time; see the log above", file=sys.stderr)
+        return 1
+    result: list[Reconciliation] = []
+
+    def billed() -> bool:
+        outcome = reconcile_now(settings, first, last)
+        if outcome is None or outcome.states.get("pending", 0):
+            return False
+        result[:] = [outcome]
+        return outcome.ok
+
+    reconciled = wait_for(billed, "billing of the caught-up hours", args.timeout, every=3)
+    print_usage_summary(account, first, last)
+    if result:
+        print_billing(result[0], emulator.total_calls)
+    tokens: dict[str, tuple[str, str, str]] = {}
+    for role in ("admin", "provider", "delegated", "tenant"):
+        principal, token = mint_demo_token(settings, role, directory=issuer.directory)
+        tokens[role] = (principal.description, principal.subscription_id, token)
+    print_access(base_url, tokens, args.tls, args.state_dir / "local.settings.json")
+    state: dict[str, Any] = {
+        "api": base_url,
+        "commerce": emulator.base_url,
+        "storage": settings.storage_connection_string.get_secret_value()  # type: ignore[union-attr]
+        if settings.storage_connection_string
+        else None,
+        "tokens": {
+            role: {"subscription": sub, "token": tok} for role, (_, sub, tok) in tokens.items()
+        },
+        "first_hour": f"{first:%Y-%m-%dT%H}",
+        "last_hour": f"{last:%Y-%m-%dT%H}",
+        "reconciled": reconciled,
+    }
+    (args.state_dir / "run.json").write_text(json.dumps(state, indent=2))
+    print(f"\nFirst cycle done in {time.monotonic() - started:.1f}s; reconciled: {reconciled}.")
+    return 0 if reconciled else 1
 
 
 if __name__ == "__main__":
