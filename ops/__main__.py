@@ -3,8 +3,10 @@
 Each command is one module of this package exposing ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args, settings) -> int``; to add one, write the module
 and list it in ``COMMANDS``. Settings come from the environment (the app settings), or
-from a ``local.settings.json`` with ``--settings-file``. Bad input is one error line and
-exit 2; a failure that may clear by itself (storage, endpoint) is one line and exit 3.
+from a ``local.settings.json`` with ``--settings-file``; a module that needs none (it only
+talks HTTP) sets ``NEEDS_SETTINGS = False`` and its ``run`` gets ``None``. Bad input is
+one error line and exit 2; a failure that may clear by itself (storage, endpoint) is one
+line and exit 3.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ from shared.config import Settings
 from shared.errors import TransientError, UsageReporterError
 
 # Subcommand name -> module (ops.<module>).
-COMMANDS = {"reconcile": "reconcile", "requeue-poison": "requeue_poison"}
+COMMANDS = {
+    "aggregates": "aggregates",
+    "token": "mint_token",  # not ops.token: that would shadow the stdlib's token module
+    "collect": "collect",
+    "subscriptions": "subscriptions",
+    "reconcile": "reconcile",
+    "requeue-poison": "requeue_poison",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="read app settings from this local.settings.json (default: the environment)",
         )
         module.add_arguments(sub)
-        sub.set_defaults(run=module.run)
+        sub.set_defaults(run=module.run, needs_settings=getattr(module, "NEEDS_SETTINGS", True))
     return parser
 
 
@@ -67,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     logging.getLogger("azure").setLevel(logging.ERROR)
     try:
-        settings = load_settings(args.settings_file)
+        settings = load_settings(args.settings_file) if args.needs_settings else None
         return int(args.run(args, settings))
     except TransientError as error:
         print(f"python -m ops {args.command}: unavailable: {error.message}", file=sys.stderr)
