@@ -35,7 +35,6 @@ threads that mutate it, so use one client per worker thread or guard it.
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import math
 import random as random_module
@@ -60,6 +59,7 @@ from shared.errors import (
     TransientError,
 )
 from shared.hours import as_utc, floor_hour, is_on_hour
+from shared.http_retry import retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -475,7 +475,7 @@ class CommerceClient:
                     )
                     continue
                 if status == 429:
-                    retry_after = _retry_after_seconds(response)
+                    retry_after = retry_after_seconds(response)
                     budget.last_failure = "HTTP 429 (throttled)"
                 elif status >= 500:
                     budget.last_failure = f"HTTP {status}"
@@ -619,24 +619,6 @@ def _float_or_none(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
-
-
-def _retry_after_seconds(response: requests.Response) -> float | None:
-    """``Retry-After`` as seconds (delta-seconds or an HTTP date); None if absent or bad."""
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _error_of(response: requests.Response) -> tuple[str | None, str]:

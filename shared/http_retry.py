@@ -134,7 +134,7 @@ def get_json(
                     failure = f"HTTP {status} with a body that is not JSON"
             elif status in RETRYABLE_STATUSES:
                 failure = f"HTTP {status} {_error_code(response) or ''}".rstrip()
-                retry_after = _retry_after_seconds(response)
+                retry_after = retry_after_seconds(response)
                 if status == 504:
                     gateway_timeouts += 1
             else:
@@ -184,7 +184,7 @@ def _error_message(response: requests.Response) -> str:
     return str(message)[:300] if message else response.text[:300]
 
 
-def _retry_after_seconds(response: requests.Response) -> float | None:
+def retry_after_seconds(response: requests.Response) -> float | None:
     """``Retry-After`` as seconds (delta-seconds or an HTTP date); None if absent or bad."""
     value = response.headers.get("Retry-After")
     if not value:
