@@ -1,0 +1,673 @@
+"""Chaos: the whole pipeline over simulated days while storage, endpoint and timer misbehave.
+
+``python -m bench chaos [--quick] [--seed N] [--days D] [--tenants T]``; the engine
+(:func:`run_chaos`) also backs ``tests/integration/test_chaos.py`` with a smaller world.
+
+The real collector, work-item enqueuer, queue, reporter, ledger and reconciliation run
+against an on-disk Azurite and the commerce emulator, one simulated hour at a time, with
+one injected clock (the collector's ``now``, the reporter's ``clock``, the emulator's
+``clock``). Every fault is drawn from one seeded ``random.Random``, so a seed replays the
+same schedule (thread timing aside: the ledger works in a pool). Faults:
+
+- **storage restarting**: Azurite stopped and started again on the same folder and ports,
+  between hours, in the middle of a collection (from the source, with writes in flight)
+  and in the middle of draining the queue; it stays down ``RESTART_DOWN_SECONDS`` (real
+  time) while the pipeline keeps calling it. A *graceful* stop (SIGTERM), not SIGKILL:
+  on-disk Azurite persists to disk on a timer, so SIGKILL drops writes it has already
+  acknowledged, which no storage service does (Azure Storage acknowledges a write only
+  once it is durable); a graceful stop models a storage node restarting without making
+  the emulator lie;
+- **the endpoint failing** for 24-30 hours (every request fails, each kind drawn from
+  every retryable fault mode: 429, 500, slow answers, dropped connections, accepted then
+  dropped, per-event Error), plus a background rate of faults every other hour. ``400``
+  for a whole batch is left out: by contract it is a final refusal, recorded as
+  ``rejected`` (tests/integration/test_report_ledger.py covers it), not a fault to ride out;
+- **the timer not firing** for up to 30 hours (collection runs skipped; the next run
+  catches up);
+- **messages delivered twice** (a handled message is sent to the queue again);
+- **the process killed mid-run**: ``Killed`` raised between a POST's answer and its ledger
+  write (the reporter's ``after_post``) and in the middle of a collection (the source).
+
+The queue is drained the way the Functions host does it: receive, call ``report_message``,
+delete on success; on any exception the message is made visible again and redelivered
+(one round every 5 simulated minutes), and after ``MAX_DEQUEUE`` failed deliveries it is
+moved to ``<queue>-poison``. An operator runs ``ops requeue-poison`` a few hours after each
+endpoint outage ends. After the chaotic days, calm hours let everything settle; then the
+checks (see :class:`ChaosReport`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import math
+import random
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from azure.core.exceptions import (
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.data.tables import TableServiceClient
+from azure.storage.queue import QueueClient, QueueMessage
+
+from bench.common import finish
+from devstack.azurite import Azurite
+from devstack.commerce_emulator import CommerceEmulator, Fault
+from devstack.local_settings import local_values
+from ops.requeue_poison import requeue_poison
+from shared.billing import ChargeableMeters
+from shared.collector import Collector
+from shared.commerce import CommerceClient, EventOutcome, static_token_provider
+from shared.config import Settings
+from shared.hours import HOUR, hour_key, parse_hour_key
+from shared.ledger import Ledger, LedgerState
+from shared.queues import POISON_SUFFIX, ensure_queue, queue_client
+from shared.reconcile import Reconciliation, reconcile
+from shared.reporter import report_message
+from shared.sources.fleet import FleetOptions, SimulatedFleet
+from shared.storage import StorageAccount
+from shared.subscriptions import Subscription, SubscriptionStore
+from shared.usage import UsageRecord
+from shared.usage_rows import hourly_partition
+from shared.watermark import Watermark
+from shared.work_items import work_item_enqueuer
+
+T = TypeVar("T")
+START = datetime(2026, 11, 16, tzinfo=UTC)  # a Monday midnight: the first reported hour
+MAX_DEQUEUE = 5  # host.json maxDequeueCount
+REDELIVERY = timedelta(minutes=5)  # host.json visibilityTimeout, in simulated time
+RESTART_DOWN_SECONDS = 1.0  # real seconds Azurite stays down in a restart
+# Every fault the reporter must ride out (400 for a whole batch is a final refusal).
+ENDPOINT_FAULTS = tuple(kind for kind in Fault if kind is not Fault.BAD_REQUEST)
+PLAN = "plan-chaos"
+Key = tuple[str, str]
+
+
+class Killed(BaseException):
+    """The process dying mid-run (BaseException: no ``except Exception`` swallows it)."""
+
+
+@dataclass(frozen=True)
+class ChaosOptions:
+    seed: int = 1
+    days: int = 2
+    tenants: int = 3
+    scale: float = 0.5
+    late_share: float = 0.2
+    calm_hours: int = 6  # after the chaotic days: no faults, so everything settles
+    outages: int = 1  # endpoint outages of 24-30 hours
+    timer_gaps: int = 1  # timer silent for 3-30 hours
+    restarts: int = 3  # Azurite restarts (between hours, mid-collection, mid-drain)
+    kill_rate: float = 0.08  # per POST answer and per collection run
+    duplicate_rate: float = 0.2  # per handled message
+    background_fault_rate: float = 0.1  # per endpoint request outside outages
+    slow_seconds: float = 0.2  # a slow answer's delay (the client gives up after half)
+
+
+@dataclass
+class ChaosReport:
+    """What ran, what was injected, and the verdict of every end check."""
+
+    hours: int = 0
+    rows: int = 0
+    events: int = 0
+    collection_runs: int = 0
+    collection_failures: int = 0
+    deliveries: int = 0
+    delivery_failures: int = 0
+    poisoned: int = 0
+    requeued: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+    restarts: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+    # End checks (empty / True means in order).
+    row_differences: list[str] = field(default_factory=list)
+    billing_differences: list[str] = field(default_factory=list)
+    duplicate_keys: list[str] = field(default_factory=list)
+    left_in_queue: int = -1
+    left_in_poison: int = -1
+    carried_forward: int = 0
+    reconciliation: Reconciliation | None = None
+    watermark_at_end: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.row_differences
+            and not self.billing_differences
+            and not self.duplicate_keys
+            and self.left_in_queue == 0
+            and self.left_in_poison == 0
+            and self.reconciliation is not None
+            and self.reconciliation.ok
+            and self.watermark_at_end
+        )
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "hours": self.hours,
+            "rows": self.rows,
+            "events": self.events,
+            "carried_forward": self.carried_forward,
+            "collection_runs": self.collection_runs,
+            "collection_failures": self.collection_failures,
+            "deliveries": self.deliveries,
+            "delivery_failures": self.delivery_failures,
+            "poisoned": self.poisoned,
+            "requeued": self.requeued,
+            "faults": dict(sorted(self.faults.items())),
+            "restarts": dict(sorted(self.restarts.items())),
+            "row_differences": len(self.row_differences),
+            "billing_differences": len(self.billing_differences),
+            "reconcile_differences": (
+                -1 if self.reconciliation is None else len(self.reconciliation.differences)
+            ),
+            "seconds": round(self.seconds, 1),
+        }
+
+
+class SimClock:
+    """The simulated now, read by the reporter and the emulator."""
+
+    def __init__(self, start: datetime) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self._now
+
+    def set(self, moment: datetime) -> None:
+        with self._lock:
+            self._now = moment
+
+
+@dataclass
+class Schedule:
+    """Which simulated steps get which fault; all drawn from the seed."""
+
+    outages: list[range]
+    timer_gaps: list[range]
+    restarts: dict[int, str]  # step -> between | mid-collection | mid-drain
+    requeues: set[int]
+
+    @classmethod
+    def draw(cls, options: ChaosOptions, rng: random.Random) -> Schedule:
+        steps = options.days * 24
+        outages = []
+        for _ in range(options.outages):
+            length = rng.randint(24, 30)
+            start = rng.randint(2, max(2, steps - length))
+            outages.append(range(start, start + length))
+        gaps = []
+        for _ in range(options.timer_gaps):
+            length = rng.randint(3, 30)
+            start = rng.randint(3, max(3, steps - length))  # step 1 sets the first watermark
+            gaps.append(range(start, start + length))
+        kinds = ("between", "mid-collection", "mid-drain")
+        # Restarts land on hours the timer fires, so collection and drain have work.
+        busy = [s for s in range(2, steps + 1) if not any(s in gap for gap in gaps)]
+        chosen = rng.sample(busy, k=min(options.restarts, len(busy)))
+        restarts = {step: kinds[n % len(kinds)] for n, step in enumerate(sorted(chosen))}
+        requeues = {outage.stop + rng.randint(1, 4) for outage in outages}
+        return cls(outages, gaps, restarts, requeues)
+
+    def in_outage(self, step: int) -> bool:
+        return any(step in outage for outage in self.outages)
+
+    def timer_silent(self, step: int) -> bool:
+        return any(step in gap for gap in self.timer_gaps)
+
+
+class ChaosSource:
+    """The simulated fleet, with hooks that fire in the middle of an hour's records."""
+
+    def __init__(self, fleet: SimulatedFleet) -> None:
+        self.fleet = fleet
+        self.name = fleet.name
+        self.hook: Callable[[], None] | None = None  # called once, mid-stream
+
+    def subscriptions(self, reported_hour: datetime) -> list[Subscription]:
+        return self.fleet.subscriptions(reported_hour)
+
+    def usage(self, reported_hour: datetime) -> Iterator[UsageRecord]:
+        for index, record in enumerate(self.fleet.usage(reported_hour)):
+            if index == 40 and self.hook is not None:
+                hook, self.hook = self.hook, None
+                hook()
+            yield record
+
+
+def patiently(operation: Callable[[], T], what: str, deadline_seconds: float = 60.0) -> T:
+    """The driver's own storage calls (the host's, not the app's): poll through a restart."""
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        try:
+            return operation()
+        except (ServiceRequestError, ServiceResponseError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"storage did not come back for {what}") from None
+            threading.Event().wait(0.1)
+
+
+class Chaos:
+    """One run: the stack, the schedule, the simulated hours, the checks."""
+
+    def __init__(self, options: ChaosOptions, folder: Path) -> None:
+        self.options = options
+        self.rng = random.Random(options.seed)
+        self.schedule = Schedule.draw(options, self.rng)
+        self.report = ChaosReport()
+        self.azurite = Azurite(location=folder / "azurite")
+        self.clock = SimClock(START)
+        self.emulator = CommerceEmulator(clock=self.clock)
+        self.fleet = SimulatedFleet(
+            FleetOptions(
+                seed=options.seed,
+                tenants=options.tenants,
+                late_share=options.late_share,
+                scale=options.scale,
+            )
+        )
+        self.source = ChaosSource(self.fleet)
+        self._restarting: threading.Thread | None = None
+        self._chaotic = True
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        assert self._settings is not None
+        return self._settings
+
+    # -- the stack -------------------------------------------------------------------------
+
+    def __enter__(self) -> Chaos:
+        self.azurite.start()
+        self.emulator.start()
+        self._settings = Settings.from_environ(
+            local_values(
+                self.azurite.connection_string,
+                USAGE_TABLE_PREFIX="c" + uuid.uuid4().hex[:10],
+                USAGE_QUEUE_NAME="c" + uuid.uuid4().hex[:10],
+                COMMERCE_BASE_URL=self.emulator.base_url,
+                COLLECT_LOOKBACK_HOURS="1",
+                FLEET_SEED=str(self.options.seed),
+                FLEET_TENANTS=str(self.options.tenants),
+            )
+        )
+        StorageAccount(self.settings).ensure_tables()
+        for name in (self.settings.usage_queue_name, self.poison_name):
+            ensure_queue(queue_client(self.settings, name))
+        self.mapping = self._map_subscriptions()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._join_restart()
+        self.emulator.stop()
+        self.azurite.stop()
+
+    @property
+    def poison_name(self) -> str:
+        return self.settings.usage_queue_name + POISON_SUFFIX
+
+    def client(self, **options: Any) -> CommerceClient:
+        """The reporter's endpoint client; waits are skipped (simulated time)."""
+        options.setdefault("max_attempts", 3)
+        return CommerceClient(
+            self.emulator.base_url,
+            static_token_provider(self.emulator.token),
+            sleep=lambda _: None,
+            **options,
+        )
+
+    def _map_subscriptions(self) -> dict[str, str]:
+        """Bill two of every three active tenant subscriptions to two SaaS resources."""
+        store = SubscriptionStore(StorageAccount(self.settings))
+        listed = self.fleet.subscriptions(START)
+        store.sync(listed, store.all())
+        mapping: dict[str, str] = {}
+        tenants = sorted(
+            s.subscription_id.lower()
+            for s in listed
+            if not s.is_provider and s.state.value == "active"
+        )
+        for index, subscription in enumerate(tenants):
+            if index % 3 != 2:
+                resource = f"saas-{index % 2}"
+                store.set_billing(subscription, resource, PLAN)
+                mapping[subscription] = resource
+        return mapping
+
+    # -- faults ----------------------------------------------------------------------------
+
+    def restart_storage(self, kind: str, *, wait: bool) -> None:
+        """Stop Azurite gracefully, keep it down a moment, start it on the same folder."""
+        self.report.restarts[kind] += 1
+
+        def cycle() -> None:
+            self.azurite.stop()
+            threading.Event().wait(RESTART_DOWN_SECONDS)
+            self.azurite.start()
+
+        self._join_restart()
+        self._restarting = threading.Thread(target=cycle, name=f"restart-{kind}")
+        self._restarting.start()
+        if wait:
+            self._join_restart()
+
+    def _join_restart(self) -> None:
+        if self._restarting is not None:
+            self._restarting.join()
+            self._restarting = None
+
+    def _endpoint_for(self, step: int) -> None:
+        if self.schedule.in_outage(step):
+            rate = 1.0
+        elif step <= self.options.days * 24:
+            rate = self.options.background_fault_rate
+        else:
+            rate = 0.0
+        self.emulator.set_fault_rate(
+            rate, ENDPOINT_FAULTS, seed=self.rng.randrange(2**32), delay=self.options.slow_seconds
+        )
+
+    def _maybe_kill(self, outcomes: Sequence[EventOutcome]) -> None:
+        if self._chaotic and self.rng.random() < self.options.kill_rate:
+            self.report.faults["kill-after-post"] += 1
+            raise Killed
+
+    # -- one simulated hour ----------------------------------------------------------------
+
+    def step(self, step: int) -> None:
+        """Simulated hour ``step``: the timer at :10, then the queue, then the operator."""
+        self._chaotic = step <= self.options.days * 24
+        now = START + step * HOUR + timedelta(minutes=10)
+        self.clock.set(now)
+        self._endpoint_for(step)
+        restart = self.schedule.restarts.get(step) if self._chaotic else None
+        if restart == "between":
+            self.restart_storage("between", wait=True)
+        if self._chaotic and self.schedule.timer_silent(step):
+            self.report.faults["timer-skipped"] += 1
+        else:
+            self._collect(now, mid_restart=restart == "mid-collection")
+        self._drain(now, mid_restart=restart == "mid-drain")
+        self._join_restart()
+        if step in self.schedule.requeues or step == self.options.days * 24 + 1:
+            self.report.requeued += requeue_poison(self.settings)
+            self._drain(now + timedelta(minutes=30), mid_restart=False)
+
+    def _collect(self, now: datetime, *, mid_restart: bool) -> None:
+        self.report.collection_runs += 1
+        kill = self._chaotic and self.rng.random() < self.options.kill_rate
+        if mid_restart:
+            self.source.hook = lambda: self.restart_storage("mid-collection", wait=False)
+        elif kill:
+
+            def die() -> None:
+                self.report.faults["kill-mid-collection"] += 1
+                raise Killed
+
+            self.source.hook = die
+        collector = Collector(
+            self.settings,
+            StorageAccount(self.settings),
+            self.source,
+            after_hour_written=work_item_enqueuer(self.settings),
+        )
+        try:
+            collector.collect_due_hours(now)
+        except (Exception, Killed):
+            self.report.collection_failures += 1  # the watermark stays; the next run redoes
+        finally:
+            self.source.hook = None
+            self._join_restart()
+
+    def _drain(self, now: datetime, *, mid_restart: bool) -> None:
+        """Deliver until nothing is visible: failures come back one round later."""
+        queue = queue_client(self.settings, self.settings.usage_queue_name)
+        poison = queue_client(self.settings, self.poison_name)
+        with self.client(read_timeout=self.options.slow_seconds / 2) as client:
+            for round_number in range(4 * MAX_DEQUEUE):
+                self.clock.set(now + round_number * REDELIVERY)
+                batch = patiently(lambda: _receive(queue), "receive")
+                if not batch:
+                    return
+                for message in batch:
+                    if mid_restart:
+                        mid_restart = False
+                        self.restart_storage("mid-drain", wait=False)
+                    self._deliver(message, queue, poison, client)
+                self._join_restart()
+        raise AssertionError("the queue did not drain within 20 rounds")
+
+    def _deliver(
+        self, message: QueueMessage, queue: QueueClient, poison: QueueClient, client: Any
+    ) -> None:
+        body = base64.b64decode(message.content)
+        self.report.deliveries += 1
+        try:
+            report_message(
+                body, self.settings, clock=self.clock, client=client, after_post=self._maybe_kill
+            )
+        except (Exception, Killed):
+            self.report.delivery_failures += 1
+            if message.dequeue_count is not None and message.dequeue_count >= MAX_DEQUEUE:
+                self.report.poisoned += 1
+                patiently(lambda: poison.send_message(message.content), "poison")
+                _forget(queue, message)
+            else:
+                with contextlib.suppress(HttpResponseError):  # lost to a restart: back in 30 s
+                    patiently(
+                        lambda: queue.update_message(
+                            message, pop_receipt=message.pop_receipt, visibility_timeout=0
+                        ),
+                        "make visible",
+                    )
+            return
+        _forget(queue, message)
+        if self._chaotic and self.rng.random() < self.options.duplicate_rate:
+            self.report.faults["duplicate-delivery"] += 1
+            patiently(lambda: queue.send_message(message.content), "duplicate")
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def run(self) -> ChaosReport:
+        started = time.monotonic()
+        last_step = self.options.days * 24 + self.options.calm_hours
+        for step in range(1, last_step + 1):
+            self.step(step)
+        for kind, count in self.emulator.injected.items():
+            self.report.faults[f"endpoint-{kind.value}"] += count
+        self.check(START, START + (last_step - 1) * HOUR)
+        self.report.seconds = time.monotonic() - started
+        return self.report
+
+    # -- the checks ------------------------------------------------------------------------
+
+    def check(self, first: datetime, last: datetime) -> None:
+        report = self.report
+        report.hours = int((last - first) / HOUR) + 1
+        account = StorageAccount(self.settings)
+        watermark = Watermark(account, self.source.name).read()
+        report.watermark_at_end = watermark == last
+        stored = stored_rows(account)
+        report.rows = sum(len(rows) for rows in stored.values())
+        report.row_differences = compare_rows(self.fleet, stored, first, last)
+        self.emulator.clear_faults()
+        accepted = self.emulator.accepted_events()
+        report.events = len(accepted)
+        keys = Counter((e["resourceId"], e["dimension"], e["effectiveStartTime"]) for e in accepted)
+        report.duplicate_keys = [str(key) for key, n in keys.items() if n > 1]
+        report.billing_differences = self.compare_billing(stored, accepted, first, last)
+        queue = queue_client(self.settings, self.settings.usage_queue_name)
+        poison = queue_client(self.settings, self.poison_name)
+        report.left_in_queue = self._settle_queue(queue, last + 2 * HOUR)
+        report.requeued += requeue_poison(self.settings)  # the operator, once more
+        report.left_in_queue += self._settle_queue(queue, last + 3 * HOUR)
+        report.left_in_poison = poison.get_queue_properties().approximate_message_count
+        with self.client() as client:
+            report.reconciliation = reconcile(account, client, first, last)
+
+    def _settle_queue(self, queue: QueueClient, at: datetime) -> int:
+        """Drain until the queue is empty (a message hidden by a lost visibility update
+        comes back within 30 s); returns what is still there at the deadline."""
+        deadline = time.monotonic() + 60
+        while True:
+            self._drain(at, mid_restart=False)
+            left = queue.get_queue_properties().approximate_message_count or 0
+            if not left or time.monotonic() > deadline:
+                return left
+            threading.Event().wait(0.5)
+
+    def compare_billing(
+        self,
+        stored: dict[datetime, dict[tuple[str, str, datetime], float]],
+        accepted: list[dict[str, Any]],
+        first: datetime,
+        last: datetime,
+    ) -> list[str]:
+        """Billed total per (resource, dimension) == collected chargeable total; every
+        accepted event has its ledger record with the same usage event id."""
+        meters = ChargeableMeters(self.settings)
+        owed: dict[Key, list[float]] = defaultdict(list)
+        for rows in stored.values():
+            for (subscription, meter, _), quantity in rows.items():
+                dimension = meters.dimension_of(meter)
+                if dimension is not None:
+                    resource = self.mapping.get(
+                        subscription, self.settings.billing_default_resource_id
+                    )
+                    owed[(resource, dimension)].append(quantity)
+        billed: dict[Key, list[float]] = defaultdict(list)
+        for event in accepted:
+            billed[(event["resourceId"], event["dimension"])].append(event["quantity"])
+        differences = []
+        for key in sorted(set(owed) | set(billed)):
+            want, got = math.fsum(owed.get(key, [])), math.fsum(billed.get(key, []))
+            if not math.isclose(want, got, rel_tol=1e-9, abs_tol=1e-9):
+                differences.append(f"{key}: collected {want!r}, billed {got!r}")
+        account = StorageAccount(self.settings)
+        for resource in {key[0] for key in billed}:
+            ledger = Ledger(account, resource)
+            for entry in ledger.entries(first, last):
+                if entry.state is LedgerState.CARRIED_FORWARD:
+                    self.report.carried_forward += 1
+        for event in accepted:
+            hour = datetime.fromisoformat(event["effectiveStartTime"].replace("Z", "+00:00"))
+            entry = Ledger(account, event["resourceId"]).get(hour, event["dimension"])
+            if entry is None or entry.usage_event_id != event["usageEventId"]:
+                differences.append(f"accepted {event['usageEventId']} has no matching ledger")
+        return differences
+
+
+def _receive(queue: QueueClient) -> list[QueueMessage]:
+    # Hidden for 30 real seconds: long enough for one delivery, short enough that a
+    # message whose visibility update was lost to a restart comes back before the end.
+    return list(queue.receive_messages(messages_per_page=32, max_messages=32,
+                                       visibility_timeout=30))  # fmt: skip
+
+
+def _forget(queue: QueueClient, message: QueueMessage) -> None:
+    with contextlib.suppress(HttpResponseError):  # gone, or its receipt lost to a restart
+        patiently(lambda: queue.delete_message(message), "delete")
+
+
+def stored_rows(account: StorageAccount) -> dict[datetime, dict[tuple[str, str, datetime], float]]:
+    """Every stored hourly row, summed per reported hour, (subscription, meter, usage hour)."""
+    prefix = account.settings.table_prefix + "u"
+    service = TableServiceClient.from_connection_string(
+        account.settings.storage_connection_string.get_secret_value()  # type: ignore[union-attr]
+    )
+    found: dict[datetime, dict[tuple[str, str, datetime], float]] = defaultdict(dict)
+    for table in service.list_tables():
+        if not table.name.startswith(prefix):
+            continue
+        for entity in service.get_table_client(table.name).list_entities():
+            if not entity["PartitionKey"].startswith("H"):
+                continue
+            hour = parse_hour_key(entity["PartitionKey"][1:])
+            key = (
+                str(entity["SubscriptionId"]).lower(),
+                str(entity["MeterId"]).lower(),
+                entity["UsageStartTime"].astimezone(UTC),
+            )
+            rows = found[hour]
+            rows[key] = rows.get(key, 0.0) + float(entity["Quantity"])
+    return found
+
+
+def compare_rows(
+    fleet: SimulatedFleet,
+    stored: dict[datetime, dict[tuple[str, str, datetime], float]],
+    first: datetime,
+    last: datetime,
+) -> list[str]:
+    """Each reported hour's rows against the fleet's own records, summed the same way."""
+    differences = []
+    hour = first
+    while hour <= last:
+        expected: dict[tuple[str, str, datetime], list[float]] = defaultdict(list)
+        for record in fleet.usage(hour):
+            key = (record.subscription_id.lower(), record.meter_id.lower(), record.usage_start)
+            expected[key].append(record.quantity)
+        got = stored.get(hour, {})
+        if set(expected) != set(got):
+            differences.append(
+                f"{hour_key(hour)}: {len(set(expected) - set(got))} missing, "
+                f"{len(set(got) - set(expected))} unexpected"
+            )
+        else:
+            for key, parts in expected.items():
+                if not math.isclose(math.fsum(parts), got[key], rel_tol=1e-9, abs_tol=1e-12):
+                    differences.append(f"{hour_key(hour)} {key}: {got[key]!r}")
+        hour += HOUR
+    assert hourly_partition(first).startswith("H")  # the layout compare relies on
+    return differences
+
+
+def run_chaos(options: ChaosOptions, folder: Path) -> ChaosReport:
+    with Chaos(options, folder) as chaos:
+        return chaos.run()
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench chaos")
+    parser.add_argument("--quick", action="store_true", help="3 days, 4 tenants")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--days", type=int, default=None)
+    parser.add_argument("--tenants", type=int, default=None)
+    args = parser.parse_args(argv)
+    days = args.days or (3 if args.quick else 7)
+    options = ChaosOptions(
+        seed=args.seed,
+        days=days,
+        tenants=args.tenants or (4 if args.quick else 8),
+        scale=0.6 if args.quick else 1.0,
+        outages=max(1, days // 3),
+        timer_gaps=max(1, days // 3),
+        restarts=2 * days,
+        calm_hours=8,
+    )
+    with tempfile.TemporaryDirectory(prefix="chaos-") as folder:
+        report = run_chaos(options, Path(folder))
+    print(f"chaos: seed {options.seed}, {options.days} days, {options.tenants} tenants")
+    if report.reconciliation is not None:
+        print("  " + report.reconciliation.summary_line())
+    for difference in (report.row_differences + report.billing_differences)[:10]:
+        print("  difference: " + difference)
+    finish(report.figures())
+    return 0 if report.ok else 1
