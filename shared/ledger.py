@@ -309,7 +309,10 @@ class Ledger:
                 by_dimension[marker.dimension].append(marker)
             pending: list[LedgerEntry] = []
             groups: list[list[Operation]] = []
-            for dimension in sorted(set(owed) | set(by_dimension)):
+            # Pending events of this hour too: one opened only to carry expired hours
+            # (nothing owed of its own) must still be returned to be posted.
+            waiting = {d for d, e in current.items() if e.state is LedgerState.PENDING}
+            for dimension in sorted(set(owed) | set(by_dimension) | waiting):
                 entry = current.get(dimension)
                 if entry is not None:
                     if entry.state is LedgerState.PENDING:
