@@ -30,7 +30,8 @@ from devstack.tokens import DEFAULT_DIRECTORY, LocalIssuer
 from shared.config import AppMode, Settings
 from shared.errors import ConfigurationError
 from shared.hours import last_closed_hour, utc_now
-from shared.sources.fleet import FleetOptions, SimulatedFleet
+from shared.sources import simulated_fleet
+from shared.sources.fleet import SimulatedFleet
 from shared.subscriptions import SubscriptionState
 
 ROLES: Final = ("admin", "provider", "delegated", "tenant")
@@ -46,14 +47,7 @@ class DemoPrincipal:
 
 
 def fleet_of(settings: Settings) -> SimulatedFleet:
-    return SimulatedFleet(
-        FleetOptions(
-            seed=settings.fleet_seed,
-            tenants=settings.fleet_tenants,
-            late_share=settings.fleet_late_share,
-            scale=settings.fleet_scale,
-        )
-    )
+    return simulated_fleet(settings)
 
 
 def demo_principal(

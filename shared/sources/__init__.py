@@ -24,6 +24,7 @@ from shared.usage import UsageRecord
 
 if TYPE_CHECKING:
     from shared.config import Settings
+    from shared.sources.fleet import SimulatedFleet
 
 
 class UsageSource(Protocol):
@@ -34,19 +35,24 @@ class UsageSource(Protocol):
     def usage(self, reported_hour: datetime) -> Iterator[UsageRecord]: ...
 
 
-def create_source(settings: Settings) -> UsageSource:
-    """The usage source the settings name."""
+def simulated_fleet(settings: Settings) -> SimulatedFleet:
+    """The simulated fleet the settings' ``FLEET_*`` values describe."""
     from shared.sources.fleet import FleetOptions, SimulatedFleet
 
-    if settings.usage_source == "simulated":
-        return SimulatedFleet(
-            FleetOptions(
-                seed=settings.fleet_seed,
-                tenants=settings.fleet_tenants,
-                late_share=settings.fleet_late_share,
-                scale=settings.fleet_scale,
-            )
+    return SimulatedFleet(
+        FleetOptions(
+            seed=settings.fleet_seed,
+            tenants=settings.fleet_tenants,
+            late_share=settings.fleet_late_share,
+            scale=settings.fleet_scale,
         )
+    )
+
+
+def create_source(settings: Settings) -> UsageSource:
+    """The usage source the settings name."""
+    if settings.usage_source == "simulated":
+        return simulated_fleet(settings)
     if settings.usage_source == "azurestack":
         from shared.sources.azurestack import create_azurestack_source
 

@@ -20,7 +20,7 @@ import requests
 
 from shared.config import Settings
 from shared.hours import HOUR, parse_hour_key
-from shared.sources.fleet import FleetOptions, SimulatedFleet
+from shared.sources import simulated_fleet
 
 REPO = Path(__file__).resolve().parents[2]
 HOURS = 4
@@ -107,14 +107,7 @@ def expected_totals(
     """Quantities per (subscription, meter) straight from the simulated fleet, not storage."""
     values = json.loads((info["state_dir"] / "local.settings.json").read_text())["Values"]
     settings = Settings.from_environ(values)
-    fleet = SimulatedFleet(
-        FleetOptions(
-            seed=settings.fleet_seed,
-            tenants=settings.fleet_tenants,
-            late_share=settings.fleet_late_share,
-            scale=settings.fleet_scale,
-        )
-    )
+    fleet = simulated_fleet(settings)
     first, last = window(info)
     totals: dict[tuple[str, str], float] = defaultdict(float)
     hour = first
