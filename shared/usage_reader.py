@@ -18,6 +18,12 @@ Two row shapes:
   page, never split. That costs a re-read of the subscription's window per page: the price
   of correct sums.
 
+- daily over several reported days (detailed): a late row can put the same (usage day,
+  meter, resource) into two reported days' partitions; the spec wants one daily row summed
+  over the queried reported days. So, like collapsed rows, a subscription's window is read
+  whole and merged by RowKey (the instance data of the newest reported day kept), and the
+  cursor is the last RowKey. Daily rows are few, so the re-read is cheap.
+
 A page stops at ``page_size`` rows. It says there is more only if there is: a row left in
 the current query, a continuation from storage, or (at a subscription boundary) a row in a
 later subscription of the scope, found by a ``top 1`` probe. Every storage call goes
@@ -30,7 +36,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -148,9 +154,11 @@ class UsageReader:
             for subscription_id in scope.subscription_ids
             if cursor is None or subscription_id >= cursor.subscription_id
         ]
-        if query.show_details:
-            return self._detailed(subscriptions, first, last, cursor)
-        return self._collapsed(subscriptions, first, last, cursor)
+        if not query.show_details:
+            return self._collapsed(subscriptions, first, last, cursor)
+        if query.granularity is Granularity.DAILY and first != last:
+            return self._merged_days(subscriptions, first, last, cursor)
+        return self._detailed(subscriptions, first, last, cursor)
 
     # --- detailed ----------------------------------------------------------------------
 
@@ -197,6 +205,28 @@ class UsageReader:
             if entities:
                 return True
         return False
+
+    # --- daily rows merged over reported days ------------------------------------------
+
+    def _merged_days(
+        self, subscriptions: list[str], first: str, last: str, cursor: Cursor | None
+    ) -> UsagePage:
+        rows: list[StoredRow] = []
+        for index, subscription_id in enumerate(subscriptions):
+            need = self._page_size - len(rows)
+            if need == 0:
+                more = self._any_rows(subscriptions[index:], first, last)
+                return UsagePage(rows, _cursor_of(rows[-1]) if more else None)
+            entities, _ = self._query(
+                subscription_id, _WINDOW, {"first": first, "last": last}, None, select=_ROW_FIELDS
+            )
+            merged = merge_daily_rows(subscription_id, entities)
+            if cursor is not None and cursor.subscription_id == subscription_id:
+                merged = [row for row in merged if row.row_key > cursor.row_key]
+            rows.extend(merged[:need])
+            if len(merged) > need:
+                return UsagePage(rows, _cursor_of(rows[-1]))
+        return UsagePage(rows, None)
 
     # --- collapsed ---------------------------------------------------------------------
 
@@ -286,6 +316,22 @@ class UsageReader:
             return found, False
 
         return call_with_retry(run, what=f"read usage of {table_name}", policy=self._policy)
+
+
+def merge_daily_rows(subscription_id: str, entities: Sequence[Entity]) -> list[StoredRow]:
+    """Daily entities of several reported days as one row per RowKey (usage day, meter,
+    resource), quantities summed with ``math.fsum``, instance data of the newest reported
+    day; sorted by RowKey. The rows carry no PartitionKey: they span several."""
+    groups: dict[str, list[Entity]] = defaultdict(list)
+    for entity in entities:
+        groups[entity["RowKey"]].append(entity)
+    merged = []
+    for key in sorted(groups):
+        group = sorted(groups[key], key=lambda entity: str(entity["PartitionKey"]))
+        newest = UsageRow.from_entity(group[-1])
+        quantity = math.fsum(float(entity["Quantity"]) for entity in group)
+        merged.append(StoredRow(subscription_id, "", key, replace(newest, quantity=quantity)))
+    return merged
 
 
 def _cursor_of(row: StoredRow | CollapsedRow) -> Cursor:

@@ -297,3 +297,40 @@ def test_collapsed_rows_have_no_instance_data_and_csv_flattens() -> None:
     assert lines[0].startswith("subscriptionId,usageStartTime,usageEndTime,meterId")
     assert len(lines) == 3
     assert '"{""env"":""=cmd""}"' in lines[1]
+
+
+def test_daily_rows_of_several_reported_days_merge_into_one_per_resource() -> None:
+    """A late row puts one (usage day, meter, resource) in two reported days: one row out."""
+    from datetime import UTC, datetime, timedelta
+
+    from shared.usage_reader import merge_daily_rows
+
+    day = datetime(2026, 11, 20, tzinfo=UTC)
+
+    def entity(reported: str, row_key: str, quantity: float, env: str) -> dict[str, object]:
+        return {
+            "PartitionKey": reported,
+            "RowKey": row_key,
+            "SubscriptionId": "s",
+            "MeterId": "M",
+            "UsageStartTime": day,
+            "UsageEndTime": day + timedelta(days=1),
+            "Quantity": quantity,
+            "ResourceUri": "/subscriptions/s/providers/p/t/r",
+            "Location": "local",
+            "Tags": f'{{"env":"{env}"}}',
+        }
+
+    rows = merge_daily_rows(
+        "s",
+        [
+            entity("D20261121", "20261120_m_a", 0.25, "late"),
+            entity("D20261120", "20261120_m_a", 23.0, "first"),
+            entity("D20261120", "20261120_m_b", 5.0, "only"),
+        ],
+    )
+    assert [(row.row_key, row.row.quantity) for row in rows] == [
+        ("20261120_m_a", 23.25),
+        ("20261120_m_b", 5.0),
+    ]
+    assert rows[0].row.tags_json == '{"env":"late"}'  # the newest reported day's
