@@ -197,8 +197,12 @@ class CommerceEmulator:
         port: int = 0,
         invalid_dimensions: Iterable[str] = (),
         unknown_resources: Iterable[str] = (),
+        latency: float = 0.0,
     ) -> None:
         self.token = token
+        # Seconds added before every answer: the round trip to a remote endpoint, which
+        # loopback does not have (benchmarks set it; tests leave it 0).
+        self.latency = latency
         self.clock: Clock = clock or _utc_now
         self.invalid_dimensions: set[str] = set(invalid_dimensions)
         self.unknown_resources: set[str] = set(unknown_resources)
@@ -603,6 +607,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, so the client's connection pool is exercised
+    # Headers and body leave in two writes; without TCP_NODELAY the second waits for the
+    # client's delayed ACK (40 ms on Linux), a stall no real endpoint adds.
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -658,6 +665,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(
                 route, len(events), _Reply(400, {"code": "BadArgument", "message": "injected"})
             )
+            return
+        if emulator.latency and not emulator._wait(emulator.latency):
+            self._drop()
             return
         if decision.kind is Fault.SLOW and not emulator._wait(decision.delay):
             self._drop()  # stopping: abandon the late answer without processing
