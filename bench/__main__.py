@@ -1,11 +1,12 @@
-"""Run one benchmark: ``python -m bench NAME [--quick]`` (NAME: collect, query, report)."""
+"""Run one benchmark: ``python -m bench NAME [--quick]``
+(NAME: collect, query, report, load, chaos)."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-BENCHMARKS = ("collect", "query", "report")
+BENCHMARKS = ("collect", "query", "report", "load", "chaos")
 
 
 def main(argv: list[str]) -> int:
