@@ -188,10 +188,8 @@ class Reporter:
             for start in range(0, len(to_post), self.max_batch):
                 batch = to_post[start : start + self.max_batch]
                 undecided += self._post(batch, decided, result)
-        except Exception:
+        finally:
             self._settle(decided, ledgers, result)
-            raise
-        self._settle(decided, ledgers, result)
         if undecided:
             self._resolve(undecided, ledgers, result)
         log.info(result.summary_line())

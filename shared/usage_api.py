@@ -218,7 +218,7 @@ def answer_usage_request(call: HttpCall) -> HttpAnswer:
     """The one call the entry point makes; never raises (bad settings answer 500, logged)."""
     try:
         api = usage_api()
-    except Exception:
+    except Exception:  # anything at all: an exception escaping the entry point is a bare 500
         correlation_id = str(uuid.uuid4())
         log.exception("usage API could not start [%s]", correlation_id)
         return internal_error(correlation_id)

@@ -73,6 +73,7 @@ import hashlib
 import math
 import random
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -329,7 +330,7 @@ class _Common(NamedTuple):
     info: dict[str, Any] | None
 
 
-class FleetResource:
+class FleetResource(ABC):
     """One resource instance of a subscription generation's inventory."""
 
     __slots__ = ("info", "key", "kind", "name", "resource_uri", "start", "tags")
@@ -343,9 +344,9 @@ class FleetResource:
         self.tags = common.tags
         self.info = common.info
 
+    @abstractmethod
     def emit(self, hour: int, suspended: bool) -> _Quantities:
         """(meter id, quantity) of one full usage hour; empty when it consumed nothing."""
-        raise NotImplementedError
 
 
 class FixedResource(FleetResource):
