@@ -285,6 +285,7 @@ class Chaos:
         self.source = ChaosSource(self.fleet)
         self._restarting: threading.Thread | None = None
         self._chaotic = True
+        self._first = True
         self._settings: Settings | None = None
 
     @property
@@ -394,6 +395,10 @@ class Chaos:
     def step(self, step: int) -> None:
         """Simulated hour ``step``: the timer at :10, then the queue, then the operator."""
         self._chaotic = step <= self.options.days * 24
+        # The first run sets the first watermark: if it failed, the next run's look-back
+        # would start an hour later (a first run has nothing to catch up from), so the
+        # faults begin with the second run.
+        self._first = step == 1
         now = START + step * HOUR + timedelta(minutes=10)
         self.clock.set(now)
         self._endpoint_for(step)
@@ -412,7 +417,7 @@ class Chaos:
 
     def _collect(self, now: datetime, *, mid_restart: bool) -> None:
         self.report.collection_runs += 1
-        kill = self._chaotic and self.rng.random() < self.options.kill_rate
+        kill = self._chaotic and not self._first and self.rng.random() < self.options.kill_rate
         if mid_restart:
             self.source.hook = lambda: self.restart_storage("mid-collection", wait=False)
         elif kill:
