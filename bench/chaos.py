@@ -449,6 +449,10 @@ class Chaos:
             for round_number in range(4 * MAX_DEQUEUE):
                 self.clock.set(now + round_number * REDELIVERY)
                 batch = patiently(lambda: _receive(queue), "receive")
+                if not batch and mid_restart:  # nothing to deliver: restart while polling
+                    mid_restart = False
+                    self.restart_storage("mid-drain", wait=True)
+                    continue
                 if not batch:
                     return
                 for message in batch:
