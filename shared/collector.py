@@ -194,15 +194,17 @@ class Collector:
         return rows
 
     def due_hours(self, now: datetime) -> list[datetime]:
-        """Closed reported hours after the watermark (or the look-back), oldest first."""
+        """Closed reported hours after the watermark, oldest first.
+
+        Without a watermark (the first run) collection starts ``collect_lookback_hours``
+        back, and that starting point is stored at once (``Watermark.start_at``).
+        """
         last = last_closed_hour(now)
-        watermark = Watermark(self.account, self.source.name).read()
-        first = (
-            watermark + HOUR
-            if watermark is not None
-            else last - (self.settings.collect_lookback_hours - 1) * HOUR
-        )
-        return list(hours_between(first, last))
+        watermark = Watermark(self.account, self.source.name)
+        mark = watermark.read()
+        if mark is None:
+            mark = watermark.start_at(last - self.settings.collect_lookback_hours * HOUR)
+        return list(hours_between(mark + HOUR, last))
 
     def collect_due_hours(self, now: datetime) -> CollectionRun:
         """Collect due hours oldest first, within the settings' time budget."""

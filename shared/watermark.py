@@ -39,6 +39,25 @@ class Watermark:
 
         return call_with_retry(get, what="read watermark")
 
+    def start_at(self, hour: datetime) -> datetime:
+        """Where collection starts when there is no watermark yet: store ``hour`` (the hour
+        before the first to collect) unless a watermark exists; return the stored value.
+
+        Stored before the first hour is collected, so a first run that fails does not let
+        the next run's look-back, an hour later, slide past the hour that failed.
+        """
+        table = self._account.table(ROLE)
+        entity = {"PartitionKey": PARTITION, "RowKey": self._row_key, "LastHour": as_utc(hour)}
+
+        def create() -> datetime:
+            try:
+                table.create_entity(entity)
+                return as_utc(hour)
+            except ResourceExistsError:
+                return as_utc(table.get_entity(PARTITION, self._row_key)["LastHour"])
+
+        return call_with_retry(create, what="start watermark")
+
     def advance(self, hour: datetime) -> bool:
         """Record ``hour`` as fully written if it extends the watermark; True if it moved.
 

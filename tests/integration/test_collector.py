@@ -111,7 +111,7 @@ def test_source_failure_mid_hour_then_rerun_equals_clean_run(make_settings) -> N
     with pytest.raises(ConnectionError):
         collector(faulty, source).collect_due_hours(T0 + HOUR)
     account = StorageAccount(faulty)
-    assert Watermark(account, source.name).read() is None
+    assert Watermark(account, source.name).read() == T0 - HOUR  # where the first run started
     assert usage_entities(account)  # partial writes happened
 
     source.on_record = None
@@ -311,3 +311,20 @@ def test_recollecting_a_later_hour_never_jumps_the_watermark(make_settings) -> N
     run = collector(settings, source).collect_due_hours(T0 + 5 * HOUR)
     assert [result.hour for result in run.hours] == [T0 + n * HOUR for n in range(1, 5)]
     assert Watermark(account, source.name).read() == T0 + 4 * HOUR
+
+
+def test_a_failed_first_run_does_not_lose_its_first_hour(make_settings) -> None:
+    """The first run's starting point is stored before it collects: a rerun an hour later
+    still starts at the hour that failed, not an hour after it."""
+    settings = make_settings(COLLECT_LOOKBACK_HOURS=2)
+    source = two_tenants_source(3, vms=1)
+
+    def explode(index: int) -> None:
+        raise ConnectionError("provider went away")
+
+    source.on_record = explode
+    with pytest.raises(ConnectionError):
+        collector(settings, source).collect_due_hours(T0 + 2 * HOUR)
+    source.on_record = None
+    run = collector(settings, source).collect_due_hours(T0 + 3 * HOUR)
+    assert [result.hour for result in run.hours] == [T0, T0 + HOUR, T0 + 2 * HOUR]
