@@ -64,6 +64,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -198,8 +199,12 @@ class CommerceEmulator:
         invalid_dimensions: Iterable[str] = (),
         unknown_resources: Iterable[str] = (),
         latency: float = 0.0,
+        state_file: Path | None = None,
     ) -> None:
         self.token = token
+        # Where accepted events are kept between runs (the run command's), as the real
+        # endpoint keeps them; None keeps them in memory only (tests).
+        self._state_file = state_file
         # Seconds added before every answer: the round trip to a remote endpoint, which
         # loopback does not have (benchmarks set it; tests leave it 0).
         self.latency = latency
@@ -226,6 +231,7 @@ class CommerceEmulator:
         if self._server is not None:
             return self
         self._stopping.clear()
+        self._load_state()
         server = _Server(("127.0.0.1", self._port), _Handler)
         server.emulator = self
         self._server = server
@@ -308,6 +314,7 @@ class CommerceEmulator:
         """Forget accepted events, faults and counters (the clock and sets stay)."""
         with self._state_lock:
             self._accepted.clear()
+            self._save_state()
         with self._fault_lock:
             self._queued.clear()
             self._plan = None
@@ -541,7 +548,28 @@ class CommerceEmulator:
                     outcomes.append(_refusal(echo, "Error", "transient internal error", None, now))
                 else:
                     outcomes.append(self._judge(raw, now))
+            if any(outcome.status == "Accepted" for outcome in outcomes):
+                self._save_state()
         return outcomes
+
+    def _load_state(self) -> None:
+        if self._state_file is None or not self._state_file.exists():
+            return
+        events = json.loads(self._state_file.read_text(encoding="utf-8"))
+        with self._state_lock:
+            for event in events:
+                resource = event.get("resourceId") or event.get("resourceUri")
+                hour = _parse_time(event["effectiveStartTime"])
+                self._accepted[(resource, event["dimension"], hour)] = event
+
+    def _save_state(self) -> None:
+        """Write every accepted event (caller holds the state lock); atomic replace."""
+        if self._state_file is None:
+            return
+        self._state_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = self._state_file.with_suffix(".tmp")
+        partial.write_text(json.dumps(list(self._accepted.values())), encoding="utf-8")
+        partial.replace(self._state_file)
 
     def _reconcile(self, query: dict[str, list[str]]) -> list[Json]:
         try:

@@ -1,7 +1,8 @@
 """The README's run command: the whole app running locally, as Azure Functions would run it.
 
 Starts Azurite (data kept in ``.local/azurite``; ``--fresh`` starts empty), the commerce
-emulator and the local Functions host (``devstack.host``) over the real function folders:
+emulator (what it accepted kept in ``.local/commerce``, as the real endpoint keeps it) and
+the local Functions host (``devstack.host``) over the real function folders:
 the ``collect_usage`` timer catches up the last 24 closed hours at start and then runs on
 its schedule, ``report_to_azure`` bills the work items collection enqueues, and
 ``query_usage`` answers on localhost. Once the catch-up is collected and billed it prints
@@ -191,12 +192,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("azure").setLevel(logging.WARNING)
 
     data = args.state_dir / "azurite"
-    if args.fresh and data.exists():
-        shutil.rmtree(data)
+    accepted = args.state_dir / "commerce" / "accepted.json"
+    if args.fresh:
+        shutil.rmtree(data, ignore_errors=True)
+        accepted.unlink(missing_ok=True)
     started = time.monotonic()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with Azurite(location=data) as azurite, CommerceEmulator() as emulator:
+    # Both keep their data between runs, as storage and the real endpoint do.
+    with Azurite(location=data) as azurite, CommerceEmulator(state_file=accepted) as emulator:
         issuer = LocalIssuer(args.state_dir / "auth")
         values = local_values(
             azurite.connection_string,

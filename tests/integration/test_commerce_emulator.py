@@ -281,3 +281,26 @@ def test_seeded_fault_plan_is_reproducible() -> None:
             )
     assert statuses[0] == statuses[1]
     assert {429, 500, 200} <= set(statuses[0])
+
+
+def test_accepted_events_survive_a_restart_with_a_state_file(tmp_path) -> None:
+    """With a state file, a restarted emulator still knows what it accepted (Duplicate)."""
+    state = tmp_path / "accepted.json"
+    event = {
+        "resourceId": "res-1",
+        "quantity": 2.5,
+        "dimension": "dim-1",
+        "effectiveStartTime": "2026-11-26T16:00:00Z",
+        "planId": "plan-a",
+    }
+    clock = lambda: datetime(2026, 11, 26, 17, 30, tzinfo=UTC)  # noqa: E731
+    for expected in ("Accepted", "Duplicate"):
+        with CommerceEmulator(token=TOKEN, clock=clock, state_file=state) as emulator:
+            answer = requests.post(
+                f"{emulator.base_url}/api/batchUsageEvent",
+                params={"api-version": API_VERSION},
+                json={"request": [event]},
+                headers={"Authorization": f"Bearer {TOKEN}"},
+                timeout=10,
+            )
+            assert answer.json()["result"][0]["status"] == expected
