@@ -133,7 +133,7 @@ def main(argv: list[str]) -> int:
         return 0
 
     target = args.rows or (2_000 if args.quick else 20_000)
-    memory_rows = 1_500 if args.quick else 10_000
+    memory_rows = 1_000 if args.quick else 10_000
     repeats = 3 if args.quick else 5
     with Azurite() as azurite:
         conn = azurite.connection_string
