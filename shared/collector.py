@@ -101,7 +101,9 @@ class Collector:
     meters: MeterCatalogue = field(default_factory=catalogue)
     # Called once an hour's rows are durable and before the watermark moves (billing work).
     after_hour_written: Callable[[datetime, list[HourEntry]], None] | None = None
-    _stored_subscriptions: dict[str, Subscription] | None = None
+    _stored_subscriptions: dict[str, Subscription] | None = field(
+        default=None, init=False, repr=False
+    )
 
     def collect_hour(self, hour: datetime) -> HourResult:
         """Collect one reported hour completely, then move the watermark to it."""
