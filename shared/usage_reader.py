@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -206,44 +206,47 @@ class UsageReader:
                 return True
         return False
 
-    # --- daily rows merged over reported days ------------------------------------------
+    # --- whole windows: daily rows merged over reported days, and collapsed rows -------
 
     def _merged_days(
         self, subscriptions: list[str], first: str, last: str, cursor: Cursor | None
     ) -> UsagePage:
-        rows: list[StoredRow] = []
-        for index, subscription_id in enumerate(subscriptions):
-            need = self._page_size - len(rows)
-            if need == 0:
-                more = self._any_rows(subscriptions[index:], first, last)
-                return UsagePage(rows, _cursor_of(rows[-1]) if more else None)
+        def merged(subscription_id: str) -> list[StoredRow]:
             entities, _ = self._query(
                 subscription_id, _WINDOW, {"first": first, "last": last}, None, select=_ROW_FIELDS
             )
-            merged = merge_daily_rows(subscription_id, entities)
-            if cursor is not None and cursor.subscription_id == subscription_id:
-                merged = [row for row in merged if row.row_key > cursor.row_key]
-            rows.extend(merged[:need])
-            if len(merged) > need:
-                return UsagePage(rows, _cursor_of(rows[-1]))
-        return UsagePage(rows, None)
+            return merge_daily_rows(subscription_id, entities)
 
-    # --- collapsed ---------------------------------------------------------------------
+        return self._whole_windows(subscriptions, first, last, cursor, merged)
 
     def _collapsed(
         self, subscriptions: list[str], first: str, last: str, cursor: Cursor | None
     ) -> UsagePage:
-        rows: list[CollapsedRow] = []
+        return self._whole_windows(
+            subscriptions, first, last, cursor, lambda sid: self._collapse(sid, first, last)
+        )
+
+    def _whole_windows(
+        self,
+        subscriptions: list[str],
+        first: str,
+        last: str,
+        cursor: Cursor | None,
+        rows_of: Callable[[str], Sequence[StoredRow | CollapsedRow]],
+    ) -> UsagePage:
+        """A page of rows that each draw on a subscription's whole window: ``rows_of`` gives
+        them sorted by their cursor key, and a row is emitted once, never split."""
+        rows: list[StoredRow | CollapsedRow] = []
         for index, subscription_id in enumerate(subscriptions):
             need = self._page_size - len(rows)
             if need == 0:
                 more = self._any_rows(subscriptions[index:], first, last)
                 return UsagePage(rows, _cursor_of(rows[-1]) if more else None)
-            collapsed = self._collapse(subscription_id, first, last)
+            window = list(rows_of(subscription_id))
             if cursor is not None and cursor.subscription_id == subscription_id:
-                collapsed = [row for row in collapsed if row.key > cursor.row_key]
-            rows.extend(collapsed[:need])
-            if len(collapsed) > need:
+                window = [row for row in window if _cursor_of(row).row_key > cursor.row_key]
+            rows.extend(window[:need])
+            if len(window) > need:
                 return UsagePage(rows, _cursor_of(rows[-1]))
         return UsagePage(rows, None)
 
