@@ -65,24 +65,26 @@ from azure.storage.queue import QueueClient, QueueMessage
 from bench.common import finish
 from devstack.azurite import Azurite
 from devstack.commerce_emulator import CommerceEmulator, Fault
+from devstack.fleet import FleetOptions, SimulatedFleet
 from devstack.local_settings import local_values
 from ops.requeue_poison import requeue_poison
-from shared.billing import ChargeableMeters
-from shared.collector import Collector
-from shared.commerce import CommerceClient, EventOutcome, static_token_provider
-from shared.config import Settings
-from shared.hours import HOUR, hour_key, parse_hour_key
-from shared.ledger import Ledger, LedgerState
-from shared.queues import POISON_SUFFIX, ensure_queue, queue_client
-from shared.reconcile import Reconciliation, reconcile
-from shared.reporter import report_message
-from shared.sources.fleet import FleetOptions, SimulatedFleet
-from shared.storage import StorageAccount
-from shared.subscriptions import Subscription, SubscriptionStore
-from shared.usage import UsageRecord
-from shared.usage_rows import hourly_partition
-from shared.watermark import Watermark
-from shared.work_items import work_item_enqueuer
+from shared.billing.charges import ChargeableMeters
+from shared.billing.commerce import CommerceClient
+from shared.billing.events import EventOutcome
+from shared.billing.ledger import Ledger, LedgerState
+from shared.billing.reconcile import Reconciliation, reconcile
+from shared.billing.reporter import report_message
+from shared.billing.tokens import static_token_provider
+from shared.billing.work_items import work_item_enqueuer
+from shared.collection.collector import Collector
+from shared.core.config import Settings
+from shared.core.hours import HOUR, hour_key, parse_hour_key
+from shared.core.usage import UsageRecord
+from shared.storage.account import StorageAccount
+from shared.storage.queues import POISON_SUFFIX, ensure_queue, queue_client
+from shared.storage.subscriptions import Subscription, SubscriptionStore
+from shared.storage.usage_rows import hourly_partition
+from shared.storage.watermark import Watermark
 
 T = TypeVar("T")
 START = datetime(2026, 11, 16, tzinfo=UTC)  # a Monday midnight: the first reported hour

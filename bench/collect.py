@@ -30,14 +30,19 @@ from azure.data.tables import TableServiceClient, UpdateMode
 
 from bench.common import finish, median, peak_rss_mb, timed
 from devstack.azurite import Azurite
+from devstack.fleet import SimulatedFleet, options_for_rows
 from devstack.local_settings import local_values
-from shared.collector import Collector
-from shared.config import Settings
-from shared.meters import catalogue
-from shared.sources.fleet import SimulatedFleet, options_for_rows
-from shared.storage import StorageAccount
-from shared.usage_rows import UsageRow, hourly_partition, hourly_row_key, usage_table_name
-from shared.validation import validate
+from shared.collection.collector import Collector
+from shared.collection.validation import validate
+from shared.core.config import Settings
+from shared.core.meters import catalogue
+from shared.storage.account import StorageAccount
+from shared.storage.usage_rows import (
+    UsageRow,
+    hourly_partition,
+    hourly_row_key,
+    usage_table_name,
+)
 
 HOUR = datetime(2026, 11, 2, 14, tzinfo=UTC)  # a Monday afternoon: VMs running
 PARALLELISM = 8

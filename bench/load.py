@@ -41,18 +41,17 @@ import requests
 from bench.common import finish
 from devstack.azurite import REPO_ROOT, Azurite
 from devstack.commerce_emulator import CommerceEmulator
+from devstack.fleet import FleetOptions, SimulatedFleet
 from devstack.host import LocalFunctionsHost
 from devstack.local_settings import local_values
 from devstack.tokens import LocalIssuer
-from shared.collector import Collector
-from shared.config import Settings, get_settings
-from shared.hours import HOUR
-from shared.queues import ensure_queue, queue_client
-from shared.reporter import report_message
-from shared.sources.fleet import FleetOptions, SimulatedFleet
-from shared.storage import StorageAccount
-from shared.usage_api import usage_api
-from shared.work_items import WorkItem, work_item_enqueuer
+from shared.billing.reporter import report_message
+from shared.billing.work_items import WorkItem, work_item_enqueuer
+from shared.collection.collector import Collector
+from shared.core.config import Settings
+from shared.core.hours import HOUR
+from shared.storage.account import StorageAccount
+from shared.storage.queues import ensure_queue, queue_client
 
 DAY = datetime(2026, 11, 20, tzinfo=UTC)
 API_VERSION = "2015-06-01-preview"
@@ -272,8 +271,6 @@ class Load:
     def run(self) -> dict[str, Any]:
         self.prepare()
         ensure_queue(queue_client(self.settings, self.settings.usage_queue_name))
-        get_settings.cache_clear()
-        usage_api.cache_clear()
         callers = self.callers()
         host = LocalFunctionsHost(REPO_ROOT, self.values, run_timers_at_start=False)
         try:
@@ -281,8 +278,6 @@ class Load:
                 base = self._baseline(host.base_url, callers)
                 figures = self._load(host.base_url, callers)
         finally:
-            get_settings.cache_clear()
-            usage_api.cache_clear()
             self.emulator.stop()
             self.azurite.stop()
         figures["baseline_p50_ms"] = round(base, 2)

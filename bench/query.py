@@ -46,17 +46,22 @@ import requests
 
 from bench.common import finish, median
 from devstack.azurite import REPO_ROOT, Azurite, free_port, wait_for_port
+from devstack.fleet import SimulatedFleet, options_for_rows
 from devstack.local_settings import local_values
 from devstack.tokens import LocalIssuer
-from shared.config import Settings
-from shared.meters import catalogue
-from shared.sources.fleet import SimulatedFleet, options_for_rows
-from shared.storage import StorageAccount
-from shared.subscriptions import SubscriptionState, SubscriptionStore
-from shared.table_writer import PartitionWriter
-from shared.usage_rows import UsageRow, hourly_partition, hourly_row_key, usage_table_name
-from shared.validation import validate
-from shared.watermark import Watermark
+from shared.collection.validation import validate
+from shared.core.config import Settings
+from shared.core.meters import catalogue
+from shared.storage.account import StorageAccount
+from shared.storage.subscriptions import SubscriptionState, SubscriptionStore
+from shared.storage.table_writer import PartitionWriter
+from shared.storage.usage_rows import (
+    UsageRow,
+    hourly_partition,
+    hourly_row_key,
+    usage_table_name,
+)
+from shared.storage.watermark import Watermark
 
 FIRST_HOUR = datetime(2026, 11, 2, 0, tzinfo=UTC)  # a Monday
 HOUR = timedelta(hours=1)

@@ -36,17 +36,17 @@ from azure.data.tables import TableServiceClient
 from bench.common import finish, median, timed
 from devstack.azurite import Azurite
 from devstack.commerce_emulator import CommerceEmulator
+from devstack.fleet import SimulatedFleet, options_for_rows
 from devstack.local_settings import local_values
-from shared.collector import Collector
-from shared.commerce import MAX_BATCH
-from shared.config import Settings
-from shared.meters import catalogue
-from shared.queues import ensure_queue, queue_client
-from shared.reporter import Reporter, commerce_client
-from shared.sources.fleet import SimulatedFleet, options_for_rows
-from shared.storage import StorageAccount
-from shared.subscriptions import SubscriptionState, SubscriptionStore
-from shared.work_items import WorkItem, work_item_enqueuer
+from shared.billing.events import MAX_BATCH
+from shared.billing.reporter import LEDGER_PARALLELISM, Reporter, commerce_client
+from shared.billing.work_items import WorkItem, work_item_enqueuer
+from shared.collection.collector import Collector
+from shared.core.config import Settings
+from shared.core.meters import catalogue
+from shared.storage.account import StorageAccount
+from shared.storage.queues import ensure_queue, queue_client
+from shared.storage.subscriptions import SubscriptionState, SubscriptionStore
 
 HOUR = datetime(2026, 11, 2, 14, tzinfo=UTC)  # a Monday afternoon: VMs running
 NOW = HOUR + timedelta(minutes=40)
@@ -100,11 +100,18 @@ def forward(settings: Settings, items: list[WorkItem], max_batch: int) -> int:
     def one(item: WorkItem) -> int:
         with commerce_client(settings) as client:
             reporter = Reporter(
-                StorageAccount(settings), client, clock=lambda: NOW, max_batch=max_batch
+                StorageAccount(settings),
+                client,
+                pool=ledger_pool,
+                clock=lambda: NOW,
+                max_batch=max_batch,
             )
             return reporter.report(item).posted
 
-    with ThreadPoolExecutor(WORKERS) as pool:
+    with (
+        ThreadPoolExecutor(LEDGER_PARALLELISM) as ledger_pool,
+        ThreadPoolExecutor(WORKERS) as pool,
+    ):
         return sum(pool.map(one, items))
 
 

@@ -4,12 +4,13 @@ import logging
 
 import azure.functions as func
 
-from shared.collector import collect_due_hours
-from shared.config import get_settings
+from shared.app import LazyApp
+
+app = LazyApp()
 
 
 def main(timer: func.TimerRequest) -> None:
     if timer.past_due:
         logging.info("collect_usage: timer is past due; catching up from the watermark")
-    run = collect_due_hours(get_settings())
+    run = app().collect_due_hours()
     logging.info(run.summary_line())

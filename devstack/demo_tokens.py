@@ -26,13 +26,12 @@ from pathlib import Path
 from typing import Final
 
 from devstack.azurite import REPO_ROOT
+from devstack.fleet import SimulatedFleet, fleet_from_settings
 from devstack.tokens import DEFAULT_DIRECTORY, LocalIssuer
-from shared.config import AppMode, Settings
-from shared.errors import ConfigurationError
-from shared.hours import last_closed_hour, utc_now
-from shared.sources import simulated_fleet
-from shared.sources.fleet import SimulatedFleet
-from shared.subscriptions import SubscriptionState
+from shared.core.config import AppMode, Settings
+from shared.core.errors import ConfigurationError
+from shared.core.hours import last_closed_hour, utc_now
+from shared.storage.subscriptions import SubscriptionState
 
 ROLES: Final = ("admin", "provider", "delegated", "tenant")
 
@@ -47,7 +46,7 @@ class DemoPrincipal:
 
 
 def fleet_of(settings: Settings) -> SimulatedFleet:
-    return simulated_fleet(settings)
+    return fleet_from_settings(settings)
 
 
 def demo_principal(

@@ -36,19 +36,20 @@ from typing import Any
 from devstack.azurite import REPO_ROOT, Azurite
 from devstack.commerce_emulator import CommerceEmulator
 from devstack.demo_tokens import mint_demo_token
+from devstack.fleet import register_simulated_source
 from devstack.host import LocalFunctionsHost
 from devstack.local_settings import local_values
 from devstack.tokens import LocalIssuer
-from shared.config import Settings
-from shared.daily import read_hourly_rows
-from shared.errors import TransientError
-from shared.hour_manifest import read_manifest
-from shared.hours import HOUR, last_closed_hour, utc_now
-from shared.meters import catalogue
-from shared.reconcile import Reconciliation, reconcile
-from shared.reporter import commerce_client
-from shared.storage import StorageAccount
-from shared.watermark import Watermark
+from shared.billing.reconcile import Reconciliation, reconcile
+from shared.billing.reporter import commerce_client
+from shared.core.config import Settings
+from shared.core.errors import TransientError
+from shared.core.hours import HOUR, last_closed_hour, utc_now
+from shared.core.meters import catalogue
+from shared.storage.account import StorageAccount
+from shared.storage.hour_manifest import read_manifest
+from shared.storage.usage_rows import read_hourly_rows
+from shared.storage.watermark import Watermark
 
 log = logging.getLogger("devstack.run")
 
@@ -188,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout", type=float, default=900, help="seconds to wait for the first cycle"
     )
     args = parser.parse_args(argv)
+    register_simulated_source()  # the local host's app collects from the simulated fleet
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
 

@@ -3,7 +3,7 @@
 Local mode only (``devstack`` is not deployed). ``LocalIssuer`` keeps a 2048-bit RSA signing
 key (PEM, mode 0600) and the matching ``jwks.json`` in a directory (the run command uses
 ``.local/auth/``), creating both on first use. The API in local mode validates with
-``shared.auth.TokenValidator`` + ``FileJwksSource(issuer.jwks_path)`` and the
+``shared.query.auth.TokenValidator`` + ``FileJwksSource(issuer.jwks_path)`` and the
 ``ISSUER``/``AUDIENCE`` below, so every check that runs in production runs here too.
 
 Mint a token from the shell::
@@ -31,8 +31,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from shared.errors import ConfigurationError
-from shared.hours import as_utc, utc_now
+from shared.core.errors import ConfigurationError
+from shared.core.hours import as_utc, utc_now
 
 # A fixed, made-up tenant: the local issuer's tokens are recognisably not Entra's.
 LOCAL_TENANT_ID: Final = "00000000-0000-4000-8000-00000000a11c"

@@ -224,7 +224,7 @@ module api 'app/function-app.bicep' = {
     storageAccountName: storage.outputs.name
     deploymentContainerName: storage.outputs.deploymentContainerName
     applicationInsightsName: monitoring.outputs.applicationInsightsName
-    // The settings shared/config.py reads (the storage and telemetry wiring is added by the
+    // The settings shared/core/config.py reads (the storage and telemetry wiring is added by the
     // module). tests/unit/test_infra.py fails when this list and the code disagree.
     appSettings: {
       // Production mode: no emulator defaults, every production-only setting required.

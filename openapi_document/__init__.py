@@ -2,7 +2,7 @@
 
 import azure.functions as func
 
-from shared.openapi_document import openapi_answer
+from shared.query.openapi import openapi_answer
 
 
 def main(req: func.HttpRequest) -> func.HttpResponse:

@@ -20,8 +20,13 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from shared.config import Settings
-from shared.errors import TransientError, UsageReporterError
+from devstack.fleet import register_simulated_source
+from shared.core.config import Settings
+from shared.core.errors import TransientError, UsageReporterError
+
+# The operator CLI runs beside the local stack too (it is never deployed): with
+# USAGE_SOURCE=simulated, `collect` reads the simulated fleet.
+register_simulated_source()
 
 # Subcommand name -> module (ops.<module>).
 COMMANDS = {

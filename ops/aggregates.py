@@ -27,9 +27,9 @@ from urllib.parse import parse_qs, quote, urlsplit
 import requests
 from urllib3.exceptions import InsecureRequestWarning
 
-from shared.config import Settings
-from shared.errors import BadInputError, TransientError
-from shared.query_arguments import API_VERSION, parse_time
+from shared.core.config import Settings
+from shared.core.errors import BadInputError, TransientError
+from shared.query.arguments import API_VERSION, parse_time
 
 HELP = "read usage aggregates from the usage API (Get-UsageAggregates / Get-AzsSubscriberUsage)"
 NEEDS_SETTINGS: Final = False

@@ -15,14 +15,14 @@ import sys
 import time
 
 from ops.reconcile import MAX_HOURS, parse_hour
-from shared.collector import Collector
-from shared.config import Settings
-from shared.errors import BadInputError
-from shared.hours import HOUR, hours_between, utc_now
-from shared.sources import create_source
-from shared.storage import StorageAccount
-from shared.watermark import Watermark
-from shared.work_items import work_item_enqueuer
+from shared.billing.work_items import work_item_enqueuer
+from shared.collection.collector import Collector
+from shared.collection.sources import SOURCES
+from shared.core.config import Settings
+from shared.core.errors import BadInputError
+from shared.core.hours import HOUR, hours_between, utc_now
+from shared.storage.account import StorageAccount
+from shared.storage.watermark import Watermark
 
 HELP = "backfill or re-collect a range of closed reported hours (idempotent)"
 
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
     account = StorageAccount(settings)
     account.ensure_tables()
-    source = create_source(settings)
+    source = SOURCES.create(settings)
     collector = Collector(
         settings, account, source, after_hour_written=work_item_enqueuer(settings)
     )

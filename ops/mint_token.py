@@ -20,9 +20,9 @@ from pathlib import Path
 
 from devstack.demo_tokens import ROLES, DemoPrincipal, fleet_of, mint_demo_token
 from devstack.tokens import DEFAULT_DIRECTORY
-from shared.config import AppMode, Settings
-from shared.errors import BadInputError, ConfigurationError
-from shared.hours import last_closed_hour, utc_now
+from shared.core.config import AppMode, Settings
+from shared.core.errors import BadInputError, ConfigurationError
+from shared.core.hours import last_closed_hour, utc_now
 
 HELP = "mint a local bearer token for a simulated fleet principal (local mode only)"
 

@@ -8,12 +8,12 @@ import argparse
 import sys
 from datetime import UTC, datetime
 
-from shared.config import Settings
-from shared.errors import BadInputError
-from shared.hours import HOUR, floor_hour, is_on_hour
-from shared.reconcile import reconcile
-from shared.reporter import commerce_client
-from shared.storage import StorageAccount
+from shared.billing.reconcile import reconcile
+from shared.billing.reporter import commerce_client
+from shared.core.config import Settings
+from shared.core.errors import BadInputError
+from shared.core.hours import HOUR, floor_hour, is_on_hour
+from shared.storage.account import StorageAccount
 
 HELP = "compare storage, ledger and endpoint for a range of reported hours"
 MAX_HOURS = 24 * 62

@@ -10,10 +10,10 @@ from functools import partial
 
 from azure.storage.queue import QueueClient, QueueMessage
 
-from shared.config import Settings
-from shared.errors import BadInputError
-from shared.queues import POISON_SUFFIX, ensure_queue, queue_client
-from shared.retry import call_with_retry
+from shared.core.config import Settings
+from shared.core.errors import BadInputError
+from shared.core.retry import call_with_retry
+from shared.storage.queues import POISON_SUFFIX, ensure_queue, queue_client
 
 HELP = "re-enqueue poison billing work items after a fix"
 

@@ -15,11 +15,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from shared.billing import billing_target
-from shared.config import Settings
-from shared.errors import BadInputError
-from shared.storage import StorageAccount
-from shared.subscriptions import Subscription, SubscriptionStore
+from shared.core.config import Settings
+from shared.core.errors import BadInputError
+from shared.storage.account import StorageAccount
+from shared.storage.subscriptions import Subscription, SubscriptionStore, billing_target
 
 HELP = "list subscriptions; edit their billing mapping and readers (owners come from the source)"
 

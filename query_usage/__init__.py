@@ -1,8 +1,10 @@
 """HTTP trigger: the tenant and provider usage APIs (spec/usage-api.md).
 
 The route is a catch-all under ``subscriptions/`` so that paths with an empty or missing
-subscription segment reach ``shared.usage_api`` (400 SubscriptionIdMissingInRequest).
+subscription segment reach ``shared.query.usage_api`` (400 SubscriptionIdMissingInRequest).
 ``authLevel`` is anonymous because every call is authenticated by its bearer token.
+Settings that fail to load answer an ARM 500 with a correlation id (logged), like any
+other unexpected error.
 """
 
 import logging
@@ -10,13 +12,16 @@ import uuid
 
 import azure.functions as func
 
-from shared.arm_responses import HttpAnswer, internal_error
-from shared.usage_api import HttpCall, answer_usage_request
+from shared.app import LazyApp
+from shared.query.arm_responses import HttpAnswer, internal_error
+from shared.query.usage_api import HttpCall
+
+app = LazyApp()
 
 
 def main(req: func.HttpRequest) -> func.HttpResponse:
     try:
-        answer = answer_usage_request(
+        answer = app().answer_usage_request(
             HttpCall(
                 method=req.method,
                 url=req.url,
@@ -25,7 +30,7 @@ def main(req: func.HttpRequest) -> func.HttpResponse:
                 headers=dict(req.headers),
             )
         )
-    except Exception:  # answer_usage_request never raises; this is the last line of defence
+    except Exception:  # bad settings, or a bug: the answer never raises otherwise
         correlation_id = str(uuid.uuid4())
         logging.exception("query_usage: unexpected error [%s]", correlation_id)
         answer = internal_error(correlation_id)

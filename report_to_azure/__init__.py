@@ -7,11 +7,11 @@ import logging
 
 import azure.functions as func
 
-from shared.config import get_settings
-from shared.reporter import report_message
+from shared.app import LazyApp
+
+app = LazyApp()
 
 
 def main(msg: func.QueueMessage) -> None:
     logging.info("report_to_azure: message %s, delivery %s", msg.id, msg.dequeue_count)
-    result = report_message(msg.get_body(), get_settings())
-    logging.info(result.summary_line())
+    app().report_message(msg.get_body())

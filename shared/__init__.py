@@ -1,1 +1,15 @@
-"""Domain code of the usage reporter; the function folders are thin adapters over it."""
+"""The function app's domain code, one capability per package (design.md, "Layout").
+
+::
+
+    shared.app          the composition root: builds every collaborator once from settings
+       |
+    collection   billing   query       the three pipelines; none imports another
+       \            |        /
+             storage                   tables, queues and the app's stored state
+                |
+              core                     settings, errors, hours, meters, retries
+
+Dependencies point down only; ``lint-imports`` (pyproject.toml) fails the test command on
+any import that breaks the layering. The local stack (``devstack/``) is never imported here.
+"""

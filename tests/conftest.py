@@ -10,10 +10,14 @@ import pytest
 from azure.data.tables import TableServiceClient
 
 from devstack.azurite import Azurite
-from shared.config import Settings
-from shared.storage import StorageAccount
+from devstack.fleet import register_simulated_source
+from shared.core.config import Settings
+from shared.storage.account import StorageAccount
 from tests.app_settings import LOCAL_VALUES
 from tests.scripted_source import tables_of
+
+# Tests run the app as the local stack does: USAGE_SOURCE=simulated is the fleet.
+register_simulated_source()
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,9 @@ from typing import Any
 
 from azure.data.tables import TableServiceClient
 
-from shared.storage import StorageAccount
-from shared.subscriptions import Subscription, SubscriptionState
-from shared.usage import UsageRecord
+from shared.core.usage import UsageRecord
+from shared.storage.account import StorageAccount
+from shared.storage.subscriptions import Subscription, SubscriptionState
 
 HOUR = timedelta(hours=1)
 PROVIDER = "00000000-0000-0000-0000-00000000000a"

@@ -33,7 +33,7 @@ param deploymentContainerName string
 @description('Application Insights component for host telemetry.')
 param applicationInsightsName string
 
-@description('The app\'s own settings (the ones shared/config.py reads); merged with the host wiring below.')
+@description('The app\'s own settings (the ones shared/core/config.py reads); merged with the host wiring below.')
 param appSettings object
 
 @description('Python version of the worker.')
@@ -128,7 +128,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     properties: union(appSettings, {
       // Host storage and the app's own storage clients, by identity (no keys). The host needs
       // blob (timer schedule monitor, locks) and queue (the report_to_azure queue trigger);
-      // shared/config.py reads the table and queue URIs and the client id.
+      // shared/core/config.py reads the table and queue URIs and the client id.
       AzureWebJobsStorage__credential: 'managedidentity'
       AzureWebJobsStorage__clientId: identityClientId
       AzureWebJobsStorage__blobServiceUri: storage.properties.primaryEndpoints.blob

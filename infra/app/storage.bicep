@@ -24,7 +24,7 @@ param deploymentContainerName string
 @description('The billing work-item queue (report_to_azure trigger); its poison queue is created too.')
 param reportQueueName string
 
-// The table roles of shared/storage.py TABLE_ROLES. Usage rows live in one table per tenant
+// The table roles of shared/storage/account.py TABLE_ROLES. Usage rows live in one table per tenant
 // subscription, which the app creates on first write (Table Data Contributor allows it); these
 // exist up front so the first run and operators see the full layout.
 var tableRoles = [

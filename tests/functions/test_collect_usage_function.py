@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from azure.functions.timer import TimerRequest
 
 import collect_usage
-from shared.config import Settings, get_settings
-from shared.hours import last_closed_hour, utc_now
-from shared.storage import StorageAccount
-from shared.watermark import Watermark
+from shared.app import LazyApp
+from shared.core.config import Settings
+from shared.core.hours import last_closed_hour, utc_now
+from shared.storage.account import StorageAccount
+from shared.storage.watermark import Watermark
 from tests.app_settings import LOCAL_VALUES
 from tests.scripted_source import snapshot, usage_entities
 
@@ -20,7 +21,7 @@ from tests.scripted_source import snapshot, usage_entities
 @pytest.fixture
 def app_settings(
     make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Settings]:
+) -> Settings:
     """App settings in the environment, as the Functions host provides them."""
     settings = make_settings(COLLECT_LOOKBACK_HOURS=3, FLEET_TENANTS=3)
     environ = {
@@ -33,9 +34,8 @@ def app_settings(
     }
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    yield settings
-    get_settings.cache_clear()
+    monkeypatch.setattr(collect_usage, "app", LazyApp())  # this test's settings
+    return settings
 
 
 def test_timer_run_collects_due_hours_and_logs_summary(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import azure.functions as func
@@ -14,9 +13,9 @@ import pytest
 import openapi_document
 import query_usage
 from devstack.azurite import Azurite
-from shared import usage_api
-from shared.config import get_settings
-from shared.openapi_document import DOCUMENT
+from shared.app import LazyApp
+from shared.query import usage_api
+from shared.query.openapi import DOCUMENT
 from tests.integration.test_query_support import (
     DAY,
     PROVIDER_PATH,
@@ -33,15 +32,12 @@ def world(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> World:
 
 
 @pytest.fixture
-def environment(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+def environment(world: World, monkeypatch: pytest.MonkeyPatch) -> World:
     """The world's app settings in the environment, as the Functions host provides them."""
     for name, value in world.values.items():
         monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    usage_api.usage_api.cache_clear()
-    yield world
-    get_settings.cache_clear()
-    usage_api.usage_api.cache_clear()
+    monkeypatch.setattr(query_usage, "app", LazyApp())  # this test's settings
+    return world
 
 
 def request(path: str, params: dict[str, str], token: str | None = None, **headers: str):
@@ -122,8 +118,7 @@ def test_bad_settings_answer_500_not_an_exception(
 ) -> None:
     """Settings that fail validation still give an ARM 500 from the entry point."""
     monkeypatch.setenv("CONTINUATION_TOKEN_KEY", "short")
-    get_settings.cache_clear()
-    usage_api.usage_api.cache_clear()
+    monkeypatch.setattr(query_usage, "app", LazyApp())
     response = query_usage.main(request(PROVIDER_PATH.format(uuid.uuid4()), window(), "x"))
     assert response.status_code == 500
     assert response.headers["x-ms-error-code"] == "InternalServerError"
@@ -135,7 +130,7 @@ def test_storage_fault_mid_page_is_503_not_a_partial_page(
     """The first tenant's read works, the next one fails for good: 503, no rows at all."""
     from azure.core.exceptions import ServiceRequestError
 
-    from shared import usage_reader
+    from shared.query import reader as usage_reader
 
     world = environment
     calls = {"n": 0}
@@ -174,7 +169,7 @@ def test_openapi_entry_point_serves_the_document() -> None:
 
 def test_window_constant_is_in_the_past() -> None:
     """The fixtures' window lies in the past (else every call would be RequestEndTimeIsInFuture)."""
-    from shared.hours import utc_now
+    from shared.core.hours import utc_now
 
     assert DAY.year == 2026
     assert utc_now() > DAY

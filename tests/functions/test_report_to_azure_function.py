@@ -9,12 +9,12 @@ from azure.functions.queue import QueueMessage
 
 import report_to_azure
 from devstack.commerce_emulator import CommerceEmulator, Fault
-from shared.commerce import CommerceUnavailableError
-from shared.config import Settings, get_settings
-from shared.errors import BadInputError
-from shared.hours import last_closed_hour, utc_now
-from shared.ledger import Ledger, LedgerState
-from shared.storage import StorageAccount
+from shared.app import LazyApp
+from shared.billing.ledger import Ledger, LedgerState
+from shared.core.config import Settings
+from shared.core.errors import BadInputError, CommerceUnavailableError
+from shared.core.hours import last_closed_hour, utc_now
+from shared.storage.account import StorageAccount
 from tests.app_settings import LOCAL_VALUES
 from tests.integration.test_report_support import collect, drain
 from tests.scripted_source import TENANT_A, ScriptedSource, vm_record
@@ -31,7 +31,7 @@ def app_settings(
     make_settings: Callable[..., Settings],
     emulator: CommerceEmulator,
     monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Settings]:
+) -> Settings:
     """App settings in the environment, as the Functions host provides them."""
     settings = make_settings(COMMERCE_BASE_URL=emulator.base_url)
     environ = {
@@ -43,9 +43,10 @@ def app_settings(
     }
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    yield settings
-    get_settings.cache_clear()
+    monkeypatch.setattr(
+        report_to_azure, "app", LazyApp()
+    )  # this test's settings, built on first use
+    return settings
 
 
 def work_item_body(settings: Settings) -> bytes:

@@ -32,8 +32,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from devstack.azurite import ACCOUNT_KEY, Azurite
 from devstack.host import LocalFunctionsHost
 from devstack.tokens import LocalIssuer
-from shared.hours import utc_now
-from shared.subscriptions import Subscription
+from shared.core.hours import utc_now
+from shared.storage.subscriptions import Subscription
 from tests.integration.test_query_support import (
     DAY,
     HOUR,

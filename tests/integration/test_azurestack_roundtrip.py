@@ -27,21 +27,21 @@ import pytest
 import requests
 
 from devstack.azurite import Azurite
+from devstack.fleet import FleetOptions, SimulatedFleet
 from devstack.host import LocalFunctionsHost
 from devstack.tokens import LocalIssuer
-from shared.collector import Collector
-from shared.config import Settings, get_settings
-from shared.http_retry import HttpRetryPolicy
-from shared.sources.azurestack import AzureStackOptions, AzureStackSource
-from shared.sources.fleet import FleetOptions, SimulatedFleet
-from shared.storage import StorageAccount
+from shared.collection.collector import Collector
+from shared.collection.sources.azurestack import AzureStackOptions, AzureStackSource
+from shared.core.config import Settings
+from shared.core.http_retry import HttpRetryPolicy
+from shared.storage.account import StorageAccount
 from tests.app_settings import LOCAL_VALUES
 from tests.integration.test_azurestack_source import admin_item
 from tests.scripted_source import snapshot
 
 pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("shared.usage_api") is None,
-    reason="query_usage has not landed: shared.usage_api (the provider route) is missing",
+    importlib.util.find_spec("shared.query.usage_api") is None,
+    reason="query_usage has not landed: shared.query.usage_api (the provider route) is missing",
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,23 +114,9 @@ class StampFront:
 
 @contextlib.contextmanager
 def serving(values: dict[str, str]) -> Iterator[LocalFunctionsHost]:
-    """The real app behind the local host, reading settings A (caches cleared around it)."""
-    import shared.usage_api
-
-    # Both are per-process caches of the settings the host puts into the environment.
-    caches = [get_settings, getattr(shared.usage_api, "usage_api", None)]
-
-    def clear() -> None:
-        for cached in caches:
-            if hasattr(cached, "cache_clear"):
-                cached.cache_clear()
-
-    clear()
-    try:
-        with LocalFunctionsHost(REPO, values, run_timers_at_start=False) as host:
-            yield host
-    finally:
-        clear()
+    """The real app behind the local host, reading settings A."""
+    with LocalFunctionsHost(REPO, values, run_timers_at_start=False) as host:
+        yield host
 
 
 def collect(settings: Settings, source: Any) -> StorageAccount:

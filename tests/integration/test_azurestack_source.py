@@ -27,16 +27,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 
-from shared.collector import Collector
-from shared.config import Settings
-from shared.errors import BadInputError, NotAllowedError
-from shared.http_retry import HttpRetryPolicy, UpstreamUnavailableError
-from shared.sources.azurestack import AzureStackOptions, AzureStackSource
-from shared.sources.fleet import FleetOptions, SimulatedFleet
-from shared.storage import StorageAccount
-from shared.subscriptions import Subscription, SubscriptionState
-from shared.usage import UsageRecord
-from shared.watermark import Watermark
+from devstack.fleet import FleetOptions, SimulatedFleet
+from shared.collection.collector import Collector
+from shared.collection.sources.azurestack import AzureStackOptions, AzureStackSource
+from shared.core.config import Settings
+from shared.core.errors import BadInputError, NotAllowedError, UpstreamUnavailableError
+from shared.core.http_retry import HttpRetryPolicy
+from shared.core.usage import UsageRecord
+from shared.storage.account import StorageAccount
+from shared.storage.subscriptions import Subscription, SubscriptionState
+from shared.storage.watermark import Watermark
 from tests.scripted_source import snapshot
 
 HOUR = datetime(2026, 3, 2, 14, tzinfo=UTC)

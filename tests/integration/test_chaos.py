@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bench.chaos import ChaosOptions, ChaosReport, run_chaos
-from shared.ledger import Ledger, LedgerState
-from shared.storage import StorageAccount
+from shared.billing.ledger import Ledger, LedgerState
+from shared.storage.account import StorageAccount
 
 HOUR = timedelta(hours=1)
 T0 = datetime(2026, 11, 20, 9, tzinfo=UTC)

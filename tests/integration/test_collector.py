@@ -10,15 +10,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from devstack.azurite import Azurite
-from shared.collector import Collector
-from shared.config import Settings
-from shared.errors import TransientError
-from shared.hours import hour_key
-from shared.storage import StorageAccount
-from shared.subscriptions import SubscriptionStore
-from shared.usage import UsageRecord
-from shared.usage_rows import usage_table_name
-from shared.watermark import Watermark
+from shared.collection.collector import Collector
+from shared.core.config import Settings
+from shared.core.errors import TransientError
+from shared.core.hours import hour_key
+from shared.core.usage import UsageRecord
+from shared.storage.account import StorageAccount
+from shared.storage.subscriptions import SubscriptionStore
+from shared.storage.usage_rows import usage_table_name
+from shared.storage.watermark import Watermark
 from tests.app_settings import LOCAL_VALUES
 from tests.scripted_source import (
     STATIC_IP,

@@ -14,16 +14,11 @@ import requests
 from azure.core.credentials import AccessToken
 
 from devstack.commerce_emulator import API_VERSION, CommerceEmulator, Fault
-from shared.commerce import (
-    CommerceClient,
+from shared.billing.commerce import CommerceClient
+from shared.billing.events import EventOutcome, EventStatus, UsageEvent
+from shared.billing.tokens import identity_token_provider, static_token_provider
+from shared.core.errors import (
     CommerceUnavailableError,
-    EventOutcome,
-    EventStatus,
-    UsageEvent,
-    identity_token_provider,
-    static_token_provider,
-)
-from shared.errors import (
     ConfigurationError,
     FinalRejectionError,
     NotAllowedError,

@@ -1,6 +1,6 @@
 """Fuzzing query_usage from its own OpenAPI description (schemathesis), over real HTTP.
 
-Schemathesis generates requests for both routes from ``shared/openapi.json`` (valid and
+Schemathesis generates requests for both routes from ``shared/query/openapi.json`` (valid and
 invalid path segments and arguments, as the document allows) and sends them to the local
 host serving the collected query world, as the admin (the widest scope) and as a tenant.
 Each response must not be a 5xx, must use a status and content type the document lists,
@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
 
 from devstack.azurite import Azurite
 from devstack.host import LocalFunctionsHost
-from shared.openapi_document import DOCUMENT
+from shared.query.openapi import DOCUMENT
 from tests.integration.test_query_support import World, serving, shared_world
 
 SCHEMA = schemathesis.openapi.from_dict(json.loads(DOCUMENT.read_text()))

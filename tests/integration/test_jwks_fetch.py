@@ -17,8 +17,8 @@ import pytest
 import requests
 
 from devstack.tokens import AUDIENCE, ISSUER, LocalIssuer
-from shared.auth import HttpJwksSource, TokenValidator
-from shared.errors import ConfigurationError, NotAllowedError, TransientError
+from shared.core.errors import ConfigurationError, NotAllowedError, TransientError
+from shared.query.auth import HttpJwksSource, TokenValidator
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 TTL = 3600.0

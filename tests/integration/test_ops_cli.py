@@ -26,11 +26,11 @@ import pytest
 from devstack.azurite import Azurite
 from devstack.host import LocalFunctionsHost
 from ops.__main__ import main as ops_main
-from shared.config import Settings
-from shared.hours import floor_hour, utc_now
-from shared.storage import StorageAccount
-from shared.subscriptions import SubscriptionStore
-from shared.watermark import Watermark
+from shared.core.config import Settings
+from shared.core.hours import floor_hour, utc_now
+from shared.storage.account import StorageAccount
+from shared.storage.subscriptions import SubscriptionStore
+from shared.storage.watermark import Watermark
 from tests.app_settings import LOCAL_VALUES
 from tests.integration.test_query_support import (
     PROVIDER_PATH,

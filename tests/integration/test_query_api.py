@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from devstack.azurite import Azurite
 from devstack.host import LocalFunctionsHost
 from devstack.tokens import LocalIssuer
-from shared.hours import utc_now
-from shared.openapi_document import DOCUMENT
+from shared.core.hours import utc_now
+from shared.query.openapi import DOCUMENT
 from tests.integration.test_query_support import (
     DAY,
     HOUR,

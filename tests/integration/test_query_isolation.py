@@ -22,13 +22,13 @@ from hypothesis import strategies as st
 
 from devstack.azurite import Azurite
 from devstack.host import LocalFunctionsHost
-from shared.auth import Caller
-from shared.caller_scope import resolve_scope
-from shared.continuation import ContinuationCodec, Cursor, PageState
-from shared.hours import utc_now
-from shared.query_arguments import parse_path, parse_query
-from shared.subscriptions import Subscription, SubscriptionState, SubscriptionStore
-from shared.usage_api import with_continuation_token
+from shared.core.hours import utc_now
+from shared.query.arguments import parse_path, parse_query
+from shared.query.auth import Caller
+from shared.query.caller_scope import resolve_scope
+from shared.query.continuation import ContinuationCodec, Cursor, PageState
+from shared.query.usage_api import with_continuation_token
+from shared.storage.subscriptions import Subscription, SubscriptionState, SubscriptionStore
 from tests.integration.test_query_support import (
     DAY,
     HOUR,

@@ -21,8 +21,8 @@ import requests
 
 from devstack.azurite import Azurite
 from devstack.host import LocalFunctionsHost
-from shared.hours import floor_day
-from shared.meters import catalogue
+from shared.core.hours import floor_day
+from shared.core.meters import catalogue
 from tests.integration.test_query_support import (
     DAY,
     HOUR,

@@ -24,14 +24,13 @@ import requests
 from azure.data.tables import TableServiceClient
 
 from devstack.azurite import Azurite
+from devstack.fleet import FleetOptions, SimulatedFleet
 from devstack.host import LocalFunctionsHost
 from devstack.tokens import LocalIssuer
-from shared.collector import Collector
-from shared.config import Settings, get_settings
-from shared.sources.fleet import FleetOptions, SimulatedFleet
-from shared.storage import StorageAccount
-from shared.subscriptions import Subscription, SubscriptionState
-from shared.usage_api import usage_api
+from shared.collection.collector import Collector
+from shared.core.config import Settings
+from shared.storage.account import StorageAccount
+from shared.storage.subscriptions import Subscription, SubscriptionState
 from tests.app_settings import LOCAL_VALUES
 from tests.scripted_source import tables_of
 
@@ -150,15 +149,8 @@ def drop_world(world: World, azurite: Azurite) -> None:
 @contextlib.contextmanager
 def serving(world: World) -> Iterator[LocalFunctionsHost]:
     """The real app behind the local host, with this world's settings."""
-    get_settings.cache_clear()
-    usage_api.cache_clear()
-    host = LocalFunctionsHost(REPO, world.values, run_timers_at_start=False)
-    try:
-        with host:
-            yield host
-    finally:
-        get_settings.cache_clear()
-        usage_api.cache_clear()
+    with LocalFunctionsHost(REPO, world.values, run_timers_at_start=False) as host:
+        yield host
 
 
 def query_string(params: Mapping[str, str]) -> str:

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from devstack.commerce_emulator import CommerceEmulator, Fault
-from shared.commerce import EventOutcome
-from shared.ledger import LedgerState
-from shared.reporter import report_message
-from shared.storage import StorageAccount
+from shared.billing.events import EventOutcome
+from shared.billing.ledger import LedgerState
+from shared.billing.reporter import report_message
+from shared.storage.account import StorageAccount
 from tests.integration.test_report_support import (
     HOUR,
     T0,

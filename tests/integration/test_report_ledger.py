@@ -10,16 +10,16 @@ from datetime import datetime
 import pytest
 
 from devstack.commerce_emulator import CommerceEmulator, Fault
-from shared.billing import ChargeableMeters
-from shared.commerce import UsageEvent
-from shared.errors import TransientError
-from shared.hours import hour_key
-from shared.ledger import Ledger, LedgerState
-from shared.meters import catalogue
-from shared.reconcile import reconcile
-from shared.reporter import report_message
-from shared.storage import StorageAccount
-from shared.subscriptions import SubscriptionStore
+from shared.billing.charges import ChargeableMeters
+from shared.billing.events import UsageEvent
+from shared.billing.ledger import Ledger, LedgerState
+from shared.billing.reconcile import reconcile
+from shared.billing.reporter import report_message
+from shared.core.errors import TransientError
+from shared.core.hours import hour_key
+from shared.core.meters import catalogue
+from shared.storage.account import StorageAccount
+from shared.storage.subscriptions import SubscriptionStore
 from tests.integration.test_report_support import (
     HOUR,
     PLAN,

@@ -13,11 +13,10 @@ from typing import TypeVar
 from devstack.commerce_emulator import CommerceEmulator
 from devstack.host import LocalFunctionsHost, strip_line_comments
 from ops.__main__ import main as ops_main
-from shared.config import get_settings
-from shared.hours import last_closed_hour, utc_now
-from shared.ledger import Ledger, LedgerState
-from shared.queues import POISON_SUFFIX, queue_client
-from shared.storage import StorageAccount
+from shared.billing.ledger import Ledger, LedgerState
+from shared.core.hours import last_closed_hour, utc_now
+from shared.storage.account import StorageAccount
+from shared.storage.queues import POISON_SUFFIX, queue_client
 from tests.app_settings import LOCAL_VALUES
 from tests.integration.test_report_support import TOKEN, collect
 from tests.scripted_source import TENANT_A, WINDOWS_VM_HOURS, ScriptedSource, vm_record
@@ -68,27 +67,23 @@ def test_poisoned_item_is_billed_after_requeue(make_settings, tmp_path: Path) ->
             "USAGE_QUEUE_NAME": settings.usage_queue_name,
             "COMMERCE_BASE_URL": emulator.base_url,
         }
-        get_settings.cache_clear()
-        try:
-            with LocalFunctionsHost(root, values, run_timers_at_start=False):
+        with LocalFunctionsHost(root, values, run_timers_at_start=False):
 
-                def poisoned() -> bool:
-                    try:
-                        return bool(poison.peek_messages(max_messages=1))
-                    except Exception:  # the host creates the poison queue on demand
-                        return False
+            def poisoned() -> bool:
+                try:
+                    return bool(poison.peek_messages(max_messages=1))
+                except Exception:  # the host creates the poison queue on demand
+                    return False
 
-                wait_for(poisoned, "the item in the poison queue")
-                # Each delivery: one 403, one fresh token, one more 403.
-                assert emulator.calls == {"batchUsageEvent": 2 * max_dequeue}
-                assert not emulator.accepted_events()
+            wait_for(poisoned, "the item in the poison queue")
+            # Each delivery: one 403, one fresh token, one more 403.
+            assert emulator.calls == {"batchUsageEvent": 2 * max_dequeue}
+            assert not emulator.accepted_events()
 
-                emulator.token = TOKEN  # the operator fixes the credential
-                assert ops_main(["requeue-poison"]) == 0
-                wait_for(emulator.accepted_events, "the requeued item to be billed")
-                assert not poison.peek_messages(max_messages=1)
-        finally:
-            get_settings.cache_clear()
+            emulator.token = TOKEN  # the operator fixes the credential
+            assert ops_main(["requeue-poison"]) == 0
+            wait_for(emulator.accepted_events, "the requeued item to be billed")
+            assert not poison.peek_messages(max_messages=1)
     (event,) = emulator.accepted_events()
     dimension = event["dimension"]
     assert dimension.endswith(WINDOWS_VM_HOURS.lower())

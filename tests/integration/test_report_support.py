@@ -11,18 +11,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from devstack.commerce_emulator import CommerceEmulator
-from shared.billing import ChargeableMeters
-from shared.collector import Collector
-from shared.commerce import CommerceClient, static_token_provider
-from shared.config import Settings
-from shared.hours import parse_hour_key
-from shared.ledger import Ledger, LedgerEntry
-from shared.meters import catalogue
-from shared.queues import ensure_queue, queue_client
-from shared.sources.fleet import FleetOptions, SimulatedFleet
-from shared.storage import StorageAccount
-from shared.subscriptions import SubscriptionStore
-from shared.work_items import work_item_enqueuer
+from devstack.fleet import FleetOptions, SimulatedFleet
+from shared.billing.charges import ChargeableMeters
+from shared.billing.commerce import CommerceClient
+from shared.billing.ledger import Ledger, LedgerEntry
+from shared.billing.tokens import static_token_provider
+from shared.billing.work_items import work_item_enqueuer
+from shared.collection.collector import Collector
+from shared.core.config import Settings
+from shared.core.hours import parse_hour_key
+from shared.core.meters import catalogue
+from shared.storage.account import StorageAccount
+from shared.storage.queues import ensure_queue, queue_client
+from shared.storage.subscriptions import SubscriptionStore
 from tests.scripted_source import usage_entities
 
 HOUR = timedelta(hours=1)
@@ -113,7 +114,7 @@ def drain(settings: Settings, queue_name: str | None = None) -> list[bytes]:
 
 
 def owed_from_rows(account: StorageAccount, mapping: dict[str, str]) -> dict[Key, float]:
-    """What should be billed, computed independently of shared.billing from every stored
+    """What should be billed, computed independently of shared.billing.charges from every stored
     hourly row: chargeable rows summed per (billing resource, dimension, reported hour)."""
     meters = ChargeableMeters(account.settings)
     parts: dict[Key, list[float]] = defaultdict(list)

@@ -8,15 +8,16 @@ import pytest
 
 from devstack.commerce_emulator import CommerceEmulator
 from ops.__main__ import main as ops_main
-from shared.collector import Collector, collect_due_hours
-from shared.commerce import UsageEvent
-from shared.errors import TransientError
-from shared.hour_manifest import HourEntry, read_manifest
-from shared.queues import POISON_SUFFIX, ensure_queue, queue_client
-from shared.reporter import report_message
-from shared.storage import StorageAccount
-from shared.watermark import Watermark
-from shared.work_items import WorkItem, work_item_enqueuer
+from shared.app import FunctionApp
+from shared.billing.events import UsageEvent
+from shared.billing.reporter import report_message
+from shared.billing.work_items import WorkItem, work_item_enqueuer
+from shared.collection.collector import Collector
+from shared.core.errors import TransientError
+from shared.storage.account import StorageAccount
+from shared.storage.hour_manifest import HourEntry, read_manifest
+from shared.storage.queues import POISON_SUFFIX, ensure_queue, queue_client
+from shared.storage.watermark import Watermark
 from tests.app_settings import LOCAL_VALUES
 from tests.integration.test_report_support import (
     HOUR,
@@ -80,7 +81,7 @@ def test_timer_wiring_enqueues_every_billing_resource_of_every_hour(make_setting
     """collect_due_hours (the timer's path) enqueues items covering each hour's resources."""
     settings = make_settings(COLLECT_LOOKBACK_HOURS=2, FLEET_TENANTS=3)
     now = T0 + timedelta(minutes=5)
-    run = collect_due_hours(settings, now)
+    run = FunctionApp(settings).collect_due_hours(now)
     assert len(run.hours) == 2
     items = [WorkItem.from_body(body) for body in drain(settings)]
     manifest = read_manifest(StorageAccount(settings), T0 - 2 * HOUR, T0 - HOUR)

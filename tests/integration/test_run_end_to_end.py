@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import requests
 
-from shared.config import Settings
-from shared.hours import HOUR, parse_hour_key
-from shared.sources import simulated_fleet
+from devstack.fleet import fleet_from_settings
+from shared.core.config import Settings
+from shared.core.hours import HOUR, parse_hour_key
 
 REPO = Path(__file__).resolve().parents[2]
 HOURS = 4
@@ -107,7 +107,7 @@ def expected_totals(
     """Quantities per (subscription, meter) straight from the simulated fleet, not storage."""
     values = json.loads((info["state_dir"] / "local.settings.json").read_text())["Values"]
     settings = Settings.from_environ(values)
-    fleet = simulated_fleet(settings)
+    fleet = fleet_from_settings(settings)
     first, last = window(info)
     totals: dict[tuple[str, str], float] = defaultdict(float)
     hour = first

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.collector import Collector
-from shared.errors import BadInputError
-from shared.storage import StorageAccount
-from shared.subscriptions import SubscriptionStore
+from shared.collection.collector import Collector
+from shared.core.errors import BadInputError
+from shared.storage.account import StorageAccount
+from shared.storage.subscriptions import SubscriptionStore
 from tests.scripted_source import TENANT_A, ScriptedSource, vm_record
 
 T0 = datetime(2026, 11, 20, 0, tzinfo=UTC)

@@ -20,14 +20,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from devstack.tokens import AUDIENCE, ISSUER, LOCAL_TENANT_ID, LocalIssuer, main
-from shared.auth import (
+from shared.core.errors import ConfigurationError, NotAllowedError, TransientError
+from shared.query.auth import (
     MAX_TOKEN_CHARS,
     REQUIRED_CLAIMS,
     Caller,
     FileJwksSource,
     TokenValidator,
 )
-from shared.errors import ConfigurationError, NotAllowedError, TransientError
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 OID = "6f1c2b4e-5d1a-4c3b-9e8f-1a2b3c4d5e6f"

@@ -13,18 +13,19 @@ from typing import Any
 
 import pytest
 
-from shared.config import Settings
-from shared.errors import ConfigurationError
-from shared.meters import catalogue
-from shared.sources.azurestack import (
+from shared.collection.sources.azurestack import (
     RowSpool,
     group_key,
     instance_field,
     record_from_row,
     subscription_from_item,
 )
-from shared.subscriptions import SubscriptionState
-from shared.validation import Rejection, validate
+from shared.collection.validation import validate
+from shared.core.config import Settings
+from shared.core.errors import ConfigurationError
+from shared.core.meters import catalogue
+from shared.storage.quarantine import Rejection
+from shared.storage.subscriptions import SubscriptionState
 from tests.app_settings import LOCAL_VALUES
 
 SUB = "09065051-cfe9-4fcf-b90c-87f2af292fc9"
@@ -287,10 +288,10 @@ def test_settings_refuse_bad_stamp_values_in_production(
         Settings.from_environ({**production, **override})
 
 
-def test_create_source_builds_the_azurestack_source_without_calling_the_stamp() -> None:
-    """create_source picks the stamp source; no token or request happens until a read."""
-    from shared.sources import create_source
+def test_the_registry_builds_the_azurestack_source_without_calling_the_stamp() -> None:
+    """SOURCES picks the stamp source; no token or request happens until a read."""
+    from shared.collection.sources import SOURCES
 
-    source = create_source(Settings.from_environ({**BASE, **STAMP}))
+    source = SOURCES.create(Settings.from_environ({**BASE, **STAMP}))
     assert source.name == "azurestack"
     assert math.isnan(record_from_row(None).quantity)

@@ -12,13 +12,13 @@ import pytest
 
 from devstack.host import _HostOptions, strip_line_comments
 from ops.reconcile import parse_hour
-from shared.commerce import EventOutcome, EventStatus, UsageEvent
-from shared.config import Settings
-from shared.errors import BadInputError
-from shared.hour_manifest import HourEntry
-from shared.ledger import LedgerEntry, LedgerState, event_row_key, ledger_partition
-from shared.reporter import can_send, settlement_for
-from shared.work_items import WorkItem, plan_work_items
+from shared.billing.events import EventOutcome, EventStatus, UsageEvent
+from shared.billing.ledger import LedgerEntry, LedgerState, event_row_key, ledger_partition
+from shared.billing.reporter import can_send, settlement_for
+from shared.billing.work_items import WorkItem, plan_work_items
+from shared.core.config import Settings
+from shared.core.errors import BadInputError
+from shared.storage.hour_manifest import HourEntry
 from tests.app_settings import LOCAL_VALUES
 
 REPO = Path(__file__).resolve().parents[2]

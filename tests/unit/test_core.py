@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.config import Settings
-from shared.daily import sum_to_daily
-from shared.errors import ConfigurationError
-from shared.hours import hour_key, hours_between, last_closed_hour, parse_hour_key
-from shared.meters import MeterKind, catalogue
-from shared.usage_rows import UsageRow, resource_hash
+from shared.collection.daily import sum_to_daily
+from shared.core.config import Settings
+from shared.core.errors import ConfigurationError
+from shared.core.hours import hour_key, hours_between, last_closed_hour, parse_hour_key
+from shared.core.meters import MeterKind, catalogue
+from shared.storage.usage_rows import UsageRow, resource_hash
 from tests.app_settings import LOCAL_VALUES
 
 BASE = {**LOCAL_VALUES, "AzureWebJobsStorage": "UseDevelopmentStorage=true"}

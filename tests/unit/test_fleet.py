@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.hours import HOUR, is_on_hour
-from shared.meters import catalogue
-from shared.sources.fleet import (
+from devstack.fleet import (
     APP_SERVICE_METERS,
     COMPUTE_METERS,
     DISK_METERS,
@@ -31,8 +29,10 @@ from shared.sources.fleet import (
     VmState,
     options_for_rows,
 )
-from shared.subscriptions import Subscription, SubscriptionState
-from shared.usage import UsageRecord
+from shared.core.hours import HOUR, is_on_hour
+from shared.core.meters import catalogue
+from shared.core.usage import UsageRecord
+from shared.storage.subscriptions import Subscription, SubscriptionState
 
 REPO = Path(__file__).resolve().parents[2]
 HOUR_R = datetime(2026, 3, 10, 14, tzinfo=UTC)
@@ -100,7 +100,7 @@ def test_another_process_gives_identical_records(fleet: SimulatedFleet) -> None:
     """Nothing depends on Python's per-process string hash salt."""
     script = (
         "import hashlib; from datetime import datetime, UTC\n"
-        "from shared.sources.fleet import FleetOptions, SimulatedFleet\n"
+        "from devstack.fleet import FleetOptions, SimulatedFleet\n"
         "f = SimulatedFleet(FleetOptions(seed=7, tenants=12))\n"
         "r = f.usage(datetime(2026, 3, 10, 14, tzinfo=UTC))\n"
         "print(hashlib.sha256('\\n'.join(repr(x) for x in r).encode()).hexdigest())\n"

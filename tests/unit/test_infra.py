@@ -8,7 +8,7 @@ resource schemas). It also returns identifiers and string literals alike as ``st
 resolver below treats a string that names a ``param`` or ``var`` of the same file as a reference.
 
 The parity check is the point: the app settings the Bicep sets on the function app must be
-exactly the settings the code reads (shared/config.py's ``Settings`` aliases, every
+exactly the settings the code reads (shared/core/config.py's ``Settings`` aliases, every
 ``%SETTING%`` in a function.json, the identity-based connection behind each storage binding,
 and the host's own storage and telemetry), minus an explicit list of local-only settings. A
 setting the code reads but production never sets fails at load in Azure; a setting only the
@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 from pycep import BicepParser
 
-from shared.config import Settings
-from shared.storage import TABLE_ROLES
+from shared.core.config import Settings
+from shared.storage.account import TABLE_ROLES
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
@@ -354,7 +354,7 @@ def test_storage_account_refuses_shared_keys() -> None:
 
 
 def test_storage_declares_every_table_role_and_the_queues() -> None:
-    """Bicep creates the tables of shared.storage.TABLE_ROLES and the report queue + poison."""
+    """Bicep creates the tables of storage.account.TABLE_ROLES and the report queue + poison."""
     ((path, _),) = _resources("Microsoft.Storage/storageAccounts")
     document = parsed(path)
     assert document["variables"]["tableRoles"]["value"] == list(TABLE_ROLES)

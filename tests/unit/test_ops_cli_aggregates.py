@@ -10,7 +10,7 @@ import requests
 
 from ops.__main__ import build_parser
 from ops.aggregates import _api_error, _table, continuation_token, first_url
-from shared.errors import BadInputError, TransientError
+from shared.core.errors import BadInputError, TransientError
 
 SUB = "11111111-1111-1111-1111-111111111111"
 

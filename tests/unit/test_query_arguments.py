@@ -10,24 +10,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.api_rows import page_csv, usage_aggregate
-from shared.auth import Caller
-from shared.caller_scope import CallerScope
-from shared.continuation import ContinuationCodec, Cursor, PageState
-from shared.errors import BadInputError
-from shared.meters import catalogue
-from shared.query_arguments import (
-    ApiPath,
-    Granularity,
-    Route,
-    UnknownResourceError,
-    parse_path,
-    parse_query,
-    parse_time,
-)
-from shared.usage_api import wants_csv, with_continuation_token
-from shared.usage_reader import CollapsedRow, StoredRow, partition_key, visible_bound
-from shared.usage_rows import UsageRow
+from shared.core.errors import BadInputError, UnknownResourceError
+from shared.core.meters import catalogue
+from shared.query.arguments import ApiPath, Granularity, Route, parse_path, parse_query, parse_time
+from shared.query.auth import Caller
+from shared.query.caller_scope import CallerScope
+from shared.query.continuation import ContinuationCodec, Cursor, PageState
+from shared.query.reader import CollapsedRow, StoredRow, partition_key, visible_bound
+from shared.query.rows import page_csv, usage_aggregate
+from shared.query.usage_api import wants_csv, with_continuation_token
+from shared.storage.usage_rows import UsageRow
 
 NOW = datetime(2026, 11, 27, 8, 30, tzinfo=UTC)
 SUB = "0b0e5a38-6c5f-4b64-9f0a-3a1f5ad7a111"
@@ -147,7 +139,7 @@ def test_partition_keys_and_the_visible_bound() -> None:
 
 
 def scope_for(object_id: str = "caller-1") -> CallerScope:
-    from shared import caller_scope
+    from shared.query import caller_scope
 
     return CallerScope(
         caller=Caller(object_id, None, frozenset(), False),
@@ -303,7 +295,7 @@ def test_daily_rows_of_several_reported_days_merge_into_one_per_resource() -> No
     """A late row puts one (usage day, meter, resource) in two reported days: one row out."""
     from datetime import UTC, datetime, timedelta
 
-    from shared.usage_reader import merge_daily_rows
+    from shared.query.reader import merge_daily_rows
 
     day = datetime(2026, 11, 20, tzinfo=UTC)
 

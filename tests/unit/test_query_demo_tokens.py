@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from devstack.demo_tokens import demo_principal, mint_demo_token
-from shared.auth import FileJwksSource, TokenValidator
-from shared.config import AppMode, Settings
-from shared.errors import ConfigurationError
-from shared.sources.fleet import FleetOptions, SimulatedFleet
+from devstack.fleet import FleetOptions, SimulatedFleet
+from shared.core.config import AppMode, Settings
+from shared.core.errors import ConfigurationError
+from shared.query.auth import FileJwksSource, TokenValidator
 from tests.app_settings import LOCAL_VALUES
 
 VALUES = {

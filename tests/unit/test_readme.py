@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.config import Settings
+from shared.core.config import Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_every_setting_is_in_the_readme_configuration_table() -> None:
-    """A setting added to shared/config.py without a README line fails here."""
+    """A setting added to shared/core/config.py without a README line fails here."""
     text = README.read_text(encoding="utf-8")
     table = text[text.index("## Configuration") :]
     missing = [

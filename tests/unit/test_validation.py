@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from shared.meters import catalogue
-from shared.usage import UsageRecord
-from shared.usage_rows import UsageRow
-from shared.validation import Rejection, validate
+from shared.collection.validation import validate
+from shared.core.meters import catalogue
+from shared.core.usage import UsageRecord
+from shared.storage.quarantine import Rejection
+from shared.storage.usage_rows import UsageRow
 
 HOUR = timedelta(hours=1)
 REPORTED = datetime(2026, 11, 26, 17, tzinfo=UTC)

@@ -1,0 +1,436 @@
+"""The commerce (Marketplace Metering API) client: post usage events, read reconciliation.
+
+Why it looks like this (spec/commerce-api.md, design invariant 4, "billed exactly once in
+effect"):
+
+- **Idempotency comes from the endpoint, not from us.** The service keeps at most one
+  accepted event per (resource, dimension, UTC hour) and answers a re-send with
+  ``Duplicate`` plus the originally accepted event. So after a timeout, a dropped connection
+  or an answer lost after the events were accepted, re-posting the same events is safe, and
+  the ``Duplicate`` tells us what was billed. :meth:`CommerceClient.post_batch` makes that
+  decision itself: a ``Duplicate`` whose accepted quantity equals ours (relative tolerance
+  1e-9) becomes :attr:`EventStatus.DUPLICATE_CONFIRMED` (billed, by an earlier attempt or
+  run), one that differs becomes :attr:`EventStatus.MISMATCH` (never silently accepted), and
+  one without an ``acceptedMessage`` stays :attr:`EventStatus.DUPLICATE`. The accepted
+  quantity and usage event id are always exposed on the outcome. For the same reason a
+  batch may not hold two events with the same key: sum them into one event first.
+- **We own the retries.** urllib3's retries are off (``Retry(total=0)``): they cannot tell a
+  safe re-post from an unsafe one, and they would hide attempts from our caps. Retried:
+  ``429`` (sleeping exactly its ``Retry-After`` seconds), ``5xx``, timeouts, connection
+  errors, an unreadable ``200`` body, and per-event ``Error`` statuses (only those events are
+  re-posted). Everything else is final. Backoff is full jitter, ``uniform(0, min(cap,
+  base * 2**(attempt - 1)))``. One budget per call caps both the attempts (HTTP requests)
+  and the total seconds; a wait that would cross the time cap is not started.
+- **Errors** (shared.core.errors): budget exhausted -> :class:`CommerceUnavailableError` (a
+  ``TransientError``; it carries the outcomes already settled so they can be recorded);
+  ``400``/other ``4xx`` on the whole request -> ``FinalRejectionError``; ``401``/``403``
+  -> one fresh token and one more try, then ``NotAllowedError``. Messages name the route,
+  the attempts and the last failure, never the token (it is also scrubbed from any text we
+  did not write, e.g. a peer's error body).
+- ``sleep`` (and ``monotonic``) are parameters so tests replace waiting by a recorder.
+
+One pooled ``requests.Session`` per client; the session is not meant to be shared across
+threads that mutate it, so use one client per worker thread or guard it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random as random_module
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from shared.billing.events import (
+    MAX_BATCH,
+    QUANTITY_REL_TOLERANCE,
+    WIRE_STATUSES,
+    EventOutcome,
+    EventStatus,
+    UsageEvent,
+)
+from shared.billing.tokens import RefreshableTokenProvider, TokenProvider
+from shared.core.errors import (
+    CommerceUnavailableError,
+    FinalRejectionError,
+    NotAllowedError,
+)
+from shared.core.hours import as_utc, floor_hour
+from shared.core.http_retry import retry_after_seconds
+
+logger = logging.getLogger(__name__)
+
+API_VERSION = "2018-08-31"
+
+
+@dataclass
+class _Budget:
+    """Attempts and seconds one public call may spend, shared by all its HTTP requests."""
+
+    started: float
+    route: str = "call"
+    attempts: int = 0
+    refreshed_token: bool = False
+    last_failure: str = "nothing tried"
+    last_retry_after: float | None = None
+
+
+class CommerceClient:
+    """Talks to the metering endpoint (production or the local emulator) with our retries."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token_provider: TokenProvider,
+        *,
+        connect_timeout: float = 3.05,
+        read_timeout: float = 30,
+        max_attempts: int = 6,
+        max_total_seconds: float = 120,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30,
+        sleep: Callable[[float], None] = time.sleep,
+        random: random_module.Random | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        pool_size: int = 10,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        self._base_url = base_url.rstrip("/")
+        self._token_provider = token_provider
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._max_attempts = max_attempts
+        self._max_total_seconds = max_total_seconds
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._sleep = sleep
+        self._random = random or random_module.Random()
+        self._monotonic = monotonic
+        self._token: str | None = None
+        self._session = requests.Session()
+        # One host: one pool, sized for the worker threads that may share the client.
+        adapter = HTTPAdapter(
+            pool_connections=1,
+            pool_maxsize=pool_size,
+            max_retries=Retry(total=0, connect=0, read=False, redirect=False, status=0),
+        )
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> CommerceClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"CommerceClient({self._base_url!r})"
+
+    # -- public calls ----------------------------------------------------------------------
+
+    def post_batch(self, events: Sequence[UsageEvent]) -> list[EventOutcome]:
+        """Post 1..25 events; one outcome per event, in the order given.
+
+        Per-event ``Error`` statuses are re-posted (only those events) within the same
+        budget. Raises ``ValueError`` for an empty, oversized or key-colliding batch,
+        ``CommerceUnavailableError`` (TransientError) when the budget runs out,
+        ``FinalRejectionError`` when the whole request is refused, ``NotAllowedError`` when
+        a fresh token is refused too.
+        """
+        if not 1 <= len(events) <= MAX_BATCH:
+            raise ValueError(f"a batch holds 1 to {MAX_BATCH} events, not {len(events)}")
+        if len({event.key for event in events}) != len(events):
+            raise ValueError("two events share (resource, dimension, hour): sum them first")
+        budget = _Budget(started=self._monotonic())
+        correlation_id = str(uuid.uuid4())
+        settled: dict[int, EventOutcome] = {}
+        pending = list(range(len(events)))
+        while pending:
+            body = {"request": [events[i].to_wire() for i in pending]}
+            response = self._request(
+                budget,
+                "POST",
+                "/api/batchUsageEvent",
+                json_body=body,
+                correlation_id=correlation_id,
+                settled=lambda: _in_order(settled),
+            )
+            results = _batch_results(response)
+            if results is None:
+                budget.last_failure = "unreadable 200 batch answer"
+                self._pause(budget, None, _in_order(settled))
+                continue
+            by_key = {_result_key(result): result for result in results}
+            still_failing = []
+            for index in pending:
+                result = by_key.get(events[index].key)
+                if result is None or result.get("status") == "Error":
+                    still_failing.append(index)
+                else:
+                    settled[index] = _outcome(events[index], result)
+            if still_failing:
+                budget.last_failure = f"{len(still_failing)} event(s) answered Error (or nothing)"
+                self._pause(budget, None, _in_order(settled))
+            pending = still_failing
+        return [settled[i] for i in range(len(events))]
+
+    def usage_events(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Reconciliation rows for usage in ``[start, end)`` (GET /api/usageEvents)."""
+        params = {"usageStartDate": _iso_z(start), "usageEndDate": _iso_z(end)}
+        budget = _Budget(started=self._monotonic())
+        while True:
+            response = self._request(
+                budget, "GET", "/api/usageEvents", params=params, correlation_id=str(uuid.uuid4())
+            )
+            try:
+                payload = response.json()
+            except ValueError:
+                payload = None
+            if isinstance(payload, dict) and isinstance(payload.get("value"), list):
+                payload = payload["value"]
+            if isinstance(payload, list) and all(isinstance(row, dict) for row in payload):
+                return payload
+            budget.last_failure = "unreadable 200 usageEvents answer"
+            self._pause(budget, None, ())
+
+    # -- the retry loop --------------------------------------------------------------------
+
+    def _request(
+        self,
+        budget: _Budget,
+        method: str,
+        path: str,
+        *,
+        correlation_id: str,
+        json_body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        settled: Callable[[], Sequence[EventOutcome]] | None = None,
+    ) -> requests.Response:
+        """One successful (2xx) answer, after as many retries as the budget allows."""
+        route = f"{method} {path}"
+        budget.route = route
+        while True:
+            remaining = self._max_total_seconds - (self._monotonic() - budget.started)
+            if budget.attempts >= self._max_attempts or remaining <= 0:
+                raise self._exhausted(budget, settled() if settled else ())
+            budget.attempts += 1
+            token = self._current_token()
+            headers = {
+                "Authorization": f"Bearer {token}",
+                "x-ms-requestid": str(uuid.uuid4()),
+                "x-ms-correlationid": correlation_id,
+            }
+            retry_after: float | None = None
+            try:
+                response = self._session.request(
+                    method,
+                    f"{self._base_url}{path}",
+                    params={"api-version": API_VERSION, **(params or {})},
+                    json=json_body,
+                    headers=headers,
+                    timeout=(self._connect_timeout, min(self._read_timeout, remaining)),
+                )
+            except requests.Timeout as exc:
+                budget.last_failure = f"timeout ({type(exc).__name__})"
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+                budget.last_failure = f"connection failed ({type(exc).__name__})"
+            else:
+                status = response.status_code
+                if 200 <= status < 300:
+                    return response
+                if status in (401, 403):
+                    if budget.refreshed_token:
+                        raise NotAllowedError(
+                            f"commerce {route} refused a freshly fetched token ({status})",
+                            code="AuthorizationFailed",
+                            target="commerce",
+                        )
+                    budget.refreshed_token = True
+                    budget.last_failure = f"HTTP {status}"
+                    self._forget_token()
+                    logger.warning(
+                        "commerce %s answered %s; retrying with a fresh token", route, status
+                    )
+                    continue
+                if status == 429:
+                    retry_after = retry_after_seconds(response)
+                    budget.last_failure = "HTTP 429 (throttled)"
+                elif status >= 500:
+                    budget.last_failure = f"HTTP {status}"
+                else:
+                    code, text = _error_of(response)
+                    raise FinalRejectionError(
+                        _redact(
+                            f"commerce {route} refused the request: HTTP {status} {code}: {text}",
+                            token,
+                        ),
+                        code=code or f"HTTP{status}",
+                        target="commerce",
+                    )
+            self._pause(budget, retry_after, settled() if settled else ())
+
+    def _pause(
+        self, budget: _Budget, retry_after: float | None, settled: Sequence[EventOutcome]
+    ) -> None:
+        """Wait before the next attempt, or raise if no attempt or time is left for one."""
+        route_failure = budget.last_failure
+        if budget.attempts >= self._max_attempts:
+            raise self._exhausted(budget, settled)
+        if retry_after is not None:
+            delay = retry_after
+            budget.last_retry_after = retry_after
+        else:
+            ceiling = min(self._backoff_cap, self._backoff_base * 2 ** (budget.attempts - 1))
+            delay = self._random.uniform(0, ceiling)
+        elapsed = self._monotonic() - budget.started
+        if elapsed + delay >= self._max_total_seconds:
+            raise self._exhausted(budget, settled, would_wait=delay)
+        logger.warning(
+            "commerce attempt %d failed (%s); retrying in %.2fs",
+            budget.attempts,
+            route_failure,
+            delay,
+        )
+        self._sleep(delay)
+
+    def _exhausted(
+        self, budget: _Budget, settled: Sequence[EventOutcome], *, would_wait: float | None = None
+    ) -> CommerceUnavailableError:
+        elapsed = self._monotonic() - budget.started
+        why = (
+            f"; the next wait ({would_wait:.1f}s) would pass the {self._max_total_seconds}s cap"
+            if would_wait is not None
+            else ""
+        )
+        message = (
+            f"commerce {budget.route} gave up after {budget.attempts} attempt(s) "
+            f"in {elapsed:.1f}s{why}; last failure: {budget.last_failure}"
+        )
+        retry_after = budget.last_retry_after or self._backoff_cap
+        return CommerceUnavailableError(
+            _redact(message, self._token), retry_after_seconds=retry_after, settled=settled
+        )
+
+    def _current_token(self) -> str:
+        token = self._token_provider()
+        self._token = token
+        return token
+
+    def _forget_token(self) -> None:
+        provider = self._token_provider
+        if isinstance(provider, RefreshableTokenProvider):
+            provider.invalidate()
+
+
+def _in_order(settled: Mapping[int, EventOutcome]) -> list[EventOutcome]:
+    return [settled[i] for i in sorted(settled)]
+
+
+def _iso_z(moment: datetime) -> str:
+    return as_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _batch_results(response: requests.Response) -> list[dict[str, Any]] | None:
+    try:
+        payload = response.json()
+    except ValueError:
+        return None
+    results = payload.get("result") if isinstance(payload, dict) else None
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        return None
+    return results
+
+
+def _result_key(result: Mapping[str, Any]) -> tuple[str, str, datetime] | None:
+    """The (resource, dimension, hour) a batch answer element is about."""
+    try:
+        resource = result.get("resourceId") or result.get("resourceUri")
+        moment = datetime.fromisoformat(str(result["effectiveStartTime"]))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return (str(resource), str(result["dimension"]), floor_hour(moment))
+    except (KeyError, ValueError):
+        return None
+
+
+def _outcome(event: UsageEvent, result: Mapping[str, Any]) -> EventOutcome:
+    wire_status = str(result.get("status"))
+    raw_error = result.get("error")
+    error: Mapping[str, Any] = raw_error if isinstance(raw_error, dict) else {}
+    reason = error.get("code")
+    message = error.get("message")
+    status = WIRE_STATUSES.get(wire_status, EventStatus.UNKNOWN)
+    if status is EventStatus.ACCEPTED:
+        return EventOutcome(
+            event,
+            status,
+            usage_event_id=_str_or_none(result.get("usageEventId")),
+            accepted_quantity=_float_or_none(result.get("quantity")),
+        )
+    if status is EventStatus.DUPLICATE:
+        info = error.get("additionalInfo")
+        raw_accepted = info.get("acceptedMessage") if isinstance(info, dict) else None
+        accepted: Mapping[str, Any] = raw_accepted if isinstance(raw_accepted, dict) else {}
+        quantity = _float_or_none(accepted.get("quantity"))
+        event_id = _str_or_none(accepted.get("usageEventId"))
+        if quantity is not None:
+            same = math.isclose(quantity, event.quantity, rel_tol=QUANTITY_REL_TOLERANCE)
+            status = EventStatus.DUPLICATE_CONFIRMED if same else EventStatus.MISMATCH
+        return EventOutcome(
+            event,
+            status,
+            usage_event_id=event_id,
+            accepted_quantity=quantity,
+            reason=_str_or_none(reason),
+            message=_str_or_none(message),
+        )
+    if status is EventStatus.UNKNOWN:
+        message = f"unknown status {wire_status!r}: {message}"
+    return EventOutcome(event, status, reason=_str_or_none(reason), message=_str_or_none(message))
+
+
+def _str_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _float_or_none(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _error_of(response: requests.Response) -> tuple[str | None, str]:
+    """The peer's error code and message, short; the body is not trusted to be JSON."""
+    try:
+        payload = response.json()
+    except ValueError:
+        return None, response.text[:200]
+    if isinstance(payload, dict):
+        nested = payload.get("error")
+        error: Mapping[str, Any] = nested if isinstance(nested, dict) else payload
+        return _str_or_none(error.get("code")), str(error.get("message", ""))[:200]
+    return None, str(payload)[:200]
+
+
+def _redact(text: str, token: str | None) -> str:
+    return text.replace(token, "<redacted>") if token else text

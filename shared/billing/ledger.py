@@ -1,0 +1,524 @@
+"""The billing ledger: one entity per event key, whose state changes only under its ETag.
+
+Design invariant 4 ("billed exactly once in effect") rests on two facts: the endpoint keeps
+at most one accepted event per (resource, dimension, hour) and answers a re-send with
+``Duplicate`` plus what it accepted; and this ledger records an event as ``pending``, with
+the exact quantity to send, BEFORE it is posted. A process that dies between the POST and
+the ledger write leaves ``pending`` behind; the redelivered message re-posts the recorded
+quantity (never a recomputed one) and learns from the ``Duplicate`` what was billed. An
+event in a final state is never posted again, so replayed messages change nothing.
+
+States::
+
+    (none) ──> pending ──> accepted             (usageEventId, accepted quantity)
+      │           ├──────> duplicate-confirmed  (accepted earlier, same quantity)
+      │           ├──────> mismatch             (accepted earlier, OTHER quantity: reported
+      │           │                              by reconciliation, never silently accepted)
+      │           ├──────> rejected             (final status + the peer's reason)
+      │           └──────> expired ──> carried-forward (into a later key: CarriedInto)
+      └──> expired   (the hour left the 24-hour window before it was ever posted)
+
+``expired`` is not final: it waits, with a carry marker, for the next event of the same
+resource and dimension that can still be sent; that event's pending quantity includes the
+expired one (``CarriedFrom`` lists the folded hours) and the fold is one entity-group
+transaction: create the pending event, delete each marker under its ETag (the claim: two
+runs can never fold the same hour twice), mark each folded event carried-forward.
+
+Layout (the ``ledger`` table): one partition per billing resource (``PartitionKey`` =
+``r`` + a hash of the resource id, which may hold characters keys forbid), so everything a
+fold touches is in one partition and can commit atomically, and a resource's window of
+hours is one RowKey range. Events: ``RowKey = {hour YYYYMMDDHH}_{dimension}``; carry
+markers: ``RowKey = ~carry_{dimension}_{hour}`` (``~`` sorts after digits, so hour ranges
+never read markers, and the markers of a resource are one short range).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.data.tables import TableTransactionError, UpdateMode
+
+from shared.billing.events import UsageEvent
+from shared.core.errors import TransientError
+from shared.core.hours import HOUR, as_utc, hour_key, parse_hour_key
+from shared.core.retry import call_with_retry
+from shared.storage.account import StorageAccount
+
+ROLE = "ledger"
+MARKER_PREFIX = "~carry_"
+MAX_TRANSACTION = 100
+# Expired hours one event may fold (3 operations each, plus the event, within one
+# transaction of 100); the rest wait for the next event.
+MAX_CLAIMS_PER_EVENT = 30
+ROUNDS = 6
+_MARKER_END = MARKER_PREFIX[:-1] + chr(ord("_") + 1)  # just after every marker key
+_FORBIDDEN_KEY_CHARS = frozenset("/\\#?")
+
+Entity = dict[str, Any]
+Operation = tuple[str, Entity, dict[str, Any]]
+
+
+class LedgerState(StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    DUPLICATE_CONFIRMED = "duplicate-confirmed"
+    MISMATCH = "mismatch"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CARRIED_FORWARD = "carried-forward"
+
+    @property
+    def final(self) -> bool:
+        """True when nothing will ever post this key again."""
+        return self not in (LedgerState.PENDING, LedgerState.EXPIRED)
+
+    @property
+    def billed(self) -> bool:
+        """True when the endpoint holds an accepted event for this key."""
+        return self in (
+            LedgerState.ACCEPTED,
+            LedgerState.DUPLICATE_CONFIRMED,
+            LedgerState.MISMATCH,
+        )
+
+
+def ledger_partition(resource_id: str) -> str:
+    """The partition of a billing resource (resource ids may hold ``/``)."""
+    return "r" + hashlib.blake2b(resource_id.encode("utf-8"), digest_size=10).hexdigest()
+
+
+def event_row_key(hour: datetime, dimension: str) -> str:
+    _check_dimension(dimension)
+    return f"{hour_key(hour)}_{dimension}"
+
+
+def marker_row_key(dimension: str, hour: datetime) -> str:
+    return f"{MARKER_PREFIX}{dimension}_{hour_key(hour)}"
+
+
+def _check_dimension(dimension: str) -> None:
+    if not dimension or any(c in _FORBIDDEN_KEY_CHARS or ord(c) < 32 for c in dimension):
+        raise ValueError(f"dimension {dimension!r} cannot be part of a table key")
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One event key's record. ``quantity`` is what is (or was) sent: own + carried in."""
+
+    resource_id: str
+    plan_id: str
+    dimension: str
+    hour: datetime
+    state: LedgerState
+    quantity: float
+    own_quantity: float
+    carried_from: tuple[str, ...] = ()
+    carried_into: str | None = None
+    usage_event_id: str | None = None
+    accepted_quantity: float | None = None
+    reason: str | None = None
+    message: str | None = None
+    etag: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, datetime]:
+        return (self.resource_id, self.dimension, self.hour)
+
+    def event(self) -> UsageEvent:
+        return UsageEvent(self.resource_id, self.plan_id, self.dimension, self.quantity, self.hour)
+
+    @classmethod
+    def from_entity(cls, entity: Mapping[str, Any]) -> LedgerEntry:
+        accepted = entity.get("AcceptedQuantity")
+        return cls(
+            resource_id=entity["ResourceId"],
+            plan_id=entity.get("PlanId", ""),
+            dimension=entity["Dimension"],
+            hour=as_utc(entity["Hour"]),
+            state=LedgerState(entity["State"]),
+            quantity=float(entity["Quantity"]),
+            own_quantity=float(entity.get("OwnQuantity", entity["Quantity"])),
+            carried_from=tuple(json.loads(entity.get("CarriedFrom") or "[]")),
+            carried_into=entity.get("CarriedInto") or None,
+            usage_event_id=entity.get("UsageEventId") or None,
+            accepted_quantity=None if accepted is None else float(accepted),
+            reason=entity.get("Reason") or None,
+            message=entity.get("Message") or None,
+            etag=_etag(entity),
+        )
+
+
+@dataclass(frozen=True)
+class CarryMarker:
+    """An expired event waiting to be folded into a later one; deleting it is the claim."""
+
+    dimension: str
+    hour: datetime
+    quantity: float
+    plan_id: str
+    etag: str | None
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """Move ``entry`` (pending) to ``state`` with ``fields`` (entity property names)."""
+
+    entry: LedgerEntry
+    state: LedgerState
+    fields: Mapping[str, Any]
+
+
+def _etag(entity: Mapping[str, Any]) -> str | None:
+    """The ETag the SDK attaches to a read entity (``TableEntity.metadata``)."""
+    metadata = getattr(entity, "metadata", None) or {}
+    etag = metadata.get("etag")
+    return None if etag is None else str(etag)
+
+
+def _marker_of(row: Mapping[str, Any]) -> CarryMarker:
+    return CarryMarker(
+        row["Dimension"],
+        as_utc(row["Hour"]),
+        float(row["Quantity"]),
+        row.get("PlanId", ""),
+        _etag(row),
+    )
+
+
+def _result_etag(result: Any) -> str | None:
+    etag = result.get("etag") if isinstance(result, Mapping) else None
+    return None if etag is None else str(etag)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Ledger:
+    """The ledger partition of one billing resource."""
+
+    def __init__(self, account: StorageAccount, resource_id: str) -> None:
+        self._account = account
+        self.resource_id = resource_id
+        self.partition = ledger_partition(resource_id)
+
+    @property
+    def _table_name(self) -> str:
+        return self._account.settings.table_name(ROLE)
+
+    def _query(self, low: str, high: str, what: str) -> list[Entity]:
+        def query() -> list[Entity]:
+            table = self._account.table_named(self._table_name)
+            try:
+                return list(
+                    table.query_entities(
+                        "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+                        parameters={"pk": self.partition, "low": low, "high": high},
+                    )
+                )
+            except ResourceNotFoundError:
+                return []  # no ledger table yet: nothing recorded
+
+        return call_with_retry(query, what=f"read ledger {what}")
+
+    def entries(self, first_hour: datetime, last_hour: datetime) -> list[LedgerEntry]:
+        """Every event of reported hours ``first_hour``..``last_hour``, in key order."""
+        rows = self._query(hour_key(first_hour), hour_key(last_hour + HOUR), "window")
+        return [LedgerEntry.from_entity(row) for row in rows]
+
+    def hour(self, hour: datetime) -> dict[str, LedgerEntry]:
+        """This resource's events of one reported hour, by dimension."""
+        return {entry.dimension: entry for entry in self.entries(hour, hour)}
+
+    def get(self, hour: datetime, dimension: str) -> LedgerEntry | None:
+        def read() -> LedgerEntry | None:
+            table = self._account.table_named(self._table_name)
+            try:
+                entity = table.get_entity(self.partition, event_row_key(hour, dimension))
+            except ResourceNotFoundError:
+                return None
+            return LedgerEntry.from_entity(entity)
+
+        return call_with_retry(read, what="read ledger event")
+
+    def _open_state(self, hour: datetime) -> tuple[dict[str, LedgerEntry], list[CarryMarker]]:
+        """One query: this hour's events by dimension, and the resource's carry markers."""
+
+        def query() -> list[Entity]:
+            table = self._account.table_named(self._table_name)
+            try:
+                return list(
+                    table.query_entities(
+                        # The SDK substitutes @names split on spaces: keep one before ")".
+                        "PartitionKey eq @pk and ((RowKey ge @low and RowKey lt @high ) or "
+                        "(RowKey ge @mlow and RowKey lt @mhigh ))",
+                        parameters={
+                            "pk": self.partition,
+                            "low": hour_key(hour),
+                            "high": hour_key(hour + HOUR),
+                            "mlow": MARKER_PREFIX,
+                            "mhigh": _MARKER_END,
+                        },
+                    )
+                )
+            except ResourceNotFoundError:
+                return []
+
+        rows = call_with_retry(query, what="read ledger hour")
+        events = [row for row in rows if not row["RowKey"].startswith(MARKER_PREFIX)]
+        markers = [row for row in rows if row["RowKey"].startswith(MARKER_PREFIX)]
+        return (
+            {entry.dimension: entry for entry in map(LedgerEntry.from_entity, events)},
+            [_marker_of(row) for row in markers],
+        )
+
+    def markers(self) -> list[CarryMarker]:
+        """Expired events of this resource still waiting to be carried forward."""
+        rows = self._query(MARKER_PREFIX, _MARKER_END, "markers")
+        return [_marker_of(row) for row in rows]
+
+    # -- opening events -----------------------------------------------------------------
+
+    def open(
+        self, hour: datetime, plan_id: str, owed: Mapping[str, float], *, sendable: bool
+    ) -> list[LedgerEntry]:
+        """Record this hour's events and return those that are ``pending`` (to post).
+
+        New keys become ``pending`` with their owed quantity plus any expired usage of the
+        same dimension waiting to be carried (``sendable``), or ``expired`` with a marker
+        when the hour can no longer be sent. Keys already recorded keep their record:
+        a pending one is returned as recorded, a final or expired one is left alone.
+        Races with another delivery of the same item are settled by re-reading: the
+        loser's transaction fails as a whole and the winner's record is used.
+        """
+        for _ in range(ROUNDS):
+            current, all_markers = self._open_state(hour)
+            markers = [m for m in all_markers if m.hour < hour] if sendable else []
+            by_dimension: dict[str, list[CarryMarker]] = defaultdict(list)
+            for marker in sorted(markers, key=lambda m: m.hour):
+                by_dimension[marker.dimension].append(marker)
+            pending: list[LedgerEntry] = []
+            groups: list[list[Operation]] = []
+            # Pending events of this hour too: one opened only to carry expired hours
+            # (nothing owed of its own) must still be returned to be posted.
+            waiting = {d for d, e in current.items() if e.state is LedgerState.PENDING}
+            for dimension in sorted(set(owed) | set(by_dimension) | waiting):
+                entry = current.get(dimension)
+                if entry is not None:
+                    if entry.state is LedgerState.PENDING:
+                        pending.append(entry)
+                    continue
+                own = owed.get(dimension, 0.0)
+                if sendable:
+                    claimed = by_dimension[dimension][:MAX_CLAIMS_PER_EVENT]
+                    if own == 0 and not claimed:
+                        continue
+                    plan = plan_id or (claimed[0].plan_id if claimed else "")
+                    groups.append(self._open_group(hour, plan, dimension, own, claimed))
+                elif own != 0:
+                    groups.append(self._expire_new_group(hour, plan_id, dimension, own))
+            if not groups:
+                return pending
+            results = self._submit_groups(groups)
+            if all(result is not None for result in results):
+                # Every group committed: the new pending events are as written, with the
+                # ETags the transaction returned (no second read).
+                for group, result in zip(groups, results, strict=True):
+                    entity = group[0][1]
+                    if entity["State"] == LedgerState.PENDING.value and result:
+                        created = LedgerEntry.from_entity(entity)
+                        pending.append(replace(created, etag=_result_etag(result[0])))
+                return pending
+            # Lost a race with another delivery: read what won and go again.
+        raise TransientError(
+            f"ledger of {self.resource_id}: events of {hour_key(hour)} still contended "
+            f"after {ROUNDS} rounds",
+            code="LedgerContention",
+        )
+
+    def _entity(
+        self, hour: datetime, plan_id: str, dimension: str, state: LedgerState, **fields: Any
+    ) -> Entity:
+        return {
+            "PartitionKey": self.partition,
+            "RowKey": event_row_key(hour, dimension),
+            "ResourceId": self.resource_id,
+            "PlanId": plan_id,
+            "Dimension": dimension,
+            "Hour": hour,
+            "State": state.value,
+            "UpdatedAt": _now(),
+            **fields,
+        }
+
+    def _open_group(
+        self,
+        hour: datetime,
+        plan_id: str,
+        dimension: str,
+        own: float,
+        claimed: Sequence[CarryMarker],
+    ) -> list[Operation]:
+        quantity = math.fsum([own, *(m.quantity for m in claimed)])
+        entity = self._entity(
+            hour,
+            plan_id,
+            dimension,
+            LedgerState.PENDING,
+            Quantity=quantity,
+            OwnQuantity=own,
+            CarriedFrom=json.dumps([hour_key(m.hour) for m in claimed]),
+        )
+        operations: list[Operation] = [("create", entity, {})]
+        for marker in claimed:
+            operations.append(
+                (
+                    "delete",
+                    {
+                        "PartitionKey": self.partition,
+                        "RowKey": marker_row_key(dimension, marker.hour),
+                    },
+                    {"etag": marker.etag, "match_condition": MatchConditions.IfNotModified},
+                )
+            )
+            operations.append(
+                (
+                    "update",
+                    {
+                        "PartitionKey": self.partition,
+                        "RowKey": event_row_key(marker.hour, dimension),
+                        "State": LedgerState.CARRIED_FORWARD.value,
+                        "CarriedInto": hour_key(hour),
+                        "UpdatedAt": _now(),
+                    },
+                    {"mode": UpdateMode.MERGE},
+                )
+            )
+        return operations
+
+    def _marker(self, dimension: str, hour: datetime, quantity: float, plan_id: str) -> Entity:
+        return {
+            "PartitionKey": self.partition,
+            "RowKey": marker_row_key(dimension, hour),
+            "Dimension": dimension,
+            "Hour": hour,
+            "Quantity": quantity,
+            "PlanId": plan_id,
+        }
+
+    def _expire_new_group(
+        self, hour: datetime, plan_id: str, dimension: str, own: float
+    ) -> list[Operation]:
+        entity = self._entity(
+            hour,
+            plan_id,
+            dimension,
+            LedgerState.EXPIRED,
+            Quantity=own,
+            OwnQuantity=own,
+            CarriedFrom="[]",
+            Reason="Expired",
+            Message="the hour left the 24-hour window before it was sent",
+        )
+        marker = self._marker(dimension, hour, own, plan_id)
+        return [("create", entity, {}), ("create", marker, {})]
+
+    # -- settling -----------------------------------------------------------------------
+
+    def settle(self, settlements: Iterable[Settlement]) -> int:
+        """Apply outcomes to pending events, each guarded by the ETag it was read with.
+
+        An event someone else settled meanwhile keeps that record (its ETag no longer
+        matches): final states are never overwritten. Returns how many were applied.
+        """
+        groups: list[list[Operation]] = []
+        for settlement in settlements:
+            entry = settlement.entry
+            entity: Entity = {
+                "PartitionKey": self.partition,
+                "RowKey": event_row_key(entry.hour, entry.dimension),
+                "State": settlement.state.value,
+                "UpdatedAt": _now(),
+                **settlement.fields,
+            }
+            group: list[Operation] = [
+                (
+                    "update",
+                    entity,
+                    {
+                        "mode": UpdateMode.MERGE,
+                        "etag": entry.etag,
+                        "match_condition": MatchConditions.IfNotModified,
+                    },
+                )
+            ]
+            if settlement.state is LedgerState.EXPIRED:
+                marker = self._marker(entry.dimension, entry.hour, entry.quantity, entry.plan_id)
+                group.append(("create", marker, {}))
+            groups.append(group)
+        return sum(result is not None for result in self._submit_groups(groups))
+
+    def _submit_groups(self, groups: Sequence[list[Operation]]) -> list[list[Any] | None]:
+        """Commit groups packed into transactions; a failed pack is retried group by group.
+
+        A group is atomic (one event and its markers); a group refused for a conflict
+        (409 exists, 412 ETag) lost a race and is dropped: the caller re-reads.
+        Returns, per group, the per-operation results (ETags) or None if not committed.
+        """
+        packs: list[list[int]] = [[]]
+        for index, group in enumerate(groups):
+            size = sum(len(groups[i]) for i in packs[-1])
+            if packs[-1] and size + len(group) > MAX_TRANSACTION:
+                packs.append([])
+            packs[-1].append(index)
+        results: list[list[Any] | None] = [None] * len(groups)
+        for pack in packs:
+            if not pack:
+                continue
+            committed = self._transact([op for i in pack for op in groups[i]])
+            if committed is not None:
+                offset = 0
+                for i in pack:
+                    results[i] = committed[offset : offset + len(groups[i])]
+                    offset += len(groups[i])
+            elif len(pack) > 1:
+                for i in pack:
+                    results[i] = self._transact(groups[i])
+        return results
+
+    def _transact(self, operations: list[Operation]) -> list[Any] | None:
+        """One entity-group transaction; None if storage refused it for a conflict."""
+
+        def submit() -> list[Any]:
+            table = self._account.table_named(self._table_name)
+            try:
+                return list(table.submit_transaction(operations))
+            except HttpResponseError as error:
+                if error.status_code == 404 and "TableNotFound" in str(error):
+                    self._account.create_table(self._table_name)
+                    return list(table.submit_transaction(operations))
+                raise
+
+        try:
+            return call_with_retry(submit, what=f"write ledger {self.partition}")
+        except TableTransactionError:
+            return None
+        except HttpResponseError as error:
+            if error.status_code in (404, 409, 412):
+                return None
+            raise
+
+
+def parse_carried(entry: LedgerEntry) -> list[datetime]:
+    """The reported hours folded into ``entry``."""
+    return [parse_hour_key(key) for key in entry.carried_from]

@@ -1,0 +1,350 @@
+"""Reporting one work item: owed quantities -> ledger -> commerce endpoint -> ledger.
+
+For the item's reported hour and billing resources (``shared.billing.work_items``):
+
+1. sum what is owed per (resource, dimension) from the stored rows (``shared.billing.charges``);
+2. open the events in the ledger (``shared.billing.ledger``): new keys become ``pending`` with the
+   quantity to send (plus expired usage carried forward), or ``expired`` when the hour has
+   left the endpoint's 24-hour window; keys already final are skipped, so a replayed or
+   redelivered item posts nothing twice;
+3. post the pending events in batches of at most 25, filled across the item's resources;
+4. record every outcome under the event's ETag: accepted, duplicate-confirmed, mismatch,
+   rejected (final statuses, with the peer's reason), or, for ``Expired`` and a
+   ``Duplicate`` without the accepted event, ask the endpoint's reconciliation call what it
+   holds before deciding (an ``Expired`` re-send may follow an accept whose answer was
+   lost: carrying it forward then would bill it twice).
+
+Errors (shared.core.errors): a transient failure (endpoint budget spent, storage faults,
+events left pending) RAISES, after recording what did settle, so the Functions host
+redelivers the message and poisons it after ``maxDequeueCount``; a whole-batch refusal
+(``FinalRejectionError``) is recorded as ``rejected`` for those events and the rest of the
+item goes on; ``NotAllowedError`` (the endpoint refuses a fresh token) raises too:
+credentials are fixed by an operator, who then re-enqueues the poison messages.
+
+``after_post`` is a test seam called between a POST's answer and its ledger write: raising
+there is a process killed at the worst moment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.billing.charges import ChargeableMeters, hour_charges
+from shared.billing.commerce import CommerceClient
+from shared.billing.events import (
+    MAX_BATCH,
+    QUANTITY_REL_TOLERANCE,
+    EventOutcome,
+    EventStatus,
+)
+from shared.billing.ledger import Ledger, LedgerEntry, LedgerState, Settlement
+from shared.billing.tokens import TokenProvider, token_provider_for
+from shared.billing.work_items import WorkItem
+from shared.core.config import Settings
+from shared.core.errors import CommerceUnavailableError, FinalRejectionError, TransientError
+from shared.core.hours import HOUR, hour_key, utc_now
+from shared.storage.account import StorageAccount
+from shared.storage.hour_manifest import read_hour
+
+log = logging.getLogger(__name__)
+
+WINDOW = timedelta(hours=24)  # the endpoint refuses older hours as Expired
+# Hours this close to the window's edge are not posted any more (they would arrive late).
+SEND_MARGIN = timedelta(minutes=5)
+# An event that may have been posted is only declared unsent once it is this far past the
+# edge: longer than any request's time budget, so no concurrent delivery can still get it
+# accepted after the reconciliation call said it was absent.
+SETTLE_GRACE = timedelta(minutes=15)
+LEDGER_PARALLELISM = 8
+
+AfterPost = Callable[[Sequence[EventOutcome]], None]
+
+
+def can_send(hour: datetime, now: datetime) -> bool:
+    """True while ``hour`` is safely inside the endpoint's 24-hour window."""
+    return hour >= now - WINDOW + SEND_MARGIN
+
+
+@dataclass
+class ReportResult:
+    """What one work item did; counts are events unless named otherwise."""
+
+    hour: datetime
+    resources: int = 0
+    posted: int = 0
+    calls: int = 0
+    states: Counter[str] = field(default_factory=Counter)
+    carried_in: int = 0
+
+    def summary_line(self) -> str:
+        states = ", ".join(f"{count} {state}" for state, count in sorted(self.states.items()))
+        return (
+            f"report_to_azure: hour {self.hour:%Y-%m-%dT%H}Z, {self.resources} billing "
+            f"resources, {self.posted} events posted in {self.calls} calls"
+            f"{', ' + states if states else ''}"
+        )
+
+
+def settlement_for(entry: LedgerEntry, outcome: EventOutcome) -> Settlement | None:
+    """The ledger change an endpoint outcome means; None when it cannot be decided yet."""
+    status = outcome.status
+    if status is EventStatus.ACCEPTED:
+        return Settlement(
+            entry,
+            LedgerState.ACCEPTED,
+            {
+                "UsageEventId": outcome.usage_event_id or "",
+                "AcceptedQuantity": _quantity(outcome.accepted_quantity, entry.quantity),
+            },
+        )
+    if status in (EventStatus.DUPLICATE_CONFIRMED, EventStatus.MISMATCH):
+        state = (
+            LedgerState.DUPLICATE_CONFIRMED
+            if status is EventStatus.DUPLICATE_CONFIRMED
+            else LedgerState.MISMATCH
+        )
+        return Settlement(
+            entry,
+            state,
+            {
+                "UsageEventId": outcome.usage_event_id or "",
+                "AcceptedQuantity": _quantity(outcome.accepted_quantity, entry.quantity),
+                "Reason": "Duplicate",
+            },
+        )
+    if status in (EventStatus.DUPLICATE, EventStatus.EXPIRED, EventStatus.ERROR):
+        return None  # ask the endpoint what it holds (or retry Error later)
+    return Settlement(
+        entry,
+        LedgerState.REJECTED,
+        {"Reason": outcome.reason or status.value, "Message": (outcome.message or "")[:1000]},
+    )
+
+
+def _quantity(value: float | None, fallback: float) -> float:
+    return fallback if value is None else value
+
+
+class Reporter:
+    """Reports work items to one commerce endpoint; one per invocation (one HTTP session)."""
+
+    def __init__(
+        self,
+        account: StorageAccount,
+        client: CommerceClient,
+        *,
+        pool: Executor,
+        clock: Callable[[], datetime] = utc_now,
+        meters: ChargeableMeters | None = None,
+        after_post: AfterPost | None = None,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self.account = account
+        self.client = client
+        self.clock = clock
+        self.meters = meters or ChargeableMeters(account.settings)
+        self.after_post = after_post
+        self.max_batch = max_batch
+        self.pool = pool
+
+    def report(self, item: WorkItem) -> ReportResult:
+        """Bring every event of ``item`` to a settled ledger state (or raise to be retried)."""
+        hour = item.hour
+        result = ReportResult(hour, resources=len(item.billing_resource_ids))
+        sendable = can_send(hour, self.clock())
+        entries = read_hour(self.account, hour)
+        charges = hour_charges(
+            self.account, hour, entries, item.billing_resource_ids, self.meters, self.pool
+        )
+        ledgers = {resource_id: Ledger(self.account, resource_id) for resource_id in charges}
+
+        def open_events(resource_id: str) -> list[LedgerEntry]:
+            owed = charges[resource_id]
+            return ledgers[resource_id].open(hour, owed.plan_id, owed.quantities, sendable=sendable)
+
+        opened = self.pool.map(open_events, sorted(charges))
+        pending = [entry for found in opened for entry in found]
+        result.carried_in = sum(len(entry.carried_from) for entry in pending)
+        to_post = pending if sendable else []
+        undecided: list[LedgerEntry] = [] if sendable else list(pending)
+        # Outcomes are recorded once per resource after the last POST (one transaction each,
+        # in parallel), and before any exception leaves: pending was written first, so an
+        # outcome lost to a crash is only a re-send that comes back Duplicate.
+        decided: list[Settlement] = []
+        try:
+            for start in range(0, len(to_post), self.max_batch):
+                batch = to_post[start : start + self.max_batch]
+                undecided += self._post(batch, decided, result)
+        finally:
+            self._settle(decided, ledgers, result)
+        if undecided:
+            self._resolve(undecided, ledgers, result)
+        log.info(result.summary_line())
+        if result.states["pending"]:
+            raise TransientError(
+                f"{result.states['pending']} event(s) of {hour_key(hour)} still pending "
+                "(the endpoint kept answering Error); retrying later",
+                code="BillingPending",
+            )
+        return result
+
+    def _post(
+        self, batch: list[LedgerEntry], decided: list[Settlement], result: ReportResult
+    ) -> list[LedgerEntry]:
+        """Post one batch, adding its outcomes to ``decided``; returns the undecided ones."""
+        result.calls += 1
+        result.posted += len(batch)
+        try:
+            outcomes = self.client.post_batch([entry.event() for entry in batch])
+        except CommerceUnavailableError as error:
+            settled = [outcome for outcome in error.settled if isinstance(outcome, EventOutcome)]
+            if self.after_post is not None:
+                self.after_post(settled)
+            self._decide(batch, settled, decided, result)
+            raise
+        except FinalRejectionError as error:
+            log.error("commerce refused a whole batch of %d events: %s", len(batch), error)
+            decided.extend(
+                Settlement(
+                    entry,
+                    LedgerState.REJECTED,
+                    {"Reason": error.code, "Message": error.message[:1000]},
+                )
+                for entry in batch
+            )
+            return []
+        if self.after_post is not None:
+            self.after_post(outcomes)
+        return self._decide(batch, outcomes, decided, result)
+
+    def _decide(
+        self,
+        batch: list[LedgerEntry],
+        outcomes: Sequence[EventOutcome],
+        settlements: list[Settlement],
+        result: ReportResult,
+    ) -> list[LedgerEntry]:
+        by_key = {outcome.event.key: outcome for outcome in outcomes}
+        undecided: list[LedgerEntry] = []
+        for entry in batch:
+            outcome = by_key.get(entry.key)
+            if outcome is None:
+                continue  # not answered (budget spent): still pending, the retry posts it
+            settlement = settlement_for(entry, outcome)
+            if settlement is None:
+                if outcome.status is EventStatus.ERROR:
+                    result.states["pending"] += 1
+                else:
+                    undecided.append(entry)
+            else:
+                settlements.append(settlement)
+        return undecided
+
+    def _settle(
+        self, settlements: list[Settlement], ledgers: dict[str, Ledger], result: ReportResult
+    ) -> None:
+        by_resource: dict[str, list[Settlement]] = defaultdict(list)
+        for settlement in settlements:
+            by_resource[settlement.entry.resource_id].append(settlement)
+            result.states[settlement.state.value] += 1
+        list(self.pool.map(lambda r: ledgers[r].settle(by_resource[r]), by_resource))
+
+    def _resolve(
+        self, entries: list[LedgerEntry], ledgers: dict[str, Ledger], result: ReportResult
+    ) -> None:
+        """Decide events the POST answer could not: ask what the endpoint accepted."""
+        hour = entries[0].hour
+        rows = self.client.usage_events(hour, hour + HOUR)
+        accepted: dict[tuple[str, str], dict[str, Any]] = {}
+        for row in rows:
+            resource = str(row.get("resourceId") or row.get("resourceUri") or "")
+            accepted[(resource, str(row.get("dimension")))] = row
+        past_grace = self.clock() - WINDOW - SETTLE_GRACE > hour
+        settlements: list[Settlement] = []
+        waiting = 0
+        for entry in entries:
+            held = accepted.get((entry.resource_id, entry.dimension))
+            if held is not None:
+                quantity = float(held.get("processedQuantity", held.get("submittedQuantity", 0)))
+                same = math.isclose(quantity, entry.quantity, rel_tol=QUANTITY_REL_TOLERANCE)
+                settlements.append(
+                    Settlement(
+                        entry,
+                        LedgerState.DUPLICATE_CONFIRMED if same else LedgerState.MISMATCH,
+                        {
+                            "UsageEventId": str(held.get("usageEventId") or ""),
+                            "AcceptedQuantity": quantity,
+                            "Reason": "Reconciled",
+                        },
+                    )
+                )
+            elif past_grace:
+                settlements.append(
+                    Settlement(
+                        entry,
+                        LedgerState.EXPIRED,
+                        {"Reason": "Expired", "Message": "not accepted; to be carried forward"},
+                    )
+                )
+            else:
+                waiting += 1
+        self._settle(settlements, ledgers, result)
+        if waiting:
+            result.states["pending"] += waiting
+            raise TransientError(
+                f"{waiting} event(s) of {hour_key(hour)} are neither accepted nor safely "
+                "expired yet; retrying later",
+                code="BillingUndecided",
+            )
+
+
+def commerce_client(
+    settings: Settings, token_provider: TokenProvider | None = None, **options: Any
+) -> CommerceClient:
+    """The commerce client the settings describe (``options`` go to CommerceClient).
+
+    Pass the app's ``token_provider`` so its cached token is reused across invocations.
+    """
+    provider = token_provider_for(settings) if token_provider is None else token_provider
+    return CommerceClient(settings.commerce_base_url, provider, **options)
+
+
+def report_message(
+    body: bytes | str,
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+    client: CommerceClient | None = None,
+    after_post: AfterPost | None = None,
+    account: StorageAccount | None = None,
+    pool: Executor | None = None,
+) -> ReportResult:
+    """The queue function's work: decode the item, report it (BadInputError if malformed).
+
+    The function app passes its long-lived ``account`` and ``pool`` (so each pool thread
+    keeps its storage clients between invocations); without them this call builds its own.
+    """
+    item = WorkItem.from_body(body)
+    with contextlib.ExitStack() as stack:
+        if client is None:
+            client = stack.enter_context(commerce_client(settings))
+        if pool is None:
+            pool = stack.enter_context(
+                ThreadPoolExecutor(LEDGER_PARALLELISM, thread_name_prefix="billing")
+            )
+        reporter = Reporter(
+            account or StorageAccount(settings),
+            client,
+            pool=pool,
+            clock=clock,
+            after_post=after_post,
+        )
+        return reporter.report(item)

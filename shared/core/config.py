@@ -1,0 +1,235 @@
+"""The one settings object: read from app settings once, validated at load.
+
+App settings arrive as environment variables (Functions app settings, ``local.settings.json``
+locally). Every setting the code reads is a field here, named by its app-setting name; a
+missing or malformed one fails at load with one line per problem, never later with a
+plausible fake value. Local mode (the emulators) may default what production must set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from shared.core.errors import ConfigurationError
+
+# Local settings files carry keys starting with this; production refuses them.
+LOCAL_PLACEHOLDER_PREFIX = "local-only-"
+
+
+class AppMode(StrEnum):
+    LOCAL = "local"
+    PRODUCTION = "production"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    app_mode: AppMode = Field(alias="APP_MODE")
+
+    # Storage: a connection string (Azurite, or an account key you chose to use), or the
+    # identity-based service URIs that the Bicep sets (no keys in settings).
+    storage_connection_string: SecretStr | None = Field(None, alias="AzureWebJobsStorage")
+    table_service_uri: str | None = Field(None, alias="AzureWebJobsStorage__tableServiceUri")
+    queue_service_uri: str | None = Field(None, alias="AzureWebJobsStorage__queueServiceUri")
+    storage_client_id: str | None = Field(None, alias="AzureWebJobsStorage__clientId")
+
+    # Table names are "{prefix}{role}" and "{prefix}u{subscription}" (per-tenant usage);
+    # 63 characters at most, so the prefix is short. A prefix per test isolates tests.
+    table_prefix: str = Field(
+        "usage", alias="USAGE_TABLE_PREFIX", pattern=r"^[A-Za-z][A-Za-z0-9]{2,23}$"
+    )
+
+    collect_schedule: str = Field("0 5 * * * *", alias="COLLECT_SCHEDULE")
+    collect_time_budget_seconds: float = Field(
+        420.0, alias="COLLECT_TIME_BUDGET_SECONDS", gt=0, le=3600
+    )
+    collect_lookback_hours: int = Field(24, alias="COLLECT_LOOKBACK_HOURS", ge=1, le=24 * 90)
+    write_parallelism: int = Field(8, alias="STORAGE_WRITE_PARALLELISM", ge=1, le=64)
+
+    usage_source: Literal["simulated", "azurestack"] | None = Field(None, alias="USAGE_SOURCE")
+    fleet_seed: int = Field(1, alias="FLEET_SEED", ge=0)
+    fleet_tenants: int = Field(12, alias="FLEET_TENANTS", ge=1, le=100_000)
+    fleet_late_share: float = Field(0.1, alias="FLEET_LATE_SHARE", ge=0, le=1)
+    fleet_scale: float = Field(1.0, alias="FLEET_SCALE", gt=0, le=1000)
+
+    # USAGE_SOURCE=azurestack: the stamp's admin ARM endpoint and default provider
+    # subscription, and the identity that reads them (docs/azurestack.md). Required only
+    # for that source.
+    azurestack_admin_arm_endpoint: str | None = Field(
+        None, alias="AZURESTACK_ADMIN_ARM_ENDPOINT", pattern=r"^https?://[^\s/]+(/[^\s]*)?$"
+    )
+    azurestack_provider_subscription_id: str | None = Field(
+        None,
+        alias="AZURESTACK_PROVIDER_SUBSCRIPTION_ID",
+        pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+    )
+    # The admin ARM's token audience (its metadata endpoint's authentication.audiences[0]).
+    azurestack_audience: str | None = Field(None, alias="AZURESTACK_AUDIENCE")
+    azurestack_auth: Literal["managed_identity", "client_secret"] = Field(
+        "managed_identity", alias="AZURESTACK_AUTH"
+    )
+    # Entra ID (https://login.microsoftonline.com) or the stamp's AD FS (tenant "adfs").
+    azurestack_authority: str | None = Field(None, alias="AZURESTACK_AUTHORITY")
+    azurestack_tenant_id: str | None = Field(None, alias="AZURESTACK_TENANT_ID")
+    # Service principal (client_secret) or user-assigned managed identity client id.
+    azurestack_client_id: str | None = Field(None, alias="AZURESTACK_CLIENT_ID")
+    azurestack_client_secret: SecretStr | None = Field(None, alias="AZURESTACK_CLIENT_SECRET")
+    # Read timeout of one request; a slower all-tenants page counts as a gateway timeout.
+    azurestack_timeout_seconds: float = Field(
+        120.0, alias="AZURESTACK_TIMEOUT_SECONDS", gt=0, le=600
+    )
+
+    # query_usage: bearer tokens (Entra ID in production; the local issuer in local mode).
+    auth_issuer: str = Field(alias="AUTH_ISSUER", min_length=1)
+    # Comma-separated: Entra tokens carry the app id URI or the client id as audience.
+    auth_audience: str = Field(alias="AUTH_AUDIENCE", min_length=1)
+    # https URL of the issuer's JWKS; in local mode also a file path (the local issuer's).
+    auth_jwks_uri: str = Field(alias="AUTH_JWKS_URI", min_length=1)
+    auth_admin_role: str = Field("UsageAdmin", alias="AUTH_ADMIN_ROLE", min_length=1)
+    # query_usage: HMAC key signing continuation tokens (Key Vault in production).
+    continuation_token_key: SecretStr = Field(alias="CONTINUATION_TOKEN_KEY")
+    continuation_token_ttl_seconds: int = Field(
+        3600, alias="CONTINUATION_TOKEN_TTL_SECONDS", ge=60, le=7 * 24 * 3600
+    )
+
+    # report_to_azure: the queue of billing work items (%USAGE_QUEUE_NAME% in function.json).
+    usage_queue_name: str = Field(
+        "usage-to-report",
+        alias="USAGE_QUEUE_NAME",
+        pattern=r"^[a-z0-9][a-z0-9-]{1,55}[a-z0-9]$",
+    )
+    # Subscriptions per work item: small enough that one message's work fits a function run.
+    report_subscriptions_per_message: int = Field(
+        50, alias="REPORT_SUBSCRIPTIONS_PER_MESSAGE", ge=1, le=1000
+    )
+    # report_to_azure: the commerce (Marketplace metering) endpoint and how we authenticate.
+    commerce_base_url: str = Field(alias="COMMERCE_BASE_URL", pattern=r"^https?://[^\s]+$")
+    commerce_auth: Literal["managed_identity", "client_secret", "static"] = Field(
+        "managed_identity", alias="COMMERCE_AUTH"
+    )
+    commerce_client_id: str | None = Field(None, alias="COMMERCE_CLIENT_ID")
+    commerce_tenant_id: str | None = Field(None, alias="COMMERCE_TENANT_ID")
+    commerce_client_secret: SecretStr | None = Field(None, alias="COMMERCE_CLIENT_SECRET")
+    # Local mode only: the commerce emulator's fixed bearer token.
+    commerce_static_token: SecretStr | None = Field(None, alias="COMMERCE_STATIC_TOKEN")
+    # Where unmapped subscriptions are billed (the registration's resource and plan).
+    billing_default_resource_id: str = Field(alias="BILLING_DEFAULT_RESOURCE_ID", min_length=1)
+    billing_default_plan_id: str = Field(alias="BILLING_DEFAULT_PLAN_ID", min_length=1)
+    # Operator changes to the catalogue's chargeable set: "METERID=true;METERID=false".
+    billing_chargeable_overrides: str = Field("", alias="BILLING_CHARGEABLE_OVERRIDES")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_unset(cls, values: object) -> object:
+        """An empty app setting means "not set" (Bicep writes '' for an omitted secret)."""
+        if isinstance(values, dict):
+            return {name: value for name, value in values.items() if value != ""}
+        return values
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.storage_connection_string is None and self.table_service_uri is None:
+            raise ValueError(
+                "set AzureWebJobsStorage (a connection string) or "
+                "AzureWebJobsStorage__tableServiceUri (identity-based)"
+            )
+        if self.usage_source is None:
+            if self.app_mode is AppMode.PRODUCTION:
+                raise ValueError("USAGE_SOURCE must be set in production")
+            object.__setattr__(self, "usage_source", "simulated")
+        if len(self.collect_schedule.split()) != 6:
+            raise ValueError("COLLECT_SCHEDULE must be a six-field NCRONTAB expression")
+        key = self.continuation_token_key.get_secret_value()
+        if len(key) < 32:
+            raise ValueError("CONTINUATION_TOKEN_KEY must be at least 32 characters")
+        if self.commerce_auth == "client_secret" and self.commerce_client_secret is None:
+            raise ValueError("COMMERCE_AUTH=client_secret needs COMMERCE_CLIENT_SECRET")
+        if self.commerce_auth == "static" and self.commerce_static_token is None:
+            raise ValueError("COMMERCE_AUTH=static needs COMMERCE_STATIC_TOKEN")
+        self.chargeable_overrides()  # malformed overrides fail at load
+        if self.usage_source == "azurestack":
+            self._check_azurestack()
+        if self.app_mode is AppMode.PRODUCTION:
+            self._check_production(key)
+        return self
+
+    def _check_production(self, key: str) -> None:
+        """What local mode may relax and production may not: no emulators, no placeholders."""
+        if key.startswith(LOCAL_PLACEHOLDER_PREFIX):
+            raise ValueError("CONTINUATION_TOKEN_KEY is the local placeholder; set a real secret")
+        if self.commerce_auth == "static":
+            raise ValueError("COMMERCE_AUTH=static (the emulator's token) is local-only")
+        for name, url in (("AUTH_JWKS_URI", self.auth_jwks_uri), ("COMMERCE_BASE_URL",
+                          self.commerce_base_url)):  # fmt: skip
+            if not url.startswith("https://"):
+                raise ValueError(f"{name} must be an https URL in production")
+
+    def _check_azurestack(self) -> None:
+        """USAGE_SOURCE=azurestack: where the stamp is and who we are, https in production."""
+        missing = [
+            name
+            for name, value in (
+                ("AZURESTACK_ADMIN_ARM_ENDPOINT", self.azurestack_admin_arm_endpoint),
+                ("AZURESTACK_PROVIDER_SUBSCRIPTION_ID", self.azurestack_provider_subscription_id),
+                ("AZURESTACK_AUDIENCE", self.azurestack_audience),
+            )
+            if not value
+        ]
+        if self.azurestack_auth == "client_secret":
+            missing += [
+                name
+                for name, value in (
+                    ("AZURESTACK_AUTHORITY", self.azurestack_authority),
+                    ("AZURESTACK_TENANT_ID", self.azurestack_tenant_id),
+                    ("AZURESTACK_CLIENT_ID", self.azurestack_client_id),
+                    ("AZURESTACK_CLIENT_SECRET", self.azurestack_client_secret),
+                )
+                if not value
+            ]
+        if missing:
+            raise ValueError(f"USAGE_SOURCE=azurestack needs {', '.join(missing)}")
+        if self.app_mode is AppMode.PRODUCTION:
+            urls = {
+                "AZURESTACK_ADMIN_ARM_ENDPOINT": self.azurestack_admin_arm_endpoint,
+                "AZURESTACK_AUTHORITY": self.azurestack_authority,
+            }
+            for name, url in urls.items():
+                if url and not url.startswith("https://"):
+                    raise ValueError(f"{name} must be an https URL in production")
+
+    def chargeable_overrides(self) -> dict[str, bool]:
+        """BILLING_CHARGEABLE_OVERRIDES parsed: meter id -> chargeable."""
+        overrides: dict[str, bool] = {}
+        for item in filter(
+            None, (part.strip() for part in self.billing_chargeable_overrides.split(";"))
+        ):
+            meter_id, _, flag = item.partition("=")
+            if flag.strip().lower() not in ("true", "false") or not meter_id.strip():
+                raise ValueError(
+                    "BILLING_CHARGEABLE_OVERRIDES must look like METERID=true;METERID=false"
+                )
+            overrides[meter_id.strip().lower()] = flag.strip().lower() == "true"
+        return overrides
+
+    @property
+    def auth_audiences(self) -> tuple[str, ...]:
+        return tuple(part.strip() for part in self.auth_audience.split(",") if part.strip())
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Settings:
+        """Validate ``environ``; every problem is named by its app-setting name."""
+        try:
+            return cls.model_validate(dict(environ))
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in issue['loc']) or 'settings'}: {issue['msg']}"
+                for issue in error.errors(include_url=False, include_input=False)
+            )
+            raise ConfigurationError(f"invalid app settings: {problems}") from None
+
+    def table_name(self, role: str) -> str:
+        return f"{self.table_prefix}{role}"

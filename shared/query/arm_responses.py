@@ -1,0 +1,116 @@
+"""HTTP answers in ARM's shape, and how every error of the tree becomes one.
+
+The HTTP edge never lets an exception escape (an escaped one is a bare 500 with no code).
+:func:`error_answer` maps the error tree (``shared.core.errors``) to statuses::
+
+    UnknownResourceError (a BadInputError)   -> 404 NotFound
+    BadInputError                            -> 400 with its code
+    NotAllowedError InvalidAuthenticationToken -> 401 + WWW-Authenticate: Bearer
+    NotAllowedError (anything else)          -> 403 with its code
+    TransientError, azure.core AzureError    -> 503 ServiceUnavailable + Retry-After
+    anything else                            -> 500 InternalServerError
+
+Every answer is ``{"error": {"code", "message", "target"?}}`` with the code repeated in
+``x-ms-error-code`` and a correlation id in ``x-ms-correlation-request-id``. Unexpected
+errors are logged with their stack trace under that id; the body carries only the id, never
+the trace or the exception text (which may hold storage URLs or request content).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from azure.core.exceptions import AzureError
+
+from shared.core.errors import BadInputError, NotAllowedError, TransientError, UnknownResourceError
+from shared.query.auth import INVALID_TOKEN_CODE
+
+log = logging.getLogger(__name__)
+
+JSON_MIMETYPE = "application/json"
+DEFAULT_RETRY_AFTER_SECONDS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    """A response, independent of the Functions SDK (the entry point wraps it)."""
+
+    status: int
+    body: bytes
+    mimetype: str = JSON_MIMETYPE
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_answer(status: int, document: Any, headers: dict[str, str] | None = None) -> HttpAnswer:
+    body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return HttpAnswer(status, body, JSON_MIMETYPE, dict(headers or {}))
+
+
+def arm_error(
+    status: int,
+    code: str,
+    message: str,
+    correlation_id: str,
+    *,
+    target: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> HttpAnswer:
+    error: dict[str, str] = {"code": code, "message": message}
+    if target is not None:
+        error["target"] = target
+    return json_answer(
+        status,
+        {"error": error},
+        {
+            "x-ms-error-code": code,
+            "x-ms-correlation-request-id": correlation_id,
+            **(headers or {}),
+        },
+    )
+
+
+def error_answer(error: BaseException, correlation_id: str) -> HttpAnswer:
+    """The ARM answer for ``error`` (see the module docstring)."""
+    if isinstance(error, UnknownResourceError):
+        return arm_error(404, "NotFound", error.message, correlation_id)
+    if isinstance(error, BadInputError):
+        return arm_error(400, error.code, error.message, correlation_id, target=error.target)
+    if isinstance(error, NotAllowedError):
+        if error.code == INVALID_TOKEN_CODE:
+            return arm_error(
+                401,
+                INVALID_TOKEN_CODE,
+                error.message,
+                correlation_id,
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        return arm_error(403, error.code, error.message, correlation_id)
+    if isinstance(error, TransientError | AzureError):
+        seconds = (
+            error.retry_after_seconds
+            if isinstance(error, TransientError)
+            else DEFAULT_RETRY_AFTER_SECONDS
+        )
+        log.warning("answering 503 (%s): %s [%s]", type(error).__name__, error, correlation_id)
+        return arm_error(
+            503,
+            "ServiceUnavailable",
+            "the service is busy; retry after the interval in Retry-After",
+            correlation_id,
+            headers={"Retry-After": str(max(1, math.ceil(seconds)))},
+        )
+    log.error("unexpected error [%s]", correlation_id, exc_info=error)
+    return internal_error(correlation_id)
+
+
+def internal_error(correlation_id: str) -> HttpAnswer:
+    return arm_error(
+        500,
+        "InternalServerError",
+        f"an unexpected error occurred; correlation id {correlation_id}",
+        correlation_id,
+    )

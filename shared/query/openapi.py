@@ -1,0 +1,30 @@
+"""The OpenAPI 3 description of the usage API, shipped beside this module as ``openapi.json``.
+
+Served as-is at ``GET /openapi.json``; the integration tests validate real responses
+against its schemas, so it cannot drift from what the API answers without a test failing.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Final
+
+from shared.query.arm_responses import HttpAnswer
+
+DOCUMENT: Final = Path(__file__).with_name("openapi.json")
+
+
+@cache
+def _document_bytes() -> bytes:
+    return DOCUMENT.read_bytes()
+
+
+def openapi_answer() -> HttpAnswer:
+    """The document, cacheable for an hour (it changes only with a deployment)."""
+    return HttpAnswer(
+        200,
+        _document_bytes(),
+        "application/json",
+        {"Cache-Control": "public, max-age=3600"},
+    )

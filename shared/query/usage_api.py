@@ -1,0 +1,207 @@
+"""The usage API's request handling: one HTTP call in, one ARM-shaped answer out.
+
+``query_usage/__init__.py`` turns the Functions ``HttpRequest`` into an :class:`HttpCall`
+and calls the app's :meth:`UsageApi.answer`; nothing here knows the Functions SDK, and
+nothing raises out of it (``shared.query.arm_responses`` maps every error).
+
+The steps, in order, and why that order:
+
+1. the path: which route, which subscription (404 / ``SubscriptionIdMissingInRequest``);
+2. the bearer token (401): nothing is looked up for an unauthenticated caller;
+3. the arguments (400s of the spec);
+4. the caller's scope, resolved once (403 / ``SubscriberIdIsNotDirectTenant``);
+5. the continuation token, checked against that scope and query, or, on a first page, the
+   watermark that freezes what the whole paging run may see;
+6. one page read inside the scope, rendered as JSON or (``Accept: text/csv``) CSV, with
+   ``nextLink`` and a ``Link: <...>; rel="next"`` header when there is more.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from shared.core.config import AppMode, Settings
+from shared.core.errors import ConfigurationError
+from shared.core.hours import utc_now
+from shared.core.meters import MeterCatalogue, catalogue
+from shared.query.arguments import UsageQuery, parse_path, parse_query
+from shared.query.arm_responses import HttpAnswer, arm_error, error_answer
+from shared.query.auth import FileJwksSource, HttpJwksSource, JwksSource, TokenValidator
+from shared.query.caller_scope import CallerScope, resolve_scope
+from shared.query.continuation import ContinuationCodec, PageState
+from shared.query.reader import UsagePage, UsageReader, visible_bound
+from shared.query.rows import page_csv, page_json
+from shared.storage.account import StorageAccount
+from shared.storage.subscriptions import SubscriptionStore
+from shared.storage.watermark import Watermark
+
+log = logging.getLogger(__name__)
+
+CSV_MIMETYPE = "text/csv"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpCall:
+    """What the usage API needs of a request; header names are matched case-insensitively."""
+
+    method: str
+    url: str
+    route_path: str  # the path after /subscriptions (the route's catch-all), decoded
+    params: Mapping[str, str]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        wanted = name.lower()
+        return next((value for key, value in self.headers.items() if key.lower() == wanted), None)
+
+
+class UsageApi:
+    """Everything a request needs, built once per process from the settings."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        account: StorageAccount,
+        validator: TokenValidator,
+        codec: ContinuationCodec,
+        reader: UsageReader,
+        meters: MeterCatalogue,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._settings = settings
+        self._account = account
+        self._validator = validator
+        self._codec = codec
+        self._reader = reader
+        self._meters = meters
+        self._clock = clock
+
+    @classmethod
+    def from_settings(cls, settings: Settings, account: StorageAccount | None = None) -> UsageApi:
+        account = account or StorageAccount(settings)
+        return cls(
+            settings,
+            account=account,
+            validator=TokenValidator(
+                issuer=settings.auth_issuer,
+                audience=settings.auth_audiences,
+                jwks=jwks_source(settings),
+                admin_role=settings.auth_admin_role,
+            ),
+            codec=ContinuationCodec(
+                settings.continuation_token_key.get_secret_value().encode("utf-8"),
+                settings.continuation_token_ttl_seconds,
+            ),
+            reader=UsageReader(account),
+            meters=catalogue(),
+        )
+
+    def answer(self, call: HttpCall) -> HttpAnswer:
+        """The answer to ``call``; never raises."""
+        correlation_id = str(uuid.uuid4())
+        try:
+            answer = self._serve(call, correlation_id)
+        except Exception as error:
+            return error_answer(error, correlation_id)
+        answer.headers["x-ms-correlation-request-id"] = correlation_id
+        return answer
+
+    def _serve(self, call: HttpCall, correlation_id: str) -> HttpAnswer:
+        if call.method.upper() != "GET":
+            return arm_error(
+                405,
+                "MethodNotAllowed",
+                "only GET is supported",
+                correlation_id,
+                headers={"Allow": "GET"},
+            )
+        path = parse_path(call.route_path)
+        caller = self._validator.validate(call.header("Authorization"))
+        now = self._clock()
+        query = parse_query(path, call.params, now)
+        scope = resolve_scope(caller, query, SubscriptionStore(self._account))
+        state = self._page_state(scope, query, now)
+        page = self._reader.read_page(scope, query, state)
+        next_link = self._next_link(call.url, scope, query, state, page, now)
+        headers = {} if next_link is None else {"Link": f'<{next_link}>; rel="next"'}
+        if wants_csv(call.header("Accept")):
+            return HttpAnswer(200, page_csv(page.rows, self._meters), CSV_MIMETYPE, headers)
+        body = page_json(path.subscription_id, page.rows, next_link, self._meters)
+        return HttpAnswer(200, body, "application/json", headers)
+
+    def _page_state(self, scope: CallerScope, query: UsageQuery, now: datetime) -> PageState:
+        if query.continuation_token is not None:
+            return self._codec.open(query.continuation_token, scope, query, now)
+        source = self._settings.usage_source
+        assert source is not None  # Settings fills it in local mode and requires it otherwise
+        watermark = Watermark(self._account, source).read()
+        return PageState(bound=visible_bound(query.granularity, watermark), cursor=None)
+
+    def _next_link(
+        self,
+        url: str,
+        scope: CallerScope,
+        query: UsageQuery,
+        state: PageState,
+        page: UsagePage,
+        now: datetime,
+    ) -> str | None:
+        if page.next_cursor is None:
+            return None
+        token = self._codec.issue(scope, query, PageState(state.bound, page.next_cursor), now)
+        return with_continuation_token(url, token)
+
+
+def with_continuation_token(url: str, token: str) -> str:
+    """``url`` with its continuationToken (any letter case) replaced by ``token``.
+
+    The other arguments are kept exactly as the client escaped them.
+    """
+    parts = urlsplit(url)
+    kept = [
+        item
+        for item in parts.query.split("&")
+        if item and unquote(item.partition("=")[0]).strip().lower() != "continuationtoken"
+    ]
+    kept.append(f"continuationToken={quote(token, safe='')}")
+    return urlunsplit(parts._replace(query="&".join(kept)))
+
+
+def wants_csv(accept: str | None) -> bool:
+    """True if the Accept header prefers ``text/csv`` to JSON (JSON wins ties and absence)."""
+    if not accept:
+        return False
+    csv_q, json_q = 0.0, -1.0
+    for item in accept.split(","):
+        media, *parameters = (part.strip() for part in item.split(";"))
+        q = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        media = media.lower()
+        if media == "text/csv":
+            csv_q = max(csv_q, q)
+        elif media in ("application/json", "application/*"):
+            json_q = max(json_q, q)
+    return csv_q > 0 and csv_q > json_q
+
+
+def jwks_source(settings: Settings) -> JwksSource:
+    """The configured key set: an https JWKS; a file path only in local mode."""
+    uri = settings.auth_jwks_uri
+    if uri.startswith(("https://", "http://")):
+        return HttpJwksSource(uri)
+    if settings.app_mode is not AppMode.LOCAL:
+        raise ConfigurationError("AUTH_JWKS_URI must be an https URL outside local mode")
+    return FileJwksSource(Path(uri))

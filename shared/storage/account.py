@@ -1,0 +1,106 @@
+"""Table and queue clients for the app's storage account, built from the settings.
+
+Two ways in, as the Functions host itself supports them: a connection string (Azurite
+locally) or identity-based service URIs (``AzureWebJobsStorage__tableServiceUri`` with a
+managed identity in Azure, no keys in settings). The SDK's retry policy is off: retries
+live in ``shared.core.retry`` so they are capped, jittered and named in one place.
+
+Usage rows live in one table per tenant subscription (``shared.storage.usage_rows``); the app's
+other tables, by role (the name is ``{USAGE_TABLE_PREFIX}{role}``):
+
+- ``hours``: one entity per (reported hour, subscription) that has rows: what was written;
+- ``subscriptions``, ``state`` (watermarks), ``quarantine``, ``ledger``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableClient, TableServiceClient
+
+from shared.core.config import Settings
+from shared.core.retry import call_with_retry
+
+TABLE_ROLES = ("hours", "subscriptions", "state", "quarantine", "ledger")
+
+# Seconds; a storage call that takes longer than this is treated as a transient fault.
+CONNECT_TIMEOUT = 5
+READ_TIMEOUT = 30
+CLIENTS_PER_THREAD = 32
+
+
+def _client_options() -> dict[str, Any]:
+    return {"retry_total": 0, "connection_timeout": CONNECT_TIMEOUT, "read_timeout": READ_TIMEOUT}
+
+
+class StorageAccount:
+    """Builds and caches table clients; one per (role, thread) for parallel writers."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._local = threading.local()
+
+    def _service(self) -> TableServiceClient:
+        service: TableServiceClient | None = getattr(self._local, "service", None)
+        if service is None:
+            service = self._build_service()
+            self._local.service = service
+        return service
+
+    def _build_service(self) -> TableServiceClient:
+        settings = self.settings
+        if settings.storage_connection_string is not None:
+            return TableServiceClient.from_connection_string(
+                settings.storage_connection_string.get_secret_value(), **_client_options()
+            )
+        from azure.identity import ManagedIdentityCredential
+
+        assert settings.table_service_uri is not None  # guaranteed by Settings validation
+        credential = ManagedIdentityCredential(client_id=settings.storage_client_id)
+        return TableServiceClient(
+            endpoint=settings.table_service_uri, credential=credential, **_client_options()
+        )
+
+    def table(self, role: str) -> TableClient:
+        """This thread's client for the app table of ``role``."""
+        return self.table_named(self.settings.table_name(role))
+
+    def table_named(self, name: str) -> TableClient:
+        """This thread's client for the table ``name`` (clients share one connection pool).
+
+        Clients are cached per thread in a small LRU: the app's own tables stay hot, while
+        the thousands of per-subscription tables a run touches do not pile up in memory.
+        """
+        clients: OrderedDict[str, TableClient] | None = getattr(self._local, "tables", None)
+        if clients is None:
+            clients = OrderedDict()
+            self._local.tables = clients
+        client = clients.get(name)
+        if client is None:
+            client = self._service().get_table_client(name)
+            clients[name] = client
+            if len(clients) > CLIENTS_PER_THREAD:
+                clients.popitem(last=False)
+        else:
+            clients.move_to_end(name)
+        return client
+
+    def create_table(self, name: str) -> None:
+        """Create table ``name`` unless it exists (a race with another writer is fine)."""
+
+        def create() -> None:
+            # Another run or an earlier one created it: that is what we wanted.
+            with contextlib.suppress(ResourceExistsError):
+                self._service().create_table(name)
+
+        call_with_retry(create, what=f"create table {name}")
+
+    def ensure_tables(self, roles: Iterable[str] = TABLE_ROLES) -> None:
+        """Create the tables if they are missing (idempotent; a race with another run is fine)."""
+        for role in roles:
+            self.create_table(self.settings.table_name(role))

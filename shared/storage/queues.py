@@ -1,0 +1,56 @@
+"""Queue clients for the app's storage account, and the Functions queue message encoding.
+
+The Functions queue trigger reads message text as base64 (``host.json``
+``messageEncoding: base64``), so producers encode the JSON themselves and send plain text:
+the clients built here have no encode policy, which also lets the operator's re-enqueue move
+a poison message's text unchanged. Two ways in, like ``shared.storage.account``: a connection string
+(Azurite) or the identity-based queue service URI. The SDK's retries are off; callers retry
+with ``shared.core.retry``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.queue import QueueClient
+
+from shared.core.config import Settings
+from shared.core.errors import ConfigurationError
+from shared.core.retry import call_with_retry
+
+POISON_SUFFIX = "-poison"  # the Functions host's name for a queue's poison queue
+
+
+def queue_client(settings: Settings, queue_name: str) -> QueueClient:
+    """A client for ``queue_name`` that sends and receives text as is."""
+    options: dict[str, Any] = {"retry_total": 0, "connection_timeout": 5, "read_timeout": 30}
+    if settings.storage_connection_string is not None:
+        return QueueClient.from_connection_string(
+            settings.storage_connection_string.get_secret_value(), queue_name, **options
+        )
+    if settings.queue_service_uri is None:
+        raise ConfigurationError(
+            "set AzureWebJobsStorage or AzureWebJobsStorage__queueServiceUri for the queues"
+        )
+    from azure.identity import ManagedIdentityCredential
+
+    credential = ManagedIdentityCredential(client_id=settings.storage_client_id)
+    return QueueClient(settings.queue_service_uri, queue_name, credential=credential, **options)
+
+
+def ensure_queue(client: QueueClient) -> None:
+    """Create the queue unless it exists (a race with another producer is fine)."""
+
+    def create() -> None:
+        with contextlib.suppress(ResourceExistsError):
+            client.create_queue()
+
+    call_with_retry(create, what=f"create queue {client.queue_name}")
+
+
+def encode_body(text: str) -> str:
+    """Message text the Functions trigger decodes back to ``text`` (base64 of UTF-8)."""
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")

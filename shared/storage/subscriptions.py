@@ -1,0 +1,226 @@
+"""Subscriptions: who consumed, who may read it, and where it is billed.
+
+A tenant subscription is offered by a provider subscription (the default provider
+subscription, or a delegated provider's). Sources report the fields they own (display name,
+directory tenant, provider, owners, state); operators own the billing mapping, which the
+collector only fills in when a subscription is first seen.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
+
+from shared.core.config import Settings
+from shared.core.errors import BadInputError
+from shared.core.retry import call_with_retry
+from shared.storage.account import StorageAccount
+from shared.storage.table_writer import PartitionWriter
+
+
+class SubscriptionState(StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    subscription_id: str
+    display_name: str
+    tenant_id: str
+    # The provider subscription that offered this one; None for the default provider
+    # subscription itself (the root of the hierarchy).
+    provider_subscription_id: str | None
+    owners: tuple[str, ...]
+    state: SubscriptionState
+    # True for provider subscriptions (the default one and delegated providers'): they
+    # can call the provider route for their direct tenants.
+    is_provider: bool = False
+    readers: tuple[str, ...] = ()
+    offer: str = ""
+    billing_resource_id: str = ""
+    billing_plan_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BillingTarget:
+    """Where usage is billed: the commerce resource id and its plan."""
+
+    resource_id: str
+    plan_id: str
+
+
+def billing_target(settings: Settings, subscription: Subscription | None) -> BillingTarget:
+    """A subscription's billing target; unmapped (or unknown) ones bill to the default."""
+    if subscription is not None and subscription.billing_resource_id:
+        return BillingTarget(subscription.billing_resource_id, subscription.billing_plan_id)
+    return BillingTarget(settings.billing_default_resource_id, settings.billing_default_plan_id)
+
+
+ROLE = "subscriptions"
+PARTITION = "subscription"
+# Fields the usage source owns; the collector rewrites them when the source changes them.
+# Billing mapping and operator-added readers are the operator's and are never overwritten.
+SOURCE_FIELDS = ("DisplayName", "TenantId", "ProviderSubscriptionId", "Owners", "State",
+                 "IsProvider", "Offer")  # fmt: skip
+
+
+def _source_entity(subscription: Subscription) -> dict[str, Any]:
+    return {
+        "PartitionKey": PARTITION,
+        "RowKey": subscription.subscription_id.lower(),
+        "DisplayName": subscription.display_name,
+        "TenantId": subscription.tenant_id,
+        "ProviderSubscriptionId": (subscription.provider_subscription_id or "").lower(),
+        "Owners": json.dumps(sorted(subscription.owners)),
+        "State": subscription.state.value,
+        "IsProvider": subscription.is_provider,
+        "Offer": subscription.offer,
+    }
+
+
+def _from_entity(entity: dict[str, Any]) -> Subscription:
+    return Subscription(
+        subscription_id=entity["RowKey"],
+        display_name=entity.get("DisplayName", ""),
+        tenant_id=entity.get("TenantId", ""),
+        provider_subscription_id=entity.get("ProviderSubscriptionId") or None,
+        owners=tuple(json.loads(entity.get("Owners") or "[]")),
+        state=SubscriptionState(entity.get("State", SubscriptionState.ACTIVE.value)),
+        is_provider=bool(entity.get("IsProvider", False)),
+        readers=tuple(json.loads(entity.get("Readers") or "[]")),
+        offer=entity.get("Offer", ""),
+        billing_resource_id=entity.get("BillingResourceId", ""),
+        billing_plan_id=entity.get("BillingPlanId", ""),
+    )
+
+
+class SubscriptionStore:
+    """The subscriptions table: one small partition, read whole, written on change."""
+
+    def __init__(self, account: StorageAccount):
+        self._account = account
+
+    def all(self) -> dict[str, Subscription]:
+        """Every stored subscription by (lower-case) id."""
+
+        def read() -> dict[str, Subscription]:
+            table = self._account.table(ROLE)
+            entities = table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION})
+            return {entity["RowKey"]: _from_entity(entity) for entity in entities}
+
+        return call_with_retry(read, what="read subscriptions")
+
+    def get(self, subscription_id: str) -> Subscription | None:
+        def read() -> Subscription | None:
+            try:
+                entity = self._account.table(ROLE).get_entity(PARTITION, subscription_id.lower())
+            except ResourceNotFoundError:
+                return None
+            return _from_entity(entity)
+
+        return call_with_retry(read, what="read subscription")
+
+    def sync(self, reported: Iterable[Subscription], stored: dict[str, Subscription]) -> int:
+        """Write the source-owned fields of new or changed subscriptions; return how many.
+
+        ``stored`` is what the table held (from ``all``); it is updated in place so a run
+        that collects many hours reads the table once.
+        """
+        changed: list[dict[str, Any]] = []
+        for subscription in reported:
+            key = subscription.subscription_id.lower()
+            entity = _source_entity(subscription)
+            previous = stored.get(key)
+            if previous is not None and _source_view(previous) == _source_view_of(entity):
+                continue
+            changed.append(entity)
+            stored[key] = _merge(previous, entity)
+        if changed:
+            with PartitionWriter(self._account, parallelism=1, mode=UpdateMode.MERGE) as writer:
+                writer.write_partition(self._account.settings.table_name(ROLE), changed)
+        return len(changed)
+
+    def set_billing(self, subscription_id: str, resource_id: str, plan_id: str) -> Subscription:
+        """Map a subscription to a billing resource and plan ('' and '' = the default)."""
+        if bool(resource_id) != bool(plan_id):
+            raise BadInputError("give both a billing resource id and a plan id, or neither")
+        return self._edit(
+            subscription_id, lambda e: {"BillingResourceId": resource_id, "BillingPlanId": plan_id}
+        )
+
+    def grant_reader(self, subscription_id: str, object_id: str) -> Subscription:
+        """Let ``object_id`` read the subscription's usage (besides its source-owned owners)."""
+        return self._edit(
+            subscription_id,
+            lambda e: {"Readers": json.dumps(sorted({*_readers(e), object_id.lower()}))},
+        )
+
+    def revoke_reader(self, subscription_id: str, object_id: str) -> Subscription:
+        """Withdraw an operator-granted reader."""
+        return self._edit(
+            subscription_id,
+            lambda e: {"Readers": json.dumps(sorted(set(_readers(e)) - {object_id.lower()}))},
+        )
+
+    def _edit(
+        self, subscription_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> Subscription:
+        """Apply ``change`` to the stored entity, guarded by its ETag (retried on a race)."""
+        table = self._account.table(ROLE)
+        key = subscription_id.lower()
+
+        def edit() -> Subscription:
+            while True:
+                try:
+                    entity = table.get_entity(PARTITION, key)
+                except ResourceNotFoundError:
+                    raise BadInputError(
+                        f"subscription {subscription_id} is not known", code="SubscriptionNotFound"
+                    ) from None
+                update = {"PartitionKey": PARTITION, "RowKey": key, **change(entity)}
+                try:
+                    table.update_entity(
+                        update,
+                        mode=UpdateMode.MERGE,
+                        etag=entity.metadata["etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                except ResourceModifiedError:
+                    continue  # the collector or another operator changed it: apply again
+                return _from_entity({**entity, **update})
+
+        return call_with_retry(edit, what=f"edit subscription {key}")
+
+
+def _readers(entity: dict[str, Any]) -> list[str]:
+    return list(json.loads(entity.get("Readers") or "[]"))
+
+
+def _source_view(subscription: Subscription) -> dict[str, Any]:
+    entity = _source_entity(subscription)
+    return {name: entity[name] for name in SOURCE_FIELDS}
+
+
+def _source_view_of(entity: dict[str, Any]) -> dict[str, Any]:
+    return {name: entity[name] for name in SOURCE_FIELDS}
+
+
+def _merge(previous: Subscription | None, entity: dict[str, Any]) -> Subscription:
+    merged = _from_entity(entity)
+    if previous is None:
+        return merged
+    return replace(
+        merged,
+        readers=previous.readers,
+        billing_resource_id=previous.billing_resource_id,
+        billing_plan_id=previous.billing_plan_id,
+    )
