@@ -49,7 +49,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -64,12 +64,13 @@ from azure.storage.queue import QueueClient, QueueMessage
 
 from bench.common import finish
 from devstack.azurite import Azurite
+from devstack.clock import SettableClock
 from devstack.commerce_emulator import CommerceEmulator, Fault
 from devstack.fleet import FleetOptions, SimulatedFleet
 from devstack.local_settings import local_values
 from ops.requeue_poison import requeue_poison
 from shared.billing.charges import ChargeableMeters
-from shared.billing.commerce import CommerceClient
+from shared.billing.commerce import COMMERCE_POLICY, CommerceClient
 from shared.billing.events import EventOutcome
 from shared.billing.ledger import Ledger, LedgerState
 from shared.billing.reconcile import Reconciliation, reconcile
@@ -181,22 +182,6 @@ class ChaosReport:
         }
 
 
-class SimClock:
-    """The simulated now, read by the reporter and the emulator."""
-
-    def __init__(self, start: datetime) -> None:
-        self._now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self._now
-
-    def set(self, moment: datetime) -> None:
-        with self._lock:
-            self._now = moment
-
-
 @dataclass
 class Schedule:
     """Which simulated steps get which fault; all drawn from the seed."""
@@ -274,7 +259,7 @@ class Chaos:
         self.schedule = Schedule.draw(options, self.rng)
         self.report = ChaosReport()
         self.azurite = Azurite(location=folder / "azurite")
-        self.clock = SimClock(START)
+        self.clock = SettableClock(START)
         self.emulator = CommerceEmulator(clock=self.clock)
         self.fleet = SimulatedFleet(
             FleetOptions(
@@ -328,11 +313,10 @@ class Chaos:
 
     def client(self, **options: Any) -> CommerceClient:
         """The reporter's endpoint client; waits are skipped (simulated time)."""
-        options.setdefault("max_attempts", 3)
         return CommerceClient(
             self.emulator.base_url,
             static_token_provider(self.emulator.token),
-            sleep=lambda _: None,
+            retry=replace(COMMERCE_POLICY, max_attempts=3, sleep=lambda _: None),
             **options,
         )
 

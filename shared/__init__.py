@@ -2,13 +2,15 @@
 
 ::
 
-    shared.app          the composition root: builds every collaborator once from settings
-       |
-    collection   billing   query       the three pipelines; none imports another
-       \            |        /
-             storage                   tables, queues and the app's stored state
-                |
-              core                     settings, errors, hours, meters, retries
+    shared.app               the composition root: builds every collaborator once
+        |
+      query                  presenters: serve what the pipelines stored (the usage API)
+        |
+    collection | billing     pipelines: none imports another
+        |
+     storage                 tables, queues and the app's stored state
+        |
+      core                   settings, errors, hours, meters, retries
 
 Dependencies point down only; ``lint-imports`` (pyproject.toml) fails the test command on
 any import that breaks the layering. The local stack (``devstack/``) is never imported here.

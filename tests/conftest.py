@@ -11,9 +11,11 @@ from azure.data.tables import TableServiceClient
 
 from devstack.azurite import Azurite
 from devstack.fleet import register_simulated_source
+from devstack.host import LocalFunctionsHost
 from shared.core.config import Settings
 from shared.storage.account import StorageAccount
 from tests.app_settings import LOCAL_VALUES
+from tests.integration.test_query_support import World, serving, shared_world
 from tests.scripted_source import tables_of
 
 # Tests run the app as the local stack does: USAGE_SOURCE=simulated is the fleet.
@@ -62,3 +64,16 @@ def account(settings: Settings) -> StorageAccount:
     storage = StorageAccount(settings)
     storage.ensure_tables()
     return storage
+
+
+@pytest.fixture(scope="module")
+def world(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> World:
+    """A fleet's day collected into its own tables, with tokens for every role (per module)."""
+    return shared_world(azurite, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def host(world: World) -> Iterator[LocalFunctionsHost]:
+    """The real app behind the local host, serving the module's world."""
+    with serving(world) as running:
+        yield running

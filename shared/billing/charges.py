@@ -13,7 +13,9 @@ rows arrive in (threads, pages) never changes a quantity and the reconciliation'
 independent recomputation agrees to the last bit.
 
 Reads are point-partition queries, one per subscription table (``H{hour}``), run in
-parallel: the work grows with the subscriptions billed, not with the size of any table.
+parallel on the caller's pool (the function app keeps one, so its threads keep their
+storage clients between invocations): the work grows with the subscriptions billed, not
+with the size of any table.
 """
 
 from __future__ import annotations

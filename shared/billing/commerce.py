@@ -38,7 +38,6 @@ from __future__ import annotations
 import logging
 import math
 import random as random_module
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,11 +64,15 @@ from shared.core.errors import (
     NotAllowedError,
 )
 from shared.core.hours import as_utc, floor_hour
-from shared.core.http_retry import retry_after_seconds
+from shared.core.retry import RetryPolicy, retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
 API_VERSION = "2018-08-31"
+# One POST or GET: up to 6 attempts in 2 minutes, backing off from 0.5 s to 30 s.
+COMMERCE_POLICY = RetryPolicy(
+    max_total_seconds=120.0, backoff_base_seconds=0.5, backoff_cap_seconds=30.0
+)
 
 
 @dataclass
@@ -94,28 +97,16 @@ class CommerceClient:
         *,
         connect_timeout: float = 3.05,
         read_timeout: float = 30,
-        max_attempts: int = 6,
-        max_total_seconds: float = 120,
-        backoff_base: float = 0.5,
-        backoff_cap: float = 30,
-        sleep: Callable[[float], None] = time.sleep,
+        retry: RetryPolicy = COMMERCE_POLICY,
         random: random_module.Random | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
         pool_size: int = 10,
     ) -> None:
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be >= 1")
         self._base_url = base_url.rstrip("/")
         self._token_provider = token_provider
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
-        self._max_attempts = max_attempts
-        self._max_total_seconds = max_total_seconds
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
-        self._sleep = sleep
+        self._retry = retry
         self._random = random or random_module.Random()
-        self._monotonic = monotonic
         self._token: str | None = None
         self._session = requests.Session()
         # One host: one pool, sized for the worker threads that may share the client.
@@ -161,7 +152,7 @@ class CommerceClient:
             raise ValueError(f"a batch holds 1 to {MAX_BATCH} events, not {len(events)}")
         if len({event.key for event in events}) != len(events):
             raise ValueError("two events share (resource, dimension, hour): sum them first")
-        budget = _Budget(started=self._monotonic())
+        budget = _Budget(started=self._retry.monotonic())
         correlation_id = str(uuid.uuid4())
         settled: dict[int, EventOutcome] = {}
         pending = list(range(len(events)))
@@ -197,7 +188,7 @@ class CommerceClient:
     def usage_events(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """Reconciliation rows for usage in ``[start, end)`` (GET /api/usageEvents)."""
         params = {"usageStartDate": _iso_z(start), "usageEndDate": _iso_z(end)}
-        budget = _Budget(started=self._monotonic())
+        budget = _Budget(started=self._retry.monotonic())
         while True:
             response = self._request(
                 budget, "GET", "/api/usageEvents", params=params, correlation_id=str(uuid.uuid4())
@@ -230,8 +221,8 @@ class CommerceClient:
         route = f"{method} {path}"
         budget.route = route
         while True:
-            remaining = self._max_total_seconds - (self._monotonic() - budget.started)
-            if budget.attempts >= self._max_attempts or remaining <= 0:
+            remaining = self._retry.max_total_seconds - (self._retry.monotonic() - budget.started)
+            if budget.attempts >= self._retry.max_attempts or remaining <= 0:
                 raise self._exhausted(budget, settled() if settled else ())
             budget.attempts += 1
             token = self._current_token()
@@ -294,16 +285,15 @@ class CommerceClient:
     ) -> None:
         """Wait before the next attempt, or raise if no attempt or time is left for one."""
         route_failure = budget.last_failure
-        if budget.attempts >= self._max_attempts:
+        if budget.attempts >= self._retry.max_attempts:
             raise self._exhausted(budget, settled)
         if retry_after is not None:
             delay = retry_after
             budget.last_retry_after = retry_after
         else:
-            ceiling = min(self._backoff_cap, self._backoff_base * 2 ** (budget.attempts - 1))
-            delay = self._random.uniform(0, ceiling)
-        elapsed = self._monotonic() - budget.started
-        if elapsed + delay >= self._max_total_seconds:
+            delay = self._retry.backoff(budget.attempts, self._random)
+        elapsed = self._retry.monotonic() - budget.started
+        if elapsed + delay >= self._retry.max_total_seconds:
             raise self._exhausted(budget, settled, would_wait=delay)
         logger.warning(
             "commerce attempt %d failed (%s); retrying in %.2fs",
@@ -311,14 +301,15 @@ class CommerceClient:
             route_failure,
             delay,
         )
-        self._sleep(delay)
+        self._retry.sleep(delay)
 
     def _exhausted(
         self, budget: _Budget, settled: Sequence[EventOutcome], *, would_wait: float | None = None
     ) -> CommerceUnavailableError:
-        elapsed = self._monotonic() - budget.started
+        elapsed = self._retry.monotonic() - budget.started
         why = (
-            f"; the next wait ({would_wait:.1f}s) would pass the {self._max_total_seconds}s cap"
+            f"; the next wait ({would_wait:.1f}s) would pass the "
+            f"{self._retry.max_total_seconds}s cap"
             if would_wait is not None
             else ""
         )
@@ -326,7 +317,7 @@ class CommerceClient:
             f"commerce {budget.route} gave up after {budget.attempts} attempt(s) "
             f"in {elapsed:.1f}s{why}; last failure: {budget.last_failure}"
         )
-        retry_after = budget.last_retry_after or self._backoff_cap
+        retry_after = budget.last_retry_after or self._retry.backoff_cap_seconds
         return CommerceUnavailableError(
             _redact(message, self._token), retry_after_seconds=retry_after, settled=settled
         )

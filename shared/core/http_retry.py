@@ -1,7 +1,7 @@
 """Retries for JSON GETs to an ARM-style HTTP API: what is retried, how often, how long.
 
-Storage calls have ``shared.core.retry``; this is its HTTP twin for ``requests`` sessions that
-read from a peer's ARM endpoint (the Azure Stack Hub usage source). What it retries:
+The ARM reads of the Azure Stack Hub usage source, spending a ``shared.core.retry``
+``RetryPolicy`` like every other retried call. What it retries:
 
 - ``429`` (throttled), waiting what ``Retry-After`` says (seconds or an HTTP date), never
   longer than the time left;
@@ -24,18 +24,14 @@ Not retried (raised at once): ``401``/``403`` -> ``NotAllowedError``; any other 
 -> ``BadInputError`` carrying the peer's ARM error code (``x-ms-error-code`` or the body's
 ``error.code``). The bearer token is never part of a message.
 
-``sleep`` and ``monotonic`` are policy fields so tests replace waiting by a recorder.
 """
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -46,6 +42,7 @@ from shared.core.errors import (
     NotAllowedError,
     UpstreamUnavailableError,
 )
+from shared.core.retry import RetryPolicy, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -53,27 +50,18 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 @dataclass(frozen=True)
-class HttpRetryPolicy:
-    """Caps of one call: attempts (HTTP requests) and total seconds, and the backoff."""
+class HttpTimeouts:
+    """Seconds to connect, and to wait for an answer; a slower read counts as a gateway
+    timeout (the query is too big for the peer's gateway)."""
 
-    max_attempts: int = 6
-    max_total_seconds: float = 600.0
-    backoff_base_seconds: float = 1.0
-    backoff_cap_seconds: float = 30.0
-    connect_timeout_seconds: float = 10.0
-    read_timeout_seconds: float = 120.0
-    # Tests pass recorders here so they never wait.
-    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
-    monotonic: Callable[[], float] = field(default=time.monotonic, compare=False)
+    connect_seconds: float = 10.0
+    read_seconds: float = 120.0
 
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1 or self.max_total_seconds <= 0:
-            raise ValueError("a retry policy needs at least one attempt and some time")
 
-    def backoff(self, attempt: int, rng: random.Random) -> float:
-        """Full-jitter wait after failed attempt number ``attempt`` (1, 2, ...)."""
-        ceiling = min(self.backoff_cap_seconds, self.backoff_base_seconds * 2 ** (attempt - 1))
-        return rng.uniform(0, ceiling)
+# ARM reads: a page may be slow, and throttling waits can be long.
+ARM_POLICY = RetryPolicy(
+    max_total_seconds=600.0, backoff_base_seconds=1.0, backoff_cap_seconds=30.0
+)
 
 
 def get_json(
@@ -81,8 +69,9 @@ def get_json(
     url: str,
     *,
     what: str,
-    policy: HttpRetryPolicy,
+    policy: RetryPolicy,
     headers: Callable[[], Mapping[str, str]],
+    timeouts: HttpTimeouts = HttpTimeouts(),
     params: Mapping[str, str] | None = None,
     gateway_timeout_limit: int | None = None,
     rng: random.Random | None = None,
@@ -107,8 +96,8 @@ def get_json(
                 params=params,
                 headers=dict(headers()),
                 timeout=(
-                    policy.connect_timeout_seconds,
-                    max(0.001, min(policy.read_timeout_seconds, remaining)),
+                    timeouts.connect_seconds,
+                    max(0.001, min(timeouts.read_seconds, remaining)),
                 ),
             )
         except requests.Timeout as error:
@@ -138,7 +127,7 @@ def get_json(
             )
         wait = retry_after if retry_after is not None else policy.backoff(attempts, rng)
         elapsed = policy.monotonic() - started
-        if attempts >= policy.max_attempts or elapsed + wait >= policy.max_total_seconds:
+        if policy.gives_up(attempts, elapsed, wait):
             raise UpstreamUnavailableError(
                 f"{what} gave up after {attempts} attempt(s) in {elapsed:.1f}s; "
                 f"last failure: {failure}",
@@ -175,21 +164,3 @@ def _error_code(response: requests.Response) -> str | None:
 def _error_message(response: requests.Response) -> str:
     message = _error_body(response).get("message")
     return str(message)[:300] if message else response.text[:300]
-
-
-def retry_after_seconds(response: requests.Response) -> float | None:
-    """``Retry-After`` as seconds (delta-seconds or an HTTP date); None if absent or bad."""
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -2,8 +2,9 @@
 
 Written after an hour's rows are durable, one entity per subscription with rows
 (``PartitionKey`` = reported hour, ``RowKey`` = subscription id). Readers use it to touch only
-partitions that exist: the daily rollup, billing work items, and queries that must not pay
-for hours or tenants without usage (invariant 6).
+partitions that exist: the daily rollup (which subscriptions had rows in a day), billing
+(work items, an hour's charges) and reconciliation. The usage API does not read it: a
+query reads the tables of the subscriptions in its caller's scope.
 
 Each entry also records where the subscription's usage of that hour is billed (billing
 resource and plan), resolved by the collector when the hour is written. Billing reads the

@@ -2,8 +2,10 @@
 
 A tenant subscription is offered by a provider subscription (the default provider
 subscription, or a delegated provider's). Sources report the fields they own (display name,
-directory tenant, provider, owners, state); operators own the billing mapping, which the
-collector only fills in when a subscription is first seen.
+directory tenant, provider, owners, state), and the collector rewrites them when they
+change; operators own the billing mapping and the extra readers (``python -m ops
+subscriptions``), which the collector never writes. An unmapped subscription bills to the
+settings' default resource and plan (``billing_target``).
 """
 
 from __future__ import annotations

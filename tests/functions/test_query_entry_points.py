@@ -12,7 +12,6 @@ import pytest
 
 import openapi_document
 import query_usage
-from devstack.azurite import Azurite
 from shared.app import LazyApp
 from shared.query import usage_api
 from shared.query.openapi import DOCUMENT
@@ -21,14 +20,8 @@ from tests.integration.test_query_support import (
     PROVIDER_PATH,
     World,
     query_string,
-    shared_world,
     window,
 )
-
-
-@pytest.fixture(scope="module")
-def world(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> World:
-    return shared_world(azurite, tmp_path_factory)
 
 
 @pytest.fixture

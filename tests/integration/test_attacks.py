@@ -16,7 +16,6 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,7 +28,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from devstack.azurite import ACCOUNT_KEY, Azurite
+from devstack.azurite import ACCOUNT_KEY
 from devstack.host import LocalFunctionsHost
 from devstack.tokens import LocalIssuer
 from shared.core.hours import utc_now
@@ -42,8 +41,6 @@ from tests.integration.test_query_support import (
     World,
     call,
     query_string,
-    serving,
-    shared_world,
     window,
 )
 
@@ -64,17 +61,6 @@ ARGUMENT_CODES = {
     "showDetails": "InvalidProperty",
     "continuationToken": "InvalidContinuationToken",
 }
-
-
-@pytest.fixture(scope="module")
-def world(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> World:
-    return shared_world(azurite, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def host(world: World) -> Iterator[LocalFunctionsHost]:
-    with serving(world) as running:
-        yield running
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from devstack.tokens import LocalIssuer
 from shared.collection.collector import Collector
 from shared.collection.sources.azurestack import AzureStackOptions, AzureStackSource
 from shared.core.config import Settings
-from shared.core.http_retry import HttpRetryPolicy
+from shared.core.retry import RetryPolicy
 from shared.storage.account import StorageAccount
 from tests.app_settings import LOCAL_VALUES
 from tests.integration.test_azurestack_source import admin_item
@@ -155,7 +155,7 @@ def stamp_source(world: dict[str, Any]) -> AzureStackSource:
         AzureStackOptions(
             admin_arm_endpoint=world["front"].base_url,
             provider_subscription_id=world["fleet"].default_provider.subscription_id,
-            retry=HttpRetryPolicy(max_attempts=4, sleep=lambda _: None),
+            retry=RetryPolicy(max_attempts=4, sleep=lambda _: None),
         ),
         lambda: world["token"],
     )

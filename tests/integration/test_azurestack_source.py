@@ -32,7 +32,7 @@ from shared.collection.collector import Collector
 from shared.collection.sources.azurestack import AzureStackOptions, AzureStackSource
 from shared.core.config import Settings
 from shared.core.errors import BadInputError, NotAllowedError, UpstreamUnavailableError
-from shared.core.http_retry import HttpRetryPolicy
+from shared.core.retry import RetryPolicy
 from shared.core.usage import UsageRecord
 from shared.storage.account import StorageAccount
 from shared.storage.subscriptions import Subscription, SubscriptionState
@@ -271,7 +271,7 @@ def stamp() -> Iterator[Stamp]:
 def source_for(
     stamp: Stamp, fleet: SimulatedFleet, waits: list[float], **options: Any
 ) -> AzureStackSource:
-    retry = HttpRetryPolicy(max_attempts=4, max_total_seconds=120, sleep=waits.append)
+    retry = RetryPolicy(max_attempts=4, max_total_seconds=120, sleep=waits.append)
     return AzureStackSource(
         AzureStackOptions(
             admin_arm_endpoint=stamp.base_url,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import traceback
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ import requests
 from azure.core.credentials import AccessToken
 
 from devstack.commerce_emulator import API_VERSION, CommerceEmulator, Fault
-from shared.billing.commerce import CommerceClient
+from shared.billing.commerce import COMMERCE_POLICY, CommerceClient
 from shared.billing.events import EventOutcome, EventStatus, UsageEvent
 from shared.billing.tokens import identity_token_provider, static_token_provider
 from shared.core.errors import (
@@ -24,6 +25,7 @@ from shared.core.errors import (
     NotAllowedError,
     TransientError,
 )
+from shared.core.retry import RetryPolicy
 
 TOKEN = "s3cr3t-commerce-token-0123456789"
 NOW = datetime(2026, 11, 26, 17, 30, tzinfo=UTC)
@@ -66,9 +68,19 @@ def recorder() -> SleepRecorder:
     return SleepRecorder()
 
 
-def make_client(emulator: CommerceEmulator, sleep: Any, **options: Any) -> CommerceClient:
+def make_client(
+    emulator: CommerceEmulator, sleep: Any, *, max_attempts: int = 6, **options: Any
+) -> CommerceClient:
+    """A client whose waits are recorded by ``sleep``; ``options`` go to CommerceClient, except
+    ``max_total_seconds``, which goes to its retry policy."""
     options.setdefault("random", random.Random(7))
-    return CommerceClient(emulator.base_url, static_token_provider(TOKEN), sleep=sleep, **options)
+    policy = replace(
+        COMMERCE_POLICY,
+        max_attempts=max_attempts,
+        max_total_seconds=options.pop("max_total_seconds", COMMERCE_POLICY.max_total_seconds),
+        sleep=sleep,
+    )
+    return CommerceClient(emulator.base_url, static_token_provider(TOKEN), retry=policy, **options)
 
 
 def usage(count: int, *, quantity: float = 2.5, hour: datetime = HOUR) -> list[UsageEvent]:
@@ -186,12 +198,14 @@ def test_total_time_is_capped(emulator: CommerceEmulator) -> None:
     client = CommerceClient(
         emulator.base_url,
         static_token_provider(TOKEN),
-        max_attempts=1000,
-        max_total_seconds=10,
-        backoff_base=1,
-        backoff_cap=4,
-        sleep=fake.sleep,
-        monotonic=fake.monotonic,
+        retry=RetryPolicy(
+            max_attempts=1000,
+            max_total_seconds=10,
+            backoff_base_seconds=1,
+            backoff_cap_seconds=4,
+            sleep=fake.sleep,
+            monotonic=fake.monotonic,
+        ),
         random=random.Random(3),
     )
     with client, pytest.raises(CommerceUnavailableError, match="cap"):
@@ -209,9 +223,9 @@ def test_retry_after_beyond_the_time_cap_is_not_waited(emulator: CommerceEmulato
     client = CommerceClient(
         emulator.base_url,
         static_token_provider(TOKEN),
-        max_total_seconds=30,
-        sleep=fake.sleep,
-        monotonic=fake.monotonic,
+        retry=replace(
+            COMMERCE_POLICY, max_total_seconds=30, sleep=fake.sleep, monotonic=fake.monotonic
+        ),
     )
     with client, pytest.raises(CommerceUnavailableError) as caught:
         client.post_batch(usage(1))
@@ -304,7 +318,9 @@ def test_403_fetches_a_fresh_token_once(
             self.tokens.pop(0)
 
     provider = Rotating()
-    with CommerceClient(emulator.base_url, provider, sleep=recorder) as client:
+    with CommerceClient(
+        emulator.base_url, provider, retry=replace(COMMERCE_POLICY, sleep=recorder)
+    ) as client:
         outcomes = client.post_batch(usage(1))
     assert outcomes[0].status is EventStatus.ACCEPTED
     assert provider.invalidated == 1
@@ -323,7 +339,11 @@ def test_token_never_appears_in_errors(emulator: CommerceEmulator, recorder: Sle
             failures.append(caught.value)
     wrong = "wrong-s3cr3t-token-9876543210"
     with (
-        CommerceClient(emulator.base_url, static_token_provider(wrong), sleep=recorder) as refused,
+        CommerceClient(
+            emulator.base_url,
+            static_token_provider(wrong),
+            retry=replace(COMMERCE_POLICY, sleep=recorder),
+        ) as refused,
         pytest.raises(NotAllowedError) as caught,
     ):
         refused.post_batch(usage(1))

@@ -15,9 +15,7 @@ end (documented 400s the OpenAPI types cannot express).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -28,10 +26,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from devstack.azurite import Azurite
 from devstack.host import LocalFunctionsHost
 from shared.query.openapi import DOCUMENT
-from tests.integration.test_query_support import World, serving, shared_world
+from tests.integration.test_query_support import World
 
 SCHEMA = schemathesis.openapi.from_dict(json.loads(DOCUMENT.read_text()))
 CHECKS = [
@@ -48,17 +45,6 @@ BUDGET = settings(
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-
-
-@pytest.fixture(scope="module")
-def world(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> World:
-    return shared_world(azurite, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def host(world: World) -> Iterator[LocalFunctionsHost]:
-    with serving(world) as running:
-        yield running
 
 
 @SCHEMA.include(method="GET", path_regex="usageAggregates|UsageAggregates").parametrize()

@@ -23,6 +23,7 @@ import pytest
 from azure.storage.queue import QueueClient
 
 from devstack.azurite import Azurite
+from devstack.clock import SettableClock
 from devstack.host import (
     FunctionNotFoundError,
     HostConfigurationError,
@@ -39,22 +40,6 @@ def storage() -> Iterator[Azurite]:
     """One in-memory Azurite for this module's hosts."""
     with Azurite() as server:
         yield server
-
-
-class FakeClock:
-    """A clock the test moves by hand; the host's timers read it."""
-
-    def __init__(self, start: datetime) -> None:
-        self._now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self._now
-
-    def set(self, moment: datetime) -> None:
-        with self._lock:
-            self._now = moment
 
 
 def wait_for(probe: Callable[[], T | None], what: str, deadline_seconds: float = 30.0) -> T:
@@ -102,7 +87,7 @@ class App:
     def host(self, **options: Any) -> LocalFunctionsHost:
         options.setdefault("run_timers_at_start", False)
         options.setdefault("schedule_status", {})
-        options.setdefault("clock", FakeClock(datetime(2026, 11, 26, 10, 0, 30, tzinfo=UTC)))
+        options.setdefault("clock", SettableClock(datetime(2026, 11, 26, 10, 0, 30, tzinfo=UTC)))
         return LocalFunctionsHost(APP, self.settings, **options)
 
     def queue(self, suffix: str = "") -> QueueClient:
@@ -177,7 +162,7 @@ def test_timespans() -> None:
 
 def test_scheduled_run_on_time_is_not_past_due(app: App) -> None:
     """The clock reaching a slot runs the timer once, with past_due False."""
-    clock = FakeClock(datetime(2026, 11, 26, 10, 0, 30, tzinfo=UTC))
+    clock = SettableClock(datetime(2026, 11, 26, 10, 0, 30, tzinfo=UTC))
     with app.host(clock=clock):
         clock.set(datetime(2026, 11, 26, 10, 1, 0, tzinfo=UTC))
         runs = wait_for(lambda: [r for r in app.timer_runs() if r["event"] == "end"], "a run")
@@ -187,7 +172,7 @@ def test_scheduled_run_on_time_is_not_past_due(app: App) -> None:
 def test_start_after_missed_slot_runs_past_due(app: App) -> None:
     """A host starting after a slot passed since the recorded run catches up with past_due."""
     status: dict[str, datetime] = {}
-    clock = FakeClock(datetime(2026, 11, 26, 10, 0, 30, tzinfo=UTC))
+    clock = SettableClock(datetime(2026, 11, 26, 10, 0, 30, tzinfo=UTC))
     with app.host(clock=clock, schedule_status=status, run_timers_at_start=True):
         wait_for(lambda: len(app.timer_runs()) == 2, "the startup run")
     clock.set(datetime(2026, 11, 26, 10, 3, 10, tzinfo=UTC))  # 10:01, 10:02, 10:03 missed
@@ -198,7 +183,7 @@ def test_start_after_missed_slot_runs_past_due(app: App) -> None:
 
 def test_start_without_missed_slot_runs_only_when_asked(app: App) -> None:
     """With no slot missed, only run_timers_at_start makes a start run, and it is not past due."""
-    clock = FakeClock(datetime(2026, 11, 26, 10, 0, 30, tzinfo=UTC))
+    clock = SettableClock(datetime(2026, 11, 26, 10, 0, 30, tzinfo=UTC))
     with app.host(clock=clock, run_timers_at_start=True) as host:
         wait_for(lambda: len(app.timer_runs()) == 2, "the startup run")
         outcome = host.trigger_timer("tick", past_due=True)
@@ -209,7 +194,7 @@ def test_start_without_missed_slot_runs_only_when_asked(app: App) -> None:
 
 def test_overrun_gives_one_past_due_run_and_runs_never_overlap(app: App) -> None:
     """Slots passing during a run give one past-due run after it; no two runs ever overlap."""
-    clock = FakeClock(datetime(2026, 11, 26, 10, 0, 30, tzinfo=UTC))
+    clock = SettableClock(datetime(2026, 11, 26, 10, 0, 30, tzinfo=UTC))
     app.timer_gate.touch()
     with app.host(clock=clock) as host:
         clock.set(datetime(2026, 11, 26, 10, 1, 0, tzinfo=UTC))

@@ -107,6 +107,14 @@ def session() -> Iterator[requests.Session]:
         yield session
 
 
+@pytest.fixture
+def validator(
+    jwks_server: JwksServer, session: requests.Session, monotonic: FakeMonotonic
+) -> TokenValidator:
+    """A validator reading the test's JWKS server through a fresh source (empty cache)."""
+    return make_validator(make_source(jwks_server.uri, session, monotonic))
+
+
 def make_validator(source: HttpJwksSource) -> TokenValidator:
     return TokenValidator(issuer=ISSUER, audience=AUDIENCE, jwks=source, clock=lambda: NOW)
 
@@ -132,12 +140,11 @@ def bearer(issuer: LocalIssuer, **kwargs: Any) -> str:
 def test_keys_fetched_once_and_cached(
     jwks_server: JwksServer,
     issuer_a: LocalIssuer,
-    session: requests.Session,
+    validator: TokenValidator,
     monotonic: FakeMonotonic,
 ) -> None:
     """Many validations within the TTL cost exactly one JWKS request."""
     jwks_server.serve(issuer_a)
-    validator = make_validator(make_source(jwks_server.uri, session, monotonic))
     for _ in range(20):
         validator.validate(bearer(issuer_a))
         monotonic.advance(60)
@@ -147,12 +154,11 @@ def test_keys_fetched_once_and_cached(
 def test_ttl_expiry_refetches(
     jwks_server: JwksServer,
     issuer_a: LocalIssuer,
-    session: requests.Session,
+    validator: TokenValidator,
     monotonic: FakeMonotonic,
 ) -> None:
     """Once the cache is older than the TTL the next validation refetches, once."""
     jwks_server.serve(issuer_a)
-    validator = make_validator(make_source(jwks_server.uri, session, monotonic))
     validator.validate(bearer(issuer_a))
     monotonic.advance(TTL)
     validator.validate(bearer(issuer_a))
@@ -164,12 +170,11 @@ def test_key_rotation_triggers_one_refetch(
     jwks_server: JwksServer,
     issuer_a: LocalIssuer,
     issuer_b: LocalIssuer,
-    session: requests.Session,
+    validator: TokenValidator,
     monotonic: FakeMonotonic,
 ) -> None:
     """A token with a newly published kid causes one refetch, then is served from cache."""
     jwks_server.serve(issuer_a)
-    validator = make_validator(make_source(jwks_server.uri, session, monotonic))
     validator.validate(bearer(issuer_a))
     jwks_server.serve(issuer_a, issuer_b)
     monotonic.advance(INTERVAL)
@@ -182,12 +187,11 @@ def test_key_rotation_triggers_one_refetch(
 def test_unknown_kid_flood_is_rate_limited(
     jwks_server: JwksServer,
     issuer_a: LocalIssuer,
-    session: requests.Session,
+    validator: TokenValidator,
     monotonic: FakeMonotonic,
 ) -> None:
     """Made-up kids cause at most one refetch per interval, and each is still a 401."""
     jwks_server.serve(issuer_a)
-    validator = make_validator(make_source(jwks_server.uri, session, monotonic))
     validator.validate(bearer(issuer_a))
     monotonic.advance(INTERVAL)
     for _ in range(50):
@@ -210,12 +214,11 @@ def test_unknown_kid_refetch_allowed_again_after_interval(
     jwks_server: JwksServer,
     issuer_a: LocalIssuer,
     issuer_b: LocalIssuer,
-    session: requests.Session,
+    validator: TokenValidator,
     monotonic: FakeMonotonic,
 ) -> None:
     """A kid refused within the interval is accepted after it, once the IdP publishes it."""
     jwks_server.serve(issuer_a)
-    validator = make_validator(make_source(jwks_server.uri, session, monotonic))
     validator.validate(bearer(issuer_a))
     with pytest.raises(NotAllowedError):
         validator.validate(bearer(issuer_b))
@@ -248,14 +251,13 @@ def test_server_down_is_transient(
 def test_bad_jwks_response_is_transient(
     jwks_server: JwksServer,
     issuer_a: LocalIssuer,
-    session: requests.Session,
+    validator: TokenValidator,
     monotonic: FakeMonotonic,
     status: int,
     document: dict[str, Any],
 ) -> None:
     """A 5xx or a body with no usable keys is a TransientError; retries wait an interval."""
     jwks_server.status, jwks_server.document = status, document
-    validator = make_validator(make_source(jwks_server.uri, session, monotonic))
     for _ in range(3):
         with pytest.raises(TransientError):
             validator.validate(bearer(issuer_a))
@@ -265,12 +267,11 @@ def test_bad_jwks_response_is_transient(
 def test_last_known_keys_survive_a_failed_ttl_refresh(
     jwks_server: JwksServer,
     issuer_a: LocalIssuer,
-    session: requests.Session,
+    validator: TokenValidator,
     monotonic: FakeMonotonic,
 ) -> None:
     """After the TTL an IdP failure keeps the old keys for one more TTL, then is a 503."""
     jwks_server.serve(issuer_a)
-    validator = make_validator(make_source(jwks_server.uri, session, monotonic))
     validator.validate(bearer(issuer_a))
     jwks_server.status = 503
     monotonic.advance(TTL)

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,24 +38,11 @@ from tests.integration.test_query_support import (
     World,
     call,
     follow,
-    serving,
-    shared_world,
     window,
 )
 from tests.scripted_source import PROVIDER, TENANT_A, TENANT_B, snapshot, subscription
 
 START, END = "2026-11-20T00:00Z", "2026-11-21T00:00Z"  # DAY, the world's collected day
-
-
-@pytest.fixture(scope="module")
-def world(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> World:
-    return shared_world(azurite, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def host(world: World) -> Iterator[LocalFunctionsHost]:
-    with serving(world) as running:
-        yield running
 
 
 def run_ops(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

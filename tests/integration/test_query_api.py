@@ -12,7 +12,6 @@ import hmac
 import json
 import re
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from devstack.azurite import Azurite
 from devstack.host import LocalFunctionsHost
 from devstack.tokens import LocalIssuer
 from shared.core.hours import utc_now
@@ -38,22 +36,10 @@ from tests.integration.test_query_support import (
     call,
     deleted,
     serving,
-    shared_world,
     window,
 )
 
 OPENAPI = json.loads(DOCUMENT.read_text())
-
-
-@pytest.fixture(scope="module")
-def world(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> World:
-    return shared_world(azurite, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def host(world: World) -> Iterator[LocalFunctionsHost]:
-    with serving(world) as running:
-        yield running
 
 
 def assert_error(response: requests.Response, status: int, code: str) -> dict[str, Any]:

@@ -11,16 +11,13 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import timedelta
 from urllib.parse import quote
 
-import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devstack.azurite import Azurite
 from devstack.host import LocalFunctionsHost
 from shared.core.hours import utc_now
 from shared.query.arguments import parse_path, parse_query
@@ -37,8 +34,6 @@ from tests.integration.test_query_support import (
     World,
     call,
     follow,
-    serving,
-    shared_world,
     window,
 )
 
@@ -48,17 +43,6 @@ COMBINATIONS = [
     {**window(DAY + 6 * HOUR, DAY + 9 * HOUR), "showDetails": "false"},
     {**window(DAY, DAY + timedelta(days=1), "daily"), "showDetails": "true"},
 ]
-
-
-@pytest.fixture(scope="module")
-def world(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> World:
-    return shared_world(azurite, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def host(world: World) -> Iterator[LocalFunctionsHost]:
-    with serving(world) as running:
-        yield running
 
 
 def directories(world: World) -> dict[str, list[Subscription]]:

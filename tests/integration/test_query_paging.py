@@ -12,14 +12,12 @@ import io
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 import requests
 
-from devstack.azurite import Azurite
 from devstack.host import LocalFunctionsHost
 from shared.core.hours import floor_day
 from shared.core.meters import catalogue
@@ -31,21 +29,8 @@ from tests.integration.test_query_support import (
     World,
     call,
     follow,
-    serving,
-    shared_world,
     window,
 )
-
-
-@pytest.fixture(scope="module")
-def world(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> World:
-    return shared_world(azurite, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def host(world: World) -> Iterator[LocalFunctionsHost]:
-    with serving(world) as running:
-        yield running
 
 
 def identity(row: dict[str, Any]) -> tuple[str, str, str, str, str]:

@@ -207,11 +207,6 @@ def deleted(world: World) -> list[Subscription]:
 # --- the world's shape -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def world(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> World:
-    return shared_world(azurite, tmp_path_factory)
-
-
 def test_fleet_has_two_delegated_providers_with_direct_tenants(world: World) -> None:
     """The isolation tests rely on P0 -> {P1, P2, ...} and P1, P2 each having tenants."""
     p0 = world.fleet.default_provider.subscription_id

@@ -7,6 +7,7 @@ import random
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from devstack.clock import SettableClock
 from devstack.commerce_emulator import CommerceEmulator, Fault
 from shared.billing.events import EventOutcome
 from shared.billing.ledger import LedgerState
@@ -15,7 +16,6 @@ from shared.storage.account import StorageAccount
 from tests.integration.test_report_support import (
     HOUR,
     T0,
-    FakeClock,
     accepted_by_key,
     collect,
     deliver_until_done,
@@ -48,7 +48,7 @@ def test_exactly_once_under_faults_duplicates_and_kills(make_settings) -> None:
     assert len({key[0] for key in expected}) == 3  # two mapped resources and the default
     assert len(expected) > 60  # several full batches per hour
 
-    clock = FakeClock(T0 + 4 * HOUR + 20 * 60 * HOUR / 3600)
+    clock = SettableClock(T0 + 4 * HOUR + 20 * 60 * HOUR / 3600)
     rng = random.Random(11)
 
     def maybe_kill(outcomes: Sequence[EventOutcome]) -> None:
@@ -94,7 +94,7 @@ def test_concurrent_duplicate_deliveries_bill_each_event_once(make_settings) -> 
     mapping = map_subscriptions(account, source, T0, resources=2)
     collect(settings, source, [T0])
     expected = owed_from_rows(account, mapping)
-    clock = FakeClock(T0 + 2 * HOUR)
+    clock = SettableClock(T0 + 2 * HOUR)
     with CommerceEmulator(clock=clock) as emulator:
         bodies = drain(settings) * 3
 

@@ -9,6 +9,7 @@ from datetime import datetime
 
 import pytest
 
+from devstack.clock import SettableClock
 from devstack.commerce_emulator import CommerceEmulator, Fault
 from shared.billing.charges import ChargeableMeters
 from shared.billing.events import UsageEvent
@@ -24,7 +25,6 @@ from tests.integration.test_report_support import (
     HOUR,
     PLAN,
     T0,
-    FakeClock,
     accepted_by_key,
     collect,
     drain,
@@ -79,7 +79,7 @@ def test_duplicate_with_other_quantity_is_a_mismatch_and_reconciliation_reports_
     """An event accepted earlier with another quantity: ledger mismatch, reconcile exit 1."""
     settings, account, source, _mapping = prepared(make_settings, [T0])
     collect(settings, source, [T0])
-    clock = FakeClock(T0 + 2 * HOUR)
+    clock = SettableClock(T0 + 2 * HOUR)
     default = settings.billing_default_resource_id
     with CommerceEmulator(clock=clock) as emulator, fast_client(emulator) as client:
         client.post_batch([UsageEvent(default, PLAN, WINDOWS, 99.0, T0)])  # someone else's
@@ -101,7 +101,7 @@ def test_final_rejections_are_recorded_and_do_not_block_the_batch(make_settings)
     """InvalidDimension and ResourceNotFound are recorded with the reason; the rest is billed."""
     settings, account, source, _mapping = prepared(make_settings, [T0])
     collect(settings, source, [T0])
-    clock = FakeClock(T0 + 2 * HOUR)
+    clock = SettableClock(T0 + 2 * HOUR)
     default = settings.billing_default_resource_id
     with (
         CommerceEmulator(clock=clock, invalid_dimensions=[BASE], unknown_resources=["saas-b"]) as (
@@ -128,7 +128,7 @@ def test_whole_batch_refusal_is_recorded_as_rejected_and_returns(make_settings) 
     """A 400 for the whole request is final: its events are rejected with the code, no raise."""
     settings, account, source, mapping = prepared(make_settings, [T0])
     collect(settings, source, [T0])
-    clock = FakeClock(T0 + 2 * HOUR)
+    clock = SettableClock(T0 + 2 * HOUR)
     with CommerceEmulator(clock=clock) as emulator, fast_client(emulator) as client:
         emulator.fail_next(Fault.BAD_REQUEST)
         (body,) = drain(settings)
@@ -145,7 +145,7 @@ def test_thirty_hour_outage_carries_expired_hours_forward(make_settings) -> None
     expired meanwhile are carried into the first event that could still be sent."""
     hours = list(hours_from(T0, 31))
     settings, account, source, mapping = prepared(make_settings, hours, b_every=3)
-    clock = FakeClock(T0)
+    clock = SettableClock(T0)
     with CommerceEmulator(clock=clock) as emulator, fast_client(emulator, max_attempts=2) as client:
         emulator.set_fault_rate(1.0, [Fault.SERVER_ERROR], seed=1)
         waiting: list[bytes] = []  # what the poison queue would hold
@@ -203,7 +203,7 @@ def test_hours_never_sent_before_expiry_fold_into_the_first_sendable_hour(make_s
     hours = list(hours_from(T0, 10))
     settings, account, source, _mapping = prepared(make_settings, hours)
     collect(settings, source, hours)
-    clock = FakeClock(hours[5] + 24 * HOUR)  # hours 0..5 expired (margin), 6..9 sendable
+    clock = SettableClock(hours[5] + 24 * HOUR)  # hours 0..5 expired (margin), 6..9 sendable
     with CommerceEmulator(clock=clock) as emulator, fast_client(emulator) as client:
         for body in drain(settings):
             report_message(body, settings, clock=clock, client=client)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import base64
 import math
-import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from devstack.commerce_emulator import CommerceEmulator
 from devstack.fleet import FleetOptions, SimulatedFleet
 from shared.billing.charges import ChargeableMeters
-from shared.billing.commerce import CommerceClient
+from shared.billing.commerce import COMMERCE_POLICY, CommerceClient
 from shared.billing.ledger import Ledger, LedgerEntry
 from shared.billing.tokens import static_token_provider
 from shared.billing.work_items import work_item_enqueuer
@@ -33,32 +33,18 @@ PLAN = "plan-a"
 Key = tuple[str, str, datetime]
 
 
-class FakeClock:
-    """A clock the test moves by hand; reporter and emulator both read it."""
-
-    def __init__(self, start: datetime) -> None:
-        self._now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self._now
-
-    def set(self, moment: datetime) -> None:
-        with self._lock:
-            self._now = moment
-
-
 def every_meter_chargeable() -> str:
     """BILLING_CHARGEABLE_OVERRIDES making every catalogue meter chargeable (many dimensions)."""
     return ";".join(f"{meter.meter_id}=true" for meter in catalogue())
 
 
-def fast_client(emulator: CommerceEmulator, **options: Any) -> CommerceClient:
+def fast_client(
+    emulator: CommerceEmulator, max_attempts: int = 8, **options: Any
+) -> CommerceClient:
     """A client for the emulator that never sleeps (the retry waits are skipped)."""
-    options.setdefault("max_attempts", 8)
+    policy = replace(COMMERCE_POLICY, max_attempts=max_attempts, sleep=lambda _: None)
     return CommerceClient(
-        emulator.base_url, static_token_provider(emulator.token), sleep=lambda _: None, **options
+        emulator.base_url, static_token_provider(emulator.token), retry=policy, **options
     )
 
 

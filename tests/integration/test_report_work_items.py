@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from devstack.clock import SettableClock
 from devstack.commerce_emulator import CommerceEmulator
 from ops.__main__ import main as ops_main
 from shared.app import FunctionApp
@@ -23,7 +24,6 @@ from tests.integration.test_report_support import (
     HOUR,
     PLAN,
     T0,
-    FakeClock,
     accepted_by_key,
     drain,
     fast_client,
@@ -65,7 +65,7 @@ def test_items_are_enqueued_before_the_watermark_moves(make_settings) -> None:
     bodies = drain(settings)
     assert len(bodies) == 2
     assert WorkItem.from_body(bodies[0]) == WorkItem(T0, ("registration-local",))
-    clock = FakeClock(T0 + 2 * HOUR)
+    clock = SettableClock(T0 + 2 * HOUR)
     with CommerceEmulator(clock=clock) as emulator, fast_client(emulator) as client:
         for body in bodies:
             report_message(body, settings, clock=clock, client=client)

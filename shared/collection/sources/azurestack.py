@@ -43,7 +43,7 @@ Fallback on gateway timeouts
     at all can only be read by the all-tenants query; that limit is logged.
 
 Completeness
-    Every request is retried within ``HttpRetryPolicy`` (``shared.core.http_retry``); when the
+    Every request is retried within a ``RetryPolicy`` (``shared.core.http_retry``); when the
     budget runs out, or a page is malformed, or a ``nextLink`` leaves the stamp's origin or
     repeats, the iterator raises. The collector then never writes the manifest nor moves
     the watermark, so an hour only counts as collected when every page of every provider
@@ -100,7 +100,8 @@ from shared.core.errors import (
     TransientError,
 )
 from shared.core.hours import HOUR, as_utc, is_on_hour
-from shared.core.http_retry import HttpRetryPolicy, get_json
+from shared.core.http_retry import ARM_POLICY, HttpTimeouts, get_json
+from shared.core.retry import RetryPolicy
 from shared.core.usage import UsageRecord
 from shared.storage.subscriptions import Subscription, SubscriptionState
 
@@ -313,7 +314,8 @@ class AzureStackOptions:
 
     admin_arm_endpoint: str
     provider_subscription_id: str
-    retry: HttpRetryPolicy = field(default_factory=HttpRetryPolicy)
+    retry: RetryPolicy = ARM_POLICY
+    timeouts: HttpTimeouts = field(default_factory=HttpTimeouts)
     # 504s / read timeouts on one all-tenants read before asking one subscriber at a time.
     gateway_timeouts_before_fallback: int = 2
     # The admin subscription list is re-read when older than this (one collector run).
@@ -467,6 +469,7 @@ class AzureStackSource:
                 url,
                 what=f"{what} (page {number})",
                 policy=self._options.retry,
+                timeouts=self._options.timeouts,
                 headers=self._headers,
                 params=query,
                 gateway_timeout_limit=gateway_timeout_limit,
@@ -646,6 +649,6 @@ def create_azurestack_source(settings: Settings) -> AzureStackSource:
     options = AzureStackOptions(
         admin_arm_endpoint=settings.azurestack_admin_arm_endpoint,
         provider_subscription_id=settings.azurestack_provider_subscription_id,
-        retry=HttpRetryPolicy(read_timeout_seconds=settings.azurestack_timeout_seconds),
+        timeouts=HttpTimeouts(read_seconds=settings.azurestack_timeout_seconds),
     )
     return AzureStackSource(options, token_provider_from_settings(settings))
