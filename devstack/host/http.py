@@ -166,6 +166,30 @@ class _HttpTriggers:
         self._spawn("http", server.serve_forever, 0.1)
 
 
+# Request framing as RFC 9112 writes it: Content-Length is 1*DIGIT, a chunk size 1*HEXDIG.
+# Kestrel reads lengths as a .NET long, so one past that is as unusable as "abc".
+_CONTENT_LENGTH = re.compile(r"[0-9]+")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
+_MAX_LENGTH = 2**63 - 1
+
+
+class _FramingError(Exception):
+    """A Content-Length or chunk size that is not a length: where the body ends is unknown."""
+
+
+def _content_length(value: str) -> int:
+    digits = value.strip()
+    if _CONTENT_LENGTH.fullmatch(digits) is None or int(digits) > _MAX_LENGTH:
+        raise _FramingError(f"Content-Length {value!r} is not a length")
+    return int(digits)
+
+
+def _chunk_size(text: bytes) -> int:
+    if _CHUNK_SIZE.fullmatch(text) is None or int(text, 16) > _MAX_LENGTH:
+        raise _FramingError(f"chunk size {text!r} is not a hexadecimal length")
+    return int(text, 16)
+
+
 class _HttpServer(http.server.ThreadingHTTPServer):
     daemon_threads = False  # stop() waits for in-flight requests
     block_on_close = True
@@ -186,23 +210,30 @@ class _HttpHandler(http.server.BaseHTTPRequestHandler):
         self.server.host.log.debug("%s " + format, self.address_string(), *args)
 
     def _read_body(self) -> bytes:
+        """The request body; ``_FramingError`` when its length cannot be read."""
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             chunks = []
             while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                size = _chunk_size(self.rfile.readline().split(b";")[0].strip() or b"0")
                 if size == 0:
                     while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass
                     return b"".join(chunks)
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
+        length = _content_length(self.headers.get("Content-Length") or "0")
         return self.rfile.read(length) if length else b""
 
     def _dispatch(self) -> None:
         host = self.server.host
         parts = urlsplit(self.path)
-        body = self._read_body()
+        try:
+            body = self._read_body()
+        except _FramingError as error:
+            # As Kestrel: where the body ends is unknown, so answer 400 and drop the connection.
+            self.log_message("Bad request: %s", error)
+            self._send(400, [], b"", close=True)
+            return
         matched = next(
             (
                 (fn, params)
@@ -242,13 +273,15 @@ class _HttpHandler(http.server.BaseHTTPRequestHandler):
         else:
             self._send(204, [], b"")
 
-    def _send(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    def _send(
+        self, status: int, headers: list[tuple[str, str]], body: bytes, *, close: bool = False
+    ) -> None:
         self.send_response(status)
         for name, value in headers:
             if name.lower() not in {"content-length", "transfer-encoding"}:
                 self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
-        if self.server.host.stopping:
+        if close or self.server.host.stopping:
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
