@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import socket
 import ssl
 import threading
 import time
@@ -380,6 +381,50 @@ def test_catch_all_route_captures_the_rest(web: LocalFunctionsHost) -> None:
 def test_function_exception_is_500_and_host_keeps_serving(web: LocalFunctionsHost) -> None:
     """An exception in a function answers 500 and the next request is served normally."""
     assert request(f"{web.base_url}/things/boom")[0] == 500
+    assert request(f"{web.base_url}/things/1")[0] == 200
+
+
+def raw_exchange(base_url: str, data: bytes) -> bytes:
+    """Send ``data`` as is over one connection; everything the host answers until it closes."""
+    address = http.client.urlsplit(base_url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as connection:
+        connection.sendall(data)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    return received
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        pytest.param(b"Content-Length: abc\r\n\r\n", id="content-length-not-a-number"),
+        pytest.param(b"Content-Length: -5\r\n\r\nhello", id="content-length-negative"),
+        pytest.param(
+            b"Content-Length: 99999999999999999999\r\n\r\n", id="content-length-overflows"
+        ),
+        pytest.param(
+            b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+            id="chunk-size-not-hex",
+        ),
+    ],
+)
+def test_malformed_request_framing_is_400_and_host_keeps_serving(
+    web: LocalFunctionsHost, framing: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A body length the host cannot read answers an empty 400 and closes; no traceback."""
+    answer = raw_exchange(web.base_url, b"POST /submit HTTP/1.1\r\nHost: 127.0.0.1\r\n" + framing)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(":") for line in header_lines)
+    }
+    assert status_line.startswith("HTTP/1.1 400 ")
+    assert headers["content-length"] == "0"
+    assert headers["connection"] == "close"
+    assert body == b""
+    assert "Traceback" not in capsys.readouterr().err  # socketserver prints one for a crash
     assert request(f"{web.base_url}/things/1")[0] == 200
 
 
