@@ -30,6 +30,7 @@ from typing import Any
 
 import azure.functions as func
 
+from devstack.fleet import register_simulated_source
 from devstack.host.config import (
     HostError,
     _app_key,
@@ -282,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
         "--no-startup-timers", action="store_true", help="skip the catch-up timer runs at start"
     )
     args = parser.parse_args(argv)
+    # Run on its own, the host serves this project's app: its local settings may name the
+    # simulated fleet (USAGE_SOURCE=simulated), which only the local stack provides.
+    register_simulated_source()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every HTTP call at INFO
     try:
