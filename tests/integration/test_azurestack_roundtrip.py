@@ -16,7 +16,6 @@ import contextlib
 import http.server
 import importlib.util
 import json
-import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -37,6 +36,7 @@ from shared.core.retry import RetryPolicy
 from shared.storage.account import StorageAccount
 from tests.app_settings import LOCAL_VALUES
 from tests.integration.test_azurestack_source import admin_item
+from tests.loopback import LoopbackServer
 from tests.scripted_source import snapshot
 
 pytestmark = pytest.mark.skipif(
@@ -50,7 +50,7 @@ HOURS = [FIRST + timedelta(hours=n) for n in range(3)]
 FLEET = {"FLEET_SEED": "3", "FLEET_TENANTS": "12", "FLEET_LATE_SHARE": "0.3"}
 
 
-class StampFront:
+class StampFront(LoopbackServer):
     """The admin subscriptions API from the fleet; everything else proxied to the host."""
 
     def __init__(self, fleet: SimulatedFleet, host_url: str) -> None:
@@ -58,21 +58,11 @@ class StampFront:
         self.host_url = host_url
         self.gateway_timeouts_for: str | None = None  # provider id: 504 its all-tenants reads
         self.forwarded: list[str] = []
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        super().__init__(self._handler())
 
     def __enter__(self) -> StampFront:
-        self._thread.start()
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
 
     def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
         front = self

@@ -37,6 +37,7 @@ from shared.core.usage import UsageRecord
 from shared.storage.account import StorageAccount
 from shared.storage.subscriptions import Subscription, SubscriptionState
 from shared.storage.watermark import Watermark
+from tests.loopback import LoopbackServer
 from tests.scripted_source import snapshot
 
 HOUR = datetime(2026, 3, 2, 14, tzinfo=UTC)
@@ -70,7 +71,7 @@ class Seen:
     status: int
 
 
-class Stamp:
+class Stamp(LoopbackServer):
     """A recorded-style admin ARM endpoint on a free loopback port (see module docstring)."""
 
     def __init__(self, page_size: int = 1000, subscriptions_page_size: int = 25) -> None:
@@ -83,21 +84,11 @@ class Stamp:
         self.requests = 0
         self.next_link_base: str | None = None
         self._lock = threading.Lock()
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        super().__init__(self._handler())
 
     def __enter__(self) -> Stamp:
-        self._thread.start()
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
 
     def serve_fleet(self, fleet: SimulatedFleet, hour: datetime, seed: int = 1) -> int:
         """Serve the fleet's hour as a stamp would, every encoding mixed; return the rows."""

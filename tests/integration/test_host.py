@@ -13,9 +13,8 @@ import json
 import socket
 import ssl
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +30,7 @@ from devstack.host import (
     LocalFunctionsHost,
     parse_timespan,
 )
+from tests.loopback import wait_for
 
 APP = Path(__file__).resolve().parent.parent / "fixtures" / "hostapp"
 T = TypeVar("T")
@@ -41,18 +41,6 @@ def storage() -> Iterator[Azurite]:
     """One in-memory Azurite for this module's hosts."""
     with Azurite() as server:
         yield server
-
-
-def wait_for(probe: Callable[[], T | None], what: str, deadline_seconds: float = 30.0) -> T:
-    """Poll ``probe`` until it returns something truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + deadline_seconds
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        threading.Event().wait(0.02)
 
 
 def lines(path: Path) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ import requests
 from devstack.tokens import AUDIENCE, ISSUER, LocalIssuer
 from shared.core.errors import ConfigurationError, NotAllowedError, TransientError
 from shared.query.auth import HttpJwksSource, TokenValidator
+from tests.loopback import LoopbackServer
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 TTL = 3600.0
@@ -87,13 +88,9 @@ def jwks_server() -> Iterator[JwksServer]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    state = JwksServer(ThreadingHTTPServer(("127.0.0.1", 0), Handler))
-    thread = threading.Thread(target=state.server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield state
-    state.server.shutdown()
-    state.server.server_close()
-    thread.join(timeout=10)
+    with LoopbackServer(Handler) as running:
+        state = JwksServer(running.server)
+        yield state
 
 
 @pytest.fixture

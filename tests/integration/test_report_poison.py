@@ -4,9 +4,6 @@ maxDequeueCount, and the operator's requeue-poison command gets it billed after 
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -19,22 +16,11 @@ from shared.storage.account import StorageAccount
 from shared.storage.queues import POISON_SUFFIX, queue_client
 from tests.app_settings import LOCAL_VALUES
 from tests.integration.test_report_support import TOKEN, collect
+from tests.loopback import wait_for
 from tests.scripted_source import TENANT_A, WINDOWS_VM_HOURS, ScriptedSource, vm_record
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
-
-
-def wait_for(probe: Callable[[], T | None], what: str, deadline_seconds: float = 60.0) -> T:
-    """Poll ``probe`` until it returns something truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + deadline_seconds
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        threading.Event().wait(0.05)
 
 
 def app_root(tmp_path: Path) -> tuple[Path, int]:
