@@ -27,8 +27,6 @@ figure: those are on the provider routes only.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 import uuid
 from collections.abc import Callable, Mapping
@@ -48,7 +46,7 @@ from shared.query.usage_api import CSV_MIMETYPE, HttpCall, wants_csv
 from shared.rating.engine import Level, Month, PriceBook, ResolvedPrice
 from shared.rating.sheets import CURRENCY_MINOR_UNITS
 from shared.rating.statement_store import Statements
-from shared.rating.statements import statement_csv
+from shared.rating.statements import rollup_csv, statement_csv
 from shared.storage.account import StorageAccount
 from shared.storage.subscriptions import Subscription, SubscriptionStore
 
@@ -75,17 +73,6 @@ _AND = re.compile(r"\s+and\s+", re.IGNORECASE)
 _OFFER = re.compile(r"^MS-AZR-\d{4}P(-\d{4}P)*$", re.IGNORECASE)
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _REGION = re.compile(r"^[A-Za-z]{2}$")
-CSV_ROLLUP_COLUMNS: Final = (
-    "providerSubscriptionId",
-    "month",
-    "subscriptionId",
-    "displayName",
-    "status",
-    "currency",
-    "total",
-    "wholesaleTotal",
-    "resoldWholesaleTotal",
-)
 
 
 def handles(route_path: str) -> bool:
@@ -271,40 +258,6 @@ class ChargesApi:
         if csv_wanted:
             return HttpAnswer(200, rollup_csv(rollup).encode("utf-8"), CSV_MIMETYPE)
         return json_answer(200, rollup)
-
-
-def rollup_csv(rollup: Mapping[str, Any]) -> str:
-    """A roll-up as CSV: one row per tenant, then a ``TOTAL`` row."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_ROLLUP_COLUMNS)
-    head = [rollup["providerSubscriptionId"], rollup["month"]]
-    for tenant in rollup["tenants"]:
-        writer.writerow(
-            [
-                *head,
-                tenant["subscriptionId"],
-                tenant["displayName"],
-                tenant["status"],
-                rollup["currency"] or "",
-                tenant["total"],
-                tenant.get("wholesaleTotal", ""),
-                tenant.get("resoldWholesaleTotal", ""),
-            ]
-        )
-    writer.writerow(
-        [
-            *head,
-            "TOTAL",
-            "",
-            rollup["status"],
-            rollup["currency"] or "",
-            rollup["total"],
-            rollup["wholesaleTotal"] or "",
-            "",
-        ]
-    )
-    return out.getvalue()
 
 
 def _number(value: Decimal) -> float | int:

@@ -306,3 +306,50 @@ def statement_csv(documents: Iterable[Mapping[str, Any]]) -> str:
             )
         writer.writerow([*head, "TOTAL", "", "", "", "", "", "", "", document["total"], ""])
     return out.getvalue()
+
+
+CSV_ROLLUP_COLUMNS: Final = (
+    "providerSubscriptionId",
+    "month",
+    "subscriptionId",
+    "displayName",
+    "status",
+    "currency",
+    "total",
+    "wholesaleTotal",
+    "resoldWholesaleTotal",
+)
+
+
+def rollup_csv(rollup: Mapping[str, Any]) -> str:
+    """A roll-up as CSV: one row per tenant, then a ``TOTAL`` row."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_ROLLUP_COLUMNS)
+    head = [rollup["providerSubscriptionId"], rollup["month"]]
+    for tenant in rollup["tenants"]:
+        writer.writerow(
+            [
+                *head,
+                tenant["subscriptionId"],
+                tenant["displayName"],
+                tenant["status"],
+                rollup["currency"] or "",
+                tenant["total"],
+                tenant.get("wholesaleTotal", ""),
+                tenant.get("resoldWholesaleTotal", ""),
+            ]
+        )
+    writer.writerow(
+        [
+            *head,
+            "TOTAL",
+            "",
+            rollup["status"],
+            rollup["currency"] or "",
+            rollup["total"],
+            rollup["wholesaleTotal"] or "",
+            "",
+        ]
+    )
+    return out.getvalue()
