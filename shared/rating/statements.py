@@ -153,8 +153,8 @@ class StatementBuilder:
         versions: set[str] = set()
         for (_, usage_month), line in sorted(self._lines.items(), key=_line_order):
             meter = meters.lookup(line.meter_id)
-            amount = round_line(line.amount, currency) if line.priced else ZERO
-            list_amount = round_line(line.list_amount, currency) if line.priced else ZERO
+            amount = round_line(line.amount if line.priced else ZERO, currency)
+            list_amount = round_line(line.list_amount if line.priced else ZERO, currency)
             with localcontext(RATING_CONTEXT):
                 total += amount
                 list_total += list_amount
@@ -193,8 +193,9 @@ class StatementBuilder:
             "collectedThrough": iso(collected_through + HOUR) if collected_through else None,
             "rows": self.rows,
             "lines": lines,
-            "total": money(total),
-            "listTotal": money(list_total),
+            # Sums of rounded amounts: rounding again only spells zero as 0.00.
+            "total": money(round_line(total, currency)),
+            "listTotal": money(round_line(list_total, currency)),
             "sheetVersions": sorted(versions),
             "rounding": ROUNDING_RULE,
             "computedAt": iso(at),
