@@ -360,7 +360,7 @@ class Statements:
                 if rows == 0 and resale is None:
                     continue
                 final = final and is_final and (resale is None or resale[1])
-                retail_total = totals[Level.RETAIL][0]
+                retail_total = totals.get(Level.RETAIL, (Decimal(0), 0))[0]
                 item: dict[str, Any] = {
                     "subscriptionId": tenant,
                     "displayName": subscriptions[tenant].display_name,
