@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import HttpResponseError
+from azure.mgmt.commerce import UsageManagementClient
 
 from devstack.demo_tokens import demo_principal
 from devstack.example_prices import load_example_prices
@@ -170,3 +174,37 @@ def test_statement_month_errors(priced: World, host: LocalFunctionsHost) -> None
     for month in ("2026-13", "november", "2999-01"):
         path = STATEMENT_PATH.replace("2026-11", month).format(subscription_id)
         assert_error(call(host.base_url, path, ARGS, token), 400, "InvalidMonth")
+
+
+class _Token:
+    """A TokenCredential handing out one bearer token (the local issuer's)."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(self._token, int(time.time()) + 3600)
+
+
+def test_azures_own_python_client_reads_the_rate_card(
+    priced: World, host: LocalFunctionsHost
+) -> None:
+    """azure-mgmt-commerce's RateCard client parses our answer, and our 400 as an ARM error."""
+    subscription_id, owner = readers(priced)[0]
+    client = UsageManagementClient(
+        credential=_Token(priced.token(owner)),
+        subscription_id=subscription_id,
+        base_url=host.base_url,
+    )
+    # enforce_https=False: the local host speaks http; production is https.
+    card = client.rate_card.get(filter=RATE_CARD_ARGS["$filter"], enforce_https=False)
+    assert card.currency == "USD"
+    assert card.is_tax_included is False
+    by_id = {meter.meter_id: meter for meter in card.meters}
+    assert set(by_id[BASE_VM].meter_rates) == {"0", "5000"}
+    assert all(isinstance(rate, float) for rate in by_id[BASE_VM].meter_rates.values())
+    with pytest.raises(HttpResponseError) as refused:
+        client.rate_card.get(filter="Currency eq 'USD'", enforce_https=False)
+    assert refused.value.status_code == 400
+    assert refused.value.error is not None
+    assert refused.value.error.code == "InvalidFilter"
