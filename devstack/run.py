@@ -152,7 +152,7 @@ def print_month_to_date(settings: Settings, month: Month) -> None:
         ]
         rollup = statements.rollup(provider, month, subscriptions, tenants)
         currency = rollup["currency"] or ""
-        line = f"  {provider.display_name:<40} {rollup['total']:>12} {currency}"
+        line = f"  {provider.display_name:<46} {rollup['total']:>12} {currency}"
         if rollup["wholesaleTotal"] is not None:
             line += f"  (wholesale {rollup['wholesaleTotal']}, margin {rollup['margin']})"
         print(f"{line}  [{rollup['status']}, {len(rollup['tenants'])} subscriptions]")
