@@ -69,7 +69,6 @@ from devstack.commerce_emulator import CommerceEmulator, Fault
 from devstack.fleet import FleetOptions, SimulatedFleet
 from devstack.local_settings import local_values
 from ops.requeue_poison import requeue_poison
-from shared.billing.charges import ChargeableMeters
 from shared.billing.commerce import COMMERCE_POLICY, CommerceClient
 from shared.billing.events import EventOutcome
 from shared.billing.ledger import Ledger, LedgerState
@@ -80,6 +79,7 @@ from shared.billing.work_items import work_item_enqueuer
 from shared.collection.collector import Collector
 from shared.core.config import Settings
 from shared.core.hours import HOUR, hour_key, parse_hour_key
+from shared.core.meters import ChargeableMeters
 from shared.core.usage import UsageRecord
 from shared.storage.account import StorageAccount
 from shared.storage.queues import POISON_SUFFIX, ensure_queue, queue_client

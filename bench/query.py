@@ -52,8 +52,10 @@ from devstack.tokens import LocalIssuer
 from shared.collection.validation import validate
 from shared.core.config import Settings
 from shared.core.meters import catalogue
+from shared.query.reader import DETAILED_ROW_FIELDS
 from shared.storage.account import StorageAccount
-from shared.storage.subscriptions import SubscriptionState, SubscriptionStore
+from shared.storage.activity import record_activity
+from shared.storage.subscriptions import Subscription, SubscriptionState, SubscriptionStore
 from shared.storage.table_writer import PartitionWriter
 from shared.storage.usage_rows import (
     UsageRow,
@@ -66,6 +68,7 @@ from shared.storage.watermark import Watermark
 FIRST_HOUR = datetime(2026, 11, 2, 0, tzinfo=UTC)  # a Monday
 HOUR = timedelta(hours=1)
 PARALLELISM = 8
+IDLE_TENANTS = 5_000
 TENANT_PATH = "/subscriptions/{}/providers/Microsoft.Commerce/usageAggregates"
 PROVIDER_PATH = "/subscriptions/{}/providers/Microsoft.Commerce.Admin/subscriberUsageAggregates"
 
@@ -76,7 +79,12 @@ def fill(
     hours: list[datetime],
     keep: Callable[[str], bool],
 ) -> int:
-    """Write the hourly rows of ``hours`` for subscriptions ``keep`` accepts; rows written."""
+    """Write the hourly rows of ``hours`` for subscriptions ``keep`` accepts, and their
+    activity entries, as the collector would; rows written."""
+    provider_of = {
+        s.subscription_id.lower(): s.provider_subscription_id
+        for s in fleet.subscriptions(hours[-1])
+    }
     meters = catalogue()
     written = 0
     with PartitionWriter(account, parallelism=PARALLELISM) as writer:
@@ -91,10 +99,39 @@ def fill(
                 key = hourly_row_key(row.usage_start, row.meter_id.lower(), row.resource_uri)
                 table = usage_table_name(account.settings.table_prefix, row.subscription_id)
                 tables[table][key] = row.to_entity(partition, key)
+            active: set[str] = set()
             for table, entities in tables.items():
                 writer.write_partition(table, list(entities.values()))
                 written += len(entities)
+                active.add(next(iter(entities.values()))["SubscriptionId"].lower())
+            record_activity(account, hour, ((sid, provider_of.get(sid)) for sid in active))
     return written
+
+
+def idle_subscriptions(provider_id: str, count: int) -> list[Subscription]:
+    """``count`` direct tenants of ``provider_id`` that never report usage."""
+    return [
+        Subscription(
+            subscription_id=str(uuid.UUID(int=(n + 1) << 64 | 0xB00C)),
+            display_name=f"idle {n}",
+            tenant_id=str(uuid.UUID(int=0xB00C)),
+            provider_subscription_id=provider_id,
+            owners=(),
+            state=SubscriptionState.ACTIVE,
+        )
+        for n in range(count)
+    ]
+
+
+def provider_page_ms(link: str, token: str, rounds: int) -> list[float]:
+    """Milliseconds of ``rounds`` reads of one provider page (after one warm-up)."""
+    get_page(link, token)
+    timings = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        get_page(link, token)
+        timings.append(1000 * (time.perf_counter() - started))
+    return timings
 
 
 def rows_per_subscription(fleet: SimulatedFleet, hours: list[datetime]) -> Counter[str]:
@@ -241,6 +278,7 @@ def main(argv: list[str]) -> int:
         table = account.table_named(usage_table_name(settings.table_prefix, tenant))
 
         def raw() -> int:
+            # Exactly the fields the API selects for a detailed row: a fair reference.
             entities = table.query_entities(
                 "PartitionKey ge @first and PartitionKey le @last",
                 parameters={
@@ -248,6 +286,7 @@ def main(argv: list[str]) -> int:
                     "last": hourly_partition(hours[-1]),
                 },
                 results_per_page=1000,
+                select=DETAILED_ROW_FIELDS,
             ).by_page()
             return sum(1 for _ in next(iter(entities)))
 
@@ -265,6 +304,21 @@ def main(argv: list[str]) -> int:
                 f"(other tenants' rows x{growth:.1f})"
             )
             pages, raws = measure_pages(link, token, raw, rounds)
+
+            # A provider's page, then the same page once 5,000 idle tenants join it.
+            busiest = max(
+                fleet.delegated_providers,
+                key=lambda p: sum(
+                    counts[s.subscription_id.lower()]
+                    for s in listed
+                    if s.provider_subscription_id == p.subscription_id
+                ),
+            )
+            provider_link = url(base_url, PROVIDER_PATH.format(busiest.subscription_id), params)
+            quiet = provider_page_ms(provider_link, admin, rounds)
+            idle = idle_subscriptions(busiest.subscription_id, IDLE_TENANTS)
+            store.sync(idle, store.all())
+            crowded = provider_page_ms(provider_link, admin, rounds)
 
             day_started = time.perf_counter()
             provider_rows = 0
@@ -291,6 +345,10 @@ def main(argv: list[str]) -> int:
         "page_ms_p99": p99(page_ms),
         "raw_page_ms_p50": median(raw_ms),
         "overhead_ratio": median(page_ms) / median(raw_ms),
+        "provider_page_ms_p50": median(quiet),
+        "provider_page_ms_p50_idle": median(crowded),
+        "idle_tenants": IDLE_TENANTS,
+        "idle_ratio": median(crowded) / median(quiet),
         "isolation_ratio": median(pages) / median(before),
         "page_ms_p50_before_growth": 1000 * median(before),
         "page_ms_stdev": statistics.pstdev(page_ms),

@@ -2,9 +2,9 @@
 
 One reported hour of a simulated fleet is collected into Azurite (not timed), with the
 production wiring: the collector enqueues the hour's work items. Then the hour's billing
-work is forwarded to the commerce emulator through the real ``Reporter`` (manifest read,
-one point query per subscription table, ledger pending/settle transactions, batches of 25
-filled across the item's billing resources), the items processed 8 at a time as the
+work is forwarded to the commerce emulator through the real ``Reporter`` (the hour's
+summary read, ledger pending/settle transactions, batches of 25 filled across the item's
+billing resources), the items processed 8 at a time as the
 Functions host would (host.json batchSize). Beside it, in the same run, the naive way:
 the same pipeline posting one event per call (and so one ledger settlement per event).
 Between repeats the emulator forgets what it accepted and the ledger table is emptied, so

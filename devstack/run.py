@@ -222,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls", action="store_true", help="serve https (self-signed)")
     parser.add_argument("--hours", type=int, default=24, help="hours to catch up at start")
     parser.add_argument(
+        "--tenants",
+        type=int,
+        default=None,
+        help="directory tenants of the simulated fleet (default: FLEET_TENANTS, 12)",
+    )
+    parser.add_argument(
         "--state-dir", type=Path, default=REPO_ROOT / ".local", help="data, keys and run.json"
     )
     parser.add_argument(
@@ -249,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             COMMERCE_STATIC_TOKEN=emulator.token,
             AUTH_JWKS_URI=str(issuer.jwks_path),
             COLLECT_LOOKBACK_HOURS=str(args.hours),
+            **({} if args.tenants is None else {"FLEET_TENANTS": str(args.tenants)}),
         )
         settings = Settings.from_environ(values)
         args.state_dir.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,8 @@ var tableRoles = [
   'state'
   'quarantine'
   'ledger'
+  'activity'
+  'summaries'
   'prices'
   'statements'
 ]

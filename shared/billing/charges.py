@@ -12,10 +12,11 @@ meter is billed under its stable dimension id. Sums use ``math.fsum``: exact, so
 rows arrive in (threads, pages) never changes a quantity and the reconciliation's
 independent recomputation agrees to the last bit.
 
-Reads are point-partition queries, one per subscription table (``H{hour}``), run in
-parallel on the caller's pool (the function app keeps one, so its threads keep their
-storage clients between invocations): the work grows with the subscriptions billed, not
-with the size of any table.
+An hour's sums are read from its summary (``shared.storage.hour_summary``): one partition,
+whatever the number of subscriptions. Hours without one, and reconciliation's independent
+recomputation, read the rows: point-partition queries, one per subscription table
+(``H{hour}``), run in parallel (the function app keeps one pool, so its threads keep their
+storage clients between invocations).
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from shared.core.config import Settings
-from shared.core.meters import MeterCatalogue, catalogue
+from shared.core.meters import ChargeableMeters
 from shared.storage.account import StorageAccount
 from shared.storage.hour_manifest import HourEntry, entry_target, read_manifest
+from shared.storage.hour_summary import plan_of, read_hour_summary
 from shared.storage.subscriptions import BillingTarget
 from shared.storage.usage_rows import UsageRow, read_hourly_rows
 
@@ -40,19 +41,6 @@ log = logging.getLogger(__name__)
 READ_PARALLELISM = 8
 # (billing resource, dimension, reported hour): the endpoint's duplicate key.
 ChargeKey = tuple[str, str, datetime]
-
-
-class ChargeableMeters:
-    """Chargeable meter -> dimension, from the catalogue and the operator's overrides."""
-
-    def __init__(self, settings: Settings, meters: MeterCatalogue | None = None) -> None:
-        meters = meters or catalogue()
-        chargeable = meters.chargeable(settings.chargeable_overrides())
-        self._dimensions = {m.key: m.dimension for m in meters if m.key in chargeable}
-
-    def dimension_of(self, meter_id: str) -> str | None:
-        """The dimension billed for ``meter_id``; None when the meter is not chargeable."""
-        return self._dimensions.get(meter_id.strip().lower())
 
 
 @dataclass
@@ -75,19 +63,6 @@ def sum_by_dimension(rows: Iterable[UsageRow], meters: ChargeableMeters) -> dict
     return parts
 
 
-def _plan_of(resource_id: str, plans: set[str]) -> str:
-    """One plan per resource and hour: the endpoint keys events without the plan."""
-    plan = min(plans)
-    if len(plans) > 1:
-        log.warning(
-            "billing resource %s has subscriptions on plans %s; billing under %s",
-            resource_id,
-            sorted(plans),
-            plan,
-        )
-    return plan
-
-
 def hour_charges(
     account: StorageAccount,
     hour: datetime,
@@ -99,10 +74,37 @@ def hour_charges(
     """Owed quantities of reported ``hour`` for each of ``resources`` (all of its subscriptions).
 
     A resource of ``resources`` without entries still gets a (empty) ResourceCharges, so
-    the reporter can fold carried-forward usage into it.
+    the reporter can fold carried-forward usage into it. The sums come from the hour's
+    summary (one partition, written by the collector); an hour without a complete summary
+    (collected before summaries existed) is summed from its subscriptions' rows.
     """
-    settings = account.settings
     wanted = set(resources)
+    summary = read_hour_summary(account, hour)
+    if summary is not None:
+        found = {resource_id: summary.get(resource_id) for resource_id in sorted(wanted)}
+        return {
+            resource_id: ResourceCharges(
+                resource_id,
+                sums.plan_id if sums is not None else "",
+                quantities=dict(sums.quantities) if sums is not None else {},
+            )
+            for resource_id, sums in found.items()
+        }
+    return hour_charges_from_rows(account, hour, entries, resources, meters, pool)
+
+
+def hour_charges_from_rows(
+    account: StorageAccount,
+    hour: datetime,
+    entries: Sequence[HourEntry],
+    resources: Iterable[str],
+    meters: ChargeableMeters,
+    pool: Executor,
+) -> dict[str, ResourceCharges]:
+    """``hour_charges`` summed from the subscriptions' rows: one point query per
+    subscription, in parallel on ``pool`` (hours without a summary; the summary's check)."""
+    wanted = set(resources)
+    settings = account.settings
     by_resource: dict[str, list[HourEntry]] = defaultdict(list)
     for entry in entries:
         target = entry_target(settings, entry)
@@ -112,7 +114,7 @@ def hour_charges(
     for resource_id in sorted(wanted):
         mine = by_resource.get(resource_id, [])
         plans = {entry_target(settings, e).plan_id for e in mine}
-        plan = _plan_of(resource_id, plans) if plans else ""
+        plan = plan_of(resource_id, plans) if plans else ""
         charges[resource_id] = ResourceCharges(
             resource_id, plan, sorted(e.subscription_id for e in mine)
         )

@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from shared.billing.charges import ChargeableMeters, ChargeKey, range_charges
+from shared.billing.charges import ChargeKey, range_charges
 from shared.billing.commerce import CommerceClient
 from shared.billing.events import QUANTITY_REL_TOLERANCE
 from shared.billing.ledger import Ledger, LedgerEntry, LedgerState
 from shared.core.hours import HOUR, parse_hour_key
+from shared.core.meters import ChargeableMeters
 from shared.storage.account import StorageAccount
 
 Progress = Callable[[str, int, int], None]

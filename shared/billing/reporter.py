@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.billing.charges import ChargeableMeters, hour_charges
+from shared.billing.charges import hour_charges
 from shared.billing.commerce import CommerceClient
 from shared.billing.events import (
     MAX_BATCH,
@@ -51,6 +51,7 @@ from shared.billing.work_items import WorkItem
 from shared.core.config import Settings
 from shared.core.errors import CommerceUnavailableError, FinalRejectionError, TransientError
 from shared.core.hours import HOUR, hour_key, utc_now
+from shared.core.meters import ChargeableMeters
 from shared.storage.account import StorageAccount
 from shared.storage.hour_manifest import read_hour
 

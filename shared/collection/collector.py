@@ -6,8 +6,10 @@ For each reported hour ``collect_hour``:
 2. streams the hour's records, one subscription at a time (sources group them), validates
    each, quarantines what is bad, sums records with the same identity, and queues the
    subscription's partition for a parallel, transactional upsert;
-3. waits until every partition is durable, then writes the hour manifest, and when the
-   hour closes a UTC day, that day's daily rows;
+3. waits until every partition is durable, then writes the hour manifest, the hour's
+   chargeable sums per (billing resource, dimension) that billing reads, and the activity
+   index (which of each provider's tenants had rows that day), and when the hour closes a
+   UTC day, that day's daily rows;
 4. moves the watermark to the hour: only now (invariant 2).
 
 Any failure on the way leaves the watermark where it was, and the next run redoes the hour
@@ -34,10 +36,12 @@ from shared.collection.validation import validate
 from shared.core.config import Settings
 from shared.core.errors import BadInputError
 from shared.core.hours import HOUR, floor_day, hours_between, last_closed_hour
-from shared.core.meters import MeterCatalogue, catalogue
+from shared.core.meters import ChargeableMeters, MeterCatalogue, catalogue
 from shared.core.usage import UsageRecord
 from shared.storage.account import StorageAccount
+from shared.storage.activity import record_activity
 from shared.storage.hour_manifest import HourEntry, write_manifest
+from shared.storage.hour_summary import HourSummaryBuilder, write_hour_summary
 from shared.storage.quarantine import QuarantineBuffer, Rejection
 from shared.storage.subscriptions import Subscription, SubscriptionStore, billing_target
 from shared.storage.table_writer import PartitionWriter
@@ -107,18 +111,21 @@ class Collector:
     _stored_subscriptions: dict[str, Subscription] | None = field(
         default=None, init=False, repr=False
     )
+    _indexed_subscriptions: dict[str, str] | None = field(default=None, init=False, repr=False)
 
     def collect_hour(self, hour: datetime) -> HourResult:
         """Collect one reported hour completely, then move the watermark to it."""
         started = time.monotonic()
         store = SubscriptionStore(self.account)
-        if self._stored_subscriptions is None:
+        if self._stored_subscriptions is None or self._indexed_subscriptions is None:
             self._stored_subscriptions = store.all()
+            self._indexed_subscriptions = store.indexed()
         listed = self.source.subscriptions(hour)
-        store.sync(listed, self._stored_subscriptions)
+        store.sync(listed, self._stored_subscriptions, self._indexed_subscriptions)
         known = {subscription.subscription_id.lower() for subscription in listed}
 
         quarantine = QuarantineBuffer(self.account, hour)
+        summary = HourSummaryBuilder(ChargeableMeters(self.settings, self.meters))
         entries: list[HourEntry] = []
         written: set[str] = set()
         partition = hourly_partition(hour)
@@ -141,11 +148,22 @@ class Collector:
                 )
                 late = sum(1 for row in rows.values() if row.usage_start < hour)
                 target = billing_target(self.settings, self._stored_subscriptions.get(group))
+                summary.add(target, rows.values())
                 entries.append(
                     HourEntry(group, len(rows), late, target.resource_id, target.plan_id)
                 )
         quarantine.close()
         write_manifest(self.account, hour, entries)
+        write_hour_summary(self.account, hour, summary.sums())
+        stored = self._stored_subscriptions
+        record_activity(
+            self.account,
+            hour,
+            (
+                (entry.subscription_id, _provider_of(stored.get(entry.subscription_id)))
+                for entry in entries
+            ),
+        )
         daily_subscriptions = 0
         if (hour + HOUR).hour == 0:
             daily_subscriptions = build_daily_rows(
@@ -239,6 +257,10 @@ class Collector:
             )
         run.seconds = time.monotonic() - started
         return run
+
+
+def _provider_of(subscription: Subscription | None) -> str | None:
+    return None if subscription is None else subscription.provider_subscription_id
 
 
 def _subscription_of(record: UsageRecord) -> str:

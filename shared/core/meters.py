@@ -15,6 +15,8 @@ from enum import StrEnum
 from functools import cache
 from pathlib import Path
 
+from shared.core.config import Settings
+
 CATALOGUE_FILE = Path(__file__).with_name("meters.csv")
 
 
@@ -96,3 +98,16 @@ def catalogue() -> MeterCatalogue:
             for row in csv.DictReader(handle)
         ]
     return MeterCatalogue(meters)
+
+
+class ChargeableMeters:
+    """Chargeable meter -> dimension, from the catalogue and the operator's overrides."""
+
+    def __init__(self, settings: Settings, meters: MeterCatalogue | None = None) -> None:
+        meters = meters or catalogue()
+        chargeable = meters.chargeable(settings.chargeable_overrides())
+        self._dimensions = {m.key: m.dimension for m in meters if m.key in chargeable}
+
+    def dimension_of(self, meter_id: str) -> str | None:
+        """The dimension billed for ``meter_id``; None when the meter is not chargeable."""
+        return self._dimensions.get(meter_id.strip().lower())

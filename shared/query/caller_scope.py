@@ -12,14 +12,16 @@ Rules (spec/usage-api.md; design.md, Auth):
   is readable there by the admin only; its usage stays readable through the provider route.
 - provider route: the admin, or an owner of that provider subscription. It reads the
   subscription's **direct** tenants (those whose provider subscription is the path's one),
-  deleted ones included. ``subscriberId`` narrows to one of them, else
-  ``400 SubscriberIdIsNotDirectTenant``.
+  deleted ones included; only those with usage in the window are listed (the rest would
+  answer no rows), each checked against the provider's index. ``subscriberId`` narrows to
+  one of them, else ``400 SubscriberIdIsNotDirectTenant``.
 - anything else is ``403 AuthorizationFailed`` with one fixed message, the same whether the
   subscription exists or not (no existence oracle).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -70,15 +72,27 @@ class ScopedRequest(Protocol):
     def subscriber_id(self) -> str | None: ...
 
 
-def resolve_scope(caller: Caller, query: ScopedRequest, store: SubscriptionStore) -> CallerScope:
-    """The scope of ``caller`` for ``query``; raises 403 or 400 as the module docstring says."""
+def resolve_scope(
+    caller: Caller,
+    query: ScopedRequest,
+    store: SubscriptionStore,
+    with_usage: Callable[[str], Iterable[str]],
+) -> CallerScope:
+    """The scope of ``caller`` for ``query``; raises 403 or 400 as the module docstring says.
+
+    ``with_usage(provider)`` names the provider's tenants that may have rows in the
+    request's window (the activity index); the provider route's scope is those that are its
+    direct tenants now, so a page never pays for idle tenants (invariant 6).
+    """
     path = query.path
     target = store.get(path.subscription_id) if path.is_guid else None
     if path.route is Route.TENANT:
         ids = _tenant_scope(caller, target)
         subscriber = None
     else:
-        ids, subscriber = _provider_scope(caller, target, path, query.subscriber_id, store)
+        ids, subscriber = _provider_scope(
+            caller, target, path, query.subscriber_id, store, with_usage
+        )
     return CallerScope(
         caller=caller,
         path=path,
@@ -106,21 +120,18 @@ def _provider_scope(
     path: ApiPath,
     subscriber_id: str | None,
     store: SubscriptionStore,
+    with_usage: Callable[[str], Iterable[str]],
 ) -> tuple[list[str], str | None]:
     if not caller.is_admin and (
         target is None or not target.is_provider or caller.object_id not in target.owners
     ):
         raise _forbidden()
-    provider = path.subscription_id
-    tenants = (
-        [
-            subscription_id
-            for subscription_id, subscription in store.all().items()
-            if (subscription.provider_subscription_id or "").lower() == provider
-        ]
-        if target is not None
-        else []
-    )
+    if target is None:
+        tenants: list[str] = []
+    elif subscriber_id is None:
+        tenants = store.tenants_among(path.subscription_id, with_usage(path.subscription_id))
+    else:
+        tenants = store.tenants_among(path.subscription_id, [subscriber_id])
     if subscriber_id is None:
         return tenants, None
     if subscriber_id not in tenants:

@@ -48,6 +48,7 @@ from shared.rating.sheets import CURRENCY_MINOR_UNITS
 from shared.rating.statement_store import Statements
 from shared.rating.statements import rollup_csv, statement_csv
 from shared.storage.account import StorageAccount
+from shared.storage.activity import active_tenants
 from shared.storage.subscriptions import Subscription, SubscriptionStore
 
 _RATE_CARD = re.compile(
@@ -147,10 +148,15 @@ class ChargesApi:
         store = SubscriptionStore(self._account)
         if rate_card:
             terms = _rate_card_filter(args.get("$filter"))
-            scope = resolve_scope(caller, request, store)
+            scope = resolve_scope(caller, request, store, _tenant_route)
             return self._rate_card(scope, terms)
         month = self._month(match.group("month"))
-        scope = resolve_scope(caller, request, store)
+
+        def with_usage(provider: str) -> set[str]:
+            """The provider's tenants with rows reported in the month (activity index)."""
+            return active_tenants(self._account, provider, month.first_hour, month.last_hour)
+
+        scope = resolve_scope(caller, request, store, with_usage)
         if statement:
             return self._statement(scope, month, call)
         return self._rollup(scope, month, call)
@@ -321,3 +327,8 @@ def _rate_card_filter(text: str | None) -> dict[str, str]:
     if not valid:
         raise _filter_error()
     return terms
+
+
+def _tenant_route(provider: str) -> set[str]:
+    """``resolve_scope``'s provider narrowing, for a request that is never a provider's."""
+    raise AssertionError(f"a tenant route asked for provider {provider}'s tenants")

@@ -1,6 +1,8 @@
 """Reading one page of usage for a caller's scope: partition-range queries, nothing more.
 
-Invariant 6 (cost follows the answer): for each subscription in the scope, in sorted order,
+Invariant 6 (cost follows the answer): the scope holds only subscriptions that may have
+rows in the window (``resolve_scope`` asks the activity index for a provider's tenants);
+for each, in sorted order,
 one PartitionKey-range query on that subscription's own table (``shared.storage.usage_rows``),
 limited to the window's partitions and to the frozen ``bound`` (the watermark when paging
 started, so an hour still being written is never visible and later pages see what the
@@ -55,7 +57,7 @@ PAGE_SIZE: Final = 1000
 _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 _WINDOW = "PartitionKey ge @first and PartitionKey le @last"
 # What a detailed row needs; leaving out Timestamp spares a third of the datetime parsing.
-_ROW_FIELDS = [
+DETAILED_ROW_FIELDS = [
     "PartitionKey",
     "RowKey",
     "SubscriptionId",
@@ -181,7 +183,7 @@ class UsageReader:
             else:
                 condition, parameters = _WINDOW, {"first": first, "last": last}
             entities, more = self._query(
-                subscription_id, condition, parameters, need, select=_ROW_FIELDS
+                subscription_id, condition, parameters, need, select=DETAILED_ROW_FIELDS
             )
             rows.extend(
                 StoredRow(
@@ -213,7 +215,11 @@ class UsageReader:
     ) -> UsagePage:
         def merged(subscription_id: str) -> list[StoredRow]:
             entities, _ = self._query(
-                subscription_id, _WINDOW, {"first": first, "last": last}, None, select=_ROW_FIELDS
+                subscription_id,
+                _WINDOW,
+                {"first": first, "last": last},
+                None,
+                select=DETAILED_ROW_FIELDS,
             )
             return merge_daily_rows(subscription_id, entities)
 

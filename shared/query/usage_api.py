@@ -28,7 +28,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from shared.core.config import AppMode, Settings
 from shared.core.errors import ConfigurationError
-from shared.core.hours import utc_now
+from shared.core.hours import as_utc, utc_now
 from shared.core.meters import MeterCatalogue, catalogue
 from shared.query.arguments import UsageQuery, parse_path, parse_query
 from shared.query.arm_responses import HttpAnswer, arm_error, error_answer
@@ -38,6 +38,7 @@ from shared.query.continuation import ContinuationCodec, PageState
 from shared.query.reader import UsagePage, UsageReader, visible_bound
 from shared.query.rows import page_csv, page_json
 from shared.storage.account import StorageAccount
+from shared.storage.activity import active_tenants
 from shared.storage.subscriptions import SubscriptionStore
 from shared.storage.watermark import Watermark
 
@@ -131,7 +132,9 @@ class UsageApi:
         caller = self._validator.validate(call.header("Authorization"))
         now = self._clock()
         query = parse_query(path, call.params, now)
-        scope = resolve_scope(caller, query, SubscriptionStore(self._account))
+        scope = resolve_scope(
+            caller, query, SubscriptionStore(self._account), self._with_usage(query)
+        )
         state = self._page_state(scope, query, now)
         page = self._reader.read_page(scope, query, state)
         next_link = self._next_link(call.url, scope, query, state, page, now)
@@ -140,6 +143,11 @@ class UsageApi:
             return HttpAnswer(200, page_csv(page.rows, self._meters), CSV_MIMETYPE, headers)
         body = page_json(path.subscription_id, page.rows, next_link, self._meters)
         return HttpAnswer(200, body, "application/json", headers)
+
+    def _with_usage(self, query: UsageQuery) -> Callable[[str], set[str]]:
+        """A provider's tenants with rows in the query's reported days (activity index)."""
+        last = as_utc(query.end) - query.granularity.bucket
+        return lambda provider: active_tenants(self._account, provider, query.start, last)
 
     def _page_state(self, scope: CallerScope, query: UsageQuery, now: datetime) -> PageState:
         if query.continuation_token is not None:

@@ -9,6 +9,8 @@ Usage rows live in one table per tenant subscription (``shared.storage.usage_row
 other tables, by role (the name is ``{USAGE_TABLE_PREFIX}{role}``):
 
 - ``hours``: one entity per (reported hour, subscription) that has rows: what was written;
+- ``activity``: which of a provider's tenants had rows in a reported day;
+- ``summaries``: an hour's chargeable sums per (billing resource, dimension);
 - ``subscriptions``, ``state`` (watermarks), ``quarantine``, ``ledger``;
 - ``prices`` (price sheets) and ``statements`` (final statements), written by ``shared.rating``.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
@@ -27,7 +29,17 @@ from azure.data.tables import TableClient, TableServiceClient
 from shared.core.config import Settings
 from shared.core.retry import call_with_retry
 
-TABLE_ROLES = ("hours", "subscriptions", "state", "quarantine", "ledger", "prices", "statements")
+TABLE_ROLES = (
+    "hours",
+    "subscriptions",
+    "state",
+    "quarantine",
+    "ledger",
+    "activity",
+    "summaries",
+    "prices",
+    "statements",
+)
 
 # Seconds; a storage call that takes longer than this is treated as a transient fault.
 CONNECT_TIMEOUT = 5
@@ -35,15 +47,27 @@ READ_TIMEOUT = 30
 CLIENTS_PER_THREAD = 32
 
 
-def _client_options() -> dict[str, Any]:
-    return {"retry_total": 0, "connection_timeout": CONNECT_TIMEOUT, "read_timeout": READ_TIMEOUT}
+def _client_options(request_hook: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "retry_total": 0,
+        "connection_timeout": CONNECT_TIMEOUT,
+        "read_timeout": READ_TIMEOUT,
+    }
+    if request_hook is not None:
+        options["raw_request_hook"] = request_hook
+    return options
 
 
 class StorageAccount:
-    """Builds and caches table clients; one per (role, thread) for parallel writers."""
+    """Builds and caches table clients; one per (role, thread) for parallel writers.
 
-    def __init__(self, settings: Settings):
+    ``request_hook`` (azure-core's ``raw_request_hook``) sees every request before it is
+    sent: the storage-level counter that proves which tables a read touches.
+    """
+
+    def __init__(self, settings: Settings, *, request_hook: Callable[[Any], None] | None = None):
         self.settings = settings
+        self._request_hook = request_hook
         self._local = threading.local()
 
     def _service(self) -> TableServiceClient:
@@ -57,14 +81,17 @@ class StorageAccount:
         settings = self.settings
         if settings.storage_connection_string is not None:
             return TableServiceClient.from_connection_string(
-                settings.storage_connection_string.get_secret_value(), **_client_options()
+                settings.storage_connection_string.get_secret_value(),
+                **_client_options(self._request_hook),
             )
         from azure.identity import ManagedIdentityCredential
 
         assert settings.table_service_uri is not None  # guaranteed by Settings validation
         credential = ManagedIdentityCredential(client_id=settings.storage_client_id)
         return TableServiceClient(
-            endpoint=settings.table_service_uri, credential=credential, **_client_options()
+            endpoint=settings.table_service_uri,
+            credential=credential,
+            **_client_options(self._request_hook),
         )
 
     def table(self, role: str) -> TableClient:

@@ -1,5 +1,14 @@
 """Subscriptions: who consumed, who may read it, and where it is billed.
 
+Two partitions of one table: ``subscription`` holds every subscription (read whole by the
+collector once per run), and an index by provider, ``p_{provider subscription id}`` (``p_``
+alone for the root of the hierarchy), holds one small entity per direct tenant, so whether
+a subscription is a provider's direct tenant is a point lookup, whatever the number of
+subscriptions (the provider route's scope, invariant 6). The collector keeps the index: it
+writes a tenant's entry when the tenant is new, moved to another provider, or not indexed
+yet (an index that is missing or stale heals on the next run), and removes the entry under
+a former provider.
+
 A tenant subscription is offered by a provider subscription (the default provider
 subscription, or a delegated provider's). Sources report the fields they own (display name,
 directory tenant, provider, owners, state), and the collector rewrites them when they
@@ -10,6 +19,7 @@ settings' default resource and plan (``billing_target``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -69,6 +79,9 @@ def billing_target(settings: Settings, subscription: Subscription | None) -> Bil
 
 ROLE = "subscriptions"
 PARTITION = "subscription"
+INDEX_PREFIX = "p_"
+INDEX_LOOKUPS_PER_QUERY = 14
+_INDEX_END = "p`"  # just after every "p_..." key
 # Fields the usage source owns; the collector rewrites them when the source changes them.
 # Billing mapping and operator-added readers are the operator's and are never overwritten.
 SOURCE_FIELDS = ("DisplayName", "TenantId", "ProviderSubscriptionId", "Owners", "State",
@@ -105,8 +118,14 @@ def _from_entity(entity: dict[str, Any]) -> Subscription:
     )
 
 
+def index_partition(provider_subscription_id: str | None) -> str:
+    """The index partition listing the direct tenants of a provider subscription."""
+    return INDEX_PREFIX + (provider_subscription_id or "").lower()
+
+
 class SubscriptionStore:
-    """The subscriptions table: one small partition, read whole, written on change."""
+    """The subscriptions table: one partition read whole, written on change, and the index
+    of direct tenants by provider."""
 
     def __init__(self, account: StorageAccount):
         self._account = account
@@ -121,6 +140,53 @@ class SubscriptionStore:
 
         return call_with_retry(read, what="read subscriptions")
 
+    def indexed(self) -> dict[str, str]:
+        """Every index entry: subscription id -> its index partition (one range read)."""
+
+        def read() -> dict[str, str]:
+            table = self._account.table(ROLE)
+            entities = table.query_entities(
+                "PartitionKey ge @low and PartitionKey lt @high",
+                parameters={"low": INDEX_PREFIX, "high": _INDEX_END},
+                select=["PartitionKey", "RowKey"],
+            )
+            return {entity["RowKey"]: entity["PartitionKey"] for entity in entities}
+
+        return call_with_retry(read, what="read the subscriptions index")
+
+    def tenants_among(self, provider_subscription_id: str, candidates: Iterable[str]) -> list[str]:
+        """Which of ``candidates`` are direct tenants of the provider now (sorted, lower-case).
+
+        Point lookups in the provider's index partition, ``INDEX_LOOKUPS_PER_QUERY`` to a
+        query (a Table filter holds at most 15 comparisons): the cost follows the
+        candidates, never the provider's size.
+        """
+        wanted = sorted({candidate.lower() for candidate in candidates})
+        partition = index_partition(provider_subscription_id)
+        found: list[str] = []
+        for start in range(0, len(wanted), INDEX_LOOKUPS_PER_QUERY):
+            chunk = wanted[start : start + INDEX_LOOKUPS_PER_QUERY]
+            names = [f"r{n}" for n in range(len(chunk))]
+            # The SDK substitutes @names split on spaces: keep them apart from parentheses.
+            condition = (
+                "PartitionKey eq @pk and ( "
+                + " or ".join(f"RowKey eq @{name}" for name in names)
+                + " )"
+            )
+
+            parameters = {"pk": partition, **dict(zip(names, chunk, strict=True))}
+
+            def read(
+                condition: str = condition, parameters: dict[str, str] = parameters
+            ) -> list[str]:
+                entities = self._account.table(ROLE).query_entities(
+                    condition, parameters=parameters, select=["RowKey"]
+                )
+                return [entity["RowKey"] for entity in entities]
+
+            found += call_with_retry(read, what="look up a provider's tenants")
+        return sorted(found)
+
     def get(self, subscription_id: str) -> Subscription | None:
         def read() -> Subscription | None:
             try:
@@ -131,25 +197,58 @@ class SubscriptionStore:
 
         return call_with_retry(read, what="read subscription")
 
-    def sync(self, reported: Iterable[Subscription], stored: dict[str, Subscription]) -> int:
-        """Write the source-owned fields of new or changed subscriptions; return how many.
+    def sync(
+        self,
+        reported: Iterable[Subscription],
+        stored: dict[str, Subscription],
+        indexed: dict[str, str] | None = None,
+    ) -> int:
+        """Write the source-owned fields of new or changed subscriptions and their index
+        entries; return how many subscriptions changed.
 
-        ``stored`` is what the table held (from ``all``); it is updated in place so a run
-        that collects many hours reads the table once.
+        ``stored`` and ``indexed`` are what the table held (from ``all`` and ``indexed``;
+        the index is read here when not given); both are updated in place so a run that
+        collects many hours reads the table once.
+        The index is written before the entries it replaces are removed, so a provider's
+        listing never misses a tenant that moved to it.
         """
+        if indexed is None:
+            indexed = self.indexed()
         changed: list[dict[str, Any]] = []
+        index_writes: dict[str, list[dict[str, Any]]] = {}
+        stale: list[tuple[str, str]] = []
         for subscription in reported:
             key = subscription.subscription_id.lower()
             entity = _source_entity(subscription)
             previous = stored.get(key)
-            if previous is not None and _source_view(previous) == _source_view_of(entity):
-                continue
-            changed.append(entity)
-            stored[key] = _merge(previous, entity)
-        if changed:
+            if previous is None or _source_view(previous) != _source_view_of(entity):
+                changed.append(entity)
+                stored[key] = _merge(previous, entity)
+            wanted = index_partition(subscription.provider_subscription_id)
+            held = indexed.get(key)
+            if held != wanted:
+                index_writes.setdefault(wanted, []).append({"PartitionKey": wanted, "RowKey": key})
+                if held is not None:
+                    stale.append((held, key))
+                indexed[key] = wanted
+        table_name = self._account.settings.table_name(ROLE)
+        if changed or index_writes:
             with PartitionWriter(self._account, parallelism=1, mode=UpdateMode.MERGE) as writer:
-                writer.write_partition(self._account.settings.table_name(ROLE), changed)
+                if changed:
+                    writer.write_partition(table_name, changed)
+                for entities in index_writes.values():
+                    writer.write_partition(table_name, entities)
+        for partition, key in stale:
+            self._remove_index_entry(partition, key)
         return len(changed)
+
+    def _remove_index_entry(self, partition: str, key: str) -> None:
+        def delete() -> None:
+            # Gone already (a rerun after a crash): that is what we wanted.
+            with contextlib.suppress(ResourceNotFoundError):
+                self._account.table(ROLE).delete_entity(partition, key)
+
+        call_with_retry(delete, what="remove a stale subscriptions index entry")
 
     def set_billing(self, subscription_id: str, resource_id: str, plan_id: str) -> Subscription:
         """Map a subscription to a billing resource and plan ('' and '' = the default)."""

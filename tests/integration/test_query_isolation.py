@@ -229,7 +229,7 @@ def test_a_tenants_token_is_refused_for_another_tenant(
         utc_now(),
     )
     caller_a = Caller(a.owners[0], None, frozenset(), False)
-    scope = resolve_scope(caller_a, query, SubscriptionStore(world.account))
+    scope = resolve_scope(caller_a, query, SubscriptionStore(world.account), lambda _: ())
     settings_ = world.settings
     codec = ContinuationCodec(
         settings_.continuation_token_key.get_secret_value().encode(),

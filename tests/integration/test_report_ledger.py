@@ -11,14 +11,13 @@ import pytest
 
 from devstack.clock import SettableClock
 from devstack.commerce_emulator import CommerceEmulator, Fault
-from shared.billing.charges import ChargeableMeters
 from shared.billing.events import UsageEvent
 from shared.billing.ledger import Ledger, LedgerState
 from shared.billing.reconcile import reconcile
 from shared.billing.reporter import report_message
 from shared.core.errors import TransientError
 from shared.core.hours import hour_key
-from shared.core.meters import catalogue
+from shared.core.meters import ChargeableMeters, catalogue
 from shared.storage.account import StorageAccount
 from shared.storage.subscriptions import SubscriptionStore
 from tests.integration.test_report_support import (

@@ -12,7 +12,6 @@ from typing import Any
 
 from devstack.commerce_emulator import CommerceEmulator
 from devstack.fleet import FleetOptions, SimulatedFleet
-from shared.billing.charges import ChargeableMeters
 from shared.billing.commerce import COMMERCE_POLICY, CommerceClient
 from shared.billing.ledger import Ledger, LedgerEntry
 from shared.billing.tokens import static_token_provider
@@ -20,7 +19,7 @@ from shared.billing.work_items import work_item_enqueuer
 from shared.collection.collector import Collector
 from shared.core.config import Settings
 from shared.core.hours import parse_hour_key
-from shared.core.meters import catalogue
+from shared.core.meters import ChargeableMeters, catalogue
 from shared.storage.account import StorageAccount
 from shared.storage.queues import ensure_queue, queue_client
 from shared.storage.subscriptions import SubscriptionStore

@@ -1,0 +1,71 @@
+"""Which of a provider's direct tenants have usage in a reported day.
+
+The provider route reads the tables of a provider's tenants, and most tenants of a large
+operator are idle in any window: visiting each of them (a query per empty table) would make
+a page cost the provider's size, not its answer (invariant 6). So the collector records,
+with every hour it writes, which subscriptions had rows that reported day, filed under
+their provider: ``PartitionKey = {provider subscription id}_{YYYYMMDD}`` (``_{YYYYMMDD}``
+for the root of the hierarchy), ``RowKey`` = subscription id. A provider page reads one
+small partition per reported day of its window and visits only those tenants.
+
+Entries are upserts of keys derived from the rows, written before the watermark moves:
+collecting an hour again writes the same entries (idempotent), and an hour is never
+visible to queries before its entries are durable.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+
+from shared.core.hours import DAY, day_key, floor_day
+from shared.core.retry import call_with_retry
+from shared.storage.account import StorageAccount
+from shared.storage.table_writer import PartitionWriter
+
+ROLE = "activity"
+
+
+def activity_partition(provider_subscription_id: str | None, day: datetime) -> str:
+    return f"{(provider_subscription_id or '').lower()}_{day_key(floor_day(day))}"
+
+
+def record_activity(
+    account: StorageAccount,
+    reported_hour: datetime,
+    providers: Iterable[tuple[str, str | None]],
+) -> None:
+    """Record that each (subscription, its provider) had rows in ``reported_hour``'s day."""
+    partitions: dict[str, dict[str, dict[str, str]]] = defaultdict(dict)
+    for subscription_id, provider in providers:
+        partition = activity_partition(provider, reported_hour)
+        key = subscription_id.lower()
+        partitions[partition][key] = {"PartitionKey": partition, "RowKey": key}
+    if not partitions:
+        return
+    with PartitionWriter(account, parallelism=1) as writer:
+        for entities in partitions.values():
+            writer.write_partition(account.settings.table_name(ROLE), list(entities.values()))
+
+
+def active_tenants(
+    account: StorageAccount, provider_subscription_id: str, first: datetime, last: datetime
+) -> set[str]:
+    """The provider's tenants with rows in reported days ``first``..``last`` (inclusive):
+    one point-partition query per day."""
+    table = account.table(ROLE)
+    found: set[str] = set()
+    day = floor_day(first)
+    while day <= floor_day(last):
+        partition = activity_partition(provider_subscription_id, day)
+
+        def read(partition: str = partition) -> list[str]:
+            entities = table.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": partition}, select=["RowKey"]
+            )
+            return [entity["RowKey"] for entity in entities]
+
+        found.update(call_with_retry(read, what=f"read activity {partition}"))
+        day += DAY
+    return found

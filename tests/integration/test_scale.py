@@ -1,0 +1,182 @@
+"""Cost follows the answer at scale: provider pages touch only tenants with usage, and
+billing reads one summary per hour that equals what the rows say."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from devstack.fleet import FleetOptions, SimulatedFleet
+from shared.billing.charges import hour_charges, hour_charges_from_rows
+from shared.collection.collector import Collector
+from shared.core.config import Settings
+from shared.core.meters import ChargeableMeters
+from shared.query.arguments import parse_path, parse_query
+from shared.query.auth import Caller
+from shared.query.caller_scope import resolve_scope
+from shared.query.continuation import PageState
+from shared.query.reader import UsageReader, visible_bound
+from shared.storage.account import StorageAccount
+from shared.storage.activity import active_tenants
+from shared.storage.hour_manifest import read_hour
+from shared.storage.subscriptions import Subscription, SubscriptionState, SubscriptionStore
+from shared.storage.watermark import Watermark
+from tests.integration.test_report_support import every_meter_chargeable
+from tests.scripted_source import PROVIDER, ScriptedSource, subscription, vm_record
+
+T0 = datetime(2026, 11, 20, 9, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+ADMIN = Caller(object_id="admin", tenant_id=None, roles=frozenset({"UsageAdmin"}), is_admin=True)
+TABLE_IN_URL = re.compile(r"/devstoreaccount1/([A-Za-z0-9]+)(?:\(|\?|$)")
+
+
+class CountingAccount(StorageAccount):
+    """The real storage account, recording the table of every request it sends."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, request_hook=self._record)
+        self.tables_requested: list[str] = []
+
+    def _record(self, request: Any) -> None:
+        match = TABLE_IN_URL.search(request.http_request.url)
+        if match:
+            self.tables_requested.append(match.group(1))
+
+
+def idle(count: int) -> list[Subscription]:
+    return [
+        Subscription(
+            subscription_id=str(uuid.UUID(int=(n + 1) << 64 | 0x1D1E)),
+            display_name=f"idle {n}",
+            tenant_id="33333333-3333-3333-3333-333333333333",
+            provider_subscription_id=PROVIDER,
+            owners=(),
+            state=SubscriptionState.ACTIVE,
+        )
+        for n in range(count)
+    ]
+
+
+def test_a_provider_page_reads_only_the_tables_of_tenants_with_usage(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """5,000 tenants of which 10 have usage: the page queries exactly those 10 tables."""
+    settings = make_settings(COLLECT_LOOKBACK_HOURS=1)
+    busy = [str(uuid.UUID(int=(n + 1) << 32 | 0xB05E)) for n in range(10)]
+    quiet = idle(4_990)
+    source = ScriptedSource(
+        by_hour={T0: [vm_record(sid, T0, quantity=1.0 + n) for n, sid in enumerate(busy)]},
+        listed=[subscription(PROVIDER, provider=None), *map(subscription, busy), *quiet],
+    )
+    account = StorageAccount(settings)
+    account.ensure_tables()
+    Collector(settings, account, source).collect_due_hours(T0 + HOUR + timedelta(minutes=5))
+    assert Watermark(account, source.name).read() == T0
+
+    counting = CountingAccount(settings)
+    path = parse_path(f"/{PROVIDER}/providers/Microsoft.Commerce.Admin/subscriberUsageAggregates")
+    params = {
+        "api-version": "2015-06-01-preview",
+        "reportedStartTime": T0.isoformat(),
+        "reportedEndTime": (T0 + HOUR).isoformat(),
+        "aggregationGranularity": "Hourly",
+    }
+    query = parse_query(path, params, T0 + 2 * HOUR)
+
+    def with_usage(provider: str) -> set[str]:
+        return active_tenants(counting, provider, T0, T0)
+
+    scope = resolve_scope(ADMIN, query, SubscriptionStore(counting), with_usage)
+    assert scope.subscription_ids == tuple(sorted(busy))
+    page = UsageReader(counting).read_page(
+        scope, query, PageState(visible_bound(query.granularity, T0), None)
+    )
+    assert sorted({row.subscription_id for row in page.rows}) == sorted(busy)
+    usage_tables = {
+        t for t in counting.tables_requested if t.startswith(settings.table_prefix + "u")
+    }
+    expected = {f"{settings.table_prefix}u{sid.replace('-', '')}" for sid in busy}
+    assert usage_tables == expected
+    # Scope and narrowing: one read of the provider's index, one of the day's activity.
+    others = [t for t in counting.tables_requested if t not in usage_tables]
+    assert sorted(set(others)) == [
+        settings.table_name("activity"),
+        settings.table_name("subscriptions"),
+    ]
+    assert len(others) == 3  # the target's entity, one activity day, one index lookup
+
+
+@hypothesis_settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(seed=st.integers(min_value=0, max_value=10_000), hour_offset=st.integers(0, 23))
+def test_billing_from_summaries_equals_billing_from_rows(
+    make_settings: Callable[..., Settings], seed: int, hour_offset: int
+) -> None:
+    """For any fleet and hour, the summary's sums are exactly the rows' sums, per resource."""
+    settings = make_settings(BILLING_CHARGEABLE_OVERRIDES=every_meter_chargeable())
+    fleet = SimulatedFleet(FleetOptions(seed=seed, tenants=3))
+    hour = T0 + hour_offset * HOUR
+    account = StorageAccount(settings)
+    account.ensure_tables()
+    store = SubscriptionStore(account)
+    listed = fleet.subscriptions(hour)
+    store.sync(listed, store.all())
+    for n, sub in enumerate(sorted(listed, key=lambda s: s.subscription_id)):
+        if n % 2:  # half the tenants on a second billing resource, on another plan
+            store.set_billing(sub.subscription_id, "resource-b", "plan-b")
+    collector = Collector(settings, account, fleet)
+    collector.collect_hour(hour)
+    entries = read_hour(account, hour)
+    resources = sorted({entry.billing_resource_id or "registration-local" for entry in entries})
+    meters = ChargeableMeters(settings)
+    with ThreadPoolExecutor(4) as pool:
+        from_summary = hour_charges(account, hour, entries, resources, meters, pool)
+        from_rows = hour_charges_from_rows(account, hour, entries, resources, meters, pool)
+    assert from_summary.keys() == from_rows.keys()
+    for resource_id, owed in from_rows.items():
+        assert from_summary[resource_id].plan_id == owed.plan_id
+        assert from_summary[resource_id].quantities == owed.quantities  # exact, not close
+    assert any(owed.quantities for owed in from_rows.values())
+
+
+@pytest.mark.parametrize("shrink", [False, True])
+def test_a_recollected_hour_replaces_its_summary(
+    make_settings: Callable[..., Settings], shrink: bool
+) -> None:
+    """Collecting an hour again leaves exactly the summary of what is stored now."""
+    from shared.storage.hour_summary import read_hour_summary
+    from tests.scripted_source import TENANT_A, TENANT_B
+
+    settings = make_settings()
+    source = ScriptedSource(
+        by_hour={T0: [vm_record(TENANT_A, T0, quantity=2.0), vm_record(TENANT_B, T0)]}
+    )
+    account = StorageAccount(settings)
+    account.ensure_tables()
+    collector = Collector(settings, account, source)
+    collector.collect_hour(T0)
+    first = read_hour_summary(account, T0)
+    assert first is not None
+    collector.collect_hour(T0)
+    assert read_hour_summary(account, T0) == first
+    if shrink:
+        store = SubscriptionStore(account)
+        store.set_billing(TENANT_B, "resource-b", "plan-b")
+        collector = Collector(settings, account, source)
+        collector.collect_hour(T0)
+        again = read_hour_summary(account, T0)
+        assert again is not None
+        assert set(again) == {"registration-local", "resource-b"}
+        assert again["resource-b"].plan_id == "plan-b"
