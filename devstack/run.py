@@ -39,6 +39,8 @@ from devstack.demo_tokens import mint_demo_token
 from devstack.fleet import register_simulated_source
 from devstack.host import LocalFunctionsHost
 from devstack.local_settings import local_values
+from devstack.sign_in import DEFAULT_PATH as SIGN_IN_PATH
+from devstack.sign_in import LocalSignIn
 from devstack.tokens import LocalIssuer
 from shared.billing.reconcile import Reconciliation, reconcile
 from shared.billing.reporter import commerce_client
@@ -134,6 +136,7 @@ def print_access(
 ) -> None:
     """Where the API listens, a token per role, and three requests to paste."""
     print(f"\nThe usage API listens on {base_url}  (Ctrl-C stops everything)")
+    print(f"The usage portal: {base_url}/portal/  (sign in as any principal listed below)")
     print(f"Operator commands: python -m ops --help  (--settings-file {settings_file})")
     for role, (description, subscription_id, _) in tokens.items():
         print(f"  {role:<9} {description}: subscription {subscription_id}")
@@ -210,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             COMMERCE_STATIC_TOKEN=emulator.token,
             AUTH_JWKS_URI=str(issuer.jwks_path),
             COLLECT_LOOKBACK_HOURS=str(args.hours),
+            PORTAL_LOCAL_SIGN_IN_URL=SIGN_IN_PATH,
         )
         settings = Settings.from_environ(values)
         args.state_dir.mkdir(parents=True, exist_ok=True)
@@ -220,7 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Azurite on 127.0.0.1:{azurite.table_port} (tables), data in {data}")
         print(f"Commerce emulator on {emulator.base_url}")
         with LocalFunctionsHost(
-            REPO_ROOT, values, http_port=args.port, tls=args.tls, tls_dir=args.state_dir / "tls"
+            REPO_ROOT,
+            values,
+            http_port=args.port,
+            tls=args.tls,
+            tls_dir=args.state_dir / "tls",
+            local_routes=(LocalSignIn(settings, issuer).route(SIGN_IN_PATH),),
         ) as host:
             code = first_cycle(settings, args, host.base_url, emulator, issuer, started)
             if args.once or code != 0:
@@ -276,6 +285,7 @@ def first_cycle(
     print_access(base_url, tokens, args.tls, args.state_dir / "local.settings.json")
     state: dict[str, Any] = {
         "api": base_url,
+        "portal": f"{base_url}/portal/",
         "commerce": emulator.base_url,
         "storage": settings.storage_connection_string.get_secret_value()  # type: ignore[union-attr]
         if settings.storage_connection_string

@@ -1,13 +1,13 @@
 """The function app's composition root: every collaborator built once, from settings.
 
-Entry points (``collect_usage``, ``report_to_azure``, ``query_usage``) hold one
+Entry points (``collect_usage``, ``report_to_azure``, ``query_usage``, ``portal``) hold one
 :class:`LazyApp` each; its first use reads the app settings from the environment and
 builds a :class:`FunctionApp`, which keeps what is worth keeping between invocations of
 one worker process: the storage account (its per-thread table clients and connections),
 the thread pool billing reads and writes with, the commerce token provider (its cached
-token) and the usage API (its JWKS cache). Nothing below this module builds any of them
-behind the caller's back, so a test builds its own ``FunctionApp`` from its own settings
-and nothing process-wide has to be cleared.
+token), the usage API (its JWKS cache) and the portal (its files, read once). Nothing
+below this module builds any of them behind the caller's back, so a test builds its own
+``FunctionApp`` from its own settings and nothing process-wide has to be cleared.
 
 This is the one module that sees every capability; the capabilities never import it.
 """
@@ -33,6 +33,7 @@ from shared.collection.collector import CollectionRun, Collector
 from shared.collection.sources import SOURCES, SourceRegistry
 from shared.core.config import Settings
 from shared.core.hours import utc_now
+from shared.portal.site import PortalAnswer, PortalRequest, PortalSite
 from shared.query.arm_responses import HttpAnswer
 from shared.query.usage_api import HttpCall, UsageApi
 from shared.storage.account import StorageAccount
@@ -72,6 +73,10 @@ class FunctionApp:
     def usage_api(self) -> UsageApi:
         return UsageApi.from_settings(self.settings, self.account)
 
+    @cached_property
+    def portal(self) -> PortalSite:
+        return PortalSite.from_settings(self.settings)
+
     def collect_due_hours(self, now: datetime | None = None) -> CollectionRun:
         """One timer run: every due hour from the configured source, billing work enqueued.
 
@@ -101,6 +106,10 @@ class FunctionApp:
     def answer_usage_request(self, call: HttpCall) -> HttpAnswer:
         """One usage API request; never raises (errors become ARM-shaped answers)."""
         return self.usage_api.answer(call)
+
+    def answer_portal_request(self, request: PortalRequest) -> PortalAnswer:
+        """One request for the portal's page or files; never raises."""
+        return self.portal.answer(request)
 
 
 class LazyApp:
