@@ -105,12 +105,13 @@ class PortalSite:
         """The answer to ``request``; never raises."""
         if request.method.upper() not in ALLOWED_METHODS:
             return self._plain(405, "method not allowed", {"Allow": ", ".join(ALLOWED_METHODS)})
-        if request.path in ("", "/"):
+        name = request.path
+        if name in ("", "/"):
             page = urlsplit(request.url).path
             if not page.endswith("/"):
                 # /portal -> /portal/, so the page's relative links resolve under /portal/.
                 return self._plain(308, "moved", {"Location": page + "/"})
-        name = request.path.strip("/") or INDEX_FILE
+            name = INDEX_FILE
         asset = self._assets.get(name)
         if asset is None:
             return self._plain(404, "not found")
