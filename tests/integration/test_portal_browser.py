@@ -167,7 +167,8 @@ def open_usage(browser: Any, base_url: str, query: str) -> dict[str, Any]:
         browser,
         "the usage view",
         """const view = document.getElementById('usage-view');
-        if (view.dataset.state === 'error') return {error: document.getElementById('problem-text').textContent};
+        const problem = document.getElementById('problem-text').textContent;
+        if (view.dataset.state === 'error') return {error: problem};
         if (!(view.dataset.window || '').startsWith('2026-11-20T00:00:00Z')) return null;
         return {totals: [...document.querySelectorAll('#totals tr[data-meter-id]')].map(
                   tr => [tr.dataset.meterId, Number(tr.dataset.total)]),
