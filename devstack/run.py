@@ -5,11 +5,12 @@ emulator (what it accepted kept in ``.local/commerce``, as the real endpoint kee
 the local Functions host (``devstack.host``) over the real function folders:
 the ``collect_usage`` timer catches up the last 24 closed hours at start and then runs on
 its schedule, ``report_to_azure`` bills the work items collection enqueues, and
-``query_usage`` answers on localhost. Once the catch-up is collected and billed it prints
-what is stored, what was billed and the reconciliation, then where the API listens, tokens
-for the admin, a delegated provider and a tenant, and copy-paste example requests; and it
-keeps running until Ctrl-C. ``--once`` stops after that first cycle and exits non-zero if
-reconciliation found a difference (for scripts).
+``query_usage`` answers on localhost, with the usage portal at ``/portal/`` and its local
+"sign in as" endpoint (``devstack.sign_in``) beside it. Once the catch-up is collected and
+billed it prints what is stored, what was billed and the reconciliation, then where the API
+and the portal listen, tokens for the admin, a delegated provider and a tenant, and
+copy-paste example requests; and it keeps running until Ctrl-C. ``--once`` stops after
+that first cycle and exits non-zero if reconciliation found a difference (for scripts).
 
 Everything a script needs to talk to the running stack is written to
 ``{state dir}/run.json`` once it is ready, and the app settings in use to

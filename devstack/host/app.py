@@ -42,6 +42,7 @@ from devstack.host.config import (
 from devstack.host.http import _HttpServer, _HttpTriggers, _Route
 from devstack.host.queue import _QueueTriggers
 from devstack.host.timer import _SCHEDULE_STATUS, _TimerTriggers
+from shared.core.errors import ConfigurationError
 
 LOG = logging.getLogger("devstack.host")
 
@@ -332,7 +333,10 @@ def main(argv: list[str] | None = None) -> int:
     # The portal's local sign-in, when the settings name it (it imports this package).
     from devstack.sign_in import sign_in_route
 
-    sign_in = sign_in_route(settings)
+    try:
+        sign_in = sign_in_route(settings)
+    except ConfigurationError as error:
+        parser.error(str(error))
     stop = threading.Event()
     host = LocalFunctionsHost(
         args.app_root,

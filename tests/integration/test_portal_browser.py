@@ -115,6 +115,8 @@ def browser(downloads: Path) -> Iterator[Any]:
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
+        # Every host but loopback fails to resolve: nothing the page does leaves the machine.
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
         f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
@@ -184,10 +186,11 @@ def open_usage(browser: Any, base_url: str, query: str) -> dict[str, Any]:
 
 
 def screenshot(browser: Any, view: str) -> None:
-    """The page as it is now, at both widths (test artifacts)."""
-    for name, size in WIDTHS.items():
-        browser.set_window_size(*size)
-        browser.execute_script("window.scrollTo(0, 0)")
+    """The whole page as it is now, at both widths (test artifacts)."""
+    for name, (width, height) in WIDTHS.items():
+        browser.set_window_size(width, height)
+        tall = browser.execute_script("return document.documentElement.scrollHeight")
+        browser.set_window_size(width, max(height, min(int(tall), 6000)))
         browser.save_screenshot(str(ARTIFACTS / f"{view}-{name}.png"))
     browser.set_window_size(*WIDTHS["wide"])
 
@@ -346,9 +349,7 @@ def test_expired_token_returns_to_sign_in(
     """The API's 401 for an expired token sends the page back to sign-in, saying why."""
     tenant = choice(sign_in, "tenant-1")
     sign_in_as(browser, portal, "tenant-1")
-    expired = world.issuer.mint(
-        tenant.principal.object_id, now=DAY, lifetime=timedelta(minutes=5)
-    )
+    expired = world.issuer.mint(tenant.principal.object_id, now=DAY, lifetime=timedelta(minutes=5))
     # The page only knows the token is bad when the API says so (its clock says it is fresh).
     browser.execute_script(
         """const s = JSON.parse(sessionStorage.getItem('usage-portal.session'));
@@ -369,9 +370,7 @@ def test_expired_token_returns_to_sign_in(
     assert browser.execute_script("return sessionStorage.getItem('usage-portal.session')") is None
 
 
-def test_a_503_says_so_and_offers_a_retry(
-    browser: Any, world: World, sign_in: LocalSignIn
-) -> None:
+def test_a_503_says_so_and_offers_a_retry(browser: Any, world: World, sign_in: LocalSignIn) -> None:
     """Storage unreachable: the API answers 503 and the page says it is busy, with Retry."""
     with socket.socket() as probe:  # a loopback port nobody listens on
         probe.bind(("127.0.0.1", 0))
@@ -537,6 +536,31 @@ def test_provider_totals_and_top_subscriptions_are_the_apis(
     tenants = sorted(rollups[default]["tenants"], key=lambda t: -float(t["total"]))[:10]
     assert shown["top"] == [[t["subscriptionId"].lower(), t["total"]] for t in tenants]
     screenshot(browser, "providers")
+
+
+def test_entra_sign_in_loads_msal_under_the_policy(
+    browser: Any, world: World, sign_in: LocalSignIn
+) -> None:
+    """With a client id the page loads MSAL.js from itself and offers Microsoft sign-in."""
+    values = portal_values(
+        world,
+        PORTAL_LOCAL_SIGN_IN_URL="",
+        PORTAL_CLIENT_ID="6f1d2c3b-4a59-4e8f-9a7b-0c1d2e3f4a5b",
+        PORTAL_AUTHORITY="https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47",
+    )
+    with portal_host(values, sign_in) as entra:
+        browser.get(f"{entra.base_url}/portal/")
+        browser.execute_script("sessionStorage.clear()")
+        browser.refresh()
+        until(
+            browser,
+            "the Microsoft sign-in button",
+            """return window.msal && !document.getElementById('entra-sign-in').hidden &&
+              document.getElementById('status').textContent === 'Not signed in.';""",
+        )
+        assert browser.find_element(By.ID, "entra-button").is_displayed()
+        assert not browser.find_element(By.ID, "local-sign-in").is_displayed()
+        screenshot(browser, "sign-in-entra")
 
 
 def test_no_content_security_policy_violation_was_reported(browser: Any) -> None:

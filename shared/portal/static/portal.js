@@ -38,6 +38,8 @@ class ApiError extends Error {
 
 class SignInNeeded extends Error {}
 
+class PageError extends Error {} // a choice the page cannot send to the API, said as is
+
 function setStatus(text) {
   $("status").textContent = text;
 }
@@ -54,7 +56,9 @@ function showProblem(error, retry, view) {
     return;
   }
   let text;
-  if (!(error instanceof ApiError)) {
+  if (error instanceof PageError) {
+    text = error.message;
+  } else if (!(error instanceof ApiError)) {
     text = `Something went wrong in the page: ${error.message}`;
   } else if (error.status === 403) {
     text = "You are not allowed to read this subscription (403 " +
@@ -415,7 +419,7 @@ async function allPages(url, onPage) {
   let pages = 0;
   while (next) {
     if (pages === MAX_CHART_PAGES) {
-      throw new ApiError(413, "TooManyRows", `the window holds more than ${MAX_CHART_PAGES} pages; narrow it`);
+      throw new PageError(`The window holds more than ${MAX_CHART_PAGES} pages of usage; choose fewer days.`);
     }
     const body = await (await api(next)).json();
     rows.push(...body.value);
@@ -438,7 +442,7 @@ async function showUsage(context, params) {
   $("details").checked = details;
   if (!span.valid) {
     view.dataset.state = "error";
-    showProblem(new ApiError(400, "InvalidWindow", "choose days that have ended, From before To"), null, view);
+    showProblem(new PageError("Choose a window of days that have ended, From before To."), null, view);
     return;
   }
   view.dataset.state = "loading";
