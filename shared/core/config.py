@@ -50,6 +50,14 @@ class Settings(BaseModel):
     collect_lookback_hours: int = Field(24, alias="COLLECT_LOOKBACK_HOURS", ge=1, le=24 * 90)
     write_parallelism: int = Field(8, alias="STORAGE_WRITE_PARALLELISM", ge=1, le=64)
 
+    # finalise_statements: its timer (%STATEMENTS_SCHEDULE% in function.json; after the
+    # hourly collection, so a month's statements are stored soon after its last hour is)
+    # and the time one run may spend (below functionTimeout; the next run continues).
+    statements_schedule: str = Field("0 35 * * * *", alias="STATEMENTS_SCHEDULE")
+    statements_time_budget_seconds: float = Field(
+        420.0, alias="STATEMENTS_TIME_BUDGET_SECONDS", gt=0, le=3600
+    )
+
     usage_source: Literal["simulated", "azurestack"] | None = Field(None, alias="USAGE_SOURCE")
     fleet_seed: int = Field(1, alias="FLEET_SEED", ge=0)
     fleet_tenants: int = Field(12, alias="FLEET_TENANTS", ge=1, le=100_000)
@@ -160,6 +168,8 @@ class Settings(BaseModel):
             object.__setattr__(self, "usage_source", "simulated")
         if len(self.collect_schedule.split()) != 6:
             raise ValueError("COLLECT_SCHEDULE must be a six-field NCRONTAB expression")
+        if len(self.statements_schedule.split()) != 6:
+            raise ValueError("STATEMENTS_SCHEDULE must be a six-field NCRONTAB expression")
         key = self.continuation_token_key.get_secret_value()
         if len(key) < 32:
             raise ValueError("CONTINUATION_TOKEN_KEY must be at least 32 characters")

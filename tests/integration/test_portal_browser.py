@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import requests
 
+from devstack.example_prices import load_example_prices
 from devstack.host import LocalFunctionsHost
 from devstack.sign_in import DEFAULT_PATH, LocalSignIn, SignInChoice
 from tests.integration.test_query_support import (
@@ -421,28 +422,15 @@ def test_keyboard_alone_signs_in_and_every_control_is_labelled(
     assert unlabelled == []
 
 
-# --- charges (the chargeback routes of issue 13) -------------------------------------------
-#
-# These run once the chargeback branch is merged: until its routes answer, they skip, saying
-# so. They load that branch's example price sheets into the module's world first.
+# --- charges (the chargeback routes) -----------------------------------------------------
 
 MONTH = "2026-11"
 
 
 @pytest.fixture(scope="module")
-def priced(world: World, portal: str) -> World:
-    """The world with the example price sheets, when the chargeback routes are served."""
-    probe = call(
-        portal,
-        f"/subscriptions/{world.fleet.default_provider.subscription_id}"
-        f"/providers/Microsoft.Commerce/statements/{MONTH}",
-        {"api-version": API_VERSION},
-        world.admin_token(),
-    )
-    if probe.status_code == 404:
-        pytest.skip("the chargeback routes (issue 13) are not served on this branch yet")
-    example_prices = pytest.importorskip("devstack.example_prices")
-    example_prices.load_example_prices(world.settings)
+def priced(world: World) -> World:
+    """The world with the example price sheets (idempotent: other modules load the same)."""
+    load_example_prices(world.settings)
     return world
 
 

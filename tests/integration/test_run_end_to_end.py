@@ -12,6 +12,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +247,23 @@ def test_billing_reached_the_emulator(stack: dict[str, Any]) -> None:
     assert answer.status_code == 200
     assert len(answer.json()) > 0
     assert stack["reconciled"] is True
+
+
+def test_the_first_run_already_shows_money(stack: dict[str, Any]) -> None:
+    """The example sheets are loaded by the run: a delegated provider's roll-up of the month
+    has a total above zero, its wholesale cost below it."""
+    delegated = stack["tokens"]["delegated"]
+    month = stack["last_hour"][:7]
+    answer = requests.get(
+        f"{stack['api']}/subscriptions/{delegated['subscription']}/providers/"
+        f"Microsoft.Commerce.Admin/subscriberStatements/{month}?api-version={API_VERSION}",
+        headers={"Authorization": f"Bearer {delegated['token']}"},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    rollup = answer.json()
+    assert rollup["currency"] == "USD"
+    assert Decimal(rollup["total"]) > Decimal(rollup["wholesaleTotal"]) > 0
 
 
 def test_the_stack_stops_cleanly_on_ctrl_c(stack: dict[str, Any]) -> None:
