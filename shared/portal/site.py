@@ -97,9 +97,10 @@ class PortalSite:
     @classmethod
     def from_settings(cls, settings: Settings, root: Path = STATIC_ROOT) -> PortalSite:
         assets = load_assets(root)
-        config = json.dumps(portal_config(settings), separators=(",", ":")).encode("utf-8")
-        assets[CONFIG_FILE] = Asset.of(config, CONTENT_TYPES[".json"])
-        return cls(assets, security_headers(settings))
+        config = portal_config(settings)
+        text = json.dumps(config, separators=(",", ":")).encode("utf-8")
+        assets[CONFIG_FILE] = Asset.of(text, CONTENT_TYPES[".json"])
+        return cls(assets, security_headers(config))
 
     def answer(self, request: PortalRequest) -> PortalAnswer:
         """The answer to ``request``; never raises."""
@@ -174,10 +175,9 @@ def portal_config(settings: Settings) -> dict[str, object]:
     return {"signIn": "none"}
 
 
-def security_headers(settings: Settings) -> dict[str, str]:
-    """The headers every portal answer carries (see the module docstring)."""
+def security_headers(config: Mapping[str, object]) -> dict[str, str]:
+    """The headers every portal answer carries, for its sign-in ``config`` (module docstring)."""
     identity = ""
-    config = portal_config(settings)
     if config["signIn"] == "entra":
         parts = urlsplit(str(config["authority"]))
         identity = f"{parts.scheme}://{parts.netloc}"

@@ -84,8 +84,8 @@ function showProblem(error, retry, view) {
 
 function claimsOf(token) {
   const part = token.split(".")[1] || "";
-  const text = atob(part.replace(/-/g, "+").replace(/_/g, "/"));
-  return JSON.parse(decodeURIComponent(escape(text)));
+  const bytes = Uint8Array.from(atob(part.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
+  return JSON.parse(new TextDecoder().decode(bytes));
 }
 
 function loadSession() {
