@@ -5,11 +5,12 @@ emulator (what it accepted kept in ``.local/commerce``, as the real endpoint kee
 the local Functions host (``devstack.host``) over the real function folders:
 the ``collect_usage`` timer catches up the last 24 closed hours at start and then runs on
 its schedule, ``report_to_azure`` bills the work items collection enqueues, and
-``query_usage`` answers on localhost. Once the catch-up is collected and billed it prints
-what is stored, what was billed and the reconciliation, then where the API listens, tokens
-for the admin, a delegated provider and a tenant, and copy-paste example requests; and it
-keeps running until Ctrl-C. ``--once`` stops after that first cycle and exits non-zero if
-reconciliation found a difference (for scripts).
+``query_usage`` answers on localhost, with the usage portal at ``/portal/`` and its local
+"sign in as" endpoint (``devstack.sign_in``) beside it. Once the catch-up is collected and
+billed it prints what is stored, what was billed and the reconciliation, then where the API
+and the portal listen, tokens for the admin, a delegated provider and a tenant, and
+copy-paste example requests; and it keeps running until Ctrl-C. ``--once`` stops after
+that first cycle and exits non-zero if reconciliation found a difference (for scripts).
 
 Everything a script needs to talk to the running stack is written to
 ``{state dir}/run.json`` once it is ready, and the app settings in use to
@@ -40,6 +41,8 @@ from devstack.example_prices import load_example_prices
 from devstack.fleet import register_simulated_source
 from devstack.host import LocalFunctionsHost
 from devstack.local_settings import local_values
+from devstack.sign_in import DEFAULT_PATH as SIGN_IN_PATH
+from devstack.sign_in import LocalSignIn
 from devstack.tokens import LocalIssuer
 from shared.billing.reconcile import Reconciliation, reconcile
 from shared.billing.reporter import commerce_client
@@ -163,6 +166,7 @@ def print_access(
 ) -> None:
     """Where the API listens, a token per role, and three requests to paste."""
     print(f"\nThe usage API listens on {base_url}  (Ctrl-C stops everything)")
+    print(f"The usage portal: {base_url}/portal/  (sign in as any principal listed below)")
     print(f"Operator commands: python -m ops --help  (--settings-file {settings_file})")
     for role, (description, subscription_id, _) in tokens.items():
         print(f"  {role:<9} {description}: subscription {subscription_id}")
@@ -255,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             COMMERCE_STATIC_TOKEN=emulator.token,
             AUTH_JWKS_URI=str(issuer.jwks_path),
             COLLECT_LOOKBACK_HOURS=str(args.hours),
+            PORTAL_LOCAL_SIGN_IN_URL=SIGN_IN_PATH,
             **({} if args.tenants is None else {"FLEET_TENANTS": str(args.tenants)}),
         )
         settings = Settings.from_environ(values)
@@ -266,7 +271,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Azurite on 127.0.0.1:{azurite.table_port} (tables), data in {data}")
         print(f"Commerce emulator on {emulator.base_url}")
         with LocalFunctionsHost(
-            REPO_ROOT, values, http_port=args.port, tls=args.tls, tls_dir=args.state_dir / "tls"
+            REPO_ROOT,
+            values,
+            http_port=args.port,
+            tls=args.tls,
+            tls_dir=args.state_dir / "tls",
+            local_routes=(LocalSignIn(settings, issuer).route(SIGN_IN_PATH),),
         ) as host:
             code = first_cycle(settings, args, host.base_url, emulator, issuer, started)
             if args.once or code != 0:
@@ -326,6 +336,7 @@ def first_cycle(
     print_access(base_url, tokens, args.tls, args.state_dir / "local.settings.json")
     state: dict[str, Any] = {
         "api": base_url,
+        "portal": f"{base_url}/portal/",
         "commerce": emulator.base_url,
         "storage": settings.storage_connection_string.get_secret_value()  # type: ignore[union-attr]
         if settings.storage_connection_string

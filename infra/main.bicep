@@ -135,6 +135,12 @@ param billingDefaultPlanId string
 @description('Operator changes to the catalogue\'s chargeable meters: "METERID=true;METERID=false" (BILLING_CHARGEABLE_OVERRIDES).')
 param billingChargeableOverrides string = ''
 
+@description('Client (application) id of the API app registration the portal signs in with (MSAL.js, authorization code + PKCE); empty: the portal says sign-in is not configured (PORTAL_CLIENT_ID).')
+param portalClientId string = ''
+
+@description('Entra ID authority the portal signs in at (PORTAL_AUTHORITY): this tenant by default.')
+param portalAuthority string = '${environment().authentication.loginEndpoint}${tenant().tenantId}'
+
 @secure()
 @description('Commerce client secret, stored in Key Vault. Empty: the commerce client uses the managed identity.')
 param commerceClientSecret string = ''
@@ -282,6 +288,9 @@ module api 'app/function-app.bicep' = {
       BILLING_DEFAULT_RESOURCE_ID: billingDefaultResourceId
       BILLING_DEFAULT_PLAN_ID: billingDefaultPlanId
       BILLING_CHARGEABLE_OVERRIDES: billingChargeableOverrides
+      // portal: Entra ID sign-in in the browser (the local "sign in as" endpoint is local-only).
+      PORTAL_CLIENT_ID: portalClientId
+      PORTAL_AUTHORITY: portalAuthority
     }
   }
   // Start the app only once its identity may read storage, telemetry and Key Vault.

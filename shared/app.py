@@ -1,14 +1,14 @@
 """The function app's composition root: every collaborator built once, from settings.
 
 Entry points (``collect_usage``, ``report_to_azure``, ``query_usage``,
-``finalise_statements``) hold one
+``finalise_statements``, ``portal``) hold one
 :class:`LazyApp` each; its first use reads the app settings from the environment and
 builds a :class:`FunctionApp`, which keeps what is worth keeping between invocations of
 one worker process: the storage account (its per-thread table clients and connections),
 the thread pool billing reads and writes with, the commerce token provider (its cached
-token) and the usage API (its JWKS cache). Nothing below this module builds any of them
-behind the caller's back, so a test builds its own ``FunctionApp`` from its own settings
-and nothing process-wide has to be cleared.
+token), the usage API (its JWKS cache) and the portal (its files, read once). Nothing
+below this module builds any of them behind the caller's back, so a test builds its own
+``FunctionApp`` from its own settings and nothing process-wide has to be cleared.
 
 This is the one module that sees every capability; the capabilities never import it.
 """
@@ -35,6 +35,7 @@ from shared.collection.sources import SOURCES, SourceRegistry
 from shared.core.config import Settings
 from shared.core.hours import utc_now
 from shared.core.meters import catalogue
+from shared.portal.site import PortalAnswer, PortalRequest, PortalSite
 from shared.query import charges_api
 from shared.query.arm_responses import HttpAnswer
 from shared.query.charges_api import ChargesApi
@@ -76,6 +77,10 @@ class FunctionApp:
     @cached_property
     def usage_api(self) -> UsageApi:
         return UsageApi.from_settings(self.settings, self.account)
+
+    @cached_property
+    def portal(self) -> PortalSite:
+        return PortalSite.from_settings(self.settings)
 
     @cached_property
     def statements(self) -> Statements:
@@ -125,6 +130,10 @@ class FunctionApp:
         if charges_api.handles(call.route_path):
             return self.charges_api.answer(call)
         return self.usage_api.answer(call)
+
+    def answer_portal_request(self, request: PortalRequest) -> PortalAnswer:
+        """One request for the portal's page or files; never raises."""
+        return self.portal.answer(request)
 
     def finalise_statements(self) -> FinaliseRun:
         """One ``finalise_statements`` timer run: store the statements of every closed month

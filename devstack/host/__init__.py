@@ -14,7 +14,8 @@ module's docstring says what it mirrors and how:
             visibility, the poison queue; and queue output bindings.
 ``http``    the HTTP trigger: route templates, the server and its handler, optional TLS.
 ``app``     ``LocalFunctionsHost``, which ties them together (start, stop, invoke, log),
-            and the command line.
+            the local stack's own HTTP endpoints (``LocalHttpRoute``, e.g. the portal's
+            local sign-in), and the command line.
 
 Every invocation logs one line: function, trigger, outcome (``Succeeded`` or ``Failed`` with
 the exception type) and duration. Exceptions in functions never stop the host.
@@ -28,7 +29,7 @@ Errors::
 Run it: ``python -m devstack.host --app-root . --settings-file local.settings.json``.
 """
 
-from devstack.host.app import Invocation, LocalFunctionsHost, main
+from devstack.host.app import Invocation, LocalFunctionsHost, LocalHttpRoute, main
 from devstack.host.config import (
     FunctionNotFoundError,
     HostConfigurationError,
@@ -46,6 +47,7 @@ __all__ = [
     "HostError",
     "Invocation",
     "LocalFunctionsHost",
+    "LocalHttpRoute",
     "ensure_certificate",
     "load_settings_file",
     "main",

@@ -22,7 +22,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +39,26 @@ from devstack.host.config import (
     _HostOptions,
     load_settings_file,
 )
-from devstack.host.http import _HttpServer, _HttpTriggers
+from devstack.host.http import _HttpServer, _HttpTriggers, _Route
 from devstack.host.queue import _QueueTriggers
 from devstack.host.timer import _SCHEDULE_STATUS, _TimerTriggers
+from shared.core.errors import ConfigurationError
 
 LOG = logging.getLogger("devstack.host")
+
+
+@dataclass(frozen=True)
+class LocalHttpRoute:
+    """An HTTP endpoint of the local stack served beside the app's functions (never deployed).
+
+    Routed, invoked and logged as an HTTP function of that ``route`` would be; e.g. the
+    portal's local sign-in (``devstack.sign_in``), which must share the portal's origin.
+    """
+
+    name: str
+    route: str
+    methods: frozenset[str]
+    handler: Callable[[func.HttpRequest], func.HttpResponse]
 
 
 @dataclass(frozen=True)
@@ -96,6 +111,7 @@ class LocalFunctionsHost(_FunctionLoader, _TimerTriggers, _QueueTriggers, _HttpT
         run_timers_at_start: bool = True,
         schedule_status: MutableMapping[str, dt.datetime] | None = None,
         logger: logging.Logger | None = None,
+        local_routes: Sequence[LocalHttpRoute] = (),
     ) -> None:
         self.app_root = Path(app_root).resolve()
         self.settings = {str(k): str(v) for k, v in settings.items()}
@@ -106,6 +122,7 @@ class LocalFunctionsHost(_FunctionLoader, _TimerTriggers, _QueueTriggers, _HttpT
         self._run_timers_at_start = run_timers_at_start
         self._schedule_status = _SCHEDULE_STATUS if schedule_status is None else schedule_status
         self.log = logger or LOG
+        self._local_routes = tuple(local_routes)
         self._key = _app_key(self.app_root)
         self.options = _HostOptions()
         self.functions: dict[str, _Function] = {}
@@ -130,6 +147,7 @@ class LocalFunctionsHost(_FunctionLoader, _TimerTriggers, _QueueTriggers, _HttpT
         try:
             self.options = _HostOptions.load(self.app_root / "host.json")
             self.functions = self._load_functions()
+            self.functions.update(self._local_functions())
             queue_clients = {
                 name: self._queue_client(fn)
                 for name, fn in self.functions.items()
@@ -210,6 +228,26 @@ class LocalFunctionsHost(_FunctionLoader, _TimerTriggers, _QueueTriggers, _HttpT
             else:
                 detail = fn.trigger.get("schedule") or fn.trigger.get("queueName")
                 self.log.info("Function %s: %s (%s)", name, fn.trigger_type, detail)
+
+    def _local_functions(self) -> dict[str, _Function]:
+        functions: dict[str, _Function] = {}
+        for local in self._local_routes:
+            if local.name in self.functions:
+                raise HostError(f"local route {local.name!r} has the name of a function")
+            trigger = {"type": "httpTrigger", "direction": "in", "name": "req"}
+            functions[local.name] = _Function(
+                name=local.name,
+                folder=self.app_root,
+                entry=local.handler,
+                trigger=trigger,
+                bindings=[trigger, {"type": "http", "direction": "out", "name": "$return"}],
+                route=_Route.compile(
+                    self.options.route_prefix,
+                    local.route,
+                    frozenset(m.upper() for m in local.methods),
+                ),
+            )
+        return functions
 
     # -- invocation --
 
@@ -292,6 +330,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings_file(args.settings_file)
     except (OSError, json.JSONDecodeError, HostError) as error:
         parser.error(f"settings file: {error}")
+    # The portal's local sign-in, when the settings name it (it imports this package).
+    from devstack.sign_in import sign_in_route
+
+    try:
+        sign_in = sign_in_route(settings)
+    except ConfigurationError as error:
+        parser.error(str(error))
     stop = threading.Event()
     host = LocalFunctionsHost(
         args.app_root,
@@ -300,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         tls=args.tls,
         tls_dir=args.tls_dir,
         run_timers_at_start=not args.no_startup_timers,
+        local_routes=() if sign_in is None else (sign_in,),
     )
     with _signals_set(stop):
         try:

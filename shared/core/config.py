@@ -130,6 +130,23 @@ class Settings(BaseModel):
     # Operator changes to the catalogue's chargeable set: "METERID=true;METERID=false".
     billing_chargeable_overrides: str = Field("", alias="BILLING_CHARGEABLE_OVERRIDES")
 
+    # portal: Entra ID sign-in in the browser (MSAL.js, authorization code + PKCE) for the
+    # API's app registration; the portal asks for "{first AUTH_AUDIENCE}/.default". Without a
+    # client id the portal says sign-in is not configured (the API works either way).
+    portal_client_id: str | None = Field(
+        None,
+        alias="PORTAL_CLIENT_ID",
+        pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+    )
+    portal_authority: str | None = Field(
+        None, alias="PORTAL_AUTHORITY", pattern=r"^https?://[^\s/]+(/[^\s]*)?$"
+    )
+    # Local mode only: the local stack's "sign in as" endpoint, a path on the portal's own
+    # host (the run command serves it); production refuses it.
+    portal_local_sign_in_url: str | None = Field(
+        None, alias="PORTAL_LOCAL_SIGN_IN_URL", pattern=r"^/([A-Za-z0-9._~-][A-Za-z0-9._~/-]*)?$"
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _blank_is_unset(cls, values: object) -> object:
@@ -161,6 +178,8 @@ class Settings(BaseModel):
         if self.commerce_auth == "static" and self.commerce_static_token is None:
             raise ValueError("COMMERCE_AUTH=static needs COMMERCE_STATIC_TOKEN")
         self.chargeable_overrides()  # malformed overrides fail at load
+        if self.portal_client_id is not None and self.portal_authority is None:
+            raise ValueError("PORTAL_CLIENT_ID needs PORTAL_AUTHORITY (the Entra ID authority)")
         if self.usage_source == "azurestack":
             self._check_azurestack()
         if self.app_mode is AppMode.PRODUCTION:
@@ -173,6 +192,10 @@ class Settings(BaseModel):
             raise ValueError("CONTINUATION_TOKEN_KEY is the local placeholder; set a real secret")
         if self.commerce_auth == "static":
             raise ValueError("COMMERCE_AUTH=static (the emulator's token) is local-only")
+        if self.portal_local_sign_in_url is not None:
+            raise ValueError("PORTAL_LOCAL_SIGN_IN_URL (demo tokens) is local-only")
+        if self.portal_authority is not None and not self.portal_authority.startswith("https://"):
+            raise ValueError("PORTAL_AUTHORITY must be an https URL in production")
         for name, url in (("AUTH_JWKS_URI", self.auth_jwks_uri), ("COMMERCE_BASE_URL",
                           self.commerce_base_url)):  # fmt: skip
             if not url.startswith("https://"):

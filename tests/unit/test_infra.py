@@ -50,6 +50,8 @@ LOCAL_ONLY = {
     "FLEET_TENANTS",
     "FLEET_LATE_SHARE",
     "FLEET_SCALE",
+    # The local stack's "sign in as" endpoint (demo tokens); production refuses it.
+    "PORTAL_LOCAL_SIGN_IN_URL",
 }
 
 # Read by the Functions host rather than by our code; the Bicep must still set them.

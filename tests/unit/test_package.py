@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 from pathlib import Path
 
 import pathspec
+
+from tests.unit.test_infra import read_simple_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,15 +39,46 @@ def test_the_package_holds_the_functions_and_shared_code() -> None:
         "shared/app.py",
         "shared/core/meters.csv",
         "shared/query/openapi.json",
+        "portal/function.json",
+        "shared/portal/static/index.html",
+        "shared/portal/static/portal.js",
+        "shared/portal/static/portal.css",
     ):
         assert needed in files
+
+
+def test_the_portals_libraries_are_copied_into_the_package_before_it_is_built() -> None:
+    """chart.js and msal-browser: pinned in package.json, copied by ./dev assets into a
+    folder git ignores but the package keeps, and azure.yaml runs that before packaging."""
+    spec = pathspec.GitIgnoreSpec.from_lines((REPO / ".funcignore").read_text().splitlines())
+    pins = json.loads((REPO / "package.json").read_text())["dependencies"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", pins["chart.js"])
+    assert re.fullmatch(r"\d+\.\d+\.\d+", pins["@azure/msal-browser"])
+    for library in ("chart.umd.min.js", "msal-browser.min.js"):
+        assert not spec.match_file(f"shared/portal/static/vendor/{library}")
+    ignored = (REPO / ".gitignore").read_text().splitlines()
+    assert "shared/portal/static/vendor/" in ignored
+    hook = read_simple_yaml((REPO / "azure.yaml").read_text())["services"]["api"]["hooks"]
+    assert hook["prepackage"]["run"] == "./dev assets"
+    dev = (REPO / "dev").read_text()
+    assert "node_modules/chart.js/dist/chart.umd.min.js" in dev
+    assert "node_modules/@azure/msal-browser/lib/msal-browser.min.js" in dev
 
 
 def test_the_package_holds_no_local_stack_or_demo_code() -> None:
     """No simulator, emulator, token issuer, tests, benchmarks or local settings are deployed."""
     files = deployed_files()
     top_level = {path.split("/")[0] for path in files}
-    assert not top_level & {"devstack", "tests", "bench", "ops", "infra", "node_modules", "docs"}
+    assert not top_level & {
+        "devstack",
+        "tests",
+        "bench",
+        "ops",
+        "infra",
+        "node_modules",
+        "docs",
+        "test-artifacts",
+    }
     assert "local.settings.example.json" not in files
     for path in files:
         if path.endswith(".py"):
