@@ -76,6 +76,11 @@ param collectTimeBudgetSeconds int = 420
 @maxValue(2160)
 param collectLookbackHours int = 24
 
+@description('Hours to wait after a reported hour ends before collecting it, so the stamp has aggregated it (COLLECT_DELAY_HOURS); Azure Stack Hub aggregates usage about once an hour.')
+@minValue(0)
+@maxValue(72)
+param collectDelayHours int = 1
+
 @description('Table partitions written in parallel (STORAGE_WRITE_PARALLELISM).')
 @minValue(1)
 @maxValue(64)
@@ -248,6 +253,8 @@ module api 'app/function-app.bicep' = {
       // collect_usage catch-up: time budget per run and the first run's lookback.
       COLLECT_TIME_BUDGET_SECONDS: string(collectTimeBudgetSeconds)
       COLLECT_LOOKBACK_HOURS: string(collectLookbackHours)
+      // collect_usage: an hour is collected once the stamp has finished it.
+      COLLECT_DELAY_HOURS: string(collectDelayHours)
       // collect_usage: partitions written in parallel.
       STORAGE_WRITE_PARALLELISM: string(storageWriteParallelism)
       // query_usage: bearer-token validation (Entra ID) and the admin app role.

@@ -48,6 +48,12 @@ class Settings(BaseModel):
         420.0, alias="COLLECT_TIME_BUDGET_SECONDS", gt=0, le=3600
     )
     collect_lookback_hours: int = Field(24, alias="COLLECT_LOOKBACK_HOURS", ge=1, le=24 * 90)
+    # Hours to wait after a reported hour ends before collecting it, so the source has
+    # finished it. Unset: 1 for Azure Stack Hub, whose usage service collects and aggregates
+    # usage "approximately once every hour" (Microsoft Learn, "Report Azure Stack Hub usage
+    # data to Azure"), so one whole cycle has run; 0 for the simulated fleet, which has every
+    # hour's answer as soon as it ends. Read it as ``collect_delay_hours``.
+    collect_delay_setting: int | None = Field(None, alias="COLLECT_DELAY_HOURS", ge=0, le=72)
     write_parallelism: int = Field(8, alias="STORAGE_WRITE_PARALLELISM", ge=1, le=64)
 
     usage_source: Literal["simulated", "azurestack"] | None = Field(None, alias="USAGE_SOURCE")
@@ -141,6 +147,7 @@ class Settings(BaseModel):
             if self.app_mode is AppMode.PRODUCTION:
                 raise ValueError("USAGE_SOURCE must be set in production")
             object.__setattr__(self, "usage_source", "simulated")
+        self._fill_dependent_settings()
         if len(self.collect_schedule.split()) != 6:
             raise ValueError("COLLECT_SCHEDULE must be a six-field NCRONTAB expression")
         key = self.continuation_token_key.get_secret_value()
@@ -167,6 +174,18 @@ class Settings(BaseModel):
                           self.commerce_base_url)):  # fmt: skip
             if not url.startswith("https://"):
                 raise ValueError(f"{name} must be an https URL in production")
+
+    def _fill_dependent_settings(self) -> None:
+        """Fill what depends on other settings: the source's publishing delay."""
+        if self.collect_delay_setting is None:
+            delay = 0 if self.usage_source == "simulated" else 1
+            object.__setattr__(self, "collect_delay_setting", delay)
+
+    @property
+    def collect_delay_hours(self) -> int:
+        """COLLECT_DELAY_HOURS, or the source's default (filled at load)."""
+        assert self.collect_delay_setting is not None
+        return self.collect_delay_setting
 
     def _check_azurestack(self) -> None:
         """USAGE_SOURCE=azurestack: where the stamp is and who we are, https in production."""

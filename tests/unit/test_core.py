@@ -24,6 +24,9 @@ def test_settings_defaults_in_local_mode() -> None:
     assert settings.usage_source == "simulated"
     assert settings.collect_lookback_hours == 30
     assert settings.table_name("hours") == "usagehours"
+    # The simulated fleet has an hour's answer when it ends.
+    assert settings.collect_delay_hours == 0
+    assert Settings.from_environ({**BASE, "COLLECT_DELAY_HOURS": "3"}).collect_delay_hours == 3
 
 
 @pytest.mark.parametrize(
@@ -49,6 +52,7 @@ def test_settings_defaults_in_local_mode() -> None:
         ({**BASE, "USAGE_TABLE_PREFIX": "bad-prefix"}, "USAGE_TABLE_PREFIX"),
         ({**BASE, "USAGE_SOURCE": "azure"}, "USAGE_SOURCE"),
         ({**BASE, "COLLECT_SCHEDULE": "0 * * * *"}, "COLLECT_SCHEDULE"),
+        ({**BASE, "COLLECT_DELAY_HOURS": "-1"}, "COLLECT_DELAY_HOURS"),
     ],
 )
 def test_bad_settings_fail_at_load_naming_the_setting(environ: dict, named: str) -> None:
