@@ -81,6 +81,9 @@ param collectLookbackHours int = 24
 @maxValue(72)
 param collectDelayHours int = 1
 
+@description('Base URL clients reach the usage API at (PUBLIC_BASE_URL); empty: https://{the function app\'s default host name}.')
+param publicBaseUrl string = ''
+
 @description('Table partitions written in parallel (STORAGE_WRITE_PARALLELISM).')
 @minValue(1)
 @maxValue(64)
@@ -229,6 +232,7 @@ module api 'app/function-app.bicep' = {
     storageAccountName: storage.outputs.name
     deploymentContainerName: storage.outputs.deploymentContainerName
     applicationInsightsName: monitoring.outputs.applicationInsightsName
+    publicBaseUrl: publicBaseUrl
     // The settings shared/core/config.py reads (the storage and telemetry wiring is added by the
     // module). tests/unit/test_infra.py fails when this list and the code disagree.
     appSettings: {

@@ -18,6 +18,8 @@ from shared.core.errors import ConfigurationError
 
 # Local settings files carry keys starting with this; production refuses them.
 LOCAL_PLACEHOLDER_PREFIX = "local-only-"
+# Where the local Functions host (and `func start`) listens by default.
+LOCAL_PUBLIC_BASE_URL = "http://127.0.0.1:7071"
 
 
 class AppMode(StrEnum):
@@ -101,6 +103,13 @@ class Settings(BaseModel):
     continuation_token_ttl_seconds: int = Field(
         3600, alias="CONTINUATION_TOKEN_TTL_SECONDS", ge=60, le=7 * 24 * 3600
     )
+    # query_usage: where clients reach the API (scheme, host, optional path prefix), the base
+    # of every nextLink and Link header. Never taken from the request's Host header, which
+    # the caller controls. Azure: https://{the function app's host name} (the Bicep sets it);
+    # local mode defaults to the local host's address.
+    public_base_url: str | None = Field(
+        None, alias="PUBLIC_BASE_URL", pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?$"
+    )
 
     # report_to_azure: the queue of billing work items (%USAGE_QUEUE_NAME% in function.json).
     usage_queue_name: str = Field(
@@ -176,16 +185,31 @@ class Settings(BaseModel):
                 raise ValueError(f"{name} must be an https URL in production")
 
     def _fill_dependent_settings(self) -> None:
-        """Fill what depends on other settings: the source's publishing delay."""
+        """Fill what depends on other settings: the source's publishing delay, the API's
+        public address (required in production, https there)."""
         if self.collect_delay_setting is None:
             delay = 0 if self.usage_source == "simulated" else 1
             object.__setattr__(self, "collect_delay_setting", delay)
+        base = self.public_base_url
+        if base is None:
+            if self.app_mode is AppMode.PRODUCTION:
+                raise ValueError("PUBLIC_BASE_URL must be set in production")
+            base = LOCAL_PUBLIC_BASE_URL
+        if self.app_mode is AppMode.PRODUCTION and not base.startswith("https://"):
+            raise ValueError("PUBLIC_BASE_URL must be an https URL in production")
+        object.__setattr__(self, "public_base_url", base.rstrip("/"))
 
     @property
     def collect_delay_hours(self) -> int:
         """COLLECT_DELAY_HOURS, or the source's default (filled at load)."""
         assert self.collect_delay_setting is not None
         return self.collect_delay_setting
+
+    @property
+    def api_base_url(self) -> str:
+        """PUBLIC_BASE_URL without a trailing slash (filled at load in local mode)."""
+        assert self.public_base_url is not None
+        return self.public_base_url
 
     def _check_azurestack(self) -> None:
         """USAGE_SOURCE=azurestack: where the stamp is and who we are, https in production."""

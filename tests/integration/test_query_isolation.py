@@ -24,7 +24,6 @@ from shared.query.arguments import parse_path, parse_query
 from shared.query.auth import Caller
 from shared.query.caller_scope import resolve_scope
 from shared.query.continuation import ContinuationCodec, Cursor, PageState
-from shared.query.usage_api import with_continuation_token
 from shared.storage.subscriptions import Subscription, SubscriptionState, SubscriptionStore
 from tests.integration.test_query_support import (
     DAY,
@@ -210,25 +209,29 @@ def test_a_tenants_token_is_refused_for_another_tenant(
     )
     assert (
         requests.get(
-            with_continuation_token(a_url, token),
+            with_token(a_url, token),
             headers={"Authorization": f"Bearer {world.token(a.owners[0])}"},
             timeout=30,
         ).status_code
         == 200
     )
     response = requests.get(
-        with_continuation_token(a_url, token),
+        with_token(a_url, token),
         headers={"Authorization": f"Bearer {b_token}"},
         timeout=30,
     )
     assert response.status_code == 403
     b_url = a_url.replace(a.subscription_id, b.subscription_id)
     response = requests.get(
-        with_continuation_token(b_url, token),
+        with_token(b_url, token),
         headers={"Authorization": f"Bearer {b_token}"},
         timeout=30,
     )
     assert response.headers["x-ms-error-code"] == "InvalidContinuationToken"
+
+
+def with_token(url: str, token: str) -> str:
+    return f"{url}&continuationToken={quote(token, safe='')}"
 
 
 # --- property-based ----------------------------------------------------------------------

@@ -284,6 +284,7 @@ def test_settings_refuse_bad_stamp_values_in_production(
         "COMMERCE_AUTH": "managed_identity",
         "COMMERCE_BASE_URL": "https://marketplaceapi.microsoft.com",
         "AUTH_JWKS_URI": "https://login.microsoftonline.com/t/discovery/v2.0/keys",
+        "PUBLIC_BASE_URL": "https://usage.example.test",
     }
     Settings.from_environ(production)
     with pytest.raises(ConfigurationError, match=named):
