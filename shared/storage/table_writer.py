@@ -172,7 +172,8 @@ class PartitionWriter:
                 ) from error
             if len(batch) == 1:
                 with self._lock:
-                    code = getattr(error, "error_code", None) or error.reason or ""
+                    code = getattr(error, "error_code", None)
+                    code = getattr(code, "value", code) or error.reason or ""
                     self.refused.append(Refusal(table_name, batch[0], error.status_code, str(code)))
                 return 0
             half = len(batch) // 2
