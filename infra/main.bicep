@@ -95,8 +95,8 @@ param reportQueueName string = 'usage-to-report'
 @description('Application ID URI and/or client id of the API app registration, comma-separated: the audiences query_usage accepts (AUTH_AUDIENCE).')
 param authAudience string
 
-@description('Issuer of accepted bearer tokens (AUTH_ISSUER): this tenant\'s Entra ID v2 issuer by default.')
-param authIssuer string = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+@description('Issuers of accepted bearer tokens, comma-separated (AUTH_ISSUER): this tenant\'s Entra ID v2 and v1 issuers by default, so tokens of both versions pass.')
+param authIssuer string = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0,https://sts.windows.net/${tenant().tenantId}/'
 
 @description('JWKS of the token issuer (AUTH_JWKS_URI).')
 param authJwksUri string = '${environment().authentication.loginEndpoint}${tenant().tenantId}/discovery/v2.0/keys'

@@ -92,6 +92,8 @@ class Settings(BaseModel):
     )
 
     # query_usage: bearer tokens (Entra ID in production; the local issuer in local mode).
+    # Comma-separated: one tenant's Entra ID v2 (https://login.microsoftonline.com/{tid}/v2.0)
+    # and v1 (https://sts.windows.net/{tid}/) issuers, so both token versions pass.
     auth_issuer: str = Field(alias="AUTH_ISSUER", min_length=1)
     # Comma-separated: Entra tokens carry the app id URI or the client id as audience.
     auth_audience: str = Field(alias="AUTH_AUDIENCE", min_length=1)
@@ -257,6 +259,10 @@ class Settings(BaseModel):
                 )
             overrides[meter_id.strip().lower()] = flag.strip().lower() == "true"
         return overrides
+
+    @property
+    def auth_issuers(self) -> tuple[str, ...]:
+        return tuple(part.strip() for part in self.auth_issuer.split(",") if part.strip())
 
     @property
     def auth_audiences(self) -> tuple[str, ...]:

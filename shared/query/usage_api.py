@@ -101,7 +101,7 @@ class UsageApi:
             settings,
             account=account,
             validator=TokenValidator(
-                issuer=settings.auth_issuer,
+                issuer=settings.auth_issuers,
                 audience=settings.auth_audiences,
                 jwks=jwks_source(settings),
                 admin_role=settings.auth_admin_role,

@@ -421,3 +421,24 @@ def test_storage_refusing_the_apps_credentials_is_500_with_the_cause_logged(
     assert logged
     assert "HTTP 403" in logged[0]
     assert "AuthorizationFailure" in logged[0]
+
+
+def test_entra_v1_and_v2_issuers_of_one_tenant_both_pass(world: World) -> None:
+    """AUTH_ISSUER lists the v2 and the v1 issuer: a token of either version reads usage."""
+    v1 = f"https://sts.windows.net/{world.issuer.tenant_id}/"
+    both = World(
+        world.settings,
+        {**world.values, "AUTH_ISSUER": f"{world.values['AUTH_ISSUER']}, {v1}"},
+        world.fleet,
+        world.issuer,
+        world.subscriptions,
+    )
+    subscription, owner = tenant_and_owner(world)
+    path = TENANT_PATH.format(subscription)
+    with serving(both) as host:
+        for iss in (world.values["AUTH_ISSUER"], v1):
+            token = world.token(owner, extra_claims={"iss": iss})
+            assert call(host.base_url, path, window(), token).status_code == 200, iss
+        stranger = world.token(owner, extra_claims={"iss": "https://sts.windows.net/other/"})
+        assert_error(call(host.base_url, path, window(), stranger), 401,
+                     "InvalidAuthenticationToken")  # fmt: skip

@@ -78,12 +78,17 @@ def test_production_accepts_real_values_and_parses_overrides() -> None:
             "COMMERCE_BASE_URL": "https://marketplaceapi.microsoft.com",
             "AUTH_JWKS_URI": "https://login.microsoftonline.com/t/discovery/v2.0/keys",
             "AUTH_AUDIENCE": "api://usage, 11111111-2222-3333-4444-555555555555",
+            "AUTH_ISSUER": "https://login.microsoftonline.com/t/v2.0, https://sts.windows.net/t/",
             "BILLING_CHARGEABLE_OVERRIDES": "F271A8A388C44D93956A063E1D2FA80B=true; x=false",
             "PUBLIC_BASE_URL": "https://usage.example.test/",
         }
     )
     assert settings.api_base_url == "https://usage.example.test"
     assert settings.auth_audiences == ("api://usage", "11111111-2222-3333-4444-555555555555")
+    assert settings.auth_issuers == (
+        "https://login.microsoftonline.com/t/v2.0",
+        "https://sts.windows.net/t/",
+    )
     assert settings.chargeable_overrides() == {
         "f271a8a388c44d93956a063e1d2fa80b": True,
         "x": False,
