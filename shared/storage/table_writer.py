@@ -13,8 +13,9 @@ refuses with ``413 RequestBodyTooLarge``.
 What storage still refuses for its content (400 or 413: a property over 64 KiB, an entity
 over 1 MiB, a value it does not accept) is either an error (``StorageRefusedBatch``, the
 default) or, with ``isolate_refusals``, narrowed down by halving the batch until the
-refused entities stand alone; they are listed in ``refused`` and everything else is
-written. The collector quarantines them, so one poison row never stops an hour.
+refused entities stand alone; those refused for their content (``CONTENT_REFUSALS``) are
+listed in ``refused`` and everything else is written. The collector quarantines them, so
+one poison row never stops an hour; a refusal that does not blame the entity still fails.
 
 Several partitions are in flight at once (``parallelism`` threads); the number of queued
 partitions is bounded, so a producer that streams an hour never holds more than a few
@@ -50,6 +51,23 @@ _OPERATION_OVERHEAD = 1024
 _PROPERTY_OVERHEAD = 64
 # Statuses storage answers when it refuses what was sent, not because it is busy.
 REFUSAL_STATUSES = frozenset({400, 413})
+# Error codes that blame one entity's content (Table service error codes). Any other refusal
+# of an entity standing alone (a malformed request, an unsupported version) would refuse
+# every entity alike: it fails the write instead of quarantining a whole hour.
+CONTENT_REFUSALS = frozenset(
+    {
+        "PropertyValueTooLarge",
+        "EntityTooLarge",
+        "RequestBodyTooLarge",
+        "KeyValueTooLarge",
+        "PropertyNameInvalid",
+        "PropertyNameTooLong",
+        "TooManyProperties",
+        "InvalidValueType",
+        "OutOfRangeInput",
+        "InvalidInput",
+    }
+)
 
 
 def entity_bytes(entity: Entity) -> int:
@@ -171,10 +189,16 @@ class PartitionWriter:
                     code="StorageRefusedBatch",
                 ) from error
             if len(batch) == 1:
+                code = getattr(error, "error_code", None)
+                code = str(getattr(code, "value", code) or "")
+                if code not in CONTENT_REFUSALS:
+                    raise BadInputError(
+                        f"storage refused an entity of {table_name} partition {partition}: "
+                        f"HTTP {error.status_code} {code or 'without an error code'}",
+                        code="StorageRefusedBatch",
+                    ) from error
                 with self._lock:
-                    code = getattr(error, "error_code", None)
-                    code = getattr(code, "value", code) or error.reason or ""
-                    self.refused.append(Refusal(table_name, batch[0], error.status_code, str(code)))
+                    self.refused.append(Refusal(table_name, batch[0], error.status_code, code))
                 return 0
             half = len(batch) // 2
             return self._submit(table, table_name, batch[:half]) + self._submit(

@@ -70,3 +70,14 @@ def test_delete_keys_removes_what_it_is_given_and_skips_what_is_gone(
     assert delete_keys(account, table, "P", doomed) == 61
     assert stored_keys(account, table) == [f"r{i:03d}" for i in range(1, 120, 2)]
     assert delete_keys(account, "nosuchtable", "P", ["x"]) == 1
+
+
+def test_a_refusal_that_does_not_blame_the_entity_still_fails(account: StorageAccount) -> None:
+    """A request storage refuses whatever it holds (here: a table name it will not create)
+    fails the write instead of listing every entity as refused."""
+    with (
+        pytest.raises(BadInputError) as raised,
+        PartitionWriter(account, parallelism=1, isolate_refusals=True) as writer,
+    ):
+        writer.write_partition("x", entities(3))
+    assert raised.value.code == "StorageRefusedBatch"
