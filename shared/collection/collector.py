@@ -53,7 +53,7 @@ from shared.storage.account import StorageAccount
 from shared.storage.hour_manifest import ROLE as MANIFEST_ROLE
 from shared.storage.hour_manifest import HourEntry, read_hour, write_manifest
 from shared.storage.quarantine import ROLE as QUARANTINE_ROLE
-from shared.storage.quarantine import QuarantineBuffer, Rejection, read_quarantine
+from shared.storage.quarantine import QuarantineBuffer, Rejection
 from shared.storage.subscriptions import Subscription, SubscriptionStore, billing_target
 from shared.storage.table_writer import PartitionWriter, Refusal, delete_keys
 from shared.storage.usage_rows import (
@@ -371,14 +371,13 @@ class Collector:
             max_workers=self.settings.write_parallelism, thread_name_prefix="stale"
         ) as workers:
             removed = sum(workers.map(clean, subscriptions))
-        stale_quarantine = {
-            entity["RowKey"] for entity in read_quarantine(self.account, hour)
-        } - quarantine.keys
+        quarantine_table = self.settings.table_name(QUARANTINE_ROLE)
+        recorded = _row_keys(self.account, quarantine_table, hour_key(hour))
         delete_keys(
             self.account,
-            self.settings.table_name(QUARANTINE_ROLE),
+            quarantine_table,
             hour_key(hour),
-            stale_quarantine,
+            (key for key in recorded if key not in quarantine.keys),
         )
         return removed
 
