@@ -84,6 +84,14 @@ param statementsSchedule string = '0 35 * * * *'
 @maxValue(3600)
 param statementsTimeBudgetSeconds int = 420
 
+@description('Hours to wait after a reported hour ends before collecting it, so the stamp has aggregated it (COLLECT_DELAY_HOURS); Azure Stack Hub aggregates usage about once an hour.')
+@minValue(0)
+@maxValue(72)
+param collectDelayHours int = 1
+
+@description('Base URL clients reach the usage API at (PUBLIC_BASE_URL); empty: https://{the function app\'s default host name}.')
+param publicBaseUrl string = ''
+
 @description('Table partitions written in parallel (STORAGE_WRITE_PARALLELISM).')
 @minValue(1)
 @maxValue(64)
@@ -95,8 +103,8 @@ param reportQueueName string = 'usage-to-report'
 @description('Application ID URI and/or client id of the API app registration, comma-separated: the audiences query_usage accepts (AUTH_AUDIENCE).')
 param authAudience string
 
-@description('Issuer of accepted bearer tokens (AUTH_ISSUER): this tenant\'s Entra ID v2 issuer by default.')
-param authIssuer string = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+@description('Issuers of accepted bearer tokens, comma-separated (AUTH_ISSUER): this tenant\'s Entra ID v2 and v1 issuers by default, so tokens of both versions pass.')
+param authIssuer string = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0,https://sts.windows.net/${tenant().tenantId}/'
 
 @description('JWKS of the token issuer (AUTH_JWKS_URI).')
 param authJwksUri string = '${environment().authentication.loginEndpoint}${tenant().tenantId}/discovery/v2.0/keys'
@@ -238,6 +246,7 @@ module api 'app/function-app.bicep' = {
     storageAccountName: storage.outputs.name
     deploymentContainerName: storage.outputs.deploymentContainerName
     applicationInsightsName: monitoring.outputs.applicationInsightsName
+    publicBaseUrl: publicBaseUrl
     // The settings shared/core/config.py reads (the storage and telemetry wiring is added by the
     // module). tests/unit/test_infra.py fails when this list and the code disagree.
     appSettings: {
@@ -262,6 +271,8 @@ module api 'app/function-app.bicep' = {
       // collect_usage catch-up: time budget per run and the first run's lookback.
       COLLECT_TIME_BUDGET_SECONDS: string(collectTimeBudgetSeconds)
       COLLECT_LOOKBACK_HOURS: string(collectLookbackHours)
+      // collect_usage: an hour is collected once the stamp has finished it.
+      COLLECT_DELAY_HOURS: string(collectDelayHours)
       // collect_usage: partitions written in parallel.
       STORAGE_WRITE_PARALLELISM: string(storageWriteParallelism)
       // finalise_statements timer (%STATEMENTS_SCHEDULE% in its function.json) and its budget.

@@ -26,7 +26,6 @@ def main(req: func.HttpRequest) -> func.HttpResponse:
                 method=req.method,
                 url=req.url,
                 route_path=req.route_params.get("path") or "",
-                params=dict(req.params),
                 headers=dict(req.headers),
             )
         )

@@ -4,6 +4,10 @@ Mirrors the host's own lifecycle: start loads the app (``config``) and starts ev
 (``timer``, ``queue``, ``http``), failing fast and cleanly on bad configuration; stop stops
 polling and timers, waits for in-flight invocations and closes the server.
 
+The app builds its links from ``PUBLIC_BASE_URL`` (never from a request's ``Host`` header);
+when the settings leave it unset, the host sets it to its own address once it listens (a
+free port is only known then), as the Bicep sets the function app's host name in Azure.
+
 Every invocation logs one line: function, trigger, outcome (``Succeeded`` or ``Failed`` with
 the exception type) and duration. Exceptions in functions never stop the host. Each named
 output binding is handed to the function as a ``func.Out``; the value of the ``http`` output
@@ -19,6 +23,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -44,6 +49,8 @@ from devstack.host.queue import _QueueTriggers
 from devstack.host.timer import _SCHEDULE_STATUS, _TimerTriggers
 from shared.core.errors import ConfigurationError
 
+# The app setting holding the API's public base URL (shared.core.config).
+PUBLIC_BASE_URL = "PUBLIC_BASE_URL"
 LOG = logging.getLogger("devstack.host")
 
 
@@ -155,6 +162,7 @@ class LocalFunctionsHost(_FunctionLoader, _TimerTriggers, _QueueTriggers, _HttpT
             }
             if any(fn.route for fn in self.functions.values()):
                 self._start_http()
+                self._announce_address()
         except BaseException:
             if self._server is not None:
                 self._server.shutdown()
@@ -193,6 +201,13 @@ class LocalFunctionsHost(_FunctionLoader, _TimerTriggers, _QueueTriggers, _HttpT
         self._started = False
         self._restore_environment()
         self.log.info("Host stopped")
+
+    def _announce_address(self) -> None:
+        """PUBLIC_BASE_URL = where this host listens, unless the settings name one."""
+        if PUBLIC_BASE_URL in self.settings:
+            return
+        self._saved_environ.setdefault(PUBLIC_BASE_URL, os.environ.get(PUBLIC_BASE_URL))
+        os.environ[PUBLIC_BASE_URL] = self.base_url
 
     @property
     def stopping(self) -> bool:

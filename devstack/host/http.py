@@ -7,7 +7,10 @@ Mirrors the host's ASP.NET Core routing:
     over parameters, parameters over catch-alls. ``methods`` restricts the verbs (absent:
     all). As in the real host, a verb not listed simply does not match, so it answers 404
     (Azure/azure-functions-host#10098), not 405. A function that raises answers an empty 500;
-    the host keeps serving. Optional TLS with a self-signed certificate made with
+    the host keeps serving. A body length that cannot be read answers 400; a body over the
+    host's request length limit (100 MB, 104,857,600 bytes, as Azure Functions' HTTP
+    trigger) answers 413 before any of it is read, so a huge but well-formed Content-Length
+    or chunk size costs nothing. Optional TLS with a self-signed certificate made with
     ``cryptography``.
 
 ``_Route`` compiles one route template; ``_HttpTriggers``, a mixin of ``LocalFunctionsHost``
@@ -171,10 +174,16 @@ class _HttpTriggers:
 _CONTENT_LENGTH = re.compile(r"[0-9]+")
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
 _MAX_LENGTH = 2**63 - 1
+# Azure Functions' HTTP request length limit (its FUNCTIONS_REQUEST_BODY_SIZE_LIMIT default).
+MAX_REQUEST_BODY = 104_857_600
 
 
 class _FramingError(Exception):
     """A Content-Length or chunk size that is not a length: where the body ends is unknown."""
+
+
+class _BodyTooLargeError(Exception):
+    """The body is longer than ``MAX_REQUEST_BODY``: refused before it is read."""
 
 
 def _content_length(value: str) -> int:
@@ -210,18 +219,25 @@ class _HttpHandler(http.server.BaseHTTPRequestHandler):
         self.server.host.log.debug("%s " + format, self.address_string(), *args)
 
     def _read_body(self) -> bytes:
-        """The request body; ``_FramingError`` when its length cannot be read."""
+        """The request body; ``_FramingError`` when its length cannot be read,
+        ``_BodyTooLargeError`` when it (or the chunks so far) exceed ``MAX_REQUEST_BODY``."""
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             chunks = []
+            total = 0
             while True:
                 size = _chunk_size(self.rfile.readline().split(b";")[0].strip() or b"0")
                 if size == 0:
                     while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass
                     return b"".join(chunks)
+                total += size
+                if total > MAX_REQUEST_BODY:
+                    raise _BodyTooLargeError(f"chunked body over {MAX_REQUEST_BODY} bytes")
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline()
         length = _content_length(self.headers.get("Content-Length") or "0")
+        if length > MAX_REQUEST_BODY:
+            raise _BodyTooLargeError(f"Content-Length {length} is over {MAX_REQUEST_BODY} bytes")
         return self.rfile.read(length) if length else b""
 
     def _dispatch(self) -> None:
@@ -233,6 +249,11 @@ class _HttpHandler(http.server.BaseHTTPRequestHandler):
             # As Kestrel: where the body ends is unknown, so answer 400 and drop the connection.
             self.log_message("Bad request: %s", error)
             self._send(400, [], b"", close=True)
+            return
+        except _BodyTooLargeError as error:
+            # As the real host: 413, and the connection closes (the body was never read).
+            self.log_message("Request body too large: %s", error)
+            self._send(413, [], b"", close=True)
             return
         matched = next(
             (

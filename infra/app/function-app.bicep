@@ -36,6 +36,9 @@ param applicationInsightsName string
 @description('The app\'s own settings (the ones shared/core/config.py reads); merged with the host wiring below.')
 param appSettings object
 
+@description('Base URL clients reach the usage API at (PUBLIC_BASE_URL: nextLink and Link headers); empty: https://{this app\'s default host name}. Set it when a custom domain or a gateway fronts the app.')
+param publicBaseUrl string = ''
+
 @description('Python version of the worker.')
 @allowed([
   '3.11'
@@ -137,6 +140,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       // Host telemetry; Application Insights has local auth disabled, so ingestion uses the identity.
       APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
       APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+      // query_usage builds nextLink/Link from this, never from the request's Host header.
+      PUBLIC_BASE_URL: empty(publicBaseUrl) ? 'https://${site.properties.defaultHostName}' : publicBaseUrl
     })
   }
 }

@@ -57,6 +57,7 @@ def sum_to_daily(day: datetime, hourly: Iterable[UsageRow]) -> list[Entity]:
             location=row.location,
             tags_json=row.tags_json,
             additional_info_json=row.additional_info_json,
+            instance_data_truncated=row.instance_data_truncated,
         )
         entities.append(daily.to_entity(partition, key))
     return entities

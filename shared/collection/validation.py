@@ -12,7 +12,10 @@ on. The checks, each with its reason:
 - ``UsageInFuture``: the window starts after the reported hour (usage cannot be reported
   before it happens);
 - ``MalformedResourceUri``: not an ARM id of this subscription, or too long;
-- ``InvalidInstanceData``: tags/additionalInfo not JSON objects, or too large to store;
+- ``InvalidInstanceData``: tags/additionalInfo not JSON objects (or not JSON at all).
+
+Instance data too large for a storage property is not a reason to lose the usage: the row is
+stored with the largest keys cut and says so (``shared.storage.usage_rows.fit_instance_data``).
 - ``MalformedRecord``: anything else that made the record unreadable (wrong types).
 """
 
@@ -26,8 +29,8 @@ from datetime import datetime
 from shared.core.hours import HOUR, is_on_hour
 from shared.core.meters import MeterCatalogue
 from shared.core.usage import UsageRecord
-from shared.storage.quarantine import MAX_TEXT, Rejection
-from shared.storage.usage_rows import UsageRow, dump_json
+from shared.storage.quarantine import Rejection
+from shared.storage.usage_rows import UsageRow, fit_instance_data
 
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 MAX_RESOURCE_URI = 2_048
@@ -99,12 +102,10 @@ def _validate(
         if value is not None and not isinstance(value, dict):
             return Rejection("InvalidInstanceData", f"{name} is {type(value).__name__}")
     try:
-        tags_json = dump_json(record.tags)
-        info_json = dump_json(record.additional_info)
+        tags_json, tags_cut = fit_instance_data("tags", record.tags)
+        info_json, info_cut = fit_instance_data("additionalInfo", record.additional_info)
     except (TypeError, ValueError) as error:
         return Rejection("InvalidInstanceData", f"not storable as JSON: {error}"[:500])
-    if len(tags_json or "") + len(info_json or "") > MAX_TEXT:
-        return Rejection("InvalidInstanceData", "tags and additionalInfo are too large")
     return UsageRow(
         subscription_id=subscription_id,
         meter_id=meter.meter_id,
@@ -115,4 +116,5 @@ def _validate(
         location=location,
         tags_json=tags_json,
         additional_info_json=info_json,
+        instance_data_truncated="; ".join(filter(None, (tags_cut, info_cut)))[:1000],
     )

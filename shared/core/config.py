@@ -18,6 +18,8 @@ from shared.core.errors import ConfigurationError
 
 # Local settings files carry keys starting with this; production refuses them.
 LOCAL_PLACEHOLDER_PREFIX = "local-only-"
+# Where the local Functions host (and `func start`) listens by default.
+LOCAL_PUBLIC_BASE_URL = "http://127.0.0.1:7071"
 
 
 class AppMode(StrEnum):
@@ -48,6 +50,12 @@ class Settings(BaseModel):
         420.0, alias="COLLECT_TIME_BUDGET_SECONDS", gt=0, le=3600
     )
     collect_lookback_hours: int = Field(24, alias="COLLECT_LOOKBACK_HOURS", ge=1, le=24 * 90)
+    # Hours to wait after a reported hour ends before collecting it, so the source has
+    # finished it. Unset: 1 for Azure Stack Hub, whose usage service collects and aggregates
+    # usage "approximately once every hour" (Microsoft Learn, "Report Azure Stack Hub usage
+    # data to Azure"), so one whole cycle has run; 0 for the simulated fleet, which has every
+    # hour's answer as soon as it ends. Read it as ``collect_delay_hours``.
+    collect_delay_setting: int | None = Field(None, alias="COLLECT_DELAY_HOURS", ge=0, le=72)
     write_parallelism: int = Field(8, alias="STORAGE_WRITE_PARALLELISM", ge=1, le=64)
 
     # finalise_statements: its timer (%STATEMENTS_SCHEDULE% in function.json; after the
@@ -92,6 +100,8 @@ class Settings(BaseModel):
     )
 
     # query_usage: bearer tokens (Entra ID in production; the local issuer in local mode).
+    # Comma-separated: one tenant's Entra ID v2 (https://login.microsoftonline.com/{tid}/v2.0)
+    # and v1 (https://sts.windows.net/{tid}/) issuers, so both token versions pass.
     auth_issuer: str = Field(alias="AUTH_ISSUER", min_length=1)
     # Comma-separated: Entra tokens carry the app id URI or the client id as audience.
     auth_audience: str = Field(alias="AUTH_AUDIENCE", min_length=1)
@@ -102,6 +112,13 @@ class Settings(BaseModel):
     continuation_token_key: SecretStr = Field(alias="CONTINUATION_TOKEN_KEY")
     continuation_token_ttl_seconds: int = Field(
         3600, alias="CONTINUATION_TOKEN_TTL_SECONDS", ge=60, le=7 * 24 * 3600
+    )
+    # query_usage: where clients reach the API (scheme, host, optional path prefix), the base
+    # of every nextLink and Link header. Never taken from the request's Host header, which
+    # the caller controls. Azure: https://{the function app's host name} (the Bicep sets it);
+    # local mode defaults to the local host's address.
+    public_base_url: str | None = Field(
+        None, alias="PUBLIC_BASE_URL", pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?$"
     )
 
     # report_to_azure: the queue of billing work items (%USAGE_QUEUE_NAME% in function.json).
@@ -166,6 +183,7 @@ class Settings(BaseModel):
             if self.app_mode is AppMode.PRODUCTION:
                 raise ValueError("USAGE_SOURCE must be set in production")
             object.__setattr__(self, "usage_source", "simulated")
+        self._fill_dependent_settings()
         if len(self.collect_schedule.split()) != 6:
             raise ValueError("COLLECT_SCHEDULE must be a six-field NCRONTAB expression")
         if len(self.statements_schedule.split()) != 6:
@@ -200,6 +218,33 @@ class Settings(BaseModel):
                           self.commerce_base_url)):  # fmt: skip
             if not url.startswith("https://"):
                 raise ValueError(f"{name} must be an https URL in production")
+
+    def _fill_dependent_settings(self) -> None:
+        """Fill what depends on other settings: the source's publishing delay, the API's
+        public address (required in production, https there)."""
+        if self.collect_delay_setting is None:
+            delay = 0 if self.usage_source == "simulated" else 1
+            object.__setattr__(self, "collect_delay_setting", delay)
+        base = self.public_base_url
+        if base is None:
+            if self.app_mode is AppMode.PRODUCTION:
+                raise ValueError("PUBLIC_BASE_URL must be set in production")
+            base = LOCAL_PUBLIC_BASE_URL
+        if self.app_mode is AppMode.PRODUCTION and not base.startswith("https://"):
+            raise ValueError("PUBLIC_BASE_URL must be an https URL in production")
+        object.__setattr__(self, "public_base_url", base.rstrip("/"))
+
+    @property
+    def collect_delay_hours(self) -> int:
+        """COLLECT_DELAY_HOURS, or the source's default (filled at load)."""
+        assert self.collect_delay_setting is not None
+        return self.collect_delay_setting
+
+    @property
+    def api_base_url(self) -> str:
+        """PUBLIC_BASE_URL without a trailing slash (filled at load in local mode)."""
+        assert self.public_base_url is not None
+        return self.public_base_url
 
     def _check_azurestack(self) -> None:
         """USAGE_SOURCE=azurestack: where the stamp is and who we are, https in production."""
@@ -247,6 +292,10 @@ class Settings(BaseModel):
                 )
             overrides[meter_id.strip().lower()] = flag.strip().lower() == "true"
         return overrides
+
+    @property
+    def auth_issuers(self) -> tuple[str, ...]:
+        return tuple(part.strip() for part in self.auth_issuer.split(",") if part.strip())
 
     @property
     def auth_audiences(self) -> tuple[str, ...]:

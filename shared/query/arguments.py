@@ -4,7 +4,9 @@ Turns the raw path remainder and query arguments of a request into a :class:`Usa
 or refuses with ``BadInputError`` carrying the spec's code (spec/usage-api.md, Arguments):
 
 - argument *names* are case-insensitive (clients send ``reportedstarttime`` and
-  ``ReportedStartTime``); two spellings of one name in one request are ambiguous -> 400;
+  ``ReportedStartTime``); a name given twice in one request, in the same or another
+  spelling, is ambiguous -> 400 (never "the last one wins"). Arguments are read from the
+  raw query string (:func:`query_arguments`), because a mapping has already lost repeats;
 - times are UTC ISO 8601. A ``+`` that was not URL-escaped arrives as a space (form
   decoding), and some clients escape twice (``%253a``): both are repaired before parsing;
 - the window is inclusive start, exclusive end, aligned to the granularity (on the hour;
@@ -18,12 +20,12 @@ so a request with an empty or missing subscription segment still reaches us and 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Final
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from shared.core.errors import BadInputError, UnknownResourceError
 from shared.core.hours import DAY, HOUR, as_utc
@@ -110,22 +112,16 @@ def _missing_subscription() -> BadInputError:
     )
 
 
-def parse_query(path: ApiPath, params: Mapping[str, str], now: datetime) -> UsageQuery:
+def query_arguments(url: str) -> list[tuple[str, str]]:
+    """Every (name, value) of ``url``'s query string, decoded, repeats and order kept."""
+    return parse_qsl(urlsplit(url).query, keep_blank_values=True)
+
+
+def parse_query(
+    path: ApiPath, arguments: Mapping[str, str] | Iterable[tuple[str, str]], now: datetime
+) -> UsageQuery:
     """Validate the query arguments of a request to ``path`` (see the module docstring)."""
-    args = _case_insensitive(params)
-    api_version = args.get("api-version")
-    if api_version is None or not api_version.strip():
-        raise BadInputError(
-            f"the api-version query argument is required; use {API_VERSION}",
-            code="NoApiVersion",
-            target="api-version",
-        )
-    if api_version.strip() != API_VERSION:
-        raise BadInputError(
-            f"api-version is not supported; use {API_VERSION}",
-            code="InvalidApiVersionParameter",
-            target="api-version",
-        )
+    args = versioned_arguments(arguments.items() if isinstance(arguments, Mapping) else arguments)
     granularity = _granularity(args.get("aggregationgranularity"))
     start = _time(args, "reportedStartTime", granularity)
     end = _time(args, "reportedEndTime", granularity)
@@ -154,13 +150,33 @@ def parse_query(path: ApiPath, params: Mapping[str, str], now: datetime) -> Usag
     )
 
 
-def _case_insensitive(params: Mapping[str, str]) -> dict[str, str]:
+def versioned_arguments(arguments: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Arguments by lower-case name; a repeated name (any spelling) or a missing or other
+    ``api-version`` is 400, as every route of this API answers it."""
+    args = _case_insensitive(arguments)
+    api_version = args.get("api-version")
+    if api_version is None or not api_version.strip():
+        raise BadInputError(
+            f"the api-version query argument is required; use {API_VERSION}",
+            code="NoApiVersion",
+            target="api-version",
+        )
+    if api_version.strip() != API_VERSION:
+        raise BadInputError(
+            f"api-version is not supported; use {API_VERSION}",
+            code="InvalidApiVersionParameter",
+            target="api-version",
+        )
+    return args
+
+
+def _case_insensitive(arguments: Iterable[tuple[str, str]]) -> dict[str, str]:
     args: dict[str, str] = {}
-    for name, value in params.items():
+    for name, value in arguments:
         key = name.strip().lower()
         if key in args:
             raise BadInputError(
-                f"query argument {key!r} is given more than once",
+                f"query argument {key[:64]!r} is given more than once",
                 code="InvalidProperty",
                 target=key,
             )

@@ -7,7 +7,11 @@ The HTTP edge never lets an exception escape (an escaped one is a bare 500 with 
     BadInputError                            -> 400 with its code
     NotAllowedError InvalidAuthenticationToken -> 401 + WWW-Authenticate: Bearer
     NotAllowedError (anything else)          -> 403 with its code
-    TransientError, azure.core AzureError    -> 503 ServiceUnavailable + Retry-After
+    TransientError, a transient AzureError   -> 503 ServiceUnavailable + Retry-After
+      (throttling, timeouts, unreachable: ``shared.core.retry.is_transient``)
+    any other AzureError                     -> 500 InternalServerError, cause logged
+      (403 from a missing RBAC role, a wrong key, a table that was never created: retrying
+      cannot help, so "try again later" would be a lie that hides the misconfiguration)
     anything else                            -> 500 InternalServerError
 
 Every answer is ``{"error": {"code", "message", "target"?}}`` with the code repeated in
@@ -24,9 +28,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from azure.core.exceptions import AzureError
+from azure.core.exceptions import AzureError, HttpResponseError
 
 from shared.core.errors import BadInputError, NotAllowedError, TransientError, UnknownResourceError
+from shared.core.retry import is_transient
 from shared.query.auth import INVALID_TOKEN_CODE
 
 log = logging.getLogger(__name__)
@@ -89,6 +94,19 @@ def error_answer(error: BaseException, correlation_id: str) -> HttpAnswer:
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
         return arm_error(403, error.code, error.message, correlation_id)
+    if isinstance(error, AzureError) and not is_transient(error):
+        status = error.status_code if isinstance(error, HttpResponseError) else None
+        code = getattr(error, "error_code", None)
+        log.error(
+            "storage refused the app itself (%s, HTTP %s, %s: %s); check the storage "
+            "settings and the identity's role assignments [%s]",
+            type(error).__name__,
+            status,
+            getattr(code, "value", code) or "no error code",
+            (str(error).splitlines() or [""])[0][:300],
+            correlation_id,
+        )
+        return internal_error(correlation_id)
     if isinstance(error, TransientError | AzureError):
         seconds = (
             error.retry_after_seconds

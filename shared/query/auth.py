@@ -21,9 +21,11 @@ order, and why:
    embedded by the token is a key chosen by whoever wrote the token. Only RSA keys whose
    ``use`` is ``sig`` (or absent) are taken from the JWKS, and only their public part.
 4. **Signature, then claims.** ``exp``, ``iat``, ``nbf``, ``iss``, ``aud`` and ``oid`` are
-   required; issuer must match exactly; audience must be one of the configured values (Entra
-   spells it as the app id URI or the client id depending on token version); time claims are
-   checked against an injectable clock with a small leeway for clock skew.
+   required; the issuer must be exactly one of the configured ones (Entra ID v1 tokens say
+   ``https://sts.windows.net/{tid}/``, v2 tokens ``https://login.microsoftonline.com/{tid}/v2.0``);
+   audience must be one of the configured values (Entra spells it as the app id URI or the
+   client id depending on token version); time claims are checked against an injectable
+   clock with a small leeway for clock skew.
 
 An unknown ``kid`` may mean the IdP rotated its keys, so the JWKS is refetched, but at most
 once per ``min_refresh_interval_seconds``: otherwise anyone could make us hammer the IdP by
@@ -265,7 +267,7 @@ class TokenValidator:
     def __init__(
         self,
         *,
-        issuer: str,
+        issuer: str | Sequence[str],
         audience: str | Sequence[str],
         jwks: JwksSource,
         admin_role: str = DEFAULT_ADMIN_ROLE,
@@ -274,8 +276,9 @@ class TokenValidator:
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         audiences = (audience,) if isinstance(audience, str) else tuple(audience)
-        if not issuer:
-            raise ConfigurationError("token issuer must be set")
+        issuers = (issuer,) if isinstance(issuer, str) else tuple(issuer)
+        if not issuers or not all(isinstance(iss, str) and iss for iss in issuers):
+            raise ConfigurationError("token issuer must be one or more non-empty strings")
         if not audiences or not all(isinstance(aud, str) and aud for aud in audiences):
             raise ConfigurationError("token audience must be one or more non-empty strings")
         if not algorithms or not set(algorithms) <= RSA_ALGORITHMS:
@@ -286,7 +289,7 @@ class TokenValidator:
             raise ConfigurationError("token leeway must not be negative")
         if not admin_role:
             raise ConfigurationError("admin role must be set")
-        self._issuer = issuer
+        self._issuers = issuers
         self._audiences = audiences
         self._jwks = jwks
         self._admin_role = admin_role
@@ -345,7 +348,7 @@ class TokenValidator:
                 key,
                 algorithms=list(self._algorithms),
                 audience=list(self._audiences),
-                issuer=self._issuer,
+                issuer=self._issuers,
                 options={
                     "verify_signature": True,
                     "verify_iss": True,

@@ -17,6 +17,9 @@ Rules (spec/usage-api.md; design.md, Auth):
   one of them, else ``400 SubscriberIdIsNotDirectTenant``.
 - anything else is ``403 AuthorizationFailed`` with one fixed message, the same whether the
   subscription exists or not (no existence oracle).
+
+Object ids are GUIDs and compare case-insensitively: sources spell owners as they please
+(readers granted by operators are stored lower-case), Entra spells ``oid`` lower-case.
 """
 
 from __future__ import annotations
@@ -102,13 +105,19 @@ def resolve_scope(
     )
 
 
+def _is_one_of(caller: Caller, object_ids: tuple[str, ...]) -> bool:
+    """The caller's object id is among ``object_ids``, compared case-insensitively."""
+    wanted = caller.object_id.lower()
+    return any(object_id.lower() == wanted for object_id in object_ids)
+
+
 def _tenant_scope(caller: Caller, target: Subscription | None) -> list[str]:
     if caller.is_admin:
         return [target.subscription_id.lower()] if target is not None else []
     if (
         target is None
         or target.state is SubscriptionState.DELETED
-        or caller.object_id not in (*target.owners, *target.readers)
+        or not _is_one_of(caller, (*target.owners, *target.readers))
     ):
         raise _forbidden()
     return [target.subscription_id.lower()]
@@ -123,7 +132,7 @@ def _provider_scope(
     with_usage: Callable[[str], Iterable[str]],
 ) -> tuple[list[str], str | None]:
     if not caller.is_admin and (
-        target is None or not target.is_provider or caller.object_id not in target.owners
+        target is None or not target.is_provider or not _is_one_of(caller, target.owners)
     ):
         raise _forbidden()
     if target is None:

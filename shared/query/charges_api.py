@@ -38,7 +38,7 @@ from typing import Any, Final
 from shared.core.errors import BadInputError, UnknownResourceError
 from shared.core.hours import iso, utc_now
 from shared.core.meters import MeterCatalogue
-from shared.query.arguments import API_VERSION, ApiPath, Route
+from shared.query.arguments import ApiPath, Route, query_arguments, versioned_arguments
 from shared.query.arm_responses import HttpAnswer, arm_error, error_answer, json_answer
 from shared.query.auth import TokenValidator
 from shared.query.caller_scope import CallerScope, resolve_scope
@@ -139,7 +139,7 @@ class ChargesApi:
                 target="subscriptionId",
             )
         caller = self._validator.validate(call.header("Authorization"))
-        args = _arguments(call.params)
+        args = versioned_arguments(query_arguments(call.url))
         route = Route.TENANT if rate_card or statement else Route.PROVIDER
         subscriber = (args.get("subscriberid") or "").strip().lower() or None
         request = ChargesRequest(
@@ -273,34 +273,6 @@ def _number(value: Decimal) -> float | int:
 
 def _filter_error() -> BadInputError:
     return BadInputError(FILTER_MESSAGE, code="InvalidFilter", target="$filter")
-
-
-def _arguments(params: Mapping[str, str]) -> dict[str, str]:
-    """Arguments by lower-case name, ``api-version`` checked as the usage API checks it."""
-    args: dict[str, str] = {}
-    for name, value in params.items():
-        key = name.strip().lower()
-        if key in args:
-            raise BadInputError(
-                f"query argument {key!r} is given more than once",
-                code="InvalidProperty",
-                target=key,
-            )
-        args[key] = value
-    version = (args.get("api-version") or "").strip()
-    if not version:
-        raise BadInputError(
-            f"the api-version query argument is required; use {API_VERSION}",
-            code="NoApiVersion",
-            target="api-version",
-        )
-    if version != API_VERSION:
-        raise BadInputError(
-            f"api-version is not supported; use {API_VERSION}",
-            code="InvalidApiVersionParameter",
-            target="api-version",
-        )
-    return args
 
 
 def _rate_card_filter(text: str | None) -> dict[str, str]:

@@ -27,10 +27,15 @@ Two row shapes:
   cursor is the last RowKey. Daily rows are few, so the re-read is cheap.
 
 A page stops at ``page_size`` rows. It says there is more only if there is: a row left in
-the current query, a continuation from storage, or (at a subscription boundary) a row in a
-later subscription of the scope, found by a ``top 1`` probe. Every storage call goes
-through ``call_with_retry``; a read that still fails raises ``TransientError`` and the
-whole page is refused (never a short page presented as complete).
+the current query, or (at a subscription boundary) a row in a later subscription of the
+scope, found by a ``top 1`` probe. A continuation from storage alone does not prove a row:
+Azure may end a full page with continuation headers and nothing after them ("it is possible
+for a query to return no results but to still return a continuation header", *Query Timeout
+and Pagination*), so a page that fills exactly where storage's page ends probes for one row
+after its last before it carries a ``nextLink`` (never a link to an empty page).
+
+Every storage call goes through ``call_with_retry``; a read that still fails raises
+``TransientError`` and the whole page is refused (never a short page presented as complete).
 """
 
 from __future__ import annotations
@@ -182,8 +187,14 @@ class UsageReader:
                 }
             else:
                 condition, parameters = _WINDOW, {"first": first, "last": last}
-            entities, more = self._query(
+            entities, seen_more = self._query(
                 subscription_id, condition, parameters, need, select=DETAILED_ROW_FIELDS
+            )
+            # None: storage's page ended with ours; only a row after it means there is more.
+            more = (
+                self._any_after(subscription_id, entities[-1], last)
+                if seen_more is None
+                else seen_more
             )
             rows.extend(
                 StoredRow(
@@ -197,6 +208,12 @@ class UsageReader:
             if more:
                 return UsagePage(rows, _cursor_of(rows[-1]))
         return UsagePage(rows, None)
+
+    def _any_after(self, subscription_id: str, entity: Entity, last: str) -> bool:
+        """True if the subscription has a row after ``entity`` up to partition ``last``."""
+        after = {"last": last, "cursor_pk": entity["PartitionKey"], "cursor_rk": entity["RowKey"]}
+        entities, _ = self._query(subscription_id, _RESUME, after, 1, select=["RowKey"])
+        return bool(entities)
 
     def _any_rows(self, subscriptions: list[str], first: str, last: str) -> bool:
         """True if any of ``subscriptions`` has a row in the window (``top 1`` probes)."""
@@ -294,14 +311,16 @@ class UsageReader:
         parameters: dict[str, Any],
         limit: int | None,
         select: list[str] | None = None,
-    ) -> tuple[list[Entity], bool]:
-        """Up to ``limit`` entities (all if None) and whether more match; retried whole.
+    ) -> tuple[list[Entity], bool | None]:
+        """Up to ``limit`` entities (all if None) and whether more match: True (a further
+        entity was seen), False, or None when ``limit`` was reached exactly where storage's
+        page ended with a continuation (which may lead to nothing); retried whole.
 
         A subscription without a table has no usage: no rows.
         """
         table_name = usage_table_name(self._account.settings.table_prefix, subscription_id)
 
-        def run() -> tuple[list[Entity], bool]:
+        def run() -> tuple[list[Entity], bool | None]:
             table = self._account.table_named(table_name)
             pages = table.query_entities(
                 condition,
@@ -318,8 +337,9 @@ class UsageReader:
                         found.append(entity)
                     if limit is not None and len(found) == limit:
                         # by_page() is typed as a plain iterator; it is azure.core's
-                        # PageIterator, whose continuation_token says storage has more.
-                        return found, getattr(pages, "continuation_token", None) is not None
+                        # PageIterator, whose continuation_token says storage may have more.
+                        token = getattr(pages, "continuation_token", None)
+                        return found, None if token is not None else False
             except ResourceNotFoundError:
                 return [], False
             return found, False

@@ -14,6 +14,11 @@ The steps, in order, and why that order:
    watermark that freezes what the whole paging run may see;
 6. one page read inside the scope, rendered as JSON or (``Accept: text/csv``) CSV, with
    ``nextLink`` and a ``Link: <...>; rel="next"`` header when there is more.
+
+Links are built, never copied: ``PUBLIC_BASE_URL`` (not the request's ``Host`` header, which
+the caller controls), the route's path for the path's subscription, and the validated
+arguments spelled by us, each percent-encoded. Nothing a client sent can add a second link
+to ``Link`` or point a client that follows it (with its bearer token) elsewhere.
 """
 
 from __future__ import annotations
@@ -24,13 +29,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode
 
 from shared.core.config import AppMode, Settings
 from shared.core.errors import ConfigurationError
-from shared.core.hours import as_utc, utc_now
+from shared.core.hours import as_utc, iso, utc_now
 from shared.core.meters import MeterCatalogue, catalogue
-from shared.query.arguments import UsageQuery, parse_path, parse_query
+from shared.query.arguments import (
+    API_VERSION,
+    Route,
+    UsageQuery,
+    parse_path,
+    parse_query,
+    query_arguments,
+)
 from shared.query.arm_responses import HttpAnswer, arm_error, error_answer
 from shared.query.auth import FileJwksSource, HttpJwksSource, JwksSource, TokenValidator
 from shared.query.caller_scope import CallerScope, resolve_scope
@@ -52,9 +64,8 @@ class HttpCall:
     """What the usage API needs of a request; header names are matched case-insensitively."""
 
     method: str
-    url: str
+    url: str  # as received, query string included: arguments are read from it, repeats kept
     route_path: str  # the path after /subscriptions (the route's catch-all), decoded
-    params: Mapping[str, str]
     headers: Mapping[str, str] = field(default_factory=dict)
 
     def header(self, name: str) -> str | None:
@@ -91,7 +102,7 @@ class UsageApi:
             settings,
             account=account,
             validator=TokenValidator(
-                issuer=settings.auth_issuer,
+                issuer=settings.auth_issuers,
                 audience=settings.auth_audiences,
                 jwks=jwks_source(settings),
                 admin_role=settings.auth_admin_role,
@@ -131,13 +142,13 @@ class UsageApi:
         path = parse_path(call.route_path)
         caller = self._validator.validate(call.header("Authorization"))
         now = self._clock()
-        query = parse_query(path, call.params, now)
+        query = parse_query(path, query_arguments(call.url), now)
         scope = resolve_scope(
             caller, query, SubscriptionStore(self._account), self._with_usage(query)
         )
         state = self._page_state(scope, query, now)
         page = self._reader.read_page(scope, query, state)
-        next_link = self._next_link(call.url, scope, query, state, page, now)
+        next_link = self._next_link(scope, query, state, page, now)
         headers = {} if next_link is None else {"Link": f'<{next_link}>; rel="next"'}
         if wants_csv(call.header("Accept")):
             return HttpAnswer(200, page_csv(page.rows, self._meters), CSV_MIMETYPE, headers)
@@ -159,7 +170,6 @@ class UsageApi:
 
     def _next_link(
         self,
-        url: str,
         scope: CallerScope,
         query: UsageQuery,
         state: PageState,
@@ -169,22 +179,28 @@ class UsageApi:
         if page.next_cursor is None:
             return None
         token = self._codec.issue(scope, query, PageState(state.bound, page.next_cursor), now)
-        return with_continuation_token(url, token)
+        return next_page_url(self._settings.api_base_url, query, token)
 
 
-def with_continuation_token(url: str, token: str) -> str:
-    """``url`` with its continuationToken (any letter case) replaced by ``token``.
-
-    The other arguments are kept exactly as the client escaped them.
-    """
-    parts = urlsplit(url)
-    kept = [
-        item
-        for item in parts.query.split("&")
-        if item and unquote(item.partition("=")[0]).strip().lower() != "continuationtoken"
+def next_page_url(base_url: str, query: UsageQuery, token: str) -> str:
+    """The URL of the page after ``query``'s: ``base_url``, the route's path and the
+    validated arguments in our own spelling, every component percent-encoded."""
+    if query.path.route is Route.TENANT:
+        resource = "Microsoft.Commerce/usageAggregates"
+    else:
+        resource = "Microsoft.Commerce.Admin/subscriberUsageAggregates"
+    path = f"/subscriptions/{quote(query.path.subscription_id, safe='')}/providers/{resource}"
+    arguments = [
+        ("api-version", API_VERSION),
+        ("reportedStartTime", iso(query.start)),
+        ("reportedEndTime", iso(query.end)),
+        ("aggregationGranularity", query.granularity.value.capitalize()),
+        ("showDetails", "true" if query.show_details else "false"),
     ]
-    kept.append(f"continuationToken={quote(token, safe='')}")
-    return urlunsplit(parts._replace(query="&".join(kept)))
+    if query.subscriber_id is not None:
+        arguments.append(("subscriberId", query.subscriber_id))
+    arguments.append(("continuationToken", token))
+    return f"{base_url}{path}?{urlencode(arguments, quote_via=quote, safe='')}"
 
 
 def wants_csv(accept: str | None) -> bool:

@@ -35,12 +35,10 @@ from datetime import datetime
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.core.hours import hour_key
-from shared.core.meters import ChargeableMeters
 from shared.core.retry import call_with_retry
 from shared.storage.account import StorageAccount
 from shared.storage.subscriptions import BillingTarget
 from shared.storage.table_writer import Entity, PartitionWriter
-from shared.storage.usage_rows import UsageRow
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +58,19 @@ class ResourceSums:
 
 @dataclass
 class HourSummaryBuilder:
-    """Sums an hour's chargeable rows per (billing resource, dimension) as they stream by."""
+    """Sums an hour's chargeable quantities per (billing resource, dimension)."""
 
-    meters: ChargeableMeters
     _parts: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
     _plans: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     _subscriptions: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
-    def add(self, target: BillingTarget, rows: Iterable[UsageRow]) -> None:
-        """One subscription's rows of the hour, billed to ``target``."""
+    def add(self, target: BillingTarget, charges: Iterable[tuple[str, float]]) -> None:
+        """One subscription's stored rows of the hour, billed to ``target``: the
+        (dimension, quantity) of each chargeable row."""
         self._plans[target.resource_id].add(target.plan_id)
         self._subscriptions[target.resource_id] += 1
-        for row in rows:
-            dimension = self.meters.dimension_of(row.meter_id)
-            if dimension is not None:
-                self._parts[(target.resource_id, dimension)].append(row.quantity)
+        for dimension, quantity in charges:
+            self._parts[(target.resource_id, dimension)].append(quantity)
 
     def sums(self) -> dict[str, ResourceSums]:
         """Per billing resource: its plan, how many subscriptions, and the exact sums."""

@@ -1,9 +1,10 @@
 """The quarantine: usage records that were not stored as usage, and why.
 
-One entity per (reported hour, reason, record). The key is a hash of the record's content,
-so re-collecting an hour rewrites the same entities instead of adding copies: the
-quarantine is as idempotent as the usage tables. Operators read it per reported hour
-(``PartitionKey``) and filter on ``Reason``.
+One entity per (reported hour, reason, record). The key is a hash of the record's whole
+content (the stored ``Record`` text is cut to ``MAX_TEXT``; the hash is not, so two large
+records that differ only late in their text stay two entries), so re-collecting an hour
+rewrites the same entities instead of adding copies: the quarantine is as idempotent as the
+usage tables. Operators read it per reported hour (``PartitionKey``) and filter on ``Reason``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class Rejection:
 
 def _describe(record: UsageRecord) -> str:
     """The record as JSON text, whatever its field types (it may be malformed)."""
-    return json.dumps(asdict(record), default=str, sort_keys=True)[:MAX_TEXT]
+    return json.dumps(asdict(record), default=str, sort_keys=True)
 
 
 class QuarantineBuffer:
@@ -48,20 +49,23 @@ class QuarantineBuffer:
         self._pending: dict[str, dict[str, Any]] = {}
         self.count = 0
         self.by_reason: dict[str, int] = {}
+        # Every RowKey this buffer wrote: what a rerun keeps of the hour's quarantine.
+        self.keys: set[str] = set()
 
     def add(self, record: UsageRecord, rejection: Rejection) -> None:
         text = _describe(record)
         digest = hashlib.blake2b(text.encode("utf-8"), digest_size=12).hexdigest()
         row_key = f"{rejection.reason}_{digest}"
-        if row_key not in self._pending:
+        if row_key not in self.keys:
             self.count += 1
             self.by_reason[rejection.reason] = self.by_reason.get(rejection.reason, 0) + 1
+            self.keys.add(row_key)
         self._pending[row_key] = {
             "PartitionKey": self._partition,
             "RowKey": row_key,
             "Reason": rejection.reason,
             "Detail": rejection.detail,
-            "Record": text,
+            "Record": text[:MAX_TEXT],
         }
         if len(self._pending) >= 100:
             self._flush()

@@ -21,13 +21,17 @@ The hash is of the lower-cased resourceUri (ARM ids are case-insensitive, and a 
 characters RowKeys forbid).
 
 Quantities are doubles; the usage window is stored as two DateTime properties; tags and
-additionalInfo as JSON text (or absent).
+additionalInfo as JSON text (or absent). Table storage keeps a string property of at most
+64 KiB as UTF-16 (32,768 code units; larger is ``400 PropertyValueTooLarge``), so
+:func:`fit_instance_data` cuts what does not fit, key by key, and the row records what was cut
+in ``InstanceDataTruncated``: the usage itself (money) is never dropped for bulky metadata.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,9 +40,12 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared.core.hours import day_key, hour_key, parse_hour_key
 from shared.core.retry import call_with_retry
+from shared.core.usage import UsageRecord
 from shared.storage.account import StorageAccount
 
 Entity = dict[str, Any]
+# Table storage's limit on one string property: 64 KiB of UTF-16.
+MAX_STRING_BYTES = 64 * 1024
 
 
 def resource_hash(resource_uri: str) -> str:
@@ -79,6 +86,38 @@ def dump_json(value: dict[str, Any] | None) -> str | None:
     )
 
 
+def utf16_bytes(text: str) -> int:
+    """The size Table storage counts for a string property: UTF-16 code units times two."""
+    return len(text.encode("utf-16-le", errors="surrogatepass"))
+
+
+def fit_instance_data(name: str, value: Mapping[str, Any] | None) -> tuple[str | None, str]:
+    """``value`` as stored JSON text that fits one string property, and what was cut ('' if
+    nothing): the largest top-level keys are dropped first (ties by name, so the same input
+    always keeps the same keys) until the rest fits. Small, useful keys such as
+    ``ServiceType`` survive one huge neighbour. Raises ValueError/TypeError as ``dump_json``.
+    """
+    if value is None:
+        return None, ""
+    text = dump_json(dict(value))
+    assert text is not None
+    if utf16_bytes(text) <= MAX_STRING_BYTES:
+        return text, ""
+    kept = dict(value)
+    dropped: list[str] = []
+    by_size = sorted(kept, key=lambda key: (-utf16_bytes(dump_json({key: kept[key]}) or ""), key))
+    for key in by_size:
+        del kept[key]
+        dropped.append(key)
+        text = dump_json(kept)
+        assert text is not None
+        if utf16_bytes(text) <= MAX_STRING_BYTES:
+            break
+    names = ", ".join(dropped)
+    note = f"{name}: {len(dropped)} keys over {MAX_STRING_BYTES} bytes dropped ({names})"
+    return text, note[:500]
+
+
 @dataclass(frozen=True, slots=True)
 class UsageRow:
     """A stored, validated usage row, hourly or daily."""
@@ -92,6 +131,8 @@ class UsageRow:
     location: str
     tags_json: str | None
     additional_info_json: str | None
+    # What fit_instance_data cut from tags/additionalInfo to store the row ('' = nothing).
+    instance_data_truncated: str = ""
 
     def to_entity(self, partition_key: str, row_key: str) -> Entity:
         entity: Entity = {
@@ -109,6 +150,8 @@ class UsageRow:
             entity["Tags"] = self.tags_json
         if self.additional_info_json is not None:
             entity["AdditionalInfo"] = self.additional_info_json
+        if self.instance_data_truncated:
+            entity["InstanceDataTruncated"] = self.instance_data_truncated
         return entity
 
     @classmethod
@@ -123,6 +166,23 @@ class UsageRow:
             location=entity.get("Location", ""),
             tags_json=entity.get("Tags"),
             additional_info_json=entity.get("AdditionalInfo"),
+            instance_data_truncated=entity.get("InstanceDataTruncated") or "",
+        )
+
+    def as_record(self) -> UsageRecord:
+        """The row as a source record again (for the quarantine, when storage refuses it)."""
+        return UsageRecord(
+            subscription_id=self.subscription_id,
+            meter_id=self.meter_id,
+            usage_start=self.usage_start,
+            usage_end=self.usage_end,
+            quantity=self.quantity,
+            resource_uri=self.resource_uri,
+            location=self.location,
+            tags=json.loads(self.tags_json) if self.tags_json else None,
+            additional_info=(
+                json.loads(self.additional_info_json) if self.additional_info_json else None
+            ),
         )
 
 

@@ -4,22 +4,41 @@
 and billing work items are durable. The watermark is moved only after that, only forward,
 and only to the hour right after it: re-collecting a later hour (an operator's backfill)
 never jumps it over an hour that is still missing. Updates are guarded by the entity's
-ETag, so two runs racing cannot move it back.
+ETag, so two runs racing cannot move it back; :meth:`Watermark.advance` says what happened
+(:class:`Advance`) and the collector acts on it.
+
+Beside the watermark, one small entity per collected hour records that an attempt began
+(:meth:`Watermark.begin`): a rerun of an unfinished hour knows that an earlier attempt may
+have left rows the source no longer reports, and removes them before the watermark moves.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
+from enum import StrEnum
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
-from shared.core.hours import HOUR, as_utc
+from shared.core.hours import HOUR, as_utc, hour_key
 from shared.core.retry import call_with_retry
 from shared.storage.account import StorageAccount
 
+log = logging.getLogger(__name__)
+
 ROLE = "state"
 PARTITION = "watermark"
+# One entity per (source, reported hour) whose collection began: RowKey "{source}_{hour}".
+ATTEMPTS_PARTITION = "attempt"
+
+
+class Advance(StrEnum):
+    """What :meth:`Watermark.advance` did."""
+
+    MOVED = "moved"  # the watermark is now the hour
+    COVERED = "covered"  # it already was at or after the hour (another run got there first)
+    GAP = "gap"  # it is more than an hour behind: an hour in between is not written
 
 
 class Watermark:
@@ -58,36 +77,74 @@ class Watermark:
 
         return call_with_retry(create, what="start watermark")
 
-    def advance(self, hour: datetime) -> bool:
-        """Record ``hour`` as fully written if it extends the watermark; True if it moved.
+    def begin(self, hour: datetime) -> bool:
+        """Record that collecting ``hour`` begins; True if an earlier attempt had begun it
+        and the hour is still unfinished (after the watermark, or no watermark yet).
 
-        Nothing moves when ``hour`` is at or behind the watermark (already covered) or more
-        than one hour ahead of it (an hour in between is not written yet).
+        Called before any row of the hour is written, so a rerun of a failed attempt always
+        knows it is one. Re-collecting an hour the watermark has passed (a backfill) is not
+        a rerun: the hour was complete.
+        """
+        table = self._account.table(ROLE)
+        entity = {
+            "PartitionKey": ATTEMPTS_PARTITION,
+            "RowKey": f"{self._row_key}_{hour_key(hour)}",
+            "Hour": as_utc(hour),
+        }
+
+        def create() -> bool:
+            try:
+                table.create_entity(entity)
+                return False
+            except ResourceExistsError:
+                return True
+
+        earlier = call_with_retry(create, what="record collection attempt")
+        if not earlier:
+            return False
+        mark = self.read()
+        return mark is None or mark < as_utc(hour)
+
+    def advance(self, hour: datetime) -> Advance:
+        """Record ``hour`` as fully written if it extends the watermark; say what happened.
+
+        Nothing moves when ``hour`` is at or behind the watermark (``COVERED``) or more than
+        one hour ahead of it (``GAP``: an hour in between is not written yet). A write that
+        loses the ETag race to another run is logged and decided again on what that run wrote.
         """
         table = self._account.table(ROLE)
         entity = {"PartitionKey": PARTITION, "RowKey": self._row_key, "LastHour": as_utc(hour)}
 
-        def move() -> bool:
+        def move() -> Advance:
             while True:
                 try:
                     current = table.get_entity(PARTITION, self._row_key)
                 except ResourceNotFoundError:
                     try:
                         table.create_entity(entity)
-                        return True
+                        return Advance.MOVED
                     except ResourceExistsError:
-                        continue  # created meanwhile: compare with it
+                        log.info("watermark %s was created by another run; comparing again",
+                                 self._row_key)  # fmt: skip
+                        continue
                 last = as_utc(current["LastHour"])
-                if last >= hour or last + HOUR < hour:
-                    return False
+                if last >= hour:
+                    return Advance.COVERED
+                if last + HOUR < hour:
+                    return Advance.GAP
                 try:
                     table.update_entity(
                         entity,
                         etag=current.metadata["etag"],
                         match_condition=MatchConditions.IfNotModified,
                     )
-                    return True
+                    return Advance.MOVED
                 except ResourceModifiedError:
-                    continue  # moved meanwhile: compare again
+                    log.info(
+                        "watermark %s changed while moving it to %s (another run); comparing again",
+                        self._row_key,
+                        f"{hour:%Y-%m-%dT%H}Z",
+                    )
+                    continue
 
         return call_with_retry(move, what="advance watermark")

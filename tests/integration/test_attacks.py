@@ -41,6 +41,7 @@ from tests.integration.test_query_support import (
     World,
     call,
     query_string,
+    serving,
     window,
 )
 
@@ -463,3 +464,78 @@ def test_a_caller_reads_only_its_own_subscription_whatever_it_sends(
     assert {r["properties"]["subscriptionId"] for r in rows} == {tenant.subscription_id.lower()}
     stranger = world.token(str(uuid.uuid4()))
     assert_refused(call(host.base_url, path, window(), stranger), 403, "AuthorizationFailed")
+
+
+# --- links and repeated arguments ----------------------------------------------------------
+
+CRAFTED = "x=>,<http://evil.example/?y="
+
+
+def test_links_never_carry_what_the_request_sent(
+    world: World, host: LocalFunctionsHost, logs: pytest.LogCaptureFixture
+) -> None:
+    """A crafted argument (``x=>,<http://evil.example/?y=``) and a spoofed Host header reach
+    neither nextLink nor Link: one link, at PUBLIC_BASE_URL, which a client can follow."""
+    provider = world.fleet.default_provider
+    bearer = world.admin_token()
+    path = PROVIDER_PATH.format(provider.subscription_id)
+    target = f"{path}?{query_string(window())}&{CRAFTED}"
+    for extra in ({}, {"Host": "evil.example"}, {"Host": "evil.example", "Accept": "text/csv"}):
+        response = raw_get(host, target, {"Authorization": f"Bearer {bearer}", **extra})
+        assert response.status_code == 200, (extra, response.text[:300])
+        header = response.headers["Link"]
+        assert (header.count("<"), header.count(">")) == (1, 1), header
+        assert header.endswith('>; rel="next"')
+        link = header[1 : header.index(">")]
+        assert link.startswith(f"{host.base_url}{path}?"), link
+        assert "evil" not in header
+        if "Accept" not in extra:
+            assert response.json()["nextLink"] == link
+        following = requests.get(link, headers={"Authorization": f"Bearer {bearer}"}, timeout=60)
+        assert following.status_code == 200
+        assert following.json()["value"]
+    assert_logs_clean(logs, world, (bearer,))
+
+
+def test_links_start_with_the_configured_public_base_url(world: World) -> None:
+    """PUBLIC_BASE_URL (a gateway's address with a path) is the base of every link."""
+    base = "https://usage.example.test/gateway"
+    configured = World(
+        world.settings,
+        {**world.values, "PUBLIC_BASE_URL": base},
+        world.fleet,
+        world.issuer,
+        world.subscriptions,
+    )
+    path = PROVIDER_PATH.format(world.fleet.default_provider.subscription_id)
+    with serving(configured) as own:
+        response = call(own.base_url, path, window(), world.admin_token(),
+                        {"Host": "evil.example"})  # fmt: skip
+    assert response.status_code == 200
+    assert response.json()["nextLink"].startswith(f"{base}{path}?api-version=")
+
+
+@pytest.mark.parametrize(
+    "repeated",
+    [
+        "subscriberId={a}&subscriberId={b}",
+        "api-version=2015-06-01-preview",
+        "API-Version=2015-06-01-preview",
+        "reportedStartTime=2026-11-20T05:00:00Z",
+        "aggregationGranularity=Hourly&aggregationGranularity=Daily",
+    ],
+)
+def test_repeated_arguments_are_400_not_last_one_wins(
+    world: World, host: LocalFunctionsHost, repeated: str, logs: pytest.LogCaptureFixture
+) -> None:
+    """An argument given twice (same spelling or another case) is ambiguous: 400
+    InvalidProperty and no rows, as for case-variant duplicates."""
+    provider = world.fleet.delegated_providers[0]
+    tenants = sorted(world.direct_tenants(provider.subscription_id))
+    bearer = world.token(provider.owners[0])
+    path = PROVIDER_PATH.format(provider.subscription_id)
+    extra = repeated.format(a=tenants[0], b=tenants[1])
+    target = f"{path}?{query_string(window())}&{extra}"
+    response = raw_get(host, target, {"Authorization": f"Bearer {bearer}"})
+    assert_refused(response, 400, "InvalidProperty", (bearer,))
+    assert_logs_clean(logs, world, (bearer,))

@@ -416,6 +416,31 @@ def test_malformed_request_framing_is_400_and_host_keeps_serving(
     assert request(f"{web.base_url}/things/1")[0] == 200
 
 
+@pytest.mark.parametrize(
+    "framing",
+    [
+        pytest.param(b"Content-Length: 1000000000000000\r\n\r\nhello", id="content-length"),
+        pytest.param(
+            b"Transfer-Encoding: chunked\r\n\r\nFFFFFFFFFF\r\nhello\r\n0\r\n\r\n",
+            id="chunk-size",
+        ),
+    ],
+)
+def test_a_body_over_the_request_length_limit_is_413_before_it_is_read(
+    web: LocalFunctionsHost, framing: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A huge, well-formed Content-Length or chunk size (a petabyte, a terabyte) answers an
+    empty 413 and closes, as the real host does, instead of allocating it (MemoryError)."""
+    answer = raw_exchange(web.base_url, b"POST /submit HTTP/1.1\r\nHost: 127.0.0.1\r\n" + framing)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    assert status_line.startswith("HTTP/1.1 413 ")
+    assert "Connection: close" in header_lines
+    assert body == b""
+    assert "Traceback" not in capsys.readouterr().err
+    assert request(f"{web.base_url}/things/1")[0] == 200
+
+
 def test_tls_serves_https_with_generated_certificate(app: App, tmp_path: Path) -> None:
     """With tls, the host serves https that verifies against its self-signed certificate."""
     with app.host(tls=True, tls_dir=tmp_path / "tls") as host:

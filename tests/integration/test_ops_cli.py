@@ -255,6 +255,7 @@ def test_token_mints_for_the_fleet_in_local_mode_and_refuses_otherwise(
         "COMMERCE_BASE_URL": "https://commerce.example.test",
         "COMMERCE_AUTH": "managed_identity",
         "CONTINUATION_TOKEN_KEY": "k" * 40,
+        "PUBLIC_BASE_URL": "https://usage.example.test",
     }
     for name, value in production.items():
         monkeypatch.setenv(name, value)

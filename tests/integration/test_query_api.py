@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import re
 import uuid
 from datetime import timedelta
@@ -392,3 +393,52 @@ def test_storage_down_is_503_with_retry_after(world: World, tmp_path: Path) -> N
         )
     assert_error(response, 503, "ServiceUnavailable")
     assert int(response.headers["Retry-After"]) >= 1
+
+
+def test_storage_refusing_the_apps_credentials_is_500_with_the_cause_logged(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wrong account key (as a missing RBAC role: storage answers 403) is a
+    misconfiguration, not "try again later": 500 with a correlation id, the cause logged."""
+    from devstack.azurite import ACCOUNT_KEY
+
+    values = dict(world.values)
+    values["AzureWebJobsStorage"] = values["AzureWebJobsStorage"].replace(
+        ACCOUNT_KEY, "A" * 86 + "=="
+    )
+    wrong_key = World(world.settings, values, world.fleet, world.issuer, world.subscriptions)
+    subscription, owner = tenant_and_owner(world)
+    caplog.set_level(logging.ERROR)
+    with serving(wrong_key) as host:
+        response = call(
+            host.base_url, TENANT_PATH.format(subscription), window(), world.token(owner)
+        )
+    assert_error(response, 500, "InternalServerError")
+    assert "Retry-After" not in response.headers
+    correlation = response.headers["x-ms-correlation-request-id"]
+    assert correlation in response.json()["error"]["message"]
+    logged = [r.getMessage() for r in caplog.records if correlation in r.getMessage()]
+    assert logged
+    assert "HTTP 403" in logged[0]
+    assert "AuthorizationFailure" in logged[0]
+
+
+def test_entra_v1_and_v2_issuers_of_one_tenant_both_pass(world: World) -> None:
+    """AUTH_ISSUER lists the v2 and the v1 issuer: a token of either version reads usage."""
+    v1 = f"https://sts.windows.net/{world.issuer.tenant_id}/"
+    both = World(
+        world.settings,
+        {**world.values, "AUTH_ISSUER": f"{world.values['AUTH_ISSUER']}, {v1}"},
+        world.fleet,
+        world.issuer,
+        world.subscriptions,
+    )
+    subscription, owner = tenant_and_owner(world)
+    path = TENANT_PATH.format(subscription)
+    with serving(both) as host:
+        for iss in (world.values["AUTH_ISSUER"], v1):
+            token = world.token(owner, extra_claims={"iss": iss})
+            assert call(host.base_url, path, window(), token).status_code == 200, iss
+        stranger = world.token(owner, extra_claims={"iss": "https://sts.windows.net/other/"})
+        assert_error(call(host.base_url, path, window(), stranger), 401,
+                     "InvalidAuthenticationToken")  # fmt: skip

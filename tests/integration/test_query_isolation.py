@@ -14,18 +14,19 @@ from collections import defaultdict
 from datetime import timedelta
 from urllib.parse import quote
 
+import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devstack.example_prices import load_example_prices
 from devstack.host import LocalFunctionsHost
+from shared.core.errors import NotAllowedError
 from shared.core.hours import utc_now
 from shared.query.arguments import parse_path, parse_query
 from shared.query.auth import Caller
 from shared.query.caller_scope import resolve_scope
 from shared.query.continuation import ContinuationCodec, Cursor, PageState
-from shared.query.usage_api import with_continuation_token
 from shared.storage.subscriptions import Subscription, SubscriptionState, SubscriptionStore
 from tests.integration.test_query_support import (
     API_VERSION,
@@ -248,25 +249,60 @@ def test_a_tenants_token_is_refused_for_another_tenant(
     )
     assert (
         requests.get(
-            with_continuation_token(a_url, token),
+            with_token(a_url, token),
             headers={"Authorization": f"Bearer {world.token(a.owners[0])}"},
             timeout=30,
         ).status_code
         == 200
     )
     response = requests.get(
-        with_continuation_token(a_url, token),
+        with_token(a_url, token),
         headers={"Authorization": f"Bearer {b_token}"},
         timeout=30,
     )
     assert response.status_code == 403
     b_url = a_url.replace(a.subscription_id, b.subscription_id)
     response = requests.get(
-        with_continuation_token(b_url, token),
+        with_token(b_url, token),
         headers={"Authorization": f"Bearer {b_token}"},
         timeout=30,
     )
     assert response.headers["x-ms-error-code"] == "InvalidContinuationToken"
+
+
+def test_owner_object_ids_compare_case_insensitively(account) -> None:
+    """A source that spells owners in upper case: the owner's (lower-case) oid reads its
+    subscription and, as a provider owner, its direct tenants; a stranger still cannot."""
+    provider_id, tenant_id = str(uuid.uuid4()), str(uuid.uuid4())
+    owner = str(uuid.uuid4())
+    listed = [
+        Subscription(provider_id, "p", "t", None, (owner.upper(),), SubscriptionState.ACTIVE,
+                     is_provider=True),
+        Subscription(tenant_id, "s", "t", provider_id, (owner.upper(),), SubscriptionState.ACTIVE),
+    ]  # fmt: skip
+    store = SubscriptionStore(account)
+    store.sync(listed, {})
+    tenant_query = parse_query(
+        parse_path(f"/{tenant_id}/providers/Microsoft.Commerce/usageAggregates"),
+        window(),
+        utc_now(),
+    )
+    provider_query = parse_query(
+        parse_path(f"/{provider_id}/providers/Microsoft.Commerce.Admin/subscriberUsageAggregates"),
+        window(),
+        utc_now(),
+    )
+    caller = Caller(owner.lower(), None, frozenset(), False)
+    assert resolve_scope(caller, tenant_query, store).subscription_ids == (tenant_id,)
+    assert resolve_scope(caller, provider_query, store).subscription_ids == (tenant_id,)
+    stranger = Caller(str(uuid.uuid4()), None, frozenset(), False)
+    for query in (tenant_query, provider_query):
+        with pytest.raises(NotAllowedError):
+            resolve_scope(stranger, query, store)
+
+
+def with_token(url: str, token: str) -> str:
+    return f"{url}&continuationToken={quote(token, safe='')}"
 
 
 # --- property-based ----------------------------------------------------------------------

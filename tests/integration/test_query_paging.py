@@ -11,16 +11,25 @@ import csv
 import io
 import json
 import math
+import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
 from devstack.host import LocalFunctionsHost
+from devstack.tokens import LocalIssuer
+from shared.collection.collector import Collector
+from shared.core.config import Settings
 from shared.core.hours import floor_day
 from shared.core.meters import catalogue
+from shared.query.usage_api import HttpCall, UsageApi
+from shared.storage.account import StorageAccount
+from tests.app_settings import LOCAL_VALUES
+from tests.azure_paging import AzurePagingFront
 from tests.integration.test_query_support import (
     DAY,
     HOUR,
@@ -29,8 +38,10 @@ from tests.integration.test_query_support import (
     World,
     call,
     follow,
+    query_string,
     window,
 )
+from tests.scripted_source import PROVIDER, TENANT_A, TENANT_B, ScriptedSource, vm_record
 
 
 def identity(row: dict[str, Any]) -> tuple[str, str, str, str, str]:
@@ -254,3 +265,48 @@ def test_csv_page_matches_json_page_and_links_to_the_next(
     )
     assert following.status_code == 200
     assert following.text.splitlines()[0].startswith("subscriptionId,")
+
+
+def test_a_page_that_ends_where_storage_pages_end_has_no_link_to_an_empty_page(
+    make_settings, azurite, tmp_path
+) -> None:
+    """Azure may end a full page with continuation headers and nothing after them
+    (tests/azure_paging.py): exactly 1,000 rows answer one page without nextLink; 1,000
+    rows followed by a later subscription's rows still link to the page holding those."""
+    issuer = LocalIssuer(tmp_path / "auth")
+    settings = make_settings(COLLECT_LOOKBACK_HOURS=1, AUTH_JWKS_URI=str(issuer.jwks_path))
+    hour = DAY
+    records = [vm_record(TENANT_A, hour, name=f"vm{n}") for n in range(1000)]
+    records += [vm_record(TENANT_B, hour, name=f"vm{n}") for n in range(5)]
+    Collector(
+        settings, StorageAccount(settings), ScriptedSource({hour: records}, name="simulated")
+    ).collect_due_hours(hour + HOUR)
+    arguments = query_string(window(hour, hour + HOUR))
+    admin = f"Bearer {issuer.mint(str(uuid.uuid4()), roles=['UsageAdmin'])}"
+
+    def page(api: UsageApi, url: str) -> dict[str, Any]:
+        route_path = urlsplit(url).path.removeprefix("/subscriptions")
+        answer = api.answer(HttpCall("GET", url, route_path, {"Authorization": admin}))
+        assert answer.status == 200, answer.body[:300]
+        return json.loads(answer.body)
+
+    with AzurePagingFront(azurite.table_port) as front:
+        via_front = Settings.from_environ(
+            {
+                **LOCAL_VALUES,
+                "AzureWebJobsStorage": front.connection_string(azurite.connection_string),
+                "USAGE_TABLE_PREFIX": settings.table_prefix,
+                "AUTH_JWKS_URI": str(issuer.jwks_path),
+            }
+        )
+        api = UsageApi.from_settings(via_front)
+        tenant = page(api, f"http://h{TENANT_PATH.format(TENANT_A)}?{arguments}")
+        assert len(tenant["value"]) == 1000
+        assert "nextLink" not in tenant
+        first = page(api, f"http://h{PROVIDER_PATH.format(PROVIDER)}?{arguments}")
+        assert len(first["value"]) == 1000
+        second = page(api, first["nextLink"])
+        assert {row["properties"]["subscriptionId"] for row in second["value"]} == {TENANT_B}
+        assert len(second["value"]) == 5
+        assert "nextLink" not in second
+        assert front.added  # the front did end pages as Azure may

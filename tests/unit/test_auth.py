@@ -151,6 +151,22 @@ def test_second_configured_audience_is_accepted(
     assert validator.validate(f"Bearer {token}").object_id == OID
 
 
+def test_every_configured_issuer_is_accepted_and_no_other(issuer: LocalIssuer) -> None:
+    """AUTH_ISSUER lists Entra ID v2 and v1 issuers of one tenant: tokens of either pass."""
+    v1 = f"https://sts.windows.net/{TENANT}/"
+    validator = TokenValidator(
+        issuer=(ISSUER, v1), audience=AUDIENCE, jwks=FileJwksSource(issuer.jwks_path),
+        clock=lambda: NOW,
+    )  # fmt: skip
+    for iss in (ISSUER, v1):
+        token = issuer.mint(OID, now=NOW, extra_claims={"iss": iss})
+        assert validator.validate(f"Bearer {token}").object_id == OID
+    other = issuer.mint(OID, now=NOW, extra_claims={"iss": "https://sts.windows.net/other/"})
+    assert assert_refused(validator, f"Bearer {other}").message == "token issuer is not accepted"
+    with pytest.raises(ConfigurationError):
+        TokenValidator(issuer=(), audience=AUDIENCE, jwks=FileJwksSource(issuer.jwks_path))
+
+
 def test_leeway_tolerates_small_skew(issuer: LocalIssuer, validator: TokenValidator) -> None:
     """A token expired 30 s ago, or valid from 30 s ahead, passes within the 60 s leeway."""
     expired_just = issuer.mint(OID, now=NOW - timedelta(hours=1, seconds=30))

@@ -237,6 +237,8 @@ def test_settings_require_the_stamp_only_for_azurestack() -> None:
         assert name in str(error.value)
     settings = Settings.from_environ({**BASE, **STAMP})
     assert settings.azurestack_auth == "managed_identity"
+    # A stamp aggregates usage about once an hour: wait one whole cycle after the hour.
+    assert settings.collect_delay_hours == 1
 
 
 def test_settings_client_secret_needs_authority_tenant_client_and_secret() -> None:
@@ -282,6 +284,7 @@ def test_settings_refuse_bad_stamp_values_in_production(
         "COMMERCE_AUTH": "managed_identity",
         "COMMERCE_BASE_URL": "https://marketplaceapi.microsoft.com",
         "AUTH_JWKS_URI": "https://login.microsoftonline.com/t/discovery/v2.0/keys",
+        "PUBLIC_BASE_URL": "https://usage.example.test",
     }
     Settings.from_environ(production)
     with pytest.raises(ConfigurationError, match=named):

@@ -15,7 +15,7 @@ from shared.storage.usage_rows import UsageRow, resource_hash
 from tests.app_settings import LOCAL_VALUES
 
 BASE = {**LOCAL_VALUES, "AzureWebJobsStorage": "UseDevelopmentStorage=true"}
-PRODUCTION = {**BASE, "APP_MODE": "production"}
+PRODUCTION = {**BASE, "APP_MODE": "production", "PUBLIC_BASE_URL": "https://usage.example.test"}
 
 
 def test_settings_defaults_in_local_mode() -> None:
@@ -24,6 +24,10 @@ def test_settings_defaults_in_local_mode() -> None:
     assert settings.usage_source == "simulated"
     assert settings.collect_lookback_hours == 30
     assert settings.table_name("hours") == "usagehours"
+    # The simulated fleet has an hour's answer when it ends; the local host's address.
+    assert settings.collect_delay_hours == 0
+    assert settings.api_base_url == "http://127.0.0.1:7071"
+    assert Settings.from_environ({**BASE, "COLLECT_DELAY_HOURS": "3"}).collect_delay_hours == 3
 
 
 @pytest.mark.parametrize(
@@ -49,6 +53,11 @@ def test_settings_defaults_in_local_mode() -> None:
         ({**BASE, "USAGE_TABLE_PREFIX": "bad-prefix"}, "USAGE_TABLE_PREFIX"),
         ({**BASE, "USAGE_SOURCE": "azure"}, "USAGE_SOURCE"),
         ({**BASE, "COLLECT_SCHEDULE": "0 * * * *"}, "COLLECT_SCHEDULE"),
+        ({**BASE, "COLLECT_DELAY_HOURS": "-1"}, "COLLECT_DELAY_HOURS"),
+        ({**PRODUCTION, "PUBLIC_BASE_URL": ""}, "PUBLIC_BASE_URL"),
+        ({**PRODUCTION, "PUBLIC_BASE_URL": "http://usage.example.test"}, "PUBLIC_BASE_URL"),
+        ({**BASE, "PUBLIC_BASE_URL": "https://usage.example.test/?x=1"}, "PUBLIC_BASE_URL"),
+        ({**BASE, "PUBLIC_BASE_URL": "https://evil.example@usage.example.test"}, "PUBLIC_BASE_URL"),
     ],
 )
 def test_bad_settings_fail_at_load_naming_the_setting(environ: dict, named: str) -> None:
@@ -69,10 +78,17 @@ def test_production_accepts_real_values_and_parses_overrides() -> None:
             "COMMERCE_BASE_URL": "https://marketplaceapi.microsoft.com",
             "AUTH_JWKS_URI": "https://login.microsoftonline.com/t/discovery/v2.0/keys",
             "AUTH_AUDIENCE": "api://usage, 11111111-2222-3333-4444-555555555555",
+            "AUTH_ISSUER": "https://login.microsoftonline.com/t/v2.0, https://sts.windows.net/t/",
             "BILLING_CHARGEABLE_OVERRIDES": "F271A8A388C44D93956A063E1D2FA80B=true; x=false",
+            "PUBLIC_BASE_URL": "https://usage.example.test/",
         }
     )
+    assert settings.api_base_url == "https://usage.example.test"
     assert settings.auth_audiences == ("api://usage", "11111111-2222-3333-4444-555555555555")
+    assert settings.auth_issuers == (
+        "https://login.microsoftonline.com/t/v2.0",
+        "https://sts.windows.net/t/",
+    )
     assert settings.chargeable_overrides() == {
         "f271a8a388c44d93956a063e1d2fa80b": True,
         "x": False,

@@ -152,7 +152,11 @@ def test_production_refuses_demo_sign_in_and_plain_http(
         "COMMERCE_AUTH": "managed_identity",
         "AUTH_JWKS_URI": "https://login.example/keys",
         "COMMERCE_BASE_URL": "https://commerce.example",
-        "USAGE_SOURCE": "simulated",
+        "PUBLIC_BASE_URL": "https://usage.example.test",
+        "USAGE_SOURCE": "azurestack",
+        "AZURESTACK_ADMIN_ARM_ENDPOINT": "https://adminmanagement.local.azurestack.external",
+        "AZURESTACK_PROVIDER_SUBSCRIPTION_ID": "00000000-0000-0000-0000-00000000000a",
+        "AZURESTACK_AUDIENCE": "https://adminmanagement.adfs.azurestack.local/app",
     }
     Settings.from_environ(values)  # the baseline is valid production settings
     with pytest.raises(ConfigurationError, match=message):

@@ -12,18 +12,27 @@ from hypothesis import strategies as st
 
 from shared.core.errors import BadInputError, UnknownResourceError
 from shared.core.meters import catalogue
-from shared.query.arguments import ApiPath, Granularity, Route, parse_path, parse_query, parse_time
+from shared.query.arguments import (
+    ApiPath,
+    Granularity,
+    Route,
+    parse_path,
+    parse_query,
+    parse_time,
+    query_arguments,
+)
 from shared.query.auth import Caller
 from shared.query.caller_scope import CallerScope
 from shared.query.continuation import ContinuationCodec, Cursor, PageState
 from shared.query.reader import CollapsedRow, StoredRow, partition_key, visible_bound
 from shared.query.rows import page_csv, usage_aggregate
-from shared.query.usage_api import wants_csv, with_continuation_token
+from shared.query.usage_api import next_page_url, wants_csv
 from shared.storage.usage_rows import UsageRow
 
 NOW = datetime(2026, 11, 27, 8, 30, tzinfo=UTC)
 SUB = "0b0e5a38-6c5f-4b64-9f0a-3a1f5ad7a111"
 TENANT = ApiPath(Route.TENANT, SUB)
+PROVIDER = ApiPath(Route.PROVIDER, SUB)
 VM = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1"
 BASE = {
     "api-version": "2015-06-01-preview",
@@ -190,14 +199,45 @@ def test_tokens_round_trip_and_refuse_every_alteration() -> None:
         assert caught.value.code == "InvalidContinuationToken"
 
 
-def test_next_link_replaces_the_token_and_keeps_escaping() -> None:
-    """nextLink keeps the client's arguments byte for byte and carries one token."""
-    url = "https://h/subscriptions/s/providers/x/y?api-version=1&reportedStartTime=2026%3a00&ContinuationToken=old"
-    link = with_continuation_token(url, "new.tok")
-    assert (
-        link
-        == "https://h/subscriptions/s/providers/x/y?api-version=1&reportedStartTime=2026%3a00&continuationToken=new.tok"
+def test_next_link_is_built_from_the_base_url_and_our_own_spelling() -> None:
+    """nextLink: the configured base, the route's path, the validated arguments spelled by
+    us, every component percent-encoded, one token; nothing the client sent is copied."""
+    query = parse_query(
+        TENANT,
+        [*BASE.items(), ("x", ">,<http://evil.example/?y="), ("ShowDetails", "FALSE")],
+        NOW,
     )
+    link = next_page_url("https://usage.example.test/api", query, "a.b+/=")
+    assert link == (
+        "https://usage.example.test/api/subscriptions/"
+        f"{TENANT.subscription_id}/providers/Microsoft.Commerce/usageAggregates"
+        "?api-version=2015-06-01-preview"
+        "&reportedStartTime=2026-11-20T00%3A00%3A00%2B00%3A00"
+        "&reportedEndTime=2026-11-21T00%3A00%3A00%2B00%3A00"
+        "&aggregationGranularity=Daily&showDetails=false&continuationToken=a.b%2B%2F%3D"
+    )
+    odd = parse_query(parse_path("/a>b,<c/providers/microsoft.commerce/usageaggregates"),
+                      BASE, NOW)  # fmt: skip
+    assert "/subscriptions/a%3Eb%2C%3Cc/providers/" in next_page_url("https://h", odd, "t")
+
+
+def test_repeated_arguments_are_refused_whatever_their_spelling() -> None:
+    """subscriberId twice, api-version twice, or two spellings of one name: 400, never the
+    last value winning."""
+    for repeated in (
+        [("subscriberId", "a"), ("subscriberId", "b")],
+        [("api-version", "2015-06-01-preview")],
+        [("API-VERSION", "2015-06-01-preview")],
+    ):
+        with pytest.raises(BadInputError) as raised:
+            parse_query(PROVIDER, [*BASE.items(), *repeated], NOW)
+        assert raised.value.code == "InvalidProperty"
+    assert query_arguments("https://h/p?a=1&a=2&b=&c") == [
+        ("a", "1"),
+        ("a", "2"),
+        ("b", ""),
+        ("c", ""),
+    ]
 
 
 @pytest.mark.parametrize(

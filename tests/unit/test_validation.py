@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -11,7 +12,12 @@ from shared.collection.validation import validate
 from shared.core.meters import catalogue
 from shared.core.usage import UsageRecord
 from shared.storage.quarantine import Rejection
-from shared.storage.usage_rows import UsageRow
+from shared.storage.usage_rows import (
+    MAX_STRING_BYTES,
+    UsageRow,
+    fit_instance_data,
+    utf16_bytes,
+)
 
 HOUR = timedelta(hours=1)
 REPORTED = datetime(2026, 11, 26, 17, tzinfo=UTC)
@@ -80,7 +86,6 @@ def test_window_in_another_offset_is_accepted_as_utc() -> None:
             "UsageInFuture",
         ),
         ({"tags": "null"}, "InvalidInstanceData"),
-        ({"additional_info": {"blob": "x" * 20_000}}, "InvalidInstanceData"),
         ({"tags": {"bad": float("nan")}}, "InvalidInstanceData"),
         ({"tags": {"bad": object()}}, "InvalidInstanceData"),
         ({"location": 42}, "MalformedRecord"),
@@ -92,3 +97,28 @@ def test_bad_records_are_rejected_with_their_reason(changes: dict, reason: str) 
     assert isinstance(verdict, Rejection)
     assert verdict.reason == reason
     assert len(verdict.detail) <= 500
+
+
+def test_instance_data_over_a_storage_property_is_cut_key_by_key_and_the_row_kept() -> None:
+    """additionalInfo over 64 KiB of UTF-16 loses its largest keys; the usage is still stored."""
+    info = {"ServiceType": "Standard_A4", "Blob": "x" * 40_000, "Other": "y" * 30_000}
+    row = check(replace(GOOD, additional_info=info, tags={"env": "prod"}))
+    assert isinstance(row, UsageRow)
+    assert row.quantity == 8.0
+    assert json.loads(row.additional_info_json or "") == {
+        "ServiceType": "Standard_A4",
+        "Other": "y" * 30_000,
+    }
+    assert row.tags_json == '{"env":"prod"}'
+    assert "additionalInfo" in row.instance_data_truncated
+    assert "Blob" in row.instance_data_truncated
+
+
+def test_fitting_counts_utf16_not_characters() -> None:
+    """An astral character is two UTF-16 units: 20,000 emoji (80 KB) do not fit a property."""
+    text, cut = fit_instance_data("tags", {"e": "\U0001f600" * 20_000, "k": "v"})
+    assert json.loads(text or "") == {"k": "v"}
+    assert cut
+    assert utf16_bytes(text or "") <= MAX_STRING_BYTES
+    assert fit_instance_data("tags", {"x": "a" * 32_000}) == (json.dumps({"x": "a" * 32_000},
+        separators=(",", ":")), "")  # fmt: skip
