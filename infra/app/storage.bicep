@@ -33,6 +33,8 @@ var tableRoles = [
   'state'
   'quarantine'
   'ledger'
+  'prices'
+  'statements'
 ]
 
 // The Functions host moves a message here after maxDequeueCount failed deliveries.

@@ -4,7 +4,8 @@
 
     UsageReporterError
     ├── BadInputError              -> 400: the caller's request or a source record is malformed
-    │   └── UnknownResourceError   -> 404: the path names no resource of the API
+    │   ├── UnknownResourceError   -> 404: the path names no resource of the API
+    │   └── SheetRejectedError     a price sheet with problems: refused whole, one line each
     ├── NotAllowedError            -> 401/403: the caller may not see what it asked for
     ├── TransientError             -> retry with backoff, or 503 + Retry-After at the HTTP edge
     │   ├── UpstreamUnavailableError   a peer (Azure Stack Hub ARM) kept failing
@@ -105,3 +106,17 @@ class CommerceUnavailableError(TransientError):
             target="commerce",
         )
         self.settled = tuple(settled)
+
+
+class SheetRejectedError(BadInputError):
+    """A price sheet with problems; ``problems`` holds one line per problem, and nothing of
+    the sheet was stored (a sheet is imported whole or not at all)."""
+
+    code = "InvalidPriceSheet"
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__(
+            f"price sheet refused ({len(self.problems)} problems):\n"
+            + "\n".join(self.problems)
+        )

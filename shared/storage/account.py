@@ -9,7 +9,8 @@ Usage rows live in one table per tenant subscription (``shared.storage.usage_row
 other tables, by role (the name is ``{USAGE_TABLE_PREFIX}{role}``):
 
 - ``hours``: one entity per (reported hour, subscription) that has rows: what was written;
-- ``subscriptions``, ``state`` (watermarks), ``quarantine``, ``ledger``.
+- ``subscriptions``, ``state`` (watermarks), ``quarantine``, ``ledger``;
+- ``prices`` (price sheets) and ``statements`` (final statements), written by ``shared.rating``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from azure.data.tables import TableClient, TableServiceClient
 from shared.core.config import Settings
 from shared.core.retry import call_with_retry
 
-TABLE_ROLES = ("hours", "subscriptions", "state", "quarantine", "ledger")
+TABLE_ROLES = ("hours", "subscriptions", "state", "quarantine", "ledger", "prices", "statements")
 
 # Seconds; a storage call that takes longer than this is treated as a transient fault.
 CONNECT_TIMEOUT = 5

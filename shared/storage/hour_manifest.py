@@ -103,3 +103,19 @@ def read_hour(account: StorageAccount, hour: datetime) -> list[HourEntry]:
         return [_entry(entity)[1] for entity in entities]
 
     return call_with_retry(query, what=f"read hour manifest {hour_key(hour)}")
+
+
+def has_entries(account: StorageAccount, first_hour: datetime, last_hour: datetime) -> bool:
+    """True if any reported hour ``first_hour``..``last_hour`` has rows (one small read)."""
+
+    def query() -> bool:
+        entities = account.table(ROLE).query_entities(
+            "PartitionKey ge @first and PartitionKey le @last",
+            parameters={"first": hour_key(first_hour), "last": hour_key(last_hour)},
+            select=["PartitionKey"],
+            results_per_page=1,
+        )
+        # Iterating stops at the first entity (a page of one), following empty pages.
+        return next(iter(entities), None) is not None
+
+    return call_with_retry(query, what="probe hour manifest")
