@@ -35,6 +35,8 @@ class Settings(BaseModel):
     storage_connection_string: SecretStr | None = Field(None, alias="AzureWebJobsStorage")
     table_service_uri: str | None = Field(None, alias="AzureWebJobsStorage__tableServiceUri")
     queue_service_uri: str | None = Field(None, alias="AzureWebJobsStorage__queueServiceUri")
+    # export_usage writes its files to blob containers of the same account.
+    blob_service_uri: str | None = Field(None, alias="AzureWebJobsStorage__blobServiceUri")
     storage_client_id: str | None = Field(None, alias="AzureWebJobsStorage__clientId")
 
     # Table names are "{prefix}{role}" and "{prefix}u{subscription}" (per-tenant usage);
@@ -49,6 +51,9 @@ class Settings(BaseModel):
     )
     collect_lookback_hours: int = Field(24, alias="COLLECT_LOOKBACK_HOURS", ge=1, le=24 * 90)
     write_parallelism: int = Field(8, alias="STORAGE_WRITE_PARALLELISM", ge=1, le=64)
+
+    # export_usage: daily, after collect_usage's 00:05 run has collected the day's last hour.
+    export_schedule: str = Field("0 30 0 * * *", alias="EXPORT_SCHEDULE")
 
     usage_source: Literal["simulated", "azurestack"] | None = Field(None, alias="USAGE_SOURCE")
     fleet_seed: int = Field(1, alias="FLEET_SEED", ge=0)
@@ -143,6 +148,8 @@ class Settings(BaseModel):
             object.__setattr__(self, "usage_source", "simulated")
         if len(self.collect_schedule.split()) != 6:
             raise ValueError("COLLECT_SCHEDULE must be a six-field NCRONTAB expression")
+        if len(self.export_schedule.split()) != 6:
+            raise ValueError("EXPORT_SCHEDULE must be a six-field NCRONTAB expression")
         key = self.continuation_token_key.get_secret_value()
         if len(key) < 32:
             raise ValueError("CONTINUATION_TOKEN_KEY must be at least 32 characters")

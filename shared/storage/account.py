@@ -10,7 +10,8 @@ other tables, by role (the name is ``{USAGE_TABLE_PREFIX}{role}``):
 
 - ``hours``: one entity per (reported hour, subscription) that has rows: what was written;
 - ``subscriptions``, ``state`` (watermarks), ``quarantine``, ``ledger``;
-- ``prices`` (price sheets) and ``statements`` (final statements), written by ``shared.rating``.
+- ``prices`` (price sheets) and ``statements`` (final statements), written by ``shared.rating``;
+- ``exports``: export configurations (``shared.export.configs``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,16 @@ from azure.data.tables import TableClient, TableServiceClient
 from shared.core.config import Settings
 from shared.core.retry import call_with_retry
 
-TABLE_ROLES = ("hours", "subscriptions", "state", "quarantine", "ledger", "prices", "statements")
+TABLE_ROLES = (
+    "hours",
+    "subscriptions",
+    "state",
+    "quarantine",
+    "ledger",
+    "prices",
+    "statements",
+    "exports",
+)
 
 # Seconds; a storage call that takes longer than this is treated as a transient fault.
 CONNECT_TIMEOUT = 5
