@@ -36,6 +36,7 @@ from typing import Any
 from devstack.azurite import REPO_ROOT, Azurite
 from devstack.commerce_emulator import CommerceEmulator
 from devstack.demo_tokens import mint_demo_token
+from devstack.example_prices import load_example_prices
 from devstack.fleet import register_simulated_source
 from devstack.host import LocalFunctionsHost
 from devstack.local_settings import local_values
@@ -46,8 +47,11 @@ from shared.core.config import Settings
 from shared.core.errors import TransientError
 from shared.core.hours import HOUR, last_closed_hour, utc_now
 from shared.core.meters import catalogue
+from shared.rating.engine import Month
+from shared.rating.statement_store import Statements
 from shared.storage.account import StorageAccount
 from shared.storage.hour_manifest import read_manifest
+from shared.storage.subscriptions import SubscriptionStore
 from shared.storage.usage_rows import read_hourly_rows
 from shared.storage.watermark import Watermark
 
@@ -129,6 +133,31 @@ def print_billing(result: Reconciliation, calls: int) -> None:
     print(f"  {result.summary_line()}")
 
 
+def print_month_to_date(settings: Settings, month: Month) -> None:
+    """Each provider's month so far: what its tenants pay and, for a delegated provider,
+    its wholesale cost (provisional until the month is finalised)."""
+    account = StorageAccount(settings)
+    statements = Statements(account, catalogue(), settings.usage_source or "simulated")
+    subscriptions = SubscriptionStore(account).all()
+    print(f"\nChargeback, {month} so far (python -m ops statements --provider ID --month {month}):")
+    for provider in sorted(
+        (s for s in subscriptions.values() if s.is_provider),
+        key=lambda s: (s.provider_subscription_id is not None, s.display_name),
+    ):
+        provider_id = provider.subscription_id.lower()
+        tenants = [
+            sid
+            for sid, s in subscriptions.items()
+            if (s.provider_subscription_id or "").lower() == provider_id
+        ]
+        rollup = statements.rollup(provider, month, subscriptions, tenants)
+        currency = rollup["currency"] or ""
+        line = f"  {provider.display_name:<40} {rollup['total']:>12} {currency}"
+        if rollup["wholesaleTotal"] is not None:
+            line += f"  (wholesale {rollup['wholesaleTotal']}, margin {rollup['margin']})"
+        print(f"{line}  [{rollup['status']}, {len(rollup['tenants'])} subscriptions]")
+
+
 def print_access(
     base_url: str, tokens: dict[str, tuple[str, str, str]], insecure: bool, settings_file: Path
 ) -> None:
@@ -150,6 +179,7 @@ def print_access(
     admin_sub = tokens["admin"][1]
     delegated_sub = tokens["delegated"][1]
     tenant_sub = tokens["tenant"][1]
+    month = f"{end - HOUR:%Y-%m}"
     print("Try:")
     print(
         f'  curl -s {flag}-H "Authorization: Bearer $ADMIN_TOKEN" "{base_url}/subscriptions/'
@@ -163,6 +193,15 @@ def print_access(
         f'  curl -s {flag}-H "Authorization: Bearer $TENANT_TOKEN" -H "Accept: text/csv" '
         f'"{base_url}/subscriptions/{tenant_sub}/providers/Microsoft.Commerce/usageAggregates'
         f'?{window}"'
+    )
+    print(
+        f'  curl -s {flag}-H "Authorization: Bearer $TENANT_TOKEN" "{base_url}/subscriptions/'
+        f'{tenant_sub}/providers/Microsoft.Commerce/statements/{month}?api-version=2015-06-01-preview"'
+    )
+    print(
+        f'  curl -s {flag}-H "Authorization: Bearer $DELEGATED_TOKEN" "{base_url}/subscriptions/'
+        f"{delegated_sub}/providers/Microsoft.Commerce.Admin/subscriberStatements/{month}"
+        '?api-version=2015-06-01-preview"'
     )
 
 
@@ -269,6 +308,10 @@ def first_cycle(
     print_usage_summary(account, first, last)
     if result:
         print_billing(result[0], emulator.total_calls)
+    print("\nPrice sheets (devstack/prices/):")
+    for line in load_example_prices(settings):
+        print(f"  {line}")
+    print_month_to_date(settings, Month.of(last))
     tokens: dict[str, tuple[str, str, str]] = {}
     for role in ("admin", "provider", "delegated", "tenant"):
         principal, token = mint_demo_token(settings, role, directory=issuer.directory)

@@ -79,6 +79,14 @@ param collectTimeBudgetSeconds int = 420
 @maxValue(2160)
 param collectLookbackHours int = 24
 
+@description('NCRONTAB (six fields, UTC) of the finalise_statements timer (STATEMENTS_SCHEDULE).')
+param statementsSchedule string = '0 35 * * * *'
+
+@description('Seconds one finalise_statements run may spend; below the host\'s functionTimeout (STATEMENTS_TIME_BUDGET_SECONDS).')
+@minValue(1)
+@maxValue(3600)
+param statementsTimeBudgetSeconds int = 420
+
 @description('Table partitions written in parallel (STORAGE_WRITE_PARALLELISM).')
 @minValue(1)
 @maxValue(64)
@@ -255,6 +263,9 @@ module api 'app/function-app.bicep' = {
       COLLECT_LOOKBACK_HOURS: string(collectLookbackHours)
       // collect_usage: partitions written in parallel.
       STORAGE_WRITE_PARALLELISM: string(storageWriteParallelism)
+      // finalise_statements timer (%STATEMENTS_SCHEDULE% in its function.json) and its budget.
+      STATEMENTS_SCHEDULE: statementsSchedule
+      STATEMENTS_TIME_BUDGET_SECONDS: string(statementsTimeBudgetSeconds)
       // query_usage: bearer-token validation (Entra ID) and the admin app role.
       AUTH_ISSUER: authIssuer
       AUTH_AUDIENCE: authAudience

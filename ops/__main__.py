@@ -36,6 +36,8 @@ COMMANDS = {
     "subscriptions": "subscriptions",
     "reconcile": "reconcile",
     "requeue-poison": "requeue_poison",
+    "prices": "prices",
+    "statements": "statements",
 }
 
 

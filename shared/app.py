@@ -1,6 +1,7 @@
 """The function app's composition root: every collaborator built once, from settings.
 
-Entry points (``collect_usage``, ``report_to_azure``, ``query_usage``, ``export_usage``) hold one
+Entry points (``collect_usage``, ``report_to_azure``, ``query_usage``,
+``finalise_statements``, ``export_usage``) hold one
 :class:`LazyApp` each; its first use reads the app settings from the environment and
 builds a :class:`FunctionApp`, which keeps what is worth keeping between invocations of
 one worker process: the storage account (its per-thread table clients and connections),
@@ -33,9 +34,13 @@ from shared.collection.collector import CollectionRun, Collector
 from shared.collection.sources import SOURCES, SourceRegistry
 from shared.core.config import Settings
 from shared.core.hours import utc_now
+from shared.core.meters import catalogue
 from shared.export.exporter import Exporter, ExportRun
+from shared.query import charges_api
 from shared.query.arm_responses import HttpAnswer
+from shared.query.charges_api import ChargesApi
 from shared.query.usage_api import HttpCall, UsageApi
+from shared.rating.statement_store import FinaliseRun, Statements
 from shared.storage.account import StorageAccount
 from shared.storage.blobs import BlobStore
 
@@ -73,6 +78,22 @@ class FunctionApp:
     @cached_property
     def usage_api(self) -> UsageApi:
         return UsageApi.from_settings(self.settings, self.account)
+
+    @cached_property
+    def statements(self) -> Statements:
+        source = self.settings.usage_source
+        assert source is not None  # Settings fills it in local mode and requires it otherwise
+        return Statements(self.account, catalogue(), source, clock=self._clock)
+
+    @cached_property
+    def charges_api(self) -> ChargesApi:
+        return ChargesApi(
+            account=self.account,
+            validator=self.usage_api.validator,  # one JWKS cache for every route
+            statements=self.statements,
+            meters=catalogue(),
+            clock=self._clock,
+        )
 
     def collect_due_hours(self, now: datetime | None = None) -> CollectionRun:
         """One timer run: every due hour from the configured source, billing work enqueued.
@@ -113,8 +134,19 @@ class FunctionApp:
         return self.exporter().run_due(execution="Scheduled")
 
     def answer_usage_request(self, call: HttpCall) -> HttpAnswer:
-        """One usage API request; never raises (errors become ARM-shaped answers)."""
+        """One ``query_usage`` request (the usage API, or the RateCard and statement routes
+        under the same catch-all); never raises (errors become ARM-shaped answers)."""
+        if charges_api.handles(call.route_path):
+            return self.charges_api.answer(call)
         return self.usage_api.answer(call)
+
+    def finalise_statements(self) -> FinaliseRun:
+        """One ``finalise_statements`` timer run: store the statements of every closed month
+        not finalised yet, within the configured time budget (the next run continues).
+
+        Its own timer rather than a step of collection: a month-end's rating gets its own
+        time budget and failure domain, and never delays or shortens a collection run."""
+        return self.statements.finalise_due(self.settings.statements_time_budget_seconds)
 
 
 class LazyApp:

@@ -52,6 +52,13 @@ class Settings(BaseModel):
     collect_lookback_hours: int = Field(24, alias="COLLECT_LOOKBACK_HOURS", ge=1, le=24 * 90)
     write_parallelism: int = Field(8, alias="STORAGE_WRITE_PARALLELISM", ge=1, le=64)
 
+    # finalise_statements: its timer (%STATEMENTS_SCHEDULE% in function.json; after the
+    # hourly collection, so a month's statements are stored soon after its last hour is)
+    # and the time one run may spend (below functionTimeout; the next run continues).
+    statements_schedule: str = Field("0 35 * * * *", alias="STATEMENTS_SCHEDULE")
+    statements_time_budget_seconds: float = Field(
+        420.0, alias="STATEMENTS_TIME_BUDGET_SECONDS", gt=0, le=3600
+    )
     # export_usage: daily, after collect_usage's 00:05 run has collected the day's last hour.
     export_schedule: str = Field("0 30 0 * * *", alias="EXPORT_SCHEDULE")
 
@@ -148,6 +155,8 @@ class Settings(BaseModel):
             object.__setattr__(self, "usage_source", "simulated")
         if len(self.collect_schedule.split()) != 6:
             raise ValueError("COLLECT_SCHEDULE must be a six-field NCRONTAB expression")
+        if len(self.statements_schedule.split()) != 6:
+            raise ValueError("STATEMENTS_SCHEDULE must be a six-field NCRONTAB expression")
         if len(self.export_schedule.split()) != 6:
             raise ValueError("EXPORT_SCHEDULE must be a six-field NCRONTAB expression")
         key = self.continuation_token_key.get_secret_value()

@@ -117,6 +117,5 @@ class SheetRejectedError(BadInputError):
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = tuple(problems)
         super().__init__(
-            f"price sheet refused ({len(self.problems)} problems):\n"
-            + "\n".join(self.problems)
+            f"price sheet refused ({len(self.problems)} problems):\n" + "\n".join(self.problems)
         )

@@ -21,9 +21,10 @@ Rules (spec/usage-api.md; design.md, Auth):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from shared.core.errors import BadInputError, NotAllowedError
-from shared.query.arguments import ApiPath, Route, UsageQuery
+from shared.query.arguments import ApiPath, Route
 from shared.query.auth import Caller
 from shared.storage.subscriptions import Subscription, SubscriptionState, SubscriptionStore
 
@@ -58,7 +59,18 @@ def _forbidden() -> NotAllowedError:
     )
 
 
-def resolve_scope(caller: Caller, query: UsageQuery, store: SubscriptionStore) -> CallerScope:
+class ScopedRequest(Protocol):
+    """What the rules read of a request: its route and path, and a ``subscriberId`` (a
+    usage query, or a chargeback request of ``shared.query.charges_api``)."""
+
+    @property
+    def path(self) -> ApiPath: ...
+
+    @property
+    def subscriber_id(self) -> str | None: ...
+
+
+def resolve_scope(caller: Caller, query: ScopedRequest, store: SubscriptionStore) -> CallerScope:
     """The scope of ``caller`` for ``query``; raises 403 or 400 as the module docstring says."""
     path = query.path
     target = store.get(path.subscription_id) if path.is_guid else None

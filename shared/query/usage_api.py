@@ -103,6 +103,11 @@ class UsageApi:
             meters=catalogue(),
         )
 
+    @property
+    def validator(self) -> TokenValidator:
+        """The bearer-token validator (and its JWKS cache), shared with the charges routes."""
+        return self._validator
+
     def answer(self, call: HttpCall) -> HttpAnswer:
         """The answer to ``call``; never raises."""
         correlation_id = str(uuid.uuid4())

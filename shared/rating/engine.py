@@ -118,22 +118,39 @@ class ResolvedPrice:
     tiers: tuple[Tier, ...]  # what the buyer pays (override applied)
     list_tiers: tuple[Tier, ...]  # the sheet's own prices
     included: Decimal
+    effective_from: datetime  # when this combination of sheet and override took effect
     _breaks: tuple[Decimal, ...] = field(default=(), repr=False, compare=False)
 
     @classmethod
     def of(
         cls,
         meter_id: str,
-        sheet: str,
+        sheets: tuple[PriceSheet | None, PriceSheet | None],
         entry: str,
-        override: str | None,
         tiers: tuple[Tier, ...],
         list_tiers: tuple[Tier, ...],
         included: Decimal,
+        *,
+        custom: bool,
     ) -> ResolvedPrice:
+        base, override = sheets
+        priced_by = override if custom else base
+        assert priced_by is not None  # a price comes from a sheet
+        applied = (
+            override if override is not None and (custom or override.discount_percent) else None
+        )
+        effective = max(s.effective_from for s in (base, applied) if s is not None)
         breaks = {t.start for t in tiers} | {t.start for t in list_tiers} | {included}
         return cls(
-            meter_id, sheet, entry, override, tiers, list_tiers, included, tuple(sorted(breaks))
+            meter_id,
+            priced_by.version,
+            entry,
+            applied.version if applied else None,
+            tiers,
+            list_tiers,
+            included,
+            effective,
+            tuple(sorted(breaks)),
         )
 
     def unit_prices(self) -> tuple[Decimal, ...]:
@@ -291,12 +308,12 @@ def _resolve(
         list_tiers = entry.tiers if entry is not None else custom.tiers
         return ResolvedPrice.of(
             custom.meter_id,
-            override.version,
+            (base, override),
             override.entry_id(meter_key),
-            override.version,
             custom.tiers,
             list_tiers,
             custom.included_quantity,
+            custom=True,
         )
     if entry is None:
         return None
@@ -309,12 +326,12 @@ def _resolve(
             tiers = tuple(Tier(t.start, t.unit_price * keep) for t in entry.tiers)
     return ResolvedPrice.of(
         entry.meter_id,
-        base.version,
+        (base, override),
         base.entry_id(meter_key),
-        override.version if override and discount else None,
         tiers,
         entry.tiers,
         entry.included_quantity,
+        custom=False,
     )
 
 

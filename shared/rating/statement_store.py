@@ -211,6 +211,17 @@ class FinaliseRun:
         )
 
 
+@dataclass(frozen=True)
+class _RollupContext:
+    """What one roll-up reads once: prices, subscriptions, the month's stored totals."""
+
+    book: PriceBook
+    subscriptions: Mapping[str, Subscription]
+    stored: Mapping[str, Mapping[str, Any]]
+    closed: bool
+    watermark: datetime | None
+
+
 class Statements:
     """Statements for the API, the CLI and the finaliser (see the module docstring)."""
 
@@ -296,76 +307,105 @@ class Statements:
             for builder in builders
         ]
 
+    def _totals(
+        self,
+        subscription_id: str,
+        month: Month,
+        levels: list[Level],
+        context: _RollupContext,
+    ) -> tuple[dict[Level, tuple[Decimal, int]], bool]:
+        """The stored (final) or computed (provisional) totals and row counts per level."""
+        found = {
+            level: context.stored[key]
+            for level in levels
+            if (key := _row_key(subscription_id, level)) in context.stored
+        }
+        if len(found) == len(levels) or context.closed:
+            totals = {lvl: (Decimal(e["Total"]), int(e["Rows"])) for lvl, e in found.items()}
+            return totals, True
+        computed = self._compute(
+            subscription_id, month, levels, context.subscriptions, context.book, context.watermark
+        )
+        return {Level(d["level"]): (Decimal(d["total"]), int(d["rows"])) for d in computed}, False
+
     def rollup(
         self,
         provider: Subscription,
         month: Month,
         subscriptions: Mapping[str, Subscription],
+        tenants: Iterable[str],
     ) -> dict[str, Any]:
-        """A provider's month: each direct tenant's total (what the tenant pays), their sum,
-        and, for a delegated provider, its wholesale cost of the same usage and the margin.
+        """A provider's month over ``tenants`` (its direct tenants in the caller's scope):
+        each tenant's total (what the tenant pays) and their sum; for a delegated provider,
+        its wholesale cost of the same usage and the margin; for a tenant that is itself a
+        delegated provider, what it owes for its own tenants' usage (its wholesale cost).
 
-        Tenants with no usage in the month are left out. Totals are sums of the tenants'
-        statement totals (each already a sum of rounded lines)."""
+        Tenants with nothing to pay for in the month are left out. Totals are sums of the
+        statements' totals (each already a sum of rounded lines)."""
         provider_id = provider.subscription_id.lower()
         delegated = bool(provider.provider_subscription_id)
-        book = self.price_book()
         stored = self.store.summaries(month)
-        closed = CLOSED in stored
-        watermark = self._watermark.read()
-        tenants = sorted(
-            s.subscription_id.lower()
-            for s in subscriptions.values()
-            if (s.provider_subscription_id or "").lower() == provider_id
+        context = _RollupContext(
+            self.price_book(), subscriptions, stored, CLOSED in stored, self._watermark.read()
         )
         listed = []
         total = wholesale = Decimal(0)
         final = True
-        for tenant in tenants:
-            levels = [Level.RETAIL, Level.WHOLESALE] if delegated else [Level.RETAIL]
-            found = {level: stored.get(_row_key(tenant, level)) for level in levels}
-            summary: dict[Level, tuple[str, int]] = {
-                level: (entity["Total"], int(entity["Rows"]))
-                for level, entity in found.items()
-                if entity is not None
-            }
-            status = FINAL
-            if len(summary) < len(levels) and not closed:
-                status = PROVISIONAL
-                computed = self._compute(tenant, month, levels, subscriptions, book, watermark)
-                summary = {
-                    Level(doc["level"]): (doc["total"], int(doc["rows"])) for doc in computed
+        levels = [Level.RETAIL, Level.WHOLESALE] if delegated else [Level.RETAIL]
+        with localcontext(RATING_CONTEXT):
+            for tenant in sorted(tenants):
+                totals, is_final = self._totals(tenant, month, levels, context)
+                rows = max((count for _, count in totals.values()), default=0)
+                resale = self._resale(tenant, month, context)
+                if rows == 0 and resale is None:
+                    continue
+                final = final and is_final and (resale is None or resale[1])
+                retail_total = totals[Level.RETAIL][0]
+                item: dict[str, Any] = {
+                    "subscriptionId": tenant,
+                    "displayName": subscriptions[tenant].display_name,
+                    "status": FINAL if is_final else PROVISIONAL,
+                    "total": money(retail_total),
                 }
-            rows = max((r for _, r in summary.values()), default=0)
-            if rows == 0:
-                continue
-            final = final and status == FINAL
-            retail_total = Decimal(summary[Level.RETAIL][0])
-            item: dict[str, Any] = {
-                "subscriptionId": tenant,
-                "displayName": subscriptions[tenant].display_name,
-                "status": status,
-                "total": money(retail_total),
-            }
-            with localcontext(RATING_CONTEXT):
                 total += retail_total
                 if delegated:
-                    wholesale_total = Decimal(summary.get(Level.WHOLESALE, ("0", 0))[0])
-                    item["wholesaleTotal"] = money(wholesale_total)
-                    wholesale += wholesale_total
-            listed.append(item)
+                    cost = totals.get(Level.WHOLESALE, (Decimal(0), 0))[0]
+                    item["wholesaleTotal"] = money(cost)
+                    wholesale += cost
+                if resale is not None:
+                    item["resoldWholesaleTotal"] = money(resale[0])
+                    total += resale[0]
+                listed.append(item)
         return {
             "providerSubscriptionId": provider_id,
             "month": str(month),
             "status": FINAL if final else PROVISIONAL,
-            "currency": book.currency,
+            "currency": context.book.currency,
             "tenants": listed,
             "total": money(total),
             "wholesaleTotal": money(wholesale) if delegated else None,
             "margin": money(total - wholesale) if delegated else None,
-            "rounding": "sums of the tenants' statement totals (each a sum of rounded lines)",
+            "rounding": "sums of the statements' totals (each a sum of rounded lines)",
             "computedAt": iso(self._clock()),
         }
+
+    def _resale(
+        self, tenant: str, month: Month, context: _RollupContext
+    ) -> tuple[Decimal, bool] | None:
+        """For a tenant that is a delegated provider: its wholesale cost of its own tenants'
+        usage (what it owes this provider for them), and whether all of it is final."""
+        subscription = context.subscriptions.get(tenant)
+        if subscription is None or not subscription.is_provider:
+            return None
+        cost, final = Decimal(0), True
+        for sub in sorted(context.subscriptions):
+            if (context.subscriptions[sub].provider_subscription_id or "").lower() != tenant:
+                continue
+            totals, is_final = self._totals(sub, month, [Level.WHOLESALE], context)
+            if Level.WHOLESALE in totals:
+                cost += totals[Level.WHOLESALE][0]
+                final = final and is_final
+        return cost, final
 
     # --- finalising ---------------------------------------------------------------------
 

@@ -153,8 +153,8 @@ class StatementBuilder:
         versions: set[str] = set()
         for (_, usage_month), line in sorted(self._lines.items(), key=_line_order):
             meter = meters.lookup(line.meter_id)
-            amount = round_line(line.amount, currency) if line.priced else ZERO
-            list_amount = round_line(line.list_amount, currency) if line.priced else ZERO
+            amount = round_line(line.amount if line.priced else ZERO, currency)
+            list_amount = round_line(line.list_amount if line.priced else ZERO, currency)
             with localcontext(RATING_CONTEXT):
                 total += amount
                 list_total += list_amount
@@ -193,8 +193,9 @@ class StatementBuilder:
             "collectedThrough": iso(collected_through + HOUR) if collected_through else None,
             "rows": self.rows,
             "lines": lines,
-            "total": money(total),
-            "listTotal": money(list_total),
+            # Sums of rounded amounts: rounding again only spells zero as 0.00.
+            "total": money(round_line(total, currency)),
+            "listTotal": money(round_line(list_total, currency)),
             "sheetVersions": sorted(versions),
             "rounding": ROUNDING_RULE,
             "computedAt": iso(at),
@@ -305,4 +306,51 @@ def statement_csv(documents: Iterable[Mapping[str, Any]]) -> str:
                 ]
             )
         writer.writerow([*head, "TOTAL", "", "", "", "", "", "", "", document["total"], ""])
+    return out.getvalue()
+
+
+CSV_ROLLUP_COLUMNS: Final = (
+    "providerSubscriptionId",
+    "month",
+    "subscriptionId",
+    "displayName",
+    "status",
+    "currency",
+    "total",
+    "wholesaleTotal",
+    "resoldWholesaleTotal",
+)
+
+
+def rollup_csv(rollup: Mapping[str, Any]) -> str:
+    """A roll-up as CSV: one row per tenant, then a ``TOTAL`` row."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_ROLLUP_COLUMNS)
+    head = [rollup["providerSubscriptionId"], rollup["month"]]
+    for tenant in rollup["tenants"]:
+        writer.writerow(
+            [
+                *head,
+                tenant["subscriptionId"],
+                tenant["displayName"],
+                tenant["status"],
+                rollup["currency"] or "",
+                tenant["total"],
+                tenant.get("wholesaleTotal", ""),
+                tenant.get("resoldWholesaleTotal", ""),
+            ]
+        )
+    writer.writerow(
+        [
+            *head,
+            "TOTAL",
+            "",
+            rollup["status"],
+            rollup["currency"] or "",
+            rollup["total"],
+            rollup["wholesaleTotal"] or "",
+            "",
+        ]
+    )
     return out.getvalue()

@@ -1,0 +1,323 @@
+"""The chargeback routes of ``query_usage``: Azure's RateCard and our statements.
+
+Served beside the usage API under the same catch-all (``subscriptions/{*path}``), with the
+same bearer-token validation, the same scope rules (``shared.query.caller_scope``) and the
+same ARM-shaped errors (``shared.query.arm_responses``):
+
+- ``GET /subscriptions/{id}/providers/Microsoft.Commerce/RateCard?api-version=2015-06-01-preview
+  &$filter=OfferDurableId eq 'MS-AZR-0003P' and Currency eq 'USD' and Locale eq 'en-US' and
+  RegionInfo eq 'US'``: the prices that apply to the subscription now (its retail pricing:
+  its provider's or the default sheet, its override applied), in Azure's
+  ``ResourceRateCardInfo`` shape (``spec/rating.md``). The ``$filter`` is checked as Azure
+  checks it: only ``eq`` and ``and``, all four terms, each once; ``OfferDurableId`` as
+  ``MS-AZR-nnnnP``, a known ``Currency`` (the sheets' one), a locale, a two-letter region.
+  Anything else is 400 with Azure's message. Every offer id reads the same sheet: a
+  subscription's prices here do not depend on the offer named.
+- ``GET /subscriptions/{id}/providers/Microsoft.Commerce/statements/{yyyy-MM}``: the
+  subscription's statement of that month (tenant scope: the admin, its owners and
+  readers); final once finalised, else provisional.
+- ``GET /subscriptions/{providerId}/providers/Microsoft.Commerce.Admin/
+  subscriberStatements/{yyyy-MM}``: the provider's roll-up (provider scope: the admin, or
+  the provider subscription's owner); ``subscriberId`` narrows it to one direct tenant's
+  statement and, for a delegated provider, its wholesale statement.
+
+Statements answer JSON, or CSV with ``Accept: text/csv``. A tenant never sees a wholesale
+figure: those are on the provider routes only.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Final
+
+from shared.core.errors import BadInputError, UnknownResourceError
+from shared.core.hours import iso, utc_now
+from shared.core.meters import MeterCatalogue
+from shared.query.arguments import API_VERSION, ApiPath, Route
+from shared.query.arm_responses import HttpAnswer, arm_error, error_answer, json_answer
+from shared.query.auth import TokenValidator
+from shared.query.caller_scope import CallerScope, resolve_scope
+from shared.query.usage_api import CSV_MIMETYPE, HttpCall, wants_csv
+from shared.rating.engine import Level, Month, PriceBook, ResolvedPrice
+from shared.rating.sheets import CURRENCY_MINOR_UNITS
+from shared.rating.statement_store import Statements
+from shared.rating.statements import rollup_csv, statement_csv
+from shared.storage.account import StorageAccount
+from shared.storage.subscriptions import Subscription, SubscriptionStore
+
+_RATE_CARD = re.compile(
+    r"^/?(?P<subscription>[^/]*)/providers/microsoft\.commerce/ratecard/?$", re.IGNORECASE
+)
+_STATEMENT = re.compile(
+    r"^/?(?P<subscription>[^/]*)/providers/microsoft\.commerce/statements/(?P<month>[^/]*)/?$",
+    re.IGNORECASE,
+)
+_ROLLUP = re.compile(
+    r"^/?(?P<subscription>[^/]*)/providers/microsoft\.commerce\.admin/"
+    r"subscriberstatements/(?P<month>[^/]*)/?$",
+    re.IGNORECASE,
+)
+# Azure's own answer to a $filter it cannot use (the text its RateCard API returns).
+FILTER_MESSAGE: Final = (
+    "Invalid query specified. Please specify valid values for OfferDurableId, Currency, "
+    "Locale and RegionInfo."
+)
+FILTER_TERMS: Final = ("OfferDurableId", "Currency", "Locale", "RegionInfo")
+_TERM = re.compile(r"^\s*(?P<name>[A-Za-z]+)\s+(?P<op>\S+)\s+'(?P<value>[^']*)'\s*$")
+_AND = re.compile(r"\s+and\s+", re.IGNORECASE)
+_OFFER = re.compile(r"^MS-AZR-\d{4}P(-\d{4}P)*$", re.IGNORECASE)
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+_REGION = re.compile(r"^[A-Za-z]{2}$")
+
+
+def handles(route_path: str) -> bool:
+    """True for the paths this module answers (the rest is the usage API's)."""
+    return any(pattern.match(route_path) for pattern in (_RATE_CARD, _STATEMENT, _ROLLUP))
+
+
+@dataclass(frozen=True, slots=True)
+class ChargesRequest:
+    """What the scope rules need of a request (``resolve_scope``'s query)."""
+
+    path: ApiPath
+    subscriber_id: str | None
+
+
+class ChargesApi:
+    """The RateCard and statement routes; built once per process by ``shared.app``."""
+
+    def __init__(
+        self,
+        *,
+        account: StorageAccount,
+        validator: TokenValidator,
+        statements: Statements,
+        meters: MeterCatalogue,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._account = account
+        self._validator = validator
+        self._statements = statements
+        self._meters = meters
+        self._clock = clock
+
+    def answer(self, call: HttpCall) -> HttpAnswer:
+        """The answer to ``call``; never raises."""
+        correlation_id = str(uuid.uuid4())
+        try:
+            answer = self._serve(call, correlation_id)
+        except Exception as error:
+            return error_answer(error, correlation_id)
+        answer.headers["x-ms-correlation-request-id"] = correlation_id
+        return answer
+
+    def _serve(self, call: HttpCall, correlation_id: str) -> HttpAnswer:
+        if call.method.upper() != "GET":
+            return arm_error(
+                405,
+                "MethodNotAllowed",
+                "only GET is supported",
+                correlation_id,
+                headers={"Allow": "GET"},
+            )
+        rate_card = _RATE_CARD.match(call.route_path)
+        statement = _STATEMENT.match(call.route_path)
+        match = rate_card or statement or _ROLLUP.match(call.route_path)
+        if match is None:
+            raise UnknownResourceError("the requested resource does not exist")
+        subscription_id = match.group("subscription").strip().lower()
+        if not subscription_id:
+            raise BadInputError(
+                "the request path has no subscription id",
+                code="SubscriptionIdMissingInRequest",
+                target="subscriptionId",
+            )
+        caller = self._validator.validate(call.header("Authorization"))
+        args = _arguments(call.params)
+        route = Route.TENANT if rate_card or statement else Route.PROVIDER
+        subscriber = (args.get("subscriberid") or "").strip().lower() or None
+        request = ChargesRequest(
+            ApiPath(route, subscription_id), subscriber if route is Route.PROVIDER else None
+        )
+        store = SubscriptionStore(self._account)
+        if rate_card:
+            terms = _rate_card_filter(args.get("$filter"))
+            scope = resolve_scope(caller, request, store)
+            return self._rate_card(scope, terms)
+        month = self._month(match.group("month"))
+        scope = resolve_scope(caller, request, store)
+        if statement:
+            return self._statement(scope, month, call)
+        return self._rollup(scope, month, call)
+
+    def _month(self, text: str) -> Month:
+        month = Month.parse(text)
+        if month is None:
+            raise BadInputError(
+                "the month must be yyyy-MM, e.g. 2026-11", code="InvalidMonth", target="month"
+            )
+        if month.first_hour > self._clock():
+            raise BadInputError(
+                "the month has not started yet", code="InvalidMonth", target="month"
+            )
+        return month
+
+    def _subscriptions(self, scope: CallerScope) -> dict[str, Subscription]:
+        subscriptions = SubscriptionStore(self._account).all()
+        if not scope.subscription_ids and scope.path.route is Route.TENANT:
+            raise UnknownResourceError(f"subscription {scope.path.subscription_id} is not known")
+        return subscriptions
+
+    def _rate_card(self, scope: CallerScope, terms: Mapping[str, str]) -> HttpAnswer:
+        subscriptions = self._subscriptions(scope)
+        book = self._statements.price_book()
+        currency = terms["currency"].upper()
+        if book.currency is not None and currency != book.currency:
+            raise _filter_error()
+        (subscription_id,) = scope.subscription_ids
+        pricing = book.pricing(subscription_id, subscriptions, Level.RETAIL)
+        assert pricing is not None  # every subscription has a retail price level
+        prices = pricing.effective_prices(self._clock())
+        return json_answer(200, self._rate_card_document(prices, book, currency, terms))
+
+    def _rate_card_document(
+        self,
+        prices: list[ResolvedPrice],
+        book: PriceBook,
+        currency: str,
+        terms: Mapping[str, str],
+    ) -> dict[str, Any]:
+        meters: list[dict[str, Any]] = []
+        for price in prices:
+            meter = self._meters.lookup(price.meter_id)
+            meters.append(
+                {
+                    "EffectiveDate": iso(price.effective_from).replace("+00:00", "Z"),
+                    "IncludedQuantity": _number(price.included),
+                    "MeterCategory": meter.provider if meter else "",
+                    "MeterId": price.meter_id,
+                    "MeterName": meter.name if meter else "",
+                    "MeterRates": {
+                        format(t.start, "f"): _number(t.unit_price) for t in price.tiers
+                    },
+                    "MeterRegion": "",
+                    "MeterSubCategory": "",
+                    "MeterTags": [],
+                    "Unit": meter.unit if meter else "",
+                }
+            )
+        return {
+            "OfferTerms": [],
+            "Meters": meters,
+            "Currency": book.currency or currency,
+            "Locale": terms["locale"],
+            "IsTaxIncluded": False,
+        }
+
+    def _statement(self, scope: CallerScope, month: Month, call: HttpCall) -> HttpAnswer:
+        subscriptions = self._subscriptions(scope)
+        (subscription_id,) = scope.subscription_ids
+        document = self._statements.statement(subscription_id, month, Level.RETAIL, subscriptions)
+        assert document is not None  # every subscription has a retail statement
+        if wants_csv(call.header("Accept")):
+            return HttpAnswer(200, statement_csv([document]).encode("utf-8"), CSV_MIMETYPE)
+        return json_answer(200, document)
+
+    def _rollup(self, scope: CallerScope, month: Month, call: HttpCall) -> HttpAnswer:
+        subscriptions = self._subscriptions(scope)
+        provider = subscriptions.get(scope.path.subscription_id)
+        if provider is None:
+            raise UnknownResourceError(f"subscription {scope.path.subscription_id} is not known")
+        csv_wanted = wants_csv(call.header("Accept"))
+        if scope.subscriber_id is not None:
+            book = self._statements.price_book()
+            found = [
+                self._statements.statement(
+                    scope.subscriber_id, month, level, subscriptions, book=book
+                )
+                for level in (Level.RETAIL, Level.WHOLESALE)
+            ]
+            if csv_wanted:
+                body = statement_csv([d for d in found if d is not None]).encode("utf-8")
+                return HttpAnswer(200, body, CSV_MIMETYPE)
+            return json_answer(
+                200,
+                {
+                    "providerSubscriptionId": provider.subscription_id.lower(),
+                    "month": str(month),
+                    "statement": found[0],
+                    "wholesaleStatement": found[1],
+                },
+            )
+        rollup = self._statements.rollup(provider, month, subscriptions, scope.subscription_ids)
+        if csv_wanted:
+            return HttpAnswer(200, rollup_csv(rollup).encode("utf-8"), CSV_MIMETYPE)
+        return json_answer(200, rollup)
+
+
+def _number(value: Decimal) -> float | int:
+    """A sheet decimal as a JSON number, as RateCard clients read it (<= 15 digits: exact)."""
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def _filter_error() -> BadInputError:
+    return BadInputError(FILTER_MESSAGE, code="InvalidFilter", target="$filter")
+
+
+def _arguments(params: Mapping[str, str]) -> dict[str, str]:
+    """Arguments by lower-case name, ``api-version`` checked as the usage API checks it."""
+    args: dict[str, str] = {}
+    for name, value in params.items():
+        key = name.strip().lower()
+        if key in args:
+            raise BadInputError(
+                f"query argument {key!r} is given more than once",
+                code="InvalidProperty",
+                target=key,
+            )
+        args[key] = value
+    version = (args.get("api-version") or "").strip()
+    if not version:
+        raise BadInputError(
+            f"the api-version query argument is required; use {API_VERSION}",
+            code="NoApiVersion",
+            target="api-version",
+        )
+    if version != API_VERSION:
+        raise BadInputError(
+            f"api-version is not supported; use {API_VERSION}",
+            code="InvalidApiVersionParameter",
+            target="api-version",
+        )
+    return args
+
+
+def _rate_card_filter(text: str | None) -> dict[str, str]:
+    """The four terms of a RateCard ``$filter`` by lower-case name (400 as Azure answers)."""
+    if text is None or not text.strip():
+        raise _filter_error()
+    terms: dict[str, str] = {}
+    for clause in _AND.split(text.strip()):
+        match = _TERM.match(clause)
+        if match is None or match.group("op").lower() != "eq":
+            raise _filter_error()
+        name = match.group("name").lower()
+        if name not in {term.lower() for term in FILTER_TERMS} or name in terms:
+            raise _filter_error()
+        terms[name] = match.group("value").strip()
+    if len(terms) != len(FILTER_TERMS):
+        raise _filter_error()
+    valid = (
+        _OFFER.match(terms["offerdurableid"])
+        and terms["currency"].upper() in CURRENCY_MINOR_UNITS
+        and _LOCALE.match(terms["locale"])
+        and _REGION.match(terms["regioninfo"])
+    )
+    if not valid:
+        raise _filter_error()
+    return terms
