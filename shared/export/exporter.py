@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any, Final
 
-from shared.core.hours import iso, utc_now
+from shared.core.hours import utc_now
 from shared.core.meters import MeterCatalogue, catalogue
 from shared.export.configs import ExportConfig, ExportConfigs, Layout
 from shared.export.files import PART_ROWS, ROW_GROUP_ROWS, PartWriter, WrittenBlob
@@ -86,6 +86,11 @@ class ExportRun:
             f"file(s) at {self.folder} ({self.subscriptions} subscriptions; "
             f"{self.removed} older blob(s) removed)"
         )
+
+
+def zulu(moment: datetime) -> str:
+    """ISO 8601 UTC with seconds and ``Z`` (FOCUS's and Cost Management's date-time text)."""
+    return f"{moment:%Y-%m-%dT%H:%M:%SZ}"
 
 
 def period_folder(month: Month) -> str:
@@ -301,10 +306,10 @@ class Exporter:
             },
             "runInfo": {
                 "executionType": execution,
-                "submittedTime": iso(started),
+                "submittedTime": zulu(started),
                 "runId": run.run_id,
-                "startDate": iso(month.first_hour),
-                "endDate": iso(month.next.first_hour),
+                "startDate": zulu(month.first_hour),
+                "endDate": zulu(month.next.first_hour),
             },
             "blobs": [
                 {"blobName": b.name, "byteCount": b.byte_count, "dataRowCount": b.row_count}

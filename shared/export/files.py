@@ -6,7 +6,7 @@ local temporary file, so memory holds one row group, never the month. Every ``pa
 rows the part is closed, uploaded to its blob (in blocks, from the file) and deleted
 locally: parts are of bounded size, as Cost Management's partitioned exports are.
 
-Parquet is typed (``focus.SCHEMA``): decimal(38, 18) for money and quantities, UTC
+Parquet is typed (``focus.SCHEMA``): decimal(38, 24) for money and quantities, UTC
 timestamps, strings, nulls as nulls. CSV follows FOCUS's text rules: decimals as plain
 digits (no exponent), date-times as ``YYYY-MM-DDTHH:mm:ssZ``, a null as an empty field.
 """

@@ -18,9 +18,12 @@ quantity), ``BilledCost`` = ``EffectiveCost`` = ``ContractedCost`` = the exact r
 Meters no sheet prices are exported with cost 0, null unit prices and SKU price,
 ``PricingCategory`` ``Other`` and ``x_PriceStatus`` ``NotPriced`` (as statements show them
 with ``priced: false``): never a made-up price. Amounts are exact sums of the engine's
-exact parts, carried as decimal(38, 18) (the fleet's quantities have at most 6 decimals and
-prices at most 15 significant digits, so no figure loses a digit); a statement line rounds
-them once to the currency's minor unit.
+exact parts, carried as decimal(38, 24): 14 integer digits (a day of one resource's
+largest meter, Byte-Hours, is about 1e12) and 24 decimals, which hold exactly every
+quantity the fleet reports (duration shares such as 1/730 month are doubles of up to 20
+decimals) and every sheet price (at most 15 significant digits), so a row's unit prices and
+quantities are exact and its costs are the exact products rounded half-even at the 24th
+decimal. A statement line rounds them once to the currency's minor unit.
 
 Units are mapped explicitly from the catalogue's Azure Stack spelling to FOCUS's
 (``UNITS``); ``ServiceName``/``ServiceCategory``/``ServiceSubcategory`` come from the resource
@@ -45,10 +48,10 @@ from shared.storage.subscriptions import Subscription
 from shared.storage.usage_rows import UsageRow
 
 DAY: Final = timedelta(days=1)
-SCALE: Final = 18
+SCALE: Final = 24
 QUANTUM: Final = Decimal(1).scaleb(-SCALE)
 DECIMAL: Final = pa.decimal128(38, SCALE)
-TIMESTAMP: Final = pa.timestamp("s", tz="UTC")
+TIMESTAMP: Final = pa.timestamp("ms", tz="UTC")  # Parquet has no second unit
 STRING: Final = pa.string()
 
 PROVIDER_NAME: Final = "Azure Stack Hub"
