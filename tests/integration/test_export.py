@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -26,6 +27,7 @@ import pytest
 from devstack.azurite import Azurite
 from devstack.clock import SettableClock
 from devstack.example_prices import load_example_prices
+from ops.__main__ import main as ops_main
 from shared.core.meters import catalogue
 from shared.export.configs import ExportConfig, ExportConfigs, make_config
 from shared.export.exporter import MANIFEST, Exporter, ExportRun
@@ -359,6 +361,44 @@ def test_configurations_are_kept_and_the_timer_exports_each(
         assert manifest["deliveryConfig"]["fileFormat"] == "Parquet"
     finally:
         assert configs.delete(config.name)
+
+
+def test_ops_exports_and_export_manage_and_run_an_export_with_a_progress_bar(
+    priced_world: World, blobs: BlobStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """python -m ops exports set/list/remove, and python -m ops export --month prints the run."""
+    settings_file = tmp_path / "local.settings.json"
+    settings_file.write_text(json.dumps({"Values": priced_world.values}))
+    container = "cli" + uuid.uuid4().hex[:10]
+
+    def ops(*argv: str) -> tuple[int, str, str]:
+        try:
+            code = ops_main([argv[0], "--settings-file", str(settings_file), *argv[1:]])
+        except SystemExit as exit_info:
+            code = int(exit_info.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = ops("exports", "set", "--name", "cli-focus", "--container", container)
+    assert code == 0, out
+    code, out, _ = ops("exports", "list")
+    assert "cli-focus" in out
+    assert f"{container}/focus" in out
+    code, _, err = ops("exports", "set", "--name", "x", "--scope", "everyone", "--format", "xls")
+    assert code == 2
+    assert "scope" in err
+    assert "format" in err
+    code, out, err = ops("export", "--name", "cli-focus", "--month", "2026-11")
+    assert code == 0, err
+    assert "subscriptions" in err  # the progress bar
+    assert "rows in 1 file(s)" in out
+    assert blobs.names(container, "focus/cli-focus/20261101-20261130/")
+    code, _, err = ops("export", "--name", "cli-focus", "--from", "2026-11", "--to", "2026-10")
+    assert code == 2
+    assert "--to is before --from" in err
+    code, out, _ = ops("exports", "remove", "--name", "cli-focus")
+    assert code == 0
+    assert "cli-focus" not in ops("exports", "list")[1]
 
 
 def test_late_usage_appears_in_the_next_run(priced_world: World, blobs: BlobStore) -> None:
