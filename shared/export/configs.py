@@ -23,6 +23,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import UpdateMode
 
 from shared.core.errors import BadInputError
 from shared.core.retry import call_with_retry
@@ -170,8 +171,9 @@ class ExportConfigs:
 
     def put(self, config: ExportConfig) -> None:
         """Create or replace the configuration of that name."""
+        entity = _entity(config)
         call_with_retry(
-            lambda: self._account.table(ROLE).upsert_entity(_entity(config)),
+            lambda: self._account.table(ROLE).upsert_entity(entity, mode=UpdateMode.REPLACE),
             what=f"store export configuration {config.name}",
         )
 
