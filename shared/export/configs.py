@@ -172,6 +172,7 @@ class ExportConfigs:
     def put(self, config: ExportConfig) -> None:
         """Create or replace the configuration of that name."""
         entity = _entity(config)
+        self._account.ensure_tables([ROLE])  # a deployment older than exports lacks it
         call_with_retry(
             lambda: self._account.table(ROLE).upsert_entity(entity, mode=UpdateMode.REPLACE),
             what=f"store export configuration {config.name}",
