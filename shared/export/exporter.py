@@ -120,11 +120,19 @@ class _Names:
     manifest: str
     part_prefix: str
     extension: str
-    keep: tuple[str, ...]  # prefixes of this run's blobs
-    clean: str  # prefix under which every other blob is an older run's
+    clean: str  # the prefix under which the period's runs live
+    run_key: str  # this run's place in time order: older runs' keys sort before it
+    hubs: bool
 
     def part(self, number: int) -> str:
         return f"{self.part_prefix}{number:04d}{self.extension}"
+
+    def key_of(self, name: str) -> str | None:
+        """The run key of a blob under ``clean`` (None: the folder's shared hubs manifest)."""
+        rest = name[len(self.clean) :]
+        if self.hubs:
+            return rest.split("__", 1)[0] if "__" in rest else None
+        return "/".join(rest.split("/")[:2])
 
 
 class Exporter:
@@ -215,23 +223,26 @@ class Exporter:
         root = f"{config.root_folder}/" if config.root_folder else ""
         if config.layout is Layout.FINOPS_HUBS:
             folder = f"{root}Costs/{month.year:04d}/{month.month:02d}/{config.scope_path}"
-            ingestion = f"{folder}/{started:%Y%m%d%H%M%S}{run_id[:8]}__"
+            ingestion = f"{started:%Y%m%d%H%M%S}{run_id[:8]}"
             return _Names(
                 folder=folder,
                 manifest=f"{folder}/{MANIFEST}",
-                part_prefix=f"{ingestion}part_0_",
+                part_prefix=f"{folder}/{ingestion}__part_0_",
                 extension=extension,
-                keep=(ingestion, f"{folder}/{MANIFEST}"),
                 clean=f"{folder}/",
+                run_key=ingestion,
+                hubs=True,
             )
-        folder = f"{root}{config.name}/{period_folder(month)}/{started:%Y%m%d%H%M}/{run_id}"
+        period = f"{root}{config.name}/{period_folder(month)}/"
+        run_key = f"{started:%Y%m%d%H%M}/{run_id}"
         return _Names(
-            folder=folder,
-            manifest=f"{folder}/{MANIFEST}",
-            part_prefix=f"{folder}/part_0_",
+            folder=f"{period}{run_key}",
+            manifest=f"{period}{run_key}/{MANIFEST}",
+            part_prefix=f"{period}{run_key}/part_0_",
             extension=extension,
-            keep=(f"{folder}/",),
-            clean=f"{root}{config.name}/{period_folder(month)}/",
+            clean=period,
+            run_key=run_key,
+            hubs=False,
         )
 
     def _export_subscription(
@@ -318,12 +329,14 @@ class Exporter:
         }
 
     def _remove_older(self, container: str, names: _Names) -> int:
-        """Delete every blob of the period that is not this run's (after its manifest)."""
-        stale = [
-            name
-            for name in self.blobs.names(container, names.clean)
-            if not name.startswith(names.keep)
-        ]
+        """Delete the blobs of the period's older runs (complete or not), after this run's
+        manifest. Never a newer run's: of two runs racing (the timer and an operator), the
+        one that started later is the one readers keep, whichever finishes first."""
+        stale = []
+        for name in self.blobs.names(container, names.clean):
+            key = names.key_of(name)
+            if key is not None and key < names.run_key:
+                stale.append(name)
         return self.blobs.delete(container, stale)
 
 

@@ -401,6 +401,21 @@ def test_ops_exports_and_export_manage_and_run_an_export_with_a_progress_bar(
     assert "cli-focus" not in ops("exports", "list")[1]
 
 
+def test_a_run_that_started_earlier_but_finishes_later_never_removes_the_newer(
+    priced_world: World, blobs: BlobStore
+) -> None:
+    """Two racing runs (timer and operator): the later-started one stays the one read."""
+    config = new_config()
+    newer = Exporter(priced_world.account, blobs, clock=SettableClock(NOW + timedelta(hours=1)))
+    newer_run = newer.run(config, MONTH)
+    older = Exporter(priced_world.account, blobs, clock=SettableClock(NOW))
+    older_run = older.run(config, MONTH)
+    assert older_run.removed == 0
+    latest = latest_manifest(blobs, config)
+    assert latest.startswith(newer_run.folder.split("/", 1)[1])
+    assert read_run(blobs, config.container, latest).num_rows == newer_run.rows
+
+
 def test_late_usage_appears_in_the_next_run(priced_world: World, blobs: BlobStore) -> None:
     """An hour collected after a run adds its rows (late ones on their usage day) to the next.
 
