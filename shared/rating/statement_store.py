@@ -276,9 +276,9 @@ class Statements:
                 collected_through=month.last_hour,
                 at=now,
             )
-        return self._compute(subscription_id, month, [level], subscriptions, book, watermark)[0]
+        return self.compute(subscription_id, month, [level], subscriptions, book, watermark)[0]
 
-    def _compute(
+    def compute(
         self,
         subscription_id: str,
         month: Month,
@@ -289,8 +289,9 @@ class Statements:
         *,
         status: str = PROVISIONAL,
     ) -> list[dict[str, Any]]:
-        """Rate the subscription's rows of ``month`` reported up to ``last_hour``, once, for
-        each level (one read of the rows, one builder per level)."""
+        """Statements of the subscription's rows of ``month`` reported up to ``last_hour``
+        (None: no rows yet), one per level that applies, from one read of the rows. Not
+        stored: the finaliser stores them; the API and the CLI show them as provisional."""
         now = self._clock()
         builders = []
         for level in levels:
@@ -323,7 +324,7 @@ class Statements:
         if len(found) == len(levels) or context.closed:
             totals = {lvl: (Decimal(e["Total"]), int(e["Rows"])) for lvl, e in found.items()}
             return totals, True
-        computed = self._compute(
+        computed = self.compute(
             subscription_id, month, levels, context.subscriptions, context.book, context.watermark
         )
         return {Level(d["level"]): (Decimal(d["total"]), int(d["rows"])) for d in computed}, False
@@ -360,7 +361,7 @@ class Statements:
                 if rows == 0 and resale is None:
                     continue
                 final = final and is_final and (resale is None or resale[1])
-                retail_total = totals[Level.RETAIL][0]
+                retail_total = totals.get(Level.RETAIL, (Decimal(0), 0))[0]
                 item: dict[str, Any] = {
                     "subscriptionId": tenant,
                     "displayName": subscriptions[tenant].display_name,
@@ -458,7 +459,7 @@ class Statements:
                 continue
             if time.monotonic() > deadline:
                 return False
-            documents = self._compute(
+            documents = self.compute(
                 subscription_id, month, missing, subscriptions, book, month.last_hour, status=FINAL
             )
             subscription = subscriptions.get(subscription_id)

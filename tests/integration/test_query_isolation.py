@@ -18,6 +18,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devstack.example_prices import load_example_prices
 from devstack.host import LocalFunctionsHost
 from shared.core.hours import utc_now
 from shared.query.arguments import parse_path, parse_query
@@ -27,6 +28,7 @@ from shared.query.continuation import ContinuationCodec, Cursor, PageState
 from shared.query.usage_api import with_continuation_token
 from shared.storage.subscriptions import Subscription, SubscriptionState, SubscriptionStore
 from tests.integration.test_query_support import (
+    API_VERSION,
     DAY,
     HOUR,
     PROVIDER_PATH,
@@ -42,6 +44,21 @@ COMBINATIONS = [
     window(DAY, DAY + timedelta(days=1), "Daily"),
     {**window(DAY + 6 * HOUR, DAY + 9 * HOUR), "showDetails": "false"},
     {**window(DAY, DAY + timedelta(days=1), "daily"), "showDetails": "true"},
+]
+
+
+RATE_CARD_PATH = "/subscriptions/{}/providers/Microsoft.Commerce/RateCard"
+STATEMENT_PATH = "/subscriptions/{}/providers/Microsoft.Commerce/statements/2026-11"
+ROLLUP_PATH = "/subscriptions/{}/providers/Microsoft.Commerce.Admin/subscriberStatements/2026-11"
+RATE_CARD_ARGS = {
+    "api-version": API_VERSION,
+    "$filter": "OfferDurableId eq 'MS-AZR-0003P' and Currency eq 'USD' and Locale eq 'en-US' "
+    "and RegionInfo eq 'US'",
+}
+CHARGES = [
+    (RATE_CARD_PATH, RATE_CARD_ARGS),
+    (STATEMENT_PATH, {"api-version": API_VERSION}),
+    (ROLLUP_PATH, {"api-version": API_VERSION}),
 ]
 
 
@@ -86,6 +103,27 @@ def test_every_pair_of_tenants_is_isolated_on_both_routes(
         response = call(host.base_url, PROVIDER_PATH.format(provider), narrowed, token)
         assert response.status_code == 403
     assert refused > 1000
+
+
+def test_every_pair_of_tenants_is_isolated_on_statements_and_rate_cards(
+    world: World, host: LocalFunctionsHost
+) -> None:
+    """Each directory's users get 403 for every other directory's rate cards, statements
+    and roll-ups, also when narrowing a provider's roll-up to one of its subscriptions."""
+    load_example_prices(world.settings)  # idempotent: the same versions every time
+    refused = 0
+    for (_, mine), (_, theirs) in itertools.permutations(directories(world).items(), 2):
+        token = world.token(next(owner for s in mine for owner in s.owners))
+        for target in theirs:
+            for path, params in CHARGES:
+                response = call(host.base_url, path.format(target.subscription_id), params, token)
+                assert response.status_code == 403, (path, response.text)
+                refused += 1
+        target = theirs[0]
+        narrowed = {"api-version": API_VERSION, "subscriberId": target.subscription_id}
+        path = ROLLUP_PATH.format(target.provider_subscription_id)
+        assert call(host.base_url, path, narrowed, token).status_code == 403
+    assert refused > 300
 
 
 def test_tenant_owners_read_exactly_their_subscription(

@@ -1,0 +1,267 @@
+"""Chargeback against a real Azurite: the sheet store, finalising statements, late usage
+after a month closed, two-level roll-ups, and the operator CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.collection.collector import Collector
+from shared.core.config import Settings
+from shared.core.errors import SheetRejectedError
+from shared.core.meters import catalogue
+from shared.rating.engine import Level, Month
+from shared.rating.sheet_files import read_json_sheet
+from shared.rating.sheet_store import ROLE as PRICES
+from shared.rating.sheet_store import SheetStore, StoreOutcome
+from shared.rating.statement_store import Statements
+from shared.storage.account import StorageAccount
+from shared.storage.subscriptions import SubscriptionStore
+from tests.integration.test_ops_cli import run_ops, settings_file_for
+from tests.scripted_source import (
+    HOUR,
+    PROVIDER,
+    TENANT_A,
+    ScriptedSource,
+    subscription,
+    vm_record,
+)
+
+WIN = "9CD92D4C-BAFD-4492-B278-BEDC2DE8232A"  # what vm_record reports
+DELEGATED = "00000000-0000-0000-0000-00000000000d"
+TENANT_C = "33333333-3333-3333-3333-333333333333"
+NOV, DEC = Month(2026, 11), Month(2026, 12)
+
+
+def priced(meters: dict[str, str], *, scope: str = "default", effective: str = "2026-01-01") -> Any:
+    document = {
+        "scope": scope,
+        "effectiveFrom": effective,
+        "currency": "USD",
+        "meters": [{"meterId": m, "unitPrice": p} for m, p in meters.items()],
+    }
+    return read_json_sheet(json.dumps(document), catalogue())
+
+
+def source() -> ScriptedSource:
+    """The scripted fleet plus a delegated provider with one tenant, under the source name
+    the settings name (so the CLI reads the same watermark)."""
+    scripted = ScriptedSource(name="simulated")
+    delegated = dataclasses.replace(
+        subscription(DELEGATED, provider=PROVIDER), is_provider=True, display_name="reseller"
+    )
+    scripted.listed += [delegated, subscription(TENANT_C, provider=DELEGATED)]
+    return scripted
+
+
+def collect(settings: Settings, scripted: ScriptedSource, hours: list[datetime]) -> None:
+    collector = Collector(settings, StorageAccount(settings), scripted)
+    collector.account.ensure_tables()
+    for hour in hours:
+        collector.collect_hour(hour)
+
+
+def test_sheet_versions_are_stored_once_and_bad_ones_leave_nothing(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A version stores once (again: unchanged); other prices for it, a provider scope that
+    is no delegated provider, or another currency: refused, and the table is as before."""
+    settings = make_settings()
+    scripted = source()
+    collect(settings, scripted, [datetime(2026, 11, 2, tzinfo=UTC)])
+    account = StorageAccount(settings)
+    store, subscriptions = SheetStore(account), SubscriptionStore(account)
+    assert store.put(priced({WIN: "0.05"}), subscriptions) is StoreOutcome.STORED
+    assert store.put(priced({WIN: "0.05"}), subscriptions) is StoreOutcome.UNCHANGED
+    with pytest.raises(SheetRejectedError, match="already stored with other prices"):
+        store.put(priced({WIN: "0.06"}), subscriptions)
+    with pytest.raises(SheetRejectedError, match="not a delegated provider"):
+        store.put(priced({WIN: "0.06"}, scope=f"provider:{PROVIDER}"), subscriptions)
+    euro = read_json_sheet(
+        json.dumps(
+            {
+                "scope": f"provider:{DELEGATED}",
+                "effectiveFrom": "2026-01-01",
+                "currency": "EUR",
+                "meters": [{"meterId": WIN, "unitPrice": "1"}],
+            }
+        ),
+        catalogue(),
+    )
+    with pytest.raises(SheetRejectedError, match="one currency"):
+        store.put(euro, subscriptions)
+    assert len(list(account.table(PRICES).list_entities())) == 1
+    assert store.all() == [priced({WIN: "0.05"})]
+
+
+def test_a_finalised_statement_never_changes_when_late_usage_arrives(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """November closes, its statement is stored; usage of November reported on 1 December
+    lands on December's statement at November's price, and November's stays as it was."""
+    settings = make_settings()
+    account = StorageAccount(settings)
+    scripted = source()
+    last = NOV.last_hour
+    scripted.by_hour[last - HOUR] = [vm_record(TENANT_A, last - HOUR, quantity=8.0)]
+    scripted.by_hour[last] = [vm_record(TENANT_A, last, quantity=8.0)]
+    scripted.by_hour[DEC.first_hour] = [
+        vm_record(TENANT_A, last - 2 * HOUR, name="late", quantity=4.0),  # November's usage
+        vm_record(TENANT_A, DEC.first_hour, quantity=8.0),
+    ]
+    collect(settings, scripted, [last - HOUR, last])
+    subscriptions = SubscriptionStore(account)
+    SheetStore(account).put(priced({WIN: "0.05"}), subscriptions)
+    SheetStore(account).put(priced({WIN: "0.07"}, effective="2026-12-01"), subscriptions)
+    statements = Statements(account, catalogue(), "simulated")
+    known = subscriptions.all()
+
+    preview = statements.statement(TENANT_A, NOV, Level.RETAIL, known)
+    assert preview is not None
+    assert preview["status"] == "provisional"
+    run = statements.finalise_due(60)
+    assert run.months_closed == ["2026-11"]
+    assert run.statements_stored == 1
+    final = statements.statement(TENANT_A, NOV, Level.RETAIL, known)
+    assert final is not None
+    assert final["status"] == "final"
+    assert final["total"] == "0.80" == preview["total"]  # 16 hours x 0.05
+
+    collect(settings, scripted, [DEC.first_hour])
+    assert statements.statement(TENANT_A, NOV, Level.RETAIL, known) == final
+    again = statements.finalise_due(60)
+    assert (again.months_closed, again.statements_stored) == ([], 0)
+    december = statements.statement(TENANT_A, DEC, Level.RETAIL, known)
+    assert december is not None
+    late = [line for line in december["lines"] if line["late"]]
+    assert [(x["usagePeriod"]["month"], x["unitPrices"], x["amount"]) for x in late] == [
+        ("2026-11", ["0.05"], "0.20")
+    ]
+    assert december["total"] == "0.76"  # 0.20 late + 8 x 0.07
+
+
+def test_two_levels_are_finalised_and_rolled_up_per_provider(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The delegated provider's tenant: retail by the reseller's sheet, wholesale by the
+    admin's; the reseller's roll-up shows revenue, cost and margin; the root's roll-up
+    shows what the reseller owes for its tenants."""
+    settings = make_settings()
+    account = StorageAccount(settings)
+    scripted = source()
+    last = NOV.last_hour
+    scripted.by_hour[last] = [
+        vm_record(TENANT_C, last, quantity=10.0),
+        vm_record(TENANT_A, last, quantity=1.0),
+    ]
+    collect(settings, scripted, [last])
+    subscriptions = SubscriptionStore(account)
+    SheetStore(account).put(priced({WIN: "1"}), subscriptions)
+    SheetStore(account).put(priced({WIN: "1.25"}, scope=f"provider:{DELEGATED}"), subscriptions)
+    statements = Statements(account, catalogue(), "simulated")
+    assert statements.finalise_due(60).statements_stored == 3  # A retail, C retail + wholesale
+    known = subscriptions.all()
+    reseller = statements.rollup(known[DELEGATED], NOV, known, [TENANT_C])
+    assert (reseller["status"], reseller["total"]) == ("final", "12.50")
+    assert (reseller["wholesaleTotal"], reseller["margin"]) == ("10.00", "2.50")
+    root = statements.rollup(known[PROVIDER], NOV, known, [TENANT_A, DELEGATED])
+    by_id = {tenant["subscriptionId"]: tenant for tenant in root["tenants"]}
+    assert by_id[DELEGATED]["resoldWholesaleTotal"] == "10.00"
+    assert Decimal(root["total"]) == Decimal("11.00")  # A's 1.00 + the reseller's 10.00
+
+
+def test_ops_prices_refuses_a_bad_file_whole_and_statements_prints_the_month(
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``prices import`` of a bad CSV: exit 2, one line per problem, nothing stored; a good
+    one imports; ``statements`` prints the month as a table, JSON and CSV."""
+    settings = make_settings()
+    scripted = source()
+    hour = datetime(2026, 11, 2, tzinfo=UTC)
+    scripted.by_hour[hour] = [vm_record(TENANT_A, hour, quantity=8.0)]
+    collect(settings, scripted, [hour])
+    settings_file = str(settings_file_for(settings, tmp_path))
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "meter_id,tier_start,unit_price,included_quantity\n"
+        "not-a-meter,0,1,\n"
+        f"{WIN},0,-2,\n"
+        f"{WIN},0,1,\n"
+    )
+    code, _, err = run_ops(
+        capsys,
+        "prices",
+        "import",
+        str(bad),
+        "--scope",
+        "default",
+        "--effective",
+        "2026-11-01",
+        "--currency",
+        "USD",
+        "--settings-file",
+        settings_file,
+    )
+    assert code == 2
+    problems = [line for line in err.splitlines() if line.startswith("  ")]
+    assert len(problems) == 3, err
+    assert SheetStore(StorageAccount(settings)).all() == []
+    good = tmp_path / "good.csv"
+    good.write_text(
+        f"meter_id,tier_start,unit_price,included_quantity,currency\n{WIN},0,0.05,,USD\n"
+    )
+    code, out, _ = run_ops(
+        capsys,
+        "prices",
+        "import",
+        str(good),
+        "--scope",
+        "default",
+        "--effective",
+        "2026-11-01",
+        "--settings-file",
+        settings_file,
+    )
+    assert code == 0
+    assert "stored" in out
+    for output in ("table", "json", "csv"):
+        code, out, _ = run_ops(
+            capsys,
+            "statements",
+            "--subscription",
+            TENANT_A,
+            "--month",
+            "2026-11",
+            "--output",
+            output,
+            "--settings-file",
+            settings_file,
+        )
+        assert code == 0
+        assert "0.40" in out  # 8 x 0.05
+    code, out, _ = run_ops(
+        capsys,
+        "statements",
+        "--provider",
+        PROVIDER,
+        "--month",
+        "2026-11",
+        "--output",
+        "json",
+        "--settings-file",
+        settings_file,
+    )
+    assert json.loads(out)["total"] == "0.40"
+    code, out, _ = run_ops(
+        capsys, "prices", "show", "--subscription", TENANT_A, "--settings-file", settings_file
+    )
+    assert json.loads(out)["retail"]["meters"][0]["unitPrices"] == {"0": "0.05"}
