@@ -36,10 +36,10 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import IO, Any, Final
 
-from shared.core.hours import utc_now
+from shared.core.hours import HOUR, utc_now
 from shared.core.meters import MeterCatalogue, catalogue
 from shared.export.configs import ExportConfig, ExportConfigs, Layout
 from shared.export.files import PART_ROWS, ROW_GROUP_ROWS, PartWriter, WrittenBlob
@@ -63,6 +63,8 @@ EXPORT_TYPE: Final = "FocusCost"
 PREVIOUS_MONTH_DAYS: Final = 5
 # Without any price sheet there is no currency; the costs are then all 0, NotPriced.
 NO_SHEET_CURRENCY: Final = "USD"
+
+READ_CHUNK: Final = timedelta(days=7)
 
 Progress = Callable[[int, int, int], None]  # (subscriptions done, of, rows so far)
 
@@ -272,12 +274,15 @@ class Exporter:
             book.currency or NO_SHEET_CURRENCY,
             self.meters,
         )
-        for reported, row in read_hourly_rows(
-            self.account, subscription_id, month.first_hour, bound
-        ):
-            summed.add(
-                reported, row, rater.rate(row.meter_id, row.usage_start, exact(row.quantity))
-            )
+        # A week of reported hours per read: memory holds one subscription's week of hourly
+        # rows, not its month, and a month is still a handful of range queries.
+        first = month.first_hour
+        while first <= bound:
+            last = min(first + READ_CHUNK - HOUR, bound)
+            for reported, row in read_hourly_rows(self.account, subscription_id, first, last):
+                rated = rater.rate(row.meter_id, row.usage_start, exact(row.quantity))
+                summed.add(reported, row, rated)
+            first = last + HOUR
         rows = summed.rows()
         for focus_row in rows:
             writer.write(focus_row)
