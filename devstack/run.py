@@ -44,12 +44,14 @@ from devstack.local_settings import local_values
 from devstack.sign_in import DEFAULT_PATH as SIGN_IN_PATH
 from devstack.sign_in import LocalSignIn
 from devstack.tokens import LocalIssuer
+from shared.app import FunctionApp
 from shared.billing.reconcile import Reconciliation, reconcile
 from shared.billing.reporter import commerce_client
 from shared.core.config import Settings
 from shared.core.errors import TransientError
 from shared.core.hours import HOUR, last_closed_hour, utc_now
 from shared.core.meters import catalogue
+from shared.export.configs import ExportConfigs, make_config
 from shared.rating.engine import Month
 from shared.rating.statement_store import Statements
 from shared.storage.account import StorageAccount
@@ -159,6 +161,20 @@ def print_month_to_date(settings: Settings, month: Month) -> None:
         if rollup["wholesaleTotal"] is not None:
             line += f"  (wholesale {rollup['wholesaleTotal']}, margin {rollup['margin']})"
         print(f"{line}  [{rollup['status']}, {len(rollup['tenants'])} subscriptions]")
+
+
+def export_first_cycle(settings: Settings, first: datetime, last: datetime) -> None:
+    """The admin's FOCUS export (configured if missing) of the months the catch-up covers."""
+    app = FunctionApp(settings)
+    configs = ExportConfigs(app.account)
+    config = configs.get("focus-admin")
+    if config is None:
+        config = make_config("focus-admin", "admin")
+        configs.put(config)
+    print(f"\nFOCUS export ({app.blobs.account_url}, container {config.container}):")
+    for month in sorted({Month.of(first), Month.of(last)}):
+        run = app.exporter().run(config, month)
+        print(f"  {run.period}: {run.rows} rows in {len(run.blobs)} file(s) at {run.folder}/")
 
 
 def print_access(
@@ -329,6 +345,7 @@ def first_cycle(
     for line in load_example_prices(settings):
         print(f"  {line}")
     print_month_to_date(settings, Month.of(last))
+    export_first_cycle(settings, first, last)
     tokens: dict[str, tuple[str, str, str]] = {}
     for role in ("admin", "provider", "delegated", "tenant"):
         principal, token = mint_demo_token(settings, role, directory=issuer.directory)

@@ -66,6 +66,9 @@ param azureStackTimeoutSeconds int = 120
 @description('NCRONTAB (six fields, UTC) of the collect_usage timer (COLLECT_SCHEDULE).')
 param collectSchedule string = '0 5 * * * *'
 
+@description('NCRONTAB (six fields, UTC) of the export_usage timer (EXPORT_SCHEDULE): daily, after the day\'s last hour is collected.')
+param exportSchedule string = '0 30 0 * * *'
+
 @description('Seconds one collect_usage run may spend catching up; below the host\'s functionTimeout (COLLECT_TIME_BUDGET_SECONDS).')
 @minValue(1)
 @maxValue(3600)
@@ -268,6 +271,8 @@ module api 'app/function-app.bicep' = {
       USAGE_TABLE_PREFIX: tablePrefix
       // collect_usage timer schedule (%COLLECT_SCHEDULE% in collect_usage/function.json).
       COLLECT_SCHEDULE: collectSchedule
+      // export_usage timer schedule (%EXPORT_SCHEDULE% in export_usage/function.json).
+      EXPORT_SCHEDULE: exportSchedule
       // collect_usage catch-up: time budget per run and the first run's lookback.
       COLLECT_TIME_BUDGET_SECONDS: string(collectTimeBudgetSeconds)
       COLLECT_LOOKBACK_HOURS: string(collectLookbackHours)

@@ -36,6 +36,8 @@ COMMANDS = {
     "subscriptions": "subscriptions",
     "reconcile": "reconcile",
     "requeue-poison": "requeue_poison",
+    "export": "export",
+    "exports": "exports",
     "prices": "prices",
     "statements": "statements",
 }

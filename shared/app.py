@@ -1,7 +1,7 @@
 """The function app's composition root: every collaborator built once, from settings.
 
 Entry points (``collect_usage``, ``report_to_azure``, ``query_usage``,
-``finalise_statements``, ``portal``) hold one
+``finalise_statements``, ``export_usage``, ``portal``) hold one
 :class:`LazyApp` each; its first use reads the app settings from the environment and
 builds a :class:`FunctionApp`, which keeps what is worth keeping between invocations of
 one worker process: the storage account (its per-thread table clients and connections),
@@ -35,6 +35,7 @@ from shared.collection.sources import SOURCES, SourceRegistry
 from shared.core.config import Settings
 from shared.core.hours import utc_now
 from shared.core.meters import catalogue
+from shared.export.exporter import Exporter, ExportRun
 from shared.portal.site import PortalAnswer, PortalRequest, PortalSite
 from shared.query import charges_api
 from shared.query.arm_responses import HttpAnswer
@@ -42,6 +43,7 @@ from shared.query.charges_api import ChargesApi
 from shared.query.usage_api import HttpCall, UsageApi
 from shared.rating.statement_store import FinaliseRun, Statements
 from shared.storage.account import StorageAccount
+from shared.storage.blobs import BlobStore
 
 
 class FunctionApp:
@@ -123,6 +125,18 @@ class FunctionApp:
                 account=self.account,
                 pool=self._pool,
             )
+
+    @cached_property
+    def blobs(self) -> BlobStore:
+        return BlobStore(self.settings)
+
+    def exporter(self) -> Exporter:
+        """The exporter over this app's storage (``python -m ops export`` uses it too)."""
+        return Exporter(self.account, self.blobs, clock=self._clock)
+
+    def export(self) -> list[ExportRun]:
+        """One export_usage run: every configured export's due months (see ``due_months``)."""
+        return self.exporter().run_due(execution="Scheduled")
 
     def answer_usage_request(self, call: HttpCall) -> HttpAnswer:
         """One ``query_usage`` request (the usage API, or the RateCard and statement routes

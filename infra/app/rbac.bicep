@@ -19,8 +19,10 @@ param userPrincipalId string = ''
 
 // Built-in role definition ids (https://learn.microsoft.com/azure/role-based-access-control/built-in-roles).
 var roles = {
-  // Deployment package container (Flex Consumption pulls the zip with the identity) and the
-  // host's own blob containers (timer schedule monitor, singleton locks): host storage.
+  // Deployment package container (Flex Consumption pulls the zip with the identity), the
+  // host's own blob containers (timer schedule monitor, singleton locks): host storage; and
+  // export_usage's FOCUS files (it creates, writes, lists and deletes blobs: Owner includes
+  // everything Storage Blob Data Contributor grants).
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   // Usage rows, subscriptions, watermark, quarantine and billing ledger tables.
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'

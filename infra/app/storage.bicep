@@ -37,6 +37,7 @@ var tableRoles = [
   'summaries'
   'prices'
   'statements'
+  'exports'
 ]
 
 // The Functions host moves a message here after maxDequeueCount failed deliveries.
@@ -77,6 +78,16 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
 resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: blobService
   name: deploymentContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+// export_usage's default container (shared/export/configs.py ExportConfig.container): FOCUS
+// files for Power BI and billing adapters. Readers sign in with Entra ID (no shared keys).
+resource exportsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: 'usage-exports'
   properties: {
     publicAccess: 'None'
   }

@@ -37,6 +37,8 @@ class Settings(BaseModel):
     storage_connection_string: SecretStr | None = Field(None, alias="AzureWebJobsStorage")
     table_service_uri: str | None = Field(None, alias="AzureWebJobsStorage__tableServiceUri")
     queue_service_uri: str | None = Field(None, alias="AzureWebJobsStorage__queueServiceUri")
+    # export_usage writes its files to blob containers of the same account.
+    blob_service_uri: str | None = Field(None, alias="AzureWebJobsStorage__blobServiceUri")
     storage_client_id: str | None = Field(None, alias="AzureWebJobsStorage__clientId")
 
     # Table names are "{prefix}{role}" and "{prefix}u{subscription}" (per-tenant usage);
@@ -65,6 +67,8 @@ class Settings(BaseModel):
     statements_time_budget_seconds: float = Field(
         420.0, alias="STATEMENTS_TIME_BUDGET_SECONDS", gt=0, le=3600
     )
+    # export_usage: daily, after collect_usage's 00:05 run has collected the day's last hour.
+    export_schedule: str = Field("0 30 0 * * *", alias="EXPORT_SCHEDULE")
 
     usage_source: Literal["simulated", "azurestack"] | None = Field(None, alias="USAGE_SOURCE")
     fleet_seed: int = Field(1, alias="FLEET_SEED", ge=0)
@@ -188,6 +192,8 @@ class Settings(BaseModel):
             raise ValueError("COLLECT_SCHEDULE must be a six-field NCRONTAB expression")
         if len(self.statements_schedule.split()) != 6:
             raise ValueError("STATEMENTS_SCHEDULE must be a six-field NCRONTAB expression")
+        if len(self.export_schedule.split()) != 6:
+            raise ValueError("EXPORT_SCHEDULE must be a six-field NCRONTAB expression")
         key = self.continuation_token_key.get_secret_value()
         if len(key) < 32:
             raise ValueError("CONTINUATION_TOKEN_KEY must be at least 32 characters")

@@ -12,7 +12,8 @@ other tables, by role (the name is ``{USAGE_TABLE_PREFIX}{role}``):
 - ``activity``: which of a provider's tenants had rows in a reported day;
 - ``summaries``: an hour's chargeable sums per (billing resource, dimension);
 - ``subscriptions``, ``state`` (watermarks), ``quarantine``, ``ledger``;
-- ``prices`` (price sheets) and ``statements`` (final statements), written by ``shared.rating``.
+- ``prices`` (price sheets) and ``statements`` (final statements), written by ``shared.rating``;
+- ``exports``: export configurations (``shared.export.configs``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ TABLE_ROLES = (
     "summaries",
     "prices",
     "statements",
+    "exports",
 )
 
 # Seconds; a storage call that takes longer than this is treated as a transient fault.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -16,8 +17,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 import requests
+from azure.storage.blob import BlobServiceClient
 
 from devstack.fleet import fleet_from_settings
 from shared.core.config import Settings
@@ -264,6 +267,23 @@ def test_the_first_run_already_shows_money(stack: dict[str, Any]) -> None:
     rollup = answer.json()
     assert rollup["currency"] == "USD"
     assert Decimal(rollup["total"]) > Decimal(rollup["wholesaleTotal"]) > 0
+
+
+def test_the_first_cycle_is_exported_to_blob_storage(stack: dict[str, Any]) -> None:
+    """The run command writes the admin's FOCUS export of the caught-up hours, readable."""
+    container = BlobServiceClient.from_connection_string(stack["storage"]).get_container_client(
+        "usage-exports"
+    )
+    manifests = [n for n in container.list_blob_names() if n.endswith("/manifest.json")]
+    assert manifests
+    rows = 0
+    for name in manifests:
+        manifest = json.loads(container.download_blob(name).readall())
+        for blob in manifest["blobs"]:
+            data = container.download_blob(blob["blobName"]).readall()
+            assert pq.read_table(io.BytesIO(data)).num_rows == blob["dataRowCount"]
+        rows += manifest["dataRowCount"]
+    assert rows > 0
 
 
 def test_the_stack_stops_cleanly_on_ctrl_c(stack: dict[str, Any]) -> None:

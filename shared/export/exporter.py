@@ -1,0 +1,375 @@
+"""One export run: a billing period's FOCUS rows written as a complete, replaceable file set.
+
+**Cost Management layout** (``spec/focus-export.md``)::
+
+    {container}/{root}/{export}/{YYYYMMDD-YYYYMMDD}/{YYYYMMDDHHmm}/{runId}/part_0_0001.parquet
+                                                                   .../manifest.json
+
+The period folder is the billing month (first day - last day), the same for every run of
+that month, so "the latest run of the period" is well defined. Order of a run:
+
+1. every part is uploaded into the run's own new folder (a reader ignores folders without
+   a ``manifest.json``);
+2. ``manifest.json`` is written **last**: the run is now complete and the newest one;
+3. only then are the older runs of the period deleted (``OverwritePreviousReport``).
+
+A run that dies anywhere before step 2 leaves the previous run complete and readable (and
+its own partial folder, which the next complete run removes); one that dies in step 3
+leaves two complete runs, the newer one read first. Invariant 11: the same stored usage
+gives the same rows, in the same order.
+
+**FinOps hubs layout**:
+``{container}/{root}/Costs/{yyyy}/{mm}/{scope}/{ingestionId}__part_0_0001.parquet``, then an
+empty ``manifest.json`` in that folder, which starts the hub's ingestion; a newer ingestion id
+replaces the older files of the folder (the hub does that on its side; the older blobs are
+deleted here after the manifest, as above).
+
+Rows visible to an export are those the usage API shows: reported at or before the
+collection watermark. Which rows, priced how: ``shared.export.configs`` (scope) and
+``shared.export.focus`` (grain, figures).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import IO, Any, Final
+
+from shared.core.hours import HOUR, utc_now
+from shared.core.meters import MeterCatalogue, catalogue
+from shared.export.configs import ExportConfig, ExportConfigs, Layout
+from shared.export.files import PART_ROWS, ROW_GROUP_ROWS, PartWriter, WrittenBlob
+from shared.export.focus import ADMIN_ISSUER_NAME, Buyer, SubscriptionMonth
+from shared.rating.engine import Level, Month, MonthRater, PriceBook, exact
+from shared.rating.sheet_store import SheetStore
+from shared.storage.account import StorageAccount
+from shared.storage.blobs import BlobStore
+from shared.storage.subscriptions import Subscription, SubscriptionStore
+from shared.storage.usage_rows import read_hourly_rows
+from shared.storage.watermark import Watermark
+
+log = logging.getLogger(__name__)
+
+MANIFEST: Final = "manifest.json"
+MANIFEST_VERSION: Final = "2024-04-01"
+DATA_VERSION: Final = "1.2-preview"
+API_VERSION: Final = "2023-07-01-preview"
+EXPORT_TYPE: Final = "FocusCost"
+# Cost Management re-exports the previous month on the first days of a month (days 1-5).
+PREVIOUS_MONTH_DAYS: Final = 5
+# Without any price sheet there is no currency; the costs are then all 0, NotPriced.
+NO_SHEET_CURRENCY: Final = "USD"
+
+READ_CHUNK: Final = timedelta(days=7)
+
+Progress = Callable[[int, int, int], None]  # (subscriptions done, of, rows so far)
+
+
+@dataclass
+class ExportRun:
+    """What one run wrote."""
+
+    config: str
+    period: str  # YYYY-MM
+    folder: str  # container/... of the run (where manifest.json is)
+    run_id: str
+    blobs: list[WrittenBlob] = field(default_factory=list)
+    rows: int = 0
+    subscriptions: int = 0
+    removed: int = 0  # blobs of older runs deleted
+
+    def summary_line(self) -> str:
+        return (
+            f"export {self.config} {self.period}: {self.rows} rows in {len(self.blobs)} "
+            f"file(s) at {self.folder} ({self.subscriptions} subscriptions; "
+            f"{self.removed} older blob(s) removed)"
+        )
+
+
+def zulu(moment: datetime) -> str:
+    """ISO 8601 UTC with seconds and ``Z`` (FOCUS's and Cost Management's date-time text)."""
+    return f"{moment:%Y-%m-%dT%H:%M:%SZ}"
+
+
+def period_folder(month: Month) -> str:
+    return f"{month.first_hour:%Y%m%d}-{month.last_hour:%Y%m%d}"
+
+
+def time_frame(month: Month, now: datetime) -> str:
+    current = Month.of(now)
+    if month == current:
+        return "MonthToDate"
+    return "TheLastMonth" if month == current.previous else "Custom"
+
+
+def due_months(now: datetime) -> list[Month]:
+    """The months a scheduled run exports: this one, and the previous one on days 1-5."""
+    current = Month.of(now)
+    if now.day <= PREVIOUS_MONTH_DAYS:
+        return [current.previous, current]
+    return [current]
+
+
+@dataclass(frozen=True, slots=True)
+class _Names:
+    """Where a run writes: its folder, manifest and parts; what it keeps and cleans after."""
+
+    folder: str
+    manifest: str
+    part_prefix: str
+    extension: str
+    clean: str  # the prefix under which the period's runs live
+    run_key: str  # this run's place in time order: older runs' keys sort before it
+    hubs: bool
+
+    def part(self, number: int) -> str:
+        return f"{self.part_prefix}{number:04d}{self.extension}"
+
+    def key_of(self, name: str) -> str | None:
+        """The run key of a blob under ``clean`` (None: the folder's shared hubs manifest)."""
+        rest = name[len(self.clean) :]
+        if self.hubs:
+            return rest.split("__", 1)[0] if "__" in rest else None
+        return "/".join(rest.split("/")[:2])
+
+
+class Exporter:
+    """Writes export runs (see the module docstring)."""
+
+    def __init__(
+        self,
+        account: StorageAccount,
+        blobs: BlobStore,
+        *,
+        meters: MeterCatalogue | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        part_rows: int = PART_ROWS,
+        row_group_rows: int = ROW_GROUP_ROWS,
+    ) -> None:
+        self.account = account
+        self.blobs = blobs
+        self.meters = meters or catalogue()
+        self._clock = clock
+        self._part_rows = part_rows
+        self._group_rows = row_group_rows
+
+    def run_due(self, *, execution: str = "Scheduled") -> list[ExportRun]:
+        """Every configured export, for every due month (the timer's work)."""
+        now = self._clock()
+        runs = []
+        for config in ExportConfigs(self.account).all():
+            for month in due_months(now):
+                runs.append(self.run(config, month, execution=execution))
+        return runs
+
+    def run(
+        self,
+        config: ExportConfig,
+        month: Month,
+        *,
+        execution: str = "OnDemand",
+        progress: Progress | None = None,
+    ) -> ExportRun:
+        """Export ``month`` (its rows reported so far) for ``config``; see the module docstring."""
+        started = self._clock()
+        settings = self.account.settings
+        watermark = Watermark(self.account, settings.usage_source or "simulated").read()
+        subscriptions = SubscriptionStore(self.account).all()
+        book = PriceBook(SheetStore(self.account).all())
+        run_id = str(uuid.uuid4())
+        names = self._names(config, month, started, run_id)
+        run = ExportRun(config.name, str(month), f"{config.container}/{names.folder}", run_id)
+        self.blobs.ensure_container(config.container)
+
+        def upload(name: str, file: IO[bytes], content_type: str) -> None:
+            self.blobs.upload(config.container, name, file, content_type)
+
+        writer = PartWriter(
+            config.file_format,
+            names.part,
+            upload,
+            part_rows=self._part_rows,
+            row_group_rows=self._group_rows,
+        )
+        chosen = _in_scope(config, subscriptions)
+        bound = None
+        if watermark is not None and watermark >= month.first_hour:
+            bound = min(watermark, month.last_hour)
+        try:
+            for index, subscription_id in enumerate(chosen, start=1):
+                if bound is not None:
+                    written = self._export_subscription(
+                        config, subscription_id, month, bound, subscriptions, book, writer
+                    )
+                    run.subscriptions += written > 0
+                if progress is not None:
+                    progress(index, len(chosen), writer.rows)
+            run.blobs = writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+        run.rows = writer.rows
+        manifest = self._manifest(config, month, started, run, execution)
+        body = json.dumps(manifest, indent=2).encode("utf-8") if manifest else b""
+        self.blobs.upload(config.container, names.manifest, body, "application/json")
+        run.removed = self._remove_older(config.container, names)
+        log.info(run.summary_line())
+        return run
+
+    def _names(self, config: ExportConfig, month: Month, started: datetime, run_id: str) -> _Names:
+        extension = config.file_format.extension
+        root = f"{config.root_folder}/" if config.root_folder else ""
+        if config.layout is Layout.FINOPS_HUBS:
+            folder = f"{root}Costs/{month.year:04d}/{month.month:02d}/{config.scope_path}"
+            ingestion = f"{started:%Y%m%d%H%M%S}{run_id[:8]}"
+            return _Names(
+                folder=folder,
+                manifest=f"{folder}/{MANIFEST}",
+                part_prefix=f"{folder}/{ingestion}__part_0_",
+                extension=extension,
+                clean=f"{folder}/",
+                run_key=ingestion,
+                hubs=True,
+            )
+        period = f"{root}{config.name}/{period_folder(month)}/"
+        run_key = f"{started:%Y%m%d%H%M}/{run_id}"
+        return _Names(
+            folder=f"{period}{run_key}",
+            manifest=f"{period}{run_key}/{MANIFEST}",
+            part_prefix=f"{period}{run_key}/part_0_",
+            extension=extension,
+            clean=period,
+            run_key=run_key,
+            hubs=False,
+        )
+
+    def _export_subscription(
+        self,
+        config: ExportConfig,
+        subscription_id: str,
+        month: Month,
+        bound: datetime,
+        subscriptions: dict[str, Subscription],
+        book: PriceBook,
+        writer: PartWriter,
+    ) -> int:
+        level = Level.RETAIL
+        if config.provider_id is None and book.pricing(
+            subscription_id, subscriptions, Level.WHOLESALE
+        ):
+            level = Level.WHOLESALE  # the admin bills a delegated provider's tenant to it
+        pricing = book.pricing(subscription_id, subscriptions, level)
+        assert pricing is not None  # retail always exists; wholesale was checked above
+        rater = MonthRater(pricing)
+        buyer = _buyer(config, pricing.buyer, level, subscriptions)
+        summed = SubscriptionMonth(
+            subscriptions.get(subscription_id),
+            subscription_id,
+            month,
+            buyer,
+            book.currency or NO_SHEET_CURRENCY,
+            self.meters,
+        )
+        # A week of reported hours per read: memory holds one subscription's week of hourly
+        # rows, not its month, and a month is still a handful of range queries.
+        first = month.first_hour
+        while first <= bound:
+            last = min(first + READ_CHUNK - HOUR, bound)
+            for reported, row in read_hourly_rows(self.account, subscription_id, first, last):
+                rated = rater.rate(row.meter_id, row.usage_start, exact(row.quantity))
+                summed.add(reported, row, rated)
+            first = last + HOUR
+        rows = summed.rows()
+        for focus_row in rows:
+            writer.write(focus_row)
+        return len(rows)
+
+    def _manifest(
+        self,
+        config: ExportConfig,
+        month: Month,
+        started: datetime,
+        run: ExportRun,
+        execution: str,
+    ) -> dict[str, Any]:
+        if config.layout is Layout.FINOPS_HUBS:
+            return {}  # FinOps hubs: an empty manifest starts ingestion of the folder
+        return {
+            "manifestVersion": MANIFEST_VERSION,
+            "byteCount": sum(b.byte_count for b in run.blobs),
+            "blobCount": len(run.blobs),
+            "dataRowCount": run.rows,
+            "exportConfig": {
+                "exportName": config.name,
+                "resourceId": config.resource_id,
+                "dataVersion": DATA_VERSION,
+                "apiVersion": API_VERSION,
+                "type": EXPORT_TYPE,
+                "timeFrame": time_frame(month, started),
+                "granularity": "Daily",
+            },
+            "deliveryConfig": {
+                "partitionData": True,
+                "dataOverwriteBehavior": "OverwritePreviousReport",
+                "fileFormat": config.file_format.manifest_format,
+                "compressionMode": config.file_format.compression,
+                "containerUri": f"{self.blobs.account_url}/{config.container}",
+                "rootFolderPath": config.root_folder,
+            },
+            "runInfo": {
+                "executionType": execution,
+                "submittedTime": zulu(started),
+                "runId": run.run_id,
+                "startDate": zulu(month.first_hour),
+                "endDate": zulu(month.next.first_hour),
+            },
+            "blobs": [
+                {"blobName": b.name, "byteCount": b.byte_count, "dataRowCount": b.row_count}
+                for b in run.blobs
+            ],
+        }
+
+    def _remove_older(self, container: str, names: _Names) -> int:
+        """Delete the blobs of the period's older runs (complete or not), after this run's
+        manifest. Never a newer run's: of two runs racing (the timer and an operator), the
+        one that started later is the one readers keep, whichever finishes first."""
+        stale = []
+        for name in self.blobs.names(container, names.clean):
+            key = names.key_of(name)
+            if key is not None and key < names.run_key:
+                stale.append(name)
+        return self.blobs.delete(container, stale)
+
+
+def _in_scope(config: ExportConfig, subscriptions: dict[str, Subscription]) -> list[str]:
+    """The subscriptions an export covers, sorted: all, or a provider's direct tenants."""
+    provider = config.provider_id
+    if provider is None:
+        return sorted(subscriptions)
+    return sorted(
+        sid
+        for sid, s in subscriptions.items()
+        if (s.provider_subscription_id or "").lower() == provider and sid != provider
+    )
+
+
+def _buyer(
+    config: ExportConfig, buyer_id: str, level: Level, subscriptions: dict[str, Subscription]
+) -> Buyer:
+    provider = config.provider_id
+    buyer = subscriptions.get(buyer_id)
+    issuer = ADMIN_ISSUER_NAME
+    if provider is not None:
+        owner = subscriptions.get(provider)
+        issuer = (owner.display_name if owner else "") or f"provider {provider}"
+    return Buyer(
+        level=level,
+        account_id=f"/subscriptions/{buyer_id}",
+        account_name=buyer.display_name if buyer else None,
+        account_type="Subscription" if level is Level.RETAIL else "Delegated provider",
+        issuer_name=issuer,
+    )

@@ -1,0 +1,227 @@
+"""The FOCUS mapping and export configurations, without storage: units, services,
+resource ids, tags, row figures, configuration checks, due months and part writing."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import IO
+
+import pyarrow.parquet as pq
+import pytest
+
+from shared.core.errors import BadInputError
+from shared.core.meters import catalogue
+from shared.export.configs import Layout, make_config
+from shared.export.exporter import due_months, period_folder, time_frame
+from shared.export.files import FileFormat, PartWriter
+from shared.export.focus import (
+    SERVICE_CATEGORIES,
+    UNITS,
+    Buyer,
+    SubscriptionMonth,
+    _resource_parts,
+    _tags,
+    service_of,
+)
+from shared.rating.engine import Level, Month, MonthRater, PriceBook
+from shared.rating.sheets import SheetDraft, SheetRow, build_sheet
+from shared.storage.usage_rows import UsageRow
+
+SUBSCRIPTION = "11111111-2222-4333-8444-555555555555"
+VM_HOURS = "FAB6EB84-500B-4A09-A8CA-7358F8BBAEA5"  # Base VM Size Hours (Virtual core hours)
+ALLOWED_UNIT = r"^(\d+ )?([A-Z][A-Za-z]*|[KMGTPE]i?B|B)( [A-Z][A-Za-z]*)*(-[A-Z][a-z]+)?$"
+
+
+def test_every_catalogue_unit_has_an_explicit_focus_spelling() -> None:
+    """No meter's unit is guessed: each catalogue unit is mapped, to FOCUS UnitFormat."""
+    import re
+
+    units = {meter.unit for meter in catalogue()}
+    assert units <= set(UNITS), sorted(units - set(UNITS))
+    for unit in units:
+        assert re.match(ALLOWED_UNIT, UNITS[unit]), (unit, UNITS[unit])
+
+
+def test_every_resource_provider_maps_to_an_allowed_category() -> None:
+    """ServiceCategory is an allowed value for every meter; disks are Storage/Disk."""
+    for meter in catalogue():
+        name, category, subcategory = service_of(meter)
+        assert category in SERVICE_CATEGORIES, meter
+        assert name
+        assert subcategory
+    disk = next(m for m in catalogue() if "Disks" in m.unit)
+    assert service_of(disk)[1:] == ("Storage", "Disk")
+    assert service_of(None) == ("Other", "Other", "Other (Other)")
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        (
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1",
+            ("vm1", "Microsoft.Compute/virtualMachines"),
+        ),
+        (
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Web/sites/app/slots/blue",
+            ("blue", "Microsoft.Web/sites/slots"),
+        ),
+        ("/subscriptions/s/resourceGroups/rg", ("rg", None)),
+        ("", (None, None)),
+    ],
+)
+def test_resource_name_and_type_come_from_the_arm_id(
+    uri: str, expected: tuple[str | None, str | None]
+) -> None:
+    """ResourceName is the id's last name; ResourceType its provider namespace and types."""
+    assert _resource_parts(uri) == expected
+
+
+def test_tags_are_a_json_object_of_scalars_or_null() -> None:
+    """Tags: a JSON object (scalars only), never an empty string or a non-object."""
+    assert json.loads(_tags('{"env":"prod","n":1,"x":{"deep":1}}') or "") == {"env": "prod", "n": 1}
+    assert _tags("[1,2]") is None
+    assert _tags("not json") is None
+    assert _tags("{}") is None
+    assert _tags(None) is None
+
+
+def _row(hour: int, quantity: float) -> UsageRow:
+    start = datetime(2026, 11, 20, tzinfo=UTC) + timedelta(hours=hour)
+    return UsageRow(
+        SUBSCRIPTION,
+        VM_HOURS,
+        start,
+        start + timedelta(hours=1),
+        quantity,
+        f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm",
+        "local",
+        '{"env":"prod"}',
+        None,
+    )
+
+
+def _book(*rows: SheetRow) -> PriceBook:
+    draft = SheetDraft("default", "2026-01-01", "EUR", rows)
+    return PriceBook([build_sheet(draft, catalogue())])
+
+
+def test_a_row_crossing_a_tier_splits_so_list_cost_is_unit_price_times_quantity() -> None:
+    """Tier 0-10 at 0.5, 10+ at 0.25: 12 units in a day become 10 x 0.5 and 2 x 0.25."""
+    book = _book(
+        SheetRow("1", VM_HOURS, "0", "0.5"),
+        SheetRow("2", VM_HOURS, "10", "0.25"),
+    )
+    pricing = book.pricing(SUBSCRIPTION, {}, Level.RETAIL)
+    assert pricing is not None
+    rater = MonthRater(pricing)
+    buyer = Buyer(Level.RETAIL, f"/subscriptions/{SUBSCRIPTION}", None, "Subscription", "op")
+    month = SubscriptionMonth(None, SUBSCRIPTION, Month(2026, 11), buyer, "EUR", catalogue())
+    for hour in range(4):
+        row = _row(hour, 3.0)
+        reported = row.usage_start + timedelta(hours=1)
+        month.add(reported, row, rater.rate(row.meter_id, row.usage_start, Decimal("3")))
+    rows = month.rows()
+    assert [(r["PricingQuantity"], r["ListUnitPrice"], r["ListCost"]) for r in rows] == [
+        (Decimal(10), Decimal("0.5"), Decimal(5)),
+        (Decimal(2), Decimal("0.25"), Decimal("0.5")),
+    ]
+    # The second tier starts with the hour reported at 04:00 (units 9-12 cross it).
+    assert [r["x_ReportedPeriodStart"].hour for r in rows] == [1, 4]
+    for row in rows:
+        assert row["BilledCost"] == row["ContractedCost"] == row["EffectiveCost"]
+        assert row["PricingUnit"] == row["ConsumedUnit"] == "Core-Hours"
+        assert row["ServiceCategory"] == "Compute"
+        assert row["SkuPriceId"] == f"default@2026-01-01T00:00Z/{VM_HOURS.lower()}"
+        assert row["x_ReportedPeriodEnd"] == datetime(2026, 11, 20, 5, tzinfo=UTC)
+        assert row["BillingPeriodStart"] == datetime(2026, 11, 1, tzinfo=UTC)
+        assert row["ChargePeriodStart"] == datetime(2026, 11, 20, tzinfo=UTC)
+        assert row["Tags"] == '{"env":"prod"}'
+
+
+def test_a_meter_no_sheet_prices_costs_zero_with_null_prices() -> None:
+    """No price: costs 0 (as statements show it), null unit prices and SKU price, NotPriced."""
+    book = _book(SheetRow("1", "F271A8A388C44D93956A063E1D2FA80B", "0", "0.01"))
+    pricing = book.pricing(SUBSCRIPTION, {}, Level.RETAIL)
+    assert pricing is not None
+    buyer = Buyer(Level.RETAIL, f"/subscriptions/{SUBSCRIPTION}", None, "Subscription", "op")
+    month = SubscriptionMonth(None, SUBSCRIPTION, Month(2026, 11), buyer, "EUR", catalogue())
+    row = _row(0, 2.0)
+    month.add(row.usage_end, row, MonthRater(pricing).rate(VM_HOURS, row.usage_start, Decimal(2)))
+    (focus,) = month.rows()
+    assert focus["BilledCost"] == focus["ListCost"] == Decimal(0)
+    assert focus["ListUnitPrice"] is None
+    assert focus["SkuPriceId"] is None
+    assert focus["PricingCategory"] == "Other"
+    assert focus["x_PriceStatus"] == "NotPriced"
+    assert focus["PricingQuantity"] == Decimal(2)
+
+
+def test_configurations_are_checked_whole() -> None:
+    """Every problem of a configuration is named; hubs take Parquet only."""
+    with pytest.raises(BadInputError) as refused:
+        make_config("x", "provider:nope", "xls", "Bad_Container", "a/../b", "ftp")
+    message = refused.value.message
+    for word in ("name", "scope", "format", "container", "root folder", "layout"):
+        assert word in message, word
+    with pytest.raises(BadInputError, match="Parquet only"):
+        make_config("hub", "admin", "csv", "ingestion", "", "finopshubs")
+    config = make_config("Focus-1", f"provider:{SUBSCRIPTION.upper()}", "CSV")
+    assert config.scope == f"provider:{SUBSCRIPTION}"
+    assert config.file_format is FileFormat.CSV
+    assert config.layout is Layout.COST_MANAGEMENT
+    assert config.resource_id.startswith(f"/subscriptions/{SUBSCRIPTION}/providers/")
+
+
+def test_due_months_include_the_previous_month_on_days_one_to_five() -> None:
+    """Like Cost Management's daily exports: days 1-5 re-export the previous month."""
+    assert due_months(datetime(2026, 12, 5, 0, 30, tzinfo=UTC)) == [
+        Month(2026, 11),
+        Month(2026, 12),
+    ]
+    assert due_months(datetime(2026, 12, 6, 0, 30, tzinfo=UTC)) == [Month(2026, 12)]
+    assert due_months(datetime(2027, 1, 1, tzinfo=UTC)) == [Month(2026, 12), Month(2027, 1)]
+    assert period_folder(Month(2026, 2)) == "20260201-20260228"
+    now = datetime(2026, 12, 2, tzinfo=UTC)
+    assert time_frame(Month(2026, 12), now) == "MonthToDate"
+    assert time_frame(Month(2026, 11), now) == "TheLastMonth"
+    assert time_frame(Month(2026, 9), now) == "Custom"
+
+
+@pytest.mark.parametrize("file_format", list(FileFormat))
+def test_parts_are_bounded_and_row_groups_stream(file_format: FileFormat) -> None:
+    """2,500 rows with parts of 1,000 and row groups of 300: three parts, every row kept."""
+    book = _book(SheetRow("1", VM_HOURS, "0", "0.5"))
+    pricing = book.pricing(SUBSCRIPTION, {}, Level.RETAIL)
+    assert pricing is not None
+    buyer = Buyer(Level.RETAIL, f"/subscriptions/{SUBSCRIPTION}", None, "Subscription", "op")
+    month = SubscriptionMonth(None, SUBSCRIPTION, Month(2026, 11), buyer, "EUR", catalogue())
+    row = _row(0, 1.0)
+    month.add(row.usage_end, row, MonthRater(pricing).rate(VM_HOURS, row.usage_start, Decimal(1)))
+    (focus,) = month.rows()
+    uploaded: dict[str, bytes] = {}
+
+    def upload(name: str, file: IO[bytes], content_type: str) -> None:
+        file.seek(0)
+        uploaded[name] = file.read()
+
+    writer = PartWriter(
+        file_format, lambda n: f"part_0_{n:04d}", upload, part_rows=1000, row_group_rows=300
+    )
+    for _ in range(2500):
+        writer.write(focus)
+    blobs = writer.finish()
+    assert [b.row_count for b in blobs] == [1000, 1000, 500]
+    assert [b.name for b in blobs] == ["part_0_0001", "part_0_0002", "part_0_0003"]
+    first = uploaded["part_0_0001"]
+    if file_format is FileFormat.PARQUET:
+        metadata = pq.ParquetFile(io.BytesIO(first)).metadata
+        assert metadata.num_rows == 1000
+        assert metadata.num_row_groups == 4  # 300 + 300 + 300 + 100
+        assert metadata.row_group(0).column(1).compression == "SNAPPY"
+    else:
+        lines = gzip.decompress(first).decode().splitlines()
+        assert len(lines) == 1001  # the header and 1,000 rows
