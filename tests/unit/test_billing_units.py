@@ -127,6 +127,9 @@ def test_ledger_keys_are_safe_and_ordered_by_hour() -> None:
     assert LedgerState.CARRIED_FORWARD.final
     assert not LedgerState.EXPIRED.final
     assert not LedgerState.REJECTED.billed
+    # Unresolved may have been billed: never posted again, never carried, not counted billed.
+    assert LedgerState.UNRESOLVED.final
+    assert not LedgerState.UNRESOLVED.billed
 
 
 def test_host_json_comments_are_stripped_outside_strings() -> None:
