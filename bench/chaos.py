@@ -160,6 +160,7 @@ class ChaosReport:
     # The scenarios: the lost answer's hour and what decided its events; the quiet resource.
     lost_answer_hour: str | None = None
     lost_answer_states: Counter[str] = field(default_factory=Counter)
+    lost_answer_posted: int = 0  # events in the POST whose answer was lost (accepted)
     lost_answer_by_daily_sums: int = 0  # of its events, settled from the day's sums
     decided_by_daily_sums: int = 0
     quiet_from: str | None = None
@@ -197,6 +198,7 @@ class ChaosReport:
             "lost_answer": {
                 "hour": self.lost_answer_hour,
                 "states": dict(sorted(self.lost_answer_states.items())),
+                "posted": self.lost_answer_posted,
                 "by_daily_sums": self.lost_answer_by_daily_sums,
             },
             "decided_by_daily_sums": self.decided_by_daily_sums,
@@ -582,6 +584,7 @@ class Chaos:
             self.report.delivery_failures += 1
             self.report.faults["answer-lost-30h"] += 1
             self.report.lost_answer_hour = hour_key(WorkItem.from_body(body).hour)
+            self.report.lost_answer_posted = sum(posted)  # later batches never went out
             self._answer_lost = True
             self._held.append((self._step + LOST_ANSWER_DELAY, message.content))
             _forget(queue, message)
