@@ -26,14 +26,24 @@ same schedule (thread timing aside: the ledger works in a pool). Faults:
   catches up);
 - **messages delivered twice** (a handled message is sent to the queue again);
 - **the process killed mid-run**: ``Killed`` raised between a POST's answer and its ledger
-  write (the reporter's ``after_post``) and in the middle of a collection (the source).
+  write (the reporter's ``after_post``) and in the middle of a collection (the source);
+- **an accepted answer lost for 30 hours**: one hour's work item is posted without endpoint
+  faults, accepted, the process killed before the ledger write, and the message held back
+  for 30 simulated hours: its retry is ``Expired``, and only the endpoint's daily sums
+  (``GET usageEvents``, the documented daily rows) can tell that it was billed;
+- **a billing resource that goes quiet**: one tenant subscription bills to its own
+  resource (``saas-quiet``) and stops reporting usage in the hour where the first timer gap
+  (26-30 hours here) stops expiring hours: the expired hours before it are carried forward
+  with no later usage of that resource to fold into (the carry index bills them anyway).
 
 The queue is drained the way the Functions host does it: receive, call ``report_message``,
 delete on success; on any exception the message is made visible again and redelivered
 (one round every 5 simulated minutes), and after ``MAX_DEQUEUE`` failed deliveries it is
 moved to ``<queue>-poison``. An operator runs ``ops requeue-poison`` a few hours after each
 endpoint outage ends. After the chaotic days, calm hours let everything settle; then the
-checks (see :class:`ChaosReport`).
+checks (see :class:`ChaosReport`). The endpoint is the commerce emulator answering the
+documented protocol only; the checks' per-event view of what it accepted
+(``accepted_events()``) is its test-only inspection, which the app never calls.
 """
 
 from __future__ import annotations
@@ -75,10 +85,10 @@ from shared.billing.ledger import Ledger, LedgerState
 from shared.billing.reconcile import Reconciliation, reconcile
 from shared.billing.reporter import report_message
 from shared.billing.tokens import static_token_provider
-from shared.billing.work_items import work_item_enqueuer
+from shared.billing.work_items import WorkItem, work_item_enqueuer
 from shared.collection.collector import Collector
 from shared.core.config import Settings
-from shared.core.hours import HOUR, hour_key, parse_hour_key
+from shared.core.hours import HOUR, floor_hour, hour_key, parse_hour_key
 from shared.core.meters import ChargeableMeters
 from shared.core.usage import UsageRecord
 from shared.storage.account import StorageAccount
@@ -95,6 +105,8 @@ RESTART_DOWN_SECONDS = 1.0  # real seconds Azurite stays down in a restart
 # Every fault the reporter must ride out (400 for a whole batch is a final refusal).
 ENDPOINT_FAULTS = tuple(kind for kind in Fault if kind is not Fault.BAD_REQUEST)
 PLAN = "plan-chaos"
+QUIET_RESOURCE = "saas-quiet"
+LOST_ANSWER_DELAY = 30  # simulated hours a message whose accepted answer was lost is held
 Key = tuple[str, str]
 
 
@@ -145,6 +157,16 @@ class ChaosReport:
     reconciliation: Reconciliation | None = None
     watermark_at_end: bool = False
 
+    # The scenarios: the lost answer's hour and what decided its events; the quiet resource.
+    lost_answer_hour: str | None = None
+    lost_answer_states: Counter[str] = field(default_factory=Counter)
+    lost_answer_posted: int = 0  # events in the POST whose answer was lost (accepted)
+    lost_answer_by_daily_sums: int = 0  # of its events, settled from the day's sums
+    decided_by_daily_sums: int = 0
+    quiet_from: str | None = None
+    quiet_carried: int = 0  # hours of the quiet resource carried forward
+    quiet_billed_after: float = 0.0  # what was billed to it after it went quiet
+
     @property
     def ok(self) -> bool:
         return (
@@ -173,6 +195,18 @@ class ChaosReport:
             "requeued": self.requeued,
             "faults": dict(sorted(self.faults.items())),
             "restarts": dict(sorted(self.restarts.items())),
+            "lost_answer": {
+                "hour": self.lost_answer_hour,
+                "states": dict(sorted(self.lost_answer_states.items())),
+                "posted": self.lost_answer_posted,
+                "by_daily_sums": self.lost_answer_by_daily_sums,
+            },
+            "decided_by_daily_sums": self.decided_by_daily_sums,
+            "quiet_resource": {
+                "quiet_from": self.quiet_from,
+                "hours_carried": self.quiet_carried,
+                "billed_after": round(self.quiet_billed_after, 6),
+            },
             "row_differences": len(self.row_differences),
             "billing_differences": len(self.billing_differences),
             "reconcile_differences": (
@@ -190,6 +224,7 @@ class Schedule:
     timer_gaps: list[range]
     restarts: dict[int, str]  # step -> between | mid-collection | mid-drain
     requeues: set[int]
+    lost_answer: int  # from this step: lose an accepted answer, retry 30 hours later
 
     @classmethod
     def draw(cls, options: ChaosOptions, rng: random.Random) -> Schedule:
@@ -200,8 +235,10 @@ class Schedule:
             start = rng.randint(2, max(2, steps - length))
             outages.append(range(start, start + length))
         gaps = []
-        for _ in range(options.timer_gaps):
-            length = rng.randint(3, 30)
+        for index in range(options.timer_gaps):
+            # The first gap outlasts the endpoint's window: its oldest hours expire before
+            # they are collected (the quiet resource's carried usage comes from there).
+            length = rng.randint(26, 30) if index == 0 else rng.randint(3, 30)
             start = rng.randint(3, max(3, steps - length))  # step 1 sets the first watermark
             gaps.append(range(start, start + length))
         kinds = ("between", "mid-collection", "mid-drain")
@@ -210,7 +247,17 @@ class Schedule:
         chosen = rng.sample(busy, k=min(options.restarts, len(busy)))
         restarts = {step: kinds[n % len(kinds)] for n, step in enumerate(sorted(chosen))}
         requeues = {outage.stop + rng.randint(1, 4) for outage in outages}
-        return cls(outages, gaps, restarts, requeues)
+        # An hour the timer collects outside outages, early enough for its retry to come
+        # back within the chaotic days.
+        quiet_steps = [
+            s
+            for s in range(3, steps - LOST_ANSWER_DELAY - 2)
+            if not any(s in gap for gap in gaps)
+            and not any(s in outage for outage in outages)
+            and s not in restarts
+        ]
+        lost_answer = rng.choice(quiet_steps) if quiet_steps else 3
+        return cls(outages, gaps, restarts, requeues, lost_answer)
 
     def in_outage(self, step: int) -> bool:
         return any(step in outage for outage in self.outages)
@@ -226,12 +273,21 @@ class ChaosSource:
         self.fleet = fleet
         self.name = fleet.name
         self.hook: Callable[[], None] | None = None  # called once, mid-stream
+        # A subscription that reports nothing from a reported hour on (it went quiet).
+        self.quiet: tuple[str, datetime] | None = None
 
     def subscriptions(self, reported_hour: datetime) -> list[Subscription]:
         return self.fleet.subscriptions(reported_hour)
 
+    def records(self, reported_hour: datetime) -> Iterator[UsageRecord]:
+        """The fleet's records of the hour, without the quiet subscription's once quiet."""
+        quiet = self.quiet[0] if self.quiet and reported_hour >= self.quiet[1] else None
+        for record in self.fleet.usage(reported_hour):
+            if record.subscription_id.lower() != quiet:
+                yield record
+
     def usage(self, reported_hour: datetime) -> Iterator[UsageRecord]:
-        for index, record in enumerate(self.fleet.usage(reported_hour)):
+        for index, record in enumerate(self.records(reported_hour)):
             if index == 40 and self.hook is not None:
                 hook, self.hook = self.hook, None
                 hook()
@@ -273,7 +329,11 @@ class Chaos:
         self._restarting: threading.Thread | None = None
         self._chaotic = True
         self._first = True
+        self._step = 0
         self._settings: Settings | None = None
+        # Messages held back after their accepted answer was lost: (due step, text).
+        self._held: list[tuple[int, str]] = []
+        self._answer_lost = False
 
     @property
     def settings(self) -> Settings:
@@ -321,7 +381,8 @@ class Chaos:
         )
 
     def _map_subscriptions(self) -> dict[str, str]:
-        """Bill two of every three active tenant subscriptions to two SaaS resources."""
+        """Bill two of every three active tenant subscriptions to two SaaS resources, and the
+        busiest one (most chargeable records) to the resource that goes quiet."""
         store = SubscriptionStore(StorageAccount(self.settings))
         listed = self.fleet.subscriptions(START)
         store.sync(listed, store.all())
@@ -336,6 +397,21 @@ class Chaos:
                 resource = f"saas-{index % 2}"
                 store.set_billing(subscription, resource, PLAN)
                 mapping[subscription] = resource
+        meters = ChargeableMeters(self.settings)
+        busy: Counter[str] = Counter()
+        for hour in range(6):
+            for record in self.fleet.usage(START + hour * HOUR):
+                if meters.dimension_of(record.meter_id) is not None:
+                    busy[record.subscription_id.lower()] += 1
+        quiet = max(tenants, key=lambda subscription: (busy[subscription], subscription))
+        store.set_billing(quiet, QUIET_RESOURCE, PLAN)
+        mapping[quiet] = QUIET_RESOURCE
+        # Quiet from the first hour still sendable when the first timer gap ends: the hours
+        # before it expire uncollected, and none after it bills to the resource.
+        gap = self.schedule.timer_gaps[0]
+        quiet_from = START + (gap.stop - 23) * HOUR
+        self.source.quiet = (quiet, quiet_from)
+        self.report.quiet_from = hour_key(quiet_from)
         return mapping
 
     # -- faults ----------------------------------------------------------------------------
@@ -381,6 +457,7 @@ class Chaos:
     def step(self, step: int) -> None:
         """Simulated hour ``step``: the timer at :10, then the queue, then the operator."""
         self._chaotic = step <= self.options.days * 24
+        self._step = step
         # The first run sets the first watermark: if it failed, the next run's look-back
         # would start an hour later (a first run has nothing to catch up from), so the
         # faults begin with the second run.
@@ -388,6 +465,7 @@ class Chaos:
         now = START + step * HOUR + timedelta(minutes=10)
         self.clock.set(now)
         self._endpoint_for(step)
+        self._release_held(step)
         restart = self.schedule.restarts.get(step) if self._chaotic else None
         if restart == "between":
             self.restart_storage("between", wait=True)
@@ -445,7 +523,10 @@ class Chaos:
                     if mid_restart:
                         mid_restart = False
                         self.restart_storage("mid-drain", wait=False)
-                    self._deliver(message, queue, poison, client)
+                    if self._loses_answer(message, now):
+                        self._deliver_losing_answer(message, queue, poison, client)
+                    else:
+                        self._deliver(message, queue, poison, client)
                 self._join_restart()
         raise AssertionError("the queue did not drain within 20 rounds")
 
@@ -460,23 +541,80 @@ class Chaos:
             )
         except (Exception, Killed):
             self.report.delivery_failures += 1
-            if message.dequeue_count is not None and message.dequeue_count >= MAX_DEQUEUE:
-                self.report.poisoned += 1
-                patiently(lambda: poison.send_message(message.content), "poison")
-                _forget(queue, message)
-            else:
-                with contextlib.suppress(HttpResponseError):  # lost to a restart: back in 30 s
-                    patiently(
-                        lambda: queue.update_message(
-                            message, pop_receipt=message.pop_receipt, visibility_timeout=0
-                        ),
-                        "make visible",
-                    )
+            self._failed(message, queue, poison)
             return
         _forget(queue, message)
         if self._chaotic and self.rng.random() < self.options.duplicate_rate:
             self.report.faults["duplicate-delivery"] += 1
             patiently(lambda: queue.send_message(message.content), "duplicate")
+
+    def _loses_answer(self, message: QueueMessage, now: datetime) -> bool:
+        """True for the scenario's message: the hour just collected, from its step on."""
+        if self._answer_lost or not self._chaotic or self._step < self.schedule.lost_answer:
+            return False
+        hour = WorkItem.from_body(base64.b64decode(message.content)).hour
+        return hour == floor_hour(now) - HOUR
+
+    def _deliver_losing_answer(
+        self, message: QueueMessage, queue: QueueClient, poison: QueueClient, client: Any
+    ) -> None:
+        """Post the item with no endpoint fault, die after the answer, hold the message back.
+
+        Its events are accepted and the ledger never hears: they stay pending until the
+        message comes back ``LOST_ANSWER_DELAY`` hours later, past the endpoint's window.
+        If nothing was posted (the item's events were already settled), it is delivered
+        normally and the scenario waits for the next hour.
+        """
+        posted: list[int] = []
+
+        def die(outcomes: Sequence[EventOutcome]) -> None:
+            posted.append(len(outcomes))
+            raise Killed
+
+        self.emulator.clear_faults()
+        try:
+            self.report.deliveries += 1
+            body = base64.b64decode(message.content)
+            report_message(body, self.settings, clock=self.clock, client=client, after_post=die)
+        except (Exception, Killed):
+            if not posted:
+                self.report.delivery_failures += 1
+                self._failed(message, queue, poison)
+                return
+            self.report.delivery_failures += 1
+            self.report.faults["answer-lost-30h"] += 1
+            self.report.lost_answer_hour = hour_key(WorkItem.from_body(body).hour)
+            self.report.lost_answer_posted = sum(posted)  # later batches never went out
+            self._answer_lost = True
+            self._held.append((self._step + LOST_ANSWER_DELAY, message.content))
+            _forget(queue, message)
+            return
+        finally:
+            self._endpoint_for(self._step)
+        _forget(queue, message)
+
+    def _release_held(self, step: int | None) -> None:
+        """Send held-back messages that are due (all of them when ``step`` is None)."""
+        queue = queue_client(self.settings, self.settings.usage_queue_name)
+        for due, content in list(self._held):
+            if step is None or due <= step:
+                self._held.remove((due, content))
+                patiently(lambda content=content: queue.send_message(content), "release")
+
+    def _failed(self, message: QueueMessage, queue: QueueClient, poison: QueueClient) -> None:
+        """What the host does with a failed delivery: visible again, or poison at the cap."""
+        if message.dequeue_count is not None and message.dequeue_count >= MAX_DEQUEUE:
+            self.report.poisoned += 1
+            patiently(lambda: poison.send_message(message.content), "poison")
+            _forget(queue, message)
+        else:
+            with contextlib.suppress(HttpResponseError):  # lost to a restart: back in 30 s
+                patiently(
+                    lambda: queue.update_message(
+                        message, pop_receipt=message.pop_receipt, visibility_timeout=0
+                    ),
+                    "make visible",
+                )
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -485,6 +623,7 @@ class Chaos:
         last_step = self.options.days * 24 + self.options.calm_hours
         for step in range(1, last_step + 1):
             self.step(step)
+        self._release_held(None)  # a run too short for the full delay still sends it back
         for kind, count in self.emulator.injected.items():
             self.report.faults[f"endpoint-{kind.value}"] += count
         self.check(START, START + (last_step - 1) * HOUR)
@@ -501,7 +640,7 @@ class Chaos:
         report.watermark_at_end = watermark == last
         stored = stored_rows(account)
         report.rows = sum(len(rows) for rows in stored.values())
-        report.row_differences = compare_rows(self.fleet, stored, first, last)
+        report.row_differences = compare_rows(self.source.records, stored, first, last)
         self.emulator.clear_faults()
         accepted = self.emulator.accepted_events()
         report.events = len(accepted)
@@ -556,15 +695,34 @@ class Chaos:
             if not math.isclose(want, got, rel_tol=1e-9, abs_tol=1e-9):
                 differences.append(f"{key}: collected {want!r}, billed {got!r}")
         account = StorageAccount(self.settings)
-        for resource in {key[0] for key in billed}:
-            ledger = Ledger(account, resource)
-            for entry in ledger.entries(first, last):
+        report = self.report
+        lost_hour = (
+            None if report.lost_answer_hour is None else parse_hour_key(report.lost_answer_hour)
+        )
+        for resource in {key[0] for key in owed} | {key[0] for key in billed}:
+            for entry in Ledger(account, resource).entries(first, last + HOUR):
                 if entry.state is LedgerState.CARRIED_FORWARD:
-                    self.report.carried_forward += 1
+                    report.carried_forward += 1
+                    if resource == QUIET_RESOURCE:
+                        report.quiet_carried += 1
+                if entry.reason == "DailySums":
+                    report.decided_by_daily_sums += 1
+                if entry.hour == lost_hour:
+                    report.lost_answer_states[entry.state.value] += 1
+                    report.lost_answer_by_daily_sums += entry.reason == "DailySums"
+        quiet_from = parse_hour_key(report.quiet_from or "2000010100")
         for event in accepted:
             hour = datetime.fromisoformat(event["effectiveStartTime"].replace("Z", "+00:00"))
+            if event["resourceId"] == QUIET_RESOURCE and hour >= quiet_from:
+                report.quiet_billed_after += event["quantity"]
             entry = Ledger(account, event["resourceId"]).get(hour, event["dimension"])
-            if entry is None or entry.usage_event_id != event["usageEventId"]:
+            # Decided from the day's sums, an event's ledger record cannot know its id (the
+            # daily rows name none); it must still be billed there.
+            matches = entry is not None and (
+                entry.usage_event_id == event["usageEventId"]
+                or (entry.reason == "DailySums" and entry.state.billed)
+            )
+            if not matches:
                 differences.append(f"accepted {event['usageEventId']} has no matching ledger")
         return differences
 
@@ -606,17 +764,17 @@ def stored_rows(account: StorageAccount) -> dict[datetime, dict[tuple[str, str, 
 
 
 def compare_rows(
-    fleet: SimulatedFleet,
+    records: Callable[[datetime], Iterator[UsageRecord]],
     stored: dict[datetime, dict[tuple[str, str, datetime], float]],
     first: datetime,
     last: datetime,
 ) -> list[str]:
-    """Each reported hour's rows against the fleet's own records, summed the same way."""
+    """Each reported hour's rows against the source's own records, summed the same way."""
     differences = []
     hour = first
     while hour <= last:
         expected: dict[tuple[str, str, datetime], list[float]] = defaultdict(list)
-        for record in fleet.usage(hour):
+        for record in records(hour):
             key = (record.subscription_id.lower(), record.meter_id.lower(), record.usage_start)
             expected[key].append(record.quantity)
         got = stored.get(hour, {})

@@ -17,13 +17,27 @@ Routes (all need ``api-version=2018-08-31``, else ``400 BadArgument``, and
   ``error: {code, message, target}``, a ``Duplicate`` also
   ``error.additionalInfo.acceptedMessage`` (the accepted event with its ``usageEventId``
   and ``quantity``).
-- ``GET /api/usageEvents?usageStartDate=..[&usageEndDate=..]``: reconciliation. The real
-  service answers daily rows; the emulator answers **one row per accepted event** (it holds
-  at most one per resource, dimension and hour) whose hour lies in ``[start, end)``; a bare
-  date means its UTC midnight, ``usageEndDate`` defaults to the clock's now. A JSON array of
-  ``{"usageDate": <hour, ISO Z>, "resourceId" | "resourceUri", "dimension", "planId",
-  "submittedQuantity", "processedQuantity", "submittedCount": 1, "reconStatus": "Accepted",
-  "usageEventId"}`` ordered by hour then resource then dimension.
+- ``GET /api/usageEvents?usageStartDate=..``: what was accepted, as the documented service
+  answers it ("Retrieving what was accepted" in the fact sheet): **daily** rows, one per
+  (UTC usage day, resource, dimension, plan), each exactly the documented fields
+  (:data:`DAILY_ROW_FIELDS`): ``usageDate`` (the day's UTC midnight), ``usageResourceId``,
+  ``dimension``, ``planId``, ``planName``, ``offerId``, ``offerName``, ``offerType``,
+  ``azureSubscriptionId``, ``submittedQuantity`` (the sum of the day's accepted events),
+  ``processedQuantity`` (what processing made of them), ``submittedCount`` (how many) and
+  ``reconStatus``: ``Submitted`` while an event of the day is younger than
+  ``processing_delay`` (not processed yet), else ``Accepted`` when processed equals
+  submitted, ``Rejected`` when processing kept nothing, ``Mismatch`` otherwise. Arguments:
+  ``usageStartDate`` (required; a date or date-time, its UTC day) and ``usageEndDate``
+  (default: the clock's now; days up to and including its day), then the exact-match
+  filters ``offerId``, ``planId``, ``dimension``, ``azureSubscriptionId``, ``reconStatus``.
+  There is no per-hour or per-event read, as there is none at the real endpoint.
+  ``TestHeaders`` and ``DryRun`` are never produced: nothing sends test headers here.
+
+Test-only inspection, which production code never reaches (it holds no emulator object):
+:meth:`CommerceEmulator.accepted_events` lists every accepted event (as ``acceptedMessage``
+spells it), :meth:`CommerceEmulator.set_processed` makes processing disagree with what was
+accepted (``Mismatch`` / ``Rejected``), and ``processing_delay`` keeps young days
+``Submitted``.
 
 Per-event rules, in this order: an object with exactly one of ``resourceId`` /
 ``resourceUri`` and string ``dimension`` / ``planId`` (``BadArgument``); a finite number
@@ -57,7 +71,7 @@ import socket
 import sys
 import threading
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -77,6 +91,30 @@ DEFAULT_TOKEN = "local-emulator-token"  # noqa: S105 - the emulator's public loc
 ROUTE_SINGLE = "usageEvent"
 ROUTE_BATCH = "batchUsageEvent"
 ROUTE_RECON = "usageEvents"
+# The documented fields of one GET usageEvents row (spec/commerce-api.md), and no others.
+DAILY_ROW_FIELDS = (
+    "usageDate",
+    "usageResourceId",
+    "dimension",
+    "planId",
+    "planName",
+    "offerId",
+    "offerName",
+    "offerType",
+    "azureSubscriptionId",
+    "submittedQuantity",
+    "processedQuantity",
+    "submittedCount",
+    "reconStatus",
+)
+# The exact-match filters GET usageEvents takes besides its dates.
+_DAILY_FILTERS = {
+    "offerId": "offerId",
+    "planId": "planId",
+    "dimension": "dimension",
+    "azureSubscriptionId": "azureSubscriptionId",
+    "reconStatus": "reconStatus",
+}
 _ROUTES = {
     ("POST", "/api/usageEvent"): ROUTE_SINGLE,
     ("POST", "/api/batchUsageEvent"): ROUTE_BATCH,
@@ -200,8 +238,16 @@ class CommerceEmulator:
         unknown_resources: Iterable[str] = (),
         latency: float = 0.0,
         state_file: Path | None = None,
+        processing_delay: timedelta = timedelta(0),
+        offer_id: str = "usage-reporter",
+        offer_name: str = "Usage reporter (emulated offer)",
     ) -> None:
         self.token = token
+        # How long (emulator clock) an accepted event stays unprocessed: its day's row is
+        # ``Submitted`` meanwhile. 0: processed at once.
+        self.processing_delay = processing_delay
+        self.offer_id = offer_id
+        self.offer_name = offer_name
         # Where accepted events are kept between runs (the run command's), as the real
         # endpoint keeps them; None keeps them in memory only (tests).
         self._state_file = state_file
@@ -215,6 +261,10 @@ class CommerceEmulator:
         self._state_lock = threading.Lock()  # accepted events
         self._fault_lock = threading.Lock()  # fault queue, plan, counters
         self._accepted: dict[tuple[str, str, datetime], Json] = {}
+        # Per accepted key: when it was accepted (emulator clock; None: loaded from the
+        # state file, long processed) and a processed quantity set by set_processed().
+        self._accepted_at: dict[tuple[str, str, datetime], datetime | None] = {}
+        self._processed: dict[tuple[str, str, datetime], float] = {}
         self._queued: list[_QueuedFault] = []
         self._plan: _FaultPlan | None = None
         self._calls: Counter[str] = Counter()
@@ -282,7 +332,11 @@ class CommerceEmulator:
     # -- inspection ------------------------------------------------------------------------
 
     def accepted_events(self) -> list[Json]:
-        """Every accepted event (as ``acceptedMessage`` spells it), oldest hour first."""
+        """Every accepted event (as ``acceptedMessage`` spells it), oldest hour first.
+
+        Test-only inspection: the real endpoint has no such read (its only view is the
+        daily rows of GET usageEvents), so production code must never depend on it.
+        """
         with self._state_lock:
             rows = [dict(event) for event in self._accepted.values()]
         rows.sort(key=lambda e: (e["effectiveStartTime"], _resource_of(e), e["dimension"]))
@@ -310,10 +364,25 @@ class CommerceEmulator:
         with self._fault_lock:
             return list(self._log)
 
+    def set_processed(self, resource: str, dimension: str, hour: datetime, quantity: float) -> None:
+        """Test-only: processing made ``quantity`` of the accepted event of this key.
+
+        Its day's row then reports the changed ``processedQuantity`` (``Mismatch``, or
+        ``Rejected`` when nothing of the day was processed). KeyError if nothing was
+        accepted for the key.
+        """
+        key = (resource, dimension, hour.astimezone(UTC))
+        with self._state_lock:
+            if key not in self._accepted:
+                raise KeyError(f"nothing accepted for {key}")
+            self._processed[key] = quantity
+
     def reset(self) -> None:
         """Forget accepted events, faults and counters (the clock and sets stay)."""
         with self._state_lock:
             self._accepted.clear()
+            self._accepted_at.clear()
+            self._processed.clear()
             self._save_state()
         with self._fault_lock:
             self._queued.clear()
@@ -534,6 +603,7 @@ class CommerceEmulator:
             "planId": raw["planId"],
         }
         self._accepted[key] = accepted
+        self._accepted_at[key] = now
         return _Outcome(dict(accepted), "Accepted")
 
     def _judge_all(
@@ -561,6 +631,7 @@ class CommerceEmulator:
                 resource = event.get("resourceId") or event.get("resourceUri")
                 hour = _parse_time(event["effectiveStartTime"])
                 self._accepted[(resource, event["dimension"], hour)] = event
+                self._accepted_at[(resource, event["dimension"], hour)] = None
 
     def _save_state(self) -> None:
         """Write every accepted event (caller holds the state lock); atomic replace."""
@@ -571,38 +642,85 @@ class CommerceEmulator:
         partial.write_text(json.dumps(list(self._accepted.values())), encoding="utf-8")
         partial.replace(self._state_file)
 
-    def _reconcile(self, query: dict[str, list[str]]) -> list[Json]:
+    def _daily_rows(self, query: dict[str, list[str]]) -> list[Json]:
+        """GET usageEvents: the documented daily rows of the days asked, filtered."""
+        now = self.clock().astimezone(UTC)
         try:
-            start = _parse_time(query["usageStartDate"][0])
-            end = (
-                _parse_time(query["usageEndDate"][0])
+            first = _day_of(_parse_time(query["usageStartDate"][0]))
+            last = (
+                _day_of(_parse_time(query["usageEndDate"][0]))
                 if "usageEndDate" in query
-                else self.clock().astimezone(UTC)
+                else (_day_of(now))
             )
         except (KeyError, ValueError):
             raise _EmulatorError(
                 400, "BadArgument", "usageStartDate (and usageEndDate) must be ISO dates"
             ) from None
-        rows = []
-        for event in self.accepted_events():
-            hour = _parse_time(event["effectiveStartTime"])
-            if not start <= hour < end:
-                continue
-            resource_key = "resourceUri" if "resourceUri" in event else "resourceId"
-            rows.append(
-                {
-                    "usageDate": event["effectiveStartTime"],
-                    resource_key: event[resource_key],
-                    "dimension": event["dimension"],
-                    "planId": event["planId"],
-                    "submittedQuantity": event["quantity"],
-                    "processedQuantity": event["quantity"],
-                    "submittedCount": 1,
-                    "reconStatus": "Accepted",
-                    "usageEventId": event["usageEventId"],
-                }
-            )
+        groups: dict[tuple[datetime, str, str, str], list[tuple[Json, datetime | None, float]]] = (
+            defaultdict(list)
+        )
+        with self._state_lock:
+            for key, event in self._accepted.items():
+                day = _day_of(key[2])
+                if first <= day <= last:
+                    processed = self._processed.get(key, float(event["quantity"]))
+                    groups[(day, key[0], key[1], event["planId"])].append(
+                        (event, self._accepted_at.get(key), processed)
+                    )
+        rows = [
+            self._day_row(day, resource, dimension, plan, events, now)
+            for (day, resource, dimension, plan), events in sorted(groups.items())
+        ]
+        for name, field_name in _DAILY_FILTERS.items():
+            if name in query:
+                wanted = query[name][0]
+                rows = [row for row in rows if row[field_name] == wanted]
         return rows
+
+    def _day_row(
+        self,
+        day: datetime,
+        resource: str,
+        dimension: str,
+        plan: str,
+        events: list[tuple[Json, datetime | None, float]],
+        now: datetime,
+    ) -> Json:
+        submitted = math.fsum(float(event["quantity"]) for event, _, _ in events)
+        processed = math.fsum(quantity for _, _, quantity in events)
+        waiting = any(
+            accepted_at is not None and now - accepted_at < self.processing_delay
+            for _, accepted_at, _ in events
+        )
+        if waiting:
+            status = "Submitted"
+        elif processed == submitted:
+            status = "Accepted"
+        elif processed == 0:
+            status = "Rejected"
+        else:
+            status = "Mismatch"
+        row: Json = {
+            "usageDate": _iso_z(day),
+            "usageResourceId": resource,
+            "dimension": dimension,
+            "planId": plan,
+            "planName": plan,
+            "offerId": self.offer_id,
+            "offerName": self.offer_name,
+            "offerType": "SaaS",
+            "azureSubscriptionId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"azure-sub:{resource}")),
+            "submittedQuantity": submitted,
+            "processedQuantity": processed,
+            "submittedCount": len(events),
+            "reconStatus": status,
+        }
+        assert tuple(row) == DAILY_ROW_FIELDS  # the documented fields, no more, no fewer
+        return row
+
+
+def _day_of(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def _resource_of(event: Json) -> str:
@@ -715,7 +833,7 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> _Reply:
         emulator = self.server.emulator
         if route == ROUTE_RECON:
-            return _Reply(200, emulator._reconcile(query))
+            return _Reply(200, emulator._daily_rows(query))
         inject = decision.kind is Fault.EVENT_ERROR
         outcomes = emulator._judge_all(events, decision.error_indices, inject)
         if route == ROUTE_BATCH:

@@ -122,6 +122,8 @@ def print_usage_summary(account: StorageAccount, first: datetime, last: datetime
 
 
 def print_billing(result: Reconciliation, calls: int) -> None:
+    """The ledger's states per event key, and the reconciliation: storage against the ledger
+    per hour, the ledger against the endpoint's daily rows per (resource, dimension, day)."""
     states = result.states
     print("\nBilling (report_to_azure -> commerce emulator):")
     print(f"  event keys            {result.keys}")
@@ -130,11 +132,16 @@ def print_billing(result: Reconciliation, calls: int) -> None:
         "accepted",
         "duplicate-confirmed",
         "carried-forward",
+        "expired",
         "mismatch",
         "rejected",
+        "unresolved",
         "pending",
     ):
         print(f"  {state:<21} {states.get(state, 0)}")
+    print(f"  endpoint days         {result.days} (resource, dimension, UTC day) compared")
+    for difference in result.differences[:20]:
+        print(f"  difference: {difference.line()}")
     print(f"  {result.summary_line()}")
 
 

@@ -26,21 +26,27 @@ param principalId string = ''
 @maxLength(24)
 param tablePrefix string = 'usage'
 
-@description('Where collect_usage reads usage from (USAGE_SOURCE).')
+// A deployment bills real money, so it never collects from the simulated fleet (a local-only
+// part: the settings refuse USAGE_SOURCE=simulated in production, and the package does not
+// contain it). The stamp's endpoint, provider subscription and audience have no defaults:
+// azd asks for them (main.parameters.json), so nothing deploys half-configured.
+@description('Where collect_usage reads usage from (USAGE_SOURCE): a real Azure Stack Hub stamp.')
 @allowed([
-  'simulated'
   'azurestack'
 ])
-param usageSource string = 'simulated'
+param usageSource string = 'azurestack'
 
-@description('USAGE_SOURCE=azurestack: the stamp\'s admin ARM endpoint, e.g. https://adminmanagement.local.azurestack.external (AZURESTACK_ADMIN_ARM_ENDPOINT).')
-param azureStackAdminArmEndpoint string = ''
+@minLength(1)
+@description('The stamp\'s admin ARM endpoint (https), e.g. https://adminmanagement.local.azurestack.external (AZURESTACK_ADMIN_ARM_ENDPOINT).')
+param azureStackAdminArmEndpoint string
 
-@description('USAGE_SOURCE=azurestack: the default provider subscription id (AZURESTACK_PROVIDER_SUBSCRIPTION_ID).')
-param azureStackProviderSubscriptionId string = ''
+@minLength(1)
+@description('The stamp\'s default provider subscription id (AZURESTACK_PROVIDER_SUBSCRIPTION_ID).')
+param azureStackProviderSubscriptionId string
 
-@description('USAGE_SOURCE=azurestack: token audience of the admin ARM endpoint (its metadata endpoint\'s authentication.audiences[0]) (AZURESTACK_AUDIENCE).')
-param azureStackAudience string = ''
+@minLength(1)
+@description('Token audience of the admin ARM endpoint: its metadata endpoint\'s authentication.audiences[0] (AZURESTACK_AUDIENCE).')
+param azureStackAudience string
 
 @description('USAGE_SOURCE=azurestack: how the stamp is called (AZURESTACK_AUTH): the managed identity (Entra ID stamps), or a service principal\'s secret from Key Vault (Entra ID or AD FS).')
 @allowed([

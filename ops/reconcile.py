@@ -1,6 +1,8 @@
-"""Compare, per billing resource, dimension and reported hour, the chargeable totals in
-storage, the billing ledger and what the commerce endpoint accepted; print every
-difference. Exit 0 when all is in order, 1 when anything differs."""
+"""Reconcile billing: per event key (billing resource, dimension, reported hour), the
+chargeable totals in storage against the billing ledger; per (billing resource, dimension,
+UTC day), the ledger against the commerce endpoint's daily rows (GET usageEvents, the only
+read it offers; the days the hours fall in are compared whole). Print every difference,
+named (``shared.billing.reconcile``). Exit 0 when all is in order, 1 when anything differs."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from shared.core.errors import BadInputError
 from shared.core.hours import HOUR, floor_hour, is_on_hour
 from shared.storage.account import StorageAccount
 
-HELP = "compare storage, ledger and endpoint for a range of reported hours"
+HELP = "compare storage and ledger per hour, ledger and endpoint per day, for a range of hours"
 MAX_HOURS = 24 * 62
 
 

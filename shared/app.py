@@ -110,7 +110,7 @@ class FunctionApp:
             self.settings,
             self.account,
             self._sources.create(self.settings),
-            after_hour_written=work_item_enqueuer(self.settings),
+            after_hour_written=work_item_enqueuer(self.settings, self.account),
         )
         return collector.collect_due_hours(now or self._clock())
 

@@ -1,4 +1,4 @@
-"""The commerce (Marketplace Metering API) client: post usage events, read reconciliation.
+"""The commerce (Marketplace Metering API) client: post usage events, read the daily rows.
 
 Why it looks like this (spec/commerce-api.md, design invariant 4, "billed exactly once in
 effect"):
@@ -49,6 +49,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from shared.billing.daily_sums import DailyRow
 from shared.billing.events import (
     MAX_BATCH,
     QUANTITY_REL_TOLERANCE,
@@ -63,7 +64,7 @@ from shared.core.errors import (
     FinalRejectionError,
     NotAllowedError,
 )
-from shared.core.hours import as_utc, floor_hour
+from shared.core.hours import DAY, floor_day, floor_hour
 from shared.core.retry import RetryPolicy, retry_after_seconds
 
 logger = logging.getLogger(__name__)
@@ -185,9 +186,20 @@ class CommerceClient:
             pending = still_failing
         return [settled[i] for i in range(len(events))]
 
-    def usage_events(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
-        """Reconciliation rows for usage in ``[start, end)`` (GET /api/usageEvents)."""
-        params = {"usageStartDate": _iso_z(start), "usageEndDate": _iso_z(end)}
+    def daily_usage(self, first_day: datetime, last_day: datetime) -> list[DailyRow]:
+        """What the endpoint accepted on UTC days ``first_day``..``last_day`` (GET usageEvents).
+
+        The documented daily rows (``shared.billing.daily_sums``), parsed; nothing per hour
+        or per event exists to read. Whether ``usageEndDate`` includes its own day is not
+        documented, so the request runs a day further and rows outside the days asked are
+        dropped here. An answer that is not a list of documented rows counts as a failed
+        attempt (retried, then ``CommerceUnavailableError``).
+        """
+        first, last = floor_day(first_day), floor_day(last_day)
+        params = {
+            "usageStartDate": first.strftime("%Y-%m-%d"),
+            "usageEndDate": (last + DAY).strftime("%Y-%m-%d"),
+        }
         budget = _Budget(started=self._retry.monotonic())
         while True:
             response = self._request(
@@ -200,8 +212,14 @@ class CommerceClient:
             if isinstance(payload, dict) and isinstance(payload.get("value"), list):
                 payload = payload["value"]
             if isinstance(payload, list) and all(isinstance(row, dict) for row in payload):
-                return payload
-            budget.last_failure = "unreadable 200 usageEvents answer"
+                try:
+                    rows = [DailyRow.from_wire(row) for row in payload]
+                except ValueError as error:
+                    budget.last_failure = f"unreadable usageEvents row: {error}"
+                else:
+                    return [row for row in rows if first <= row.day <= last]
+            else:
+                budget.last_failure = "unreadable 200 usageEvents answer"
             self._pause(budget, None, ())
 
     # -- the retry loop --------------------------------------------------------------------
@@ -335,10 +353,6 @@ class CommerceClient:
 
 def _in_order(settled: Mapping[int, EventOutcome]) -> list[EventOutcome]:
     return [settled[i] for i in sorted(settled)]
-
-
-def _iso_z(moment: datetime) -> str:
-    return as_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _batch_results(response: requests.Response) -> list[dict[str, Any]] | None:

@@ -11,10 +11,14 @@ event in a final state is never posted again, so replayed messages change nothin
 States::
 
     (none) ──> pending ──> accepted             (usageEventId, accepted quantity)
-      │           ├──────> duplicate-confirmed  (accepted earlier, same quantity)
+      │           ├──────> duplicate-confirmed  (accepted earlier, same quantity; or proved
+      │           │                              accepted by the day's sums: Reason DailySums)
       │           ├──────> mismatch             (accepted earlier, OTHER quantity: reported
       │           │                              by reconciliation, never silently accepted)
       │           ├──────> rejected             (final status + the peer's reason)
+      │           ├──────> unresolved           (posted, answer lost, window closed, and the
+      │           │                              day's sums cannot tell: never carried, shown
+      │           │                              by reconciliation)
       │           └──────> expired ──> carried-forward (into a later key: CarriedInto)
       └──> expired   (the hour left the 24-hour window before it was ever posted)
 
@@ -23,6 +27,14 @@ resource and dimension that can still be sent; that event's pending quantity inc
 expired one (``CarriedFrom`` lists the folded hours) and the fold is one entity-group
 transaction: create the pending event, delete each marker under its ETag (the claim: two
 runs can never fold the same hour twice), mark each folded event carried-forward.
+
+A resource whose subscriptions stop using chargeable meters would never have a later
+event to fold into, so the carry index (:class:`CarryIndex`, one partition of the same
+table) lists the resources that hold markers; billing plans work for each of them every
+hour until their markers are claimed. The index is derived from the markers: it is written
+before and after a marker is (so no crash and no concurrent clean-up leaves a marker
+unlisted) and an entry is removed only when no marker is left, under the ETag it was read
+with (a marker written meanwhile rewrites the entry, so the removal fails).
 
 Layout (the ``ledger`` table): one partition per billing resource (``PartitionKey`` =
 ``r`` + a hash of the resource id, which may hold characters keys forbid), so everything a
@@ -62,6 +74,8 @@ MAX_TRANSACTION = 100
 MAX_CLAIMS_PER_EVENT = 30
 ROUNDS = 6
 _MARKER_END = MARKER_PREFIX[:-1] + chr(ord("_") + 1)  # just after every marker key
+# The carry index's partition: "~" sorts after every resource partition ("r" + hex).
+CARRY_INDEX_PARTITION = "~carries"
 _FORBIDDEN_KEY_CHARS = frozenset("/\\#?")
 
 Entity = dict[str, Any]
@@ -76,6 +90,7 @@ class LedgerState(StrEnum):
     REJECTED = "rejected"
     EXPIRED = "expired"
     CARRIED_FORWARD = "carried-forward"
+    UNRESOLVED = "unresolved"
 
     @property
     def final(self) -> bool:
@@ -211,6 +226,7 @@ class Ledger:
         self._account = account
         self.resource_id = resource_id
         self.partition = ledger_partition(resource_id)
+        self.carry_index = CarryIndex(account)
 
     @property
     def _table_name(self) -> str:
@@ -329,7 +345,12 @@ class Ledger:
                     groups.append(self._expire_new_group(hour, plan_id, dimension, own))
             if not groups:
                 return pending
+            expiring = any(group[0][1]["State"] == LedgerState.EXPIRED.value for group in groups)
+            if expiring:
+                self.carry_index.add(self.resource_id)
             results = self._submit_groups(groups)
+            if expiring:
+                self.carry_index.add(self.resource_id)
             if all(result is not None for result in results):
                 # Every group committed: the new pending events are as written, with the
                 # ETags the transaction returned (no second read).
@@ -442,7 +463,8 @@ class Ledger:
         matches): final states are never overwritten. Returns how many were applied.
         """
         groups: list[list[Operation]] = []
-        for settlement in settlements:
+        settlements_list = list(settlements)
+        for settlement in settlements_list:
             entry = settlement.entry
             entity: Entity = {
                 "PartitionKey": self.partition,
@@ -466,7 +488,13 @@ class Ledger:
                 marker = self._marker(entry.dimension, entry.hour, entry.quantity, entry.plan_id)
                 group.append(("create", marker, {}))
             groups.append(group)
-        return sum(result is not None for result in self._submit_groups(groups))
+        expiring = any(s.state is LedgerState.EXPIRED for s in settlements_list)
+        if expiring:
+            self.carry_index.add(self.resource_id)
+        applied = sum(result is not None for result in self._submit_groups(groups))
+        if expiring:
+            self.carry_index.add(self.resource_id)
+        return applied
 
     def _submit_groups(self, groups: Sequence[list[Operation]]) -> list[list[Any] | None]:
         """Commit groups packed into transactions; a failed pack is retried group by group.
@@ -517,6 +545,93 @@ class Ledger:
             if error.status_code in (404, 409, 412):
                 return None
             raise
+
+
+class CarryIndex:
+    """Billing resources that hold carry markers: the ``~carries`` partition of the ledger.
+
+    One entity per resource (``RowKey`` = its ledger partition, ``ResourceId`` the id), so
+    the work-item planner lists every resource with usage waiting to be carried in one
+    query, whether or not the resource has usage of its own any more.
+    """
+
+    def __init__(self, account: StorageAccount) -> None:
+        self._account = account
+
+    @property
+    def _table_name(self) -> str:
+        return self._account.settings.table_name(ROLE)
+
+    def add(self, resource_id: str) -> None:
+        """List ``resource_id`` (idempotent: an upsert, which also renews the ETag)."""
+        entity = {
+            "PartitionKey": CARRY_INDEX_PARTITION,
+            "RowKey": ledger_partition(resource_id),
+            "ResourceId": resource_id,
+            "UpdatedAt": _now(),
+        }
+
+        def upsert() -> None:
+            table = self._account.table_named(self._table_name)
+            try:
+                table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+            except ResourceNotFoundError:
+                self._account.create_table(self._table_name)
+                table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+        call_with_retry(upsert, what="write carry index")
+
+    def resources(self) -> list[str]:
+        """Every listed resource id, in key order."""
+
+        def query() -> list[str]:
+            table = self._account.table_named(self._table_name)
+            try:
+                rows = table.query_entities(
+                    "PartitionKey eq @pk", parameters={"pk": CARRY_INDEX_PARTITION}
+                )
+                return [str(row["ResourceId"]) for row in rows]
+            except ResourceNotFoundError:
+                return []
+
+        return call_with_retry(query, what="read carry index")
+
+    def forget_if_settled(self, ledger: Ledger) -> bool:
+        """Unlist ``ledger``'s resource if it holds no marker; True when it was removed.
+
+        The entry is read first and removed under that ETag after the markers were found
+        gone: a marker written in between rewrites the entry (its writer upserts after the
+        marker), so the removal fails and the resource stays listed.
+        """
+        row_key = ledger_partition(ledger.resource_id)
+
+        def read() -> str | None:
+            table = self._account.table_named(self._table_name)
+            try:
+                return _etag(table.get_entity(CARRY_INDEX_PARTITION, row_key))
+            except ResourceNotFoundError:
+                return None
+
+        etag = call_with_retry(read, what="read carry index entry")
+        if etag is None or ledger.markers():
+            return False
+
+        def delete() -> bool:
+            table = self._account.table_named(self._table_name)
+            try:
+                table.delete_entity(
+                    CARRY_INDEX_PARTITION,
+                    row_key,
+                    etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except HttpResponseError as error:
+                if error.status_code in (404, 412):
+                    return False
+                raise
+            return True
+
+        return call_with_retry(delete, what="remove carry index entry")
 
 
 def parse_carried(entry: LedgerEntry) -> list[datetime]:

@@ -1,37 +1,47 @@
 """Reconciliation: what was collected, what the ledger says, what the endpoint accepted.
 
-For a window of reported hours, every event key (billing resource, dimension, reported
-hour) is looked at from three independent sides:
+Three independent sides, each compared at the grain it really has:
 
-- storage: the chargeable rows summed again from the hourly partitions (``shared.billing.charges``);
-- the ledger: the key's state, its own quantity and what was sent (own + carried in);
-- the endpoint: ``GET /api/usageEvents`` (the accepted events and their quantities).
+- storage, per event key (billing resource, dimension, reported hour): the chargeable rows
+  summed again from the hourly partitions (``shared.billing.charges``);
+- the ledger, per event key: its state, its own quantity, what was sent (own + carried in)
+  and what the endpoint holds for it;
+- the endpoint, per (billing resource, dimension, UTC day): the daily rows of
+  ``GET /api/usageEvents`` (``shared.billing.daily_sums``), the only read it offers.
 
-A key is in order when storage's total equals the ledger's own quantity and either the
-ledger holds it as billed with the endpoint accepting exactly the quantity sent, or it was
-carried forward into a key that is billed. Everything else is a :class:`Difference`:
-unreported usage, pending or expired-and-waiting events, rejections (with the reason),
-mismatches (accepted quantity differs from ours), events missing at the endpoint or
-accepted there without a ledger record.
+Per hour, for the window's reported hours, storage against the ledger: a key is in order
+when storage's total equals the ledger's own quantity and the ledger holds it billed, or
+carried forward into a key that is billed. Otherwise: ``unreported`` (collected, no ledger
+record), ``storage-differs``, ``pending``, ``awaiting-carry`` (expired, waiting for a later
+event), ``rejected`` (with the reason), ``mismatch`` (the endpoint holds another quantity),
+``carried-unbilled``, ``unresolved`` (posted, answer lost, its day's sums could not tell:
+it may or may not be billed, and is never carried).
 
-The endpoint side assumes one reconciliation row per accepted event (the emulator's
-answer). The production service answers daily aggregates; matching those needs day-level
-grouping, which this module does not do yet.
+Per day, for every UTC day the window touches, whole (the endpoint's rows are whole days,
+so the ledger's events of those days are read whole too), the ledger against the endpoint:
+the events the ledger holds as billed, counted and their accepted quantities summed, must
+equal the day's ``submittedCount`` and ``submittedQuantity``, and the day must be processed
+as submitted. Otherwise: ``missing-at-endpoint``, ``unexpected-at-endpoint`` (the endpoint
+holds events of a day the ledger billed nothing on), ``endpoint-differs`` (counts or sums),
+``endpoint-processing`` (``Submitted``: not processed yet), ``endpoint-mismatch``
+(processed differs from submitted), ``endpoint-rejected``. A day holding ``unresolved``
+events is not compared by count and sum: they are named one by one, and the day cannot be
+told more exactly than they can.
 """
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from shared.billing.charges import ChargeKey, range_charges
 from shared.billing.commerce import CommerceClient
-from shared.billing.events import QUANTITY_REL_TOLERANCE
-from shared.billing.ledger import Ledger, LedgerEntry, LedgerState
-from shared.core.hours import HOUR, parse_hour_key
+from shared.billing.daily_sums import DayKey, DayTotal, ReconStatus, day_totals, same_quantity
+from shared.billing.ledger import CarryIndex, Ledger, LedgerEntry, LedgerState
+from shared.core.hours import DAY, HOUR, floor_day, parse_hour_key
 from shared.core.meters import ChargeableMeters
 from shared.storage.account import StorageAccount
 
@@ -40,19 +50,19 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class Difference:
-    """One key that is not in order; ``kind`` is stable (scripts match on it)."""
+    """One key (an event key, or a day with ``day=True``) not in order; ``kind`` is stable
+    (scripts match on it)."""
 
     kind: str
     resource_id: str
     dimension: str
     hour: datetime
     detail: str
+    day: bool = False
 
     def line(self) -> str:
-        return (
-            f"{self.kind:<22} {self.hour:%Y-%m-%dT%H}Z  {self.resource_id}  "
-            f"{self.dimension}  {self.detail}"
-        )
+        when = f"{self.hour:%Y-%m-%d}   " if self.day else f"{self.hour:%Y-%m-%dT%H}Z"
+        return f"{self.kind:<22} {when}  {self.resource_id}  {self.dimension}  {self.detail}"
 
 
 @dataclass
@@ -60,6 +70,7 @@ class Reconciliation:
     first_hour: datetime
     last_hour: datetime
     keys: int = 0
+    days: int = 0  # (resource, dimension, day) compared with the endpoint
     collected: float = 0.0
     billed: float = 0.0
     states: dict[str, int] = field(default_factory=dict)
@@ -72,26 +83,19 @@ class Reconciliation:
     def summary_line(self) -> str:
         states = ", ".join(f"{n} {state}" for state, n in sorted(self.states.items()))
         verdict = "in order" if self.ok else f"{len(self.differences)} difference(s)"
+        first_day, last_day = floor_day(self.first_hour), floor_day(self.last_hour)
         return (
             f"reconcile {self.first_hour:%Y-%m-%dT%H}Z..{self.last_hour:%Y-%m-%dT%H}Z: "
-            f"{self.keys} event keys, collected {self.collected:,.6f}, accepted at the "
-            f"endpoint {self.billed:,.6f}; ledger: {states or 'empty'}; {verdict}"
+            f"{self.keys} event keys, collected {self.collected:,.6f}; "
+            f"{self.days} resource-dimension-days {first_day:%Y-%m-%d}..{last_day:%Y-%m-%d}, "
+            f"accepted at the endpoint {self.billed:,.6f}; ledger: {states or 'empty'}; "
+            f"{verdict}"
         )
 
 
-def _same(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=QUANTITY_REL_TOLERANCE, abs_tol=1e-12)
-
-
-def _endpoint_rows(
-    client: CommerceClient, first_hour: datetime, last_hour: datetime
-) -> dict[ChargeKey, dict[str, Any]]:
-    rows: dict[ChargeKey, dict[str, Any]] = {}
-    for row in client.usage_events(first_hour, last_hour + HOUR):
-        resource = str(row.get("resourceId") or row.get("resourceUri") or "")
-        moment = datetime.fromisoformat(str(row["usageDate"]).replace("Z", "+00:00"))
-        rows[(resource, str(row.get("dimension")), moment)] = row
-    return rows
+def _held(entry: LedgerEntry) -> float:
+    """What the endpoint holds for a billed entry (its answer's quantity, else what we sent)."""
+    return entry.quantity if entry.accepted_quantity is None else entry.accepted_quantity
 
 
 def reconcile(
@@ -102,7 +106,8 @@ def reconcile(
     *,
     progress: Progress | None = None,
 ) -> Reconciliation:
-    """Compare storage, ledger and endpoint for reported hours ``first_hour``..``last_hour``."""
+    """Compare storage, ledger and endpoint for reported hours ``first_hour``..``last_hour``
+    (and, with the endpoint, the whole UTC days they fall in)."""
     meters = ChargeableMeters(account.settings)
 
     def storage_progress(done: int, total: int) -> None:
@@ -110,46 +115,62 @@ def reconcile(
             progress("storage: subscriptions read", done, total)
 
     owed, _ = range_charges(account, first_hour, last_hour, meters, progress=storage_progress)
-    endpoint = _endpoint_rows(client, first_hour, last_hour)
-    resources = sorted({key[0] for key in owed} | {key[0] for key in endpoint})
+    first_day, last_day = floor_day(first_hour), floor_day(last_hour)
+    endpoint = day_totals(client.daily_usage(first_day, last_day))
+    resources = sorted(
+        {key[0] for key in owed}
+        | {key[0] for key in endpoint}
+        | set(CarryIndex(account).resources())
+    )
     ledger: dict[ChargeKey, LedgerEntry] = {}
     for done, resource_id in enumerate(resources, start=1):
-        for recorded in Ledger(account, resource_id).entries(first_hour, last_hour):
+        for recorded in Ledger(account, resource_id).entries(first_day, last_day + DAY - HOUR):
             ledger[recorded.key] = recorded
         if progress is not None:
             progress("ledger: billing resources read", done, len(resources))
 
     result = Reconciliation(first_hour, last_hour)
-    keys = sorted(set(owed) | set(ledger) | set(endpoint))
+    in_window = {key: entry for key, entry in ledger.items() if first_hour <= key[2] <= last_hour}
+    keys = sorted(set(owed) | set(in_window))
     result.keys = len(keys)
     result.collected = math.fsum(owed.values())
-    result.billed = math.fsum(float(row.get("processedQuantity", 0)) for row in endpoint.values())
     for key in keys:
-        entry = ledger.get(key)
+        entry = in_window.get(key)
         if entry is not None:
             result.states[entry.state.value] = result.states.get(entry.state.value, 0) + 1
-        for kind, detail in _check(account, key, owed.get(key), entry, endpoint.get(key), ledger):
+        for kind, detail in _check_hour(account, owed.get(key), entry, ledger):
             result.differences.append(Difference(kind, key[0], key[1], key[2], detail))
+
+    billed_by_day: dict[DayKey, list[LedgerEntry]] = defaultdict(list)
+    unresolved_by_day: dict[DayKey, int] = defaultdict(int)
+    for (resource_id, dimension, hour), entry in ledger.items():
+        day_key = (resource_id, dimension, floor_day(hour))
+        if entry.state.billed:
+            billed_by_day[day_key].append(entry)
+        elif entry.state is LedgerState.UNRESOLVED:
+            unresolved_by_day[day_key] += 1
+    days = sorted(set(billed_by_day) | set(endpoint))
+    result.days = len(days)
+    result.billed = math.fsum(total.submitted for total in endpoint.values())
+    for day_key in days:
+        for kind, detail in _check_day(
+            billed_by_day.get(day_key, []), endpoint.get(day_key), unresolved_by_day[day_key]
+        ):
+            result.differences.append(Difference(kind, *day_key, detail, day=True))
     return result
 
 
-def _check(
+def _check_hour(
     account: StorageAccount,
-    key: ChargeKey,
     collected: float | None,
     entry: LedgerEntry | None,
-    accepted: dict[str, Any] | None,
     ledger: dict[ChargeKey, LedgerEntry],
 ) -> list[tuple[str, str]]:
-    found: list[tuple[str, str]] = []
-    at_endpoint = None if accepted is None else float(accepted.get("processedQuantity", 0))
+    """Storage against the ledger for one event key."""
     if entry is None:
-        if collected:
-            found.append(("unreported", f"collected {collected!r}, no ledger record"))
-        if at_endpoint is not None:
-            found.append(("unexpected-at-endpoint", f"accepted {at_endpoint!r}, no ledger record"))
-        return found
-    if not _same(entry.own_quantity, collected or 0.0):
+        return [("unreported", f"collected {collected!r}, no ledger record")] if collected else []
+    found: list[tuple[str, str]] = []
+    if not same_quantity(entry.own_quantity, collected or 0.0):
         found.append(
             ("storage-differs", f"collected {collected or 0.0!r}, ledger {entry.own_quantity!r}")
         )
@@ -164,20 +185,44 @@ def _check(
         found.append(
             ("mismatch", f"we sent {entry.quantity!r}, endpoint holds {entry.accepted_quantity!r}")
         )
+    elif state is LedgerState.UNRESOLVED:
+        found.append(
+            (
+                "unresolved",
+                f"sent {entry.quantity!r}, may or may not be billed: {entry.message or ''}",
+            )
+        )
     elif state is LedgerState.CARRIED_FORWARD:
-        into = _carried_into(account, key, entry, ledger)
+        into = _carried_into(account, entry.key, entry, ledger)
         if into is None or not into.state.billed:
             shown = "nothing" if into is None else into.state.value
             found.append(("carried-unbilled", f"carried into {entry.carried_into}: {shown}"))
-    if state.billed:
-        if at_endpoint is None:
-            found.append(("missing-at-endpoint", f"ledger {state.value}, endpoint has nothing"))
-        elif state is not LedgerState.MISMATCH and not _same(at_endpoint, entry.quantity):
-            found.append(
-                ("endpoint-differs", f"sent {entry.quantity!r}, endpoint holds {at_endpoint!r}")
-            )
-    elif at_endpoint is not None:
-        found.append(("unexpected-at-endpoint", f"accepted {at_endpoint!r}, ledger {state.value}"))
+    return found
+
+
+def _check_day(
+    billed: list[LedgerEntry], total: DayTotal | None, unresolved: int
+) -> list[tuple[str, str]]:
+    """The ledger's billed events of one (resource, dimension, day) against the endpoint."""
+    count, held = len(billed), math.fsum(_held(entry) for entry in billed)
+    ours = f"ledger: {count} billed event(s), {held!r}" + (
+        f", {unresolved} unresolved" if unresolved else ""
+    )
+    if total is None:
+        return [("missing-at-endpoint", f"{ours}; the endpoint has nothing that day")]
+    found: list[tuple[str, str]] = []
+    if unresolved:
+        pass  # its unresolved events are named one by one; the day cannot be more exact
+    elif not count:
+        found.append(("unexpected-at-endpoint", f"{total.describe()}; {ours}"))
+    elif total.count != count or not same_quantity(total.submitted, held):
+        found.append(("endpoint-differs", f"{total.describe()}; {ours}"))
+    if ReconStatus.SUBMITTED.value in total.statuses:
+        found.append(("endpoint-processing", f"{total.describe()}: not processed yet"))
+    if ReconStatus.MISMATCH.value in total.statuses:
+        found.append(("endpoint-mismatch", f"{total.describe()}: processed differs"))
+    if ReconStatus.REJECTED.value in total.statuses:
+        found.append(("endpoint-rejected", f"{total.describe()}: processing rejected it"))
     return found
 
 

@@ -9,10 +9,18 @@ For the item's reported hour and billing resources (``shared.billing.work_items`
    redelivered item posts nothing twice;
 3. post the pending events in batches of at most 25, filled across the item's resources;
 4. record every outcome under the event's ETag: accepted, duplicate-confirmed, mismatch,
-   rejected (final statuses, with the peer's reason), or, for ``Expired`` and a
-   ``Duplicate`` without the accepted event, ask the endpoint's reconciliation call what it
-   holds before deciding (an ``Expired`` re-send may follow an accept whose answer was
-   lost: carrying it forward then would bill it twice).
+   rejected (final statuses, with the peer's reason);
+5. decide the events no POST answer settled (``Expired``: a re-send after the window may
+   follow an accept whose answer was lost, and carrying it forward then would bill it
+   twice; a ``Duplicate`` without the accepted event; a pending event whose hour left the
+   window before this delivery) from their day's sums, the only read the endpoint offers
+   (``shared.billing.daily_sums``): proved accepted -> ``duplicate-confirmed`` (Reason
+   ``DailySums``); proved not accepted and past the window's grace -> ``expired`` (carried
+   into a later event); cannot tell -> the item is retried later (TransientError), and
+   once the event's hour is :data:`UNRESOLVED_AFTER` old -> ``unresolved``, which is
+   never carried forward (it may have been billed) and which reconciliation shows;
+6. for resources that carried usage in, or had none of their own (listed only for their
+   carry markers), unlist them from the carry index once no marker is left.
 
 Errors (shared.core.errors): a transient failure (endpoint budget spent, storage faults,
 events left pending) RAISES, after recording what did settle, so the Functions host
@@ -29,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -39,9 +46,9 @@ from typing import Any
 
 from shared.billing.charges import hour_charges
 from shared.billing.commerce import CommerceClient
+from shared.billing.daily_sums import DayTotal, Verdict, day_totals, decide
 from shared.billing.events import (
     MAX_BATCH,
-    QUANTITY_REL_TOLERANCE,
     EventOutcome,
     EventStatus,
 )
@@ -50,7 +57,7 @@ from shared.billing.tokens import TokenProvider, token_provider_for
 from shared.billing.work_items import WorkItem
 from shared.core.config import Settings
 from shared.core.errors import CommerceUnavailableError, FinalRejectionError, TransientError
-from shared.core.hours import HOUR, hour_key, utc_now
+from shared.core.hours import DAY, HOUR, floor_day, hour_key, utc_now
 from shared.core.meters import ChargeableMeters
 from shared.storage.account import StorageAccount
 from shared.storage.hour_manifest import read_hour
@@ -62,8 +69,12 @@ WINDOW = timedelta(hours=24)  # the endpoint refuses older hours as Expired
 SEND_MARGIN = timedelta(minutes=5)
 # An event that may have been posted is only declared unsent once it is this far past the
 # edge: longer than any request's time budget, so no concurrent delivery can still get it
-# accepted after the reconciliation call said it was absent.
+# accepted after the daily sums said it was absent.
 SETTLE_GRACE = timedelta(minutes=15)
+# An event the daily sums cannot decide is recorded ``unresolved`` once its hour is this old:
+# by then every hour of its UTC day has left the window (no POST answer can tell more about
+# the day's other events), and the day's rows have had a day to be processed.
+UNRESOLVED_AFTER = timedelta(hours=48)
 LEDGER_PARALLELISM = 8
 
 AfterPost = Callable[[Sequence[EventOutcome]], None]
@@ -94,6 +105,52 @@ class ReportResult:
         )
 
 
+# An event waiting for its day's sums, and whether a Duplicate told us it is billed.
+Undecided = tuple[LedgerEntry, bool]
+# Ledger states whose event the endpoint may hold (unknown unless the first ledger read of a
+# decision saw it billed); the others were never accepted (rejected, expired, carried).
+_MAYBE_HELD = frozenset(
+    {
+        LedgerState.PENDING,
+        LedgerState.UNRESOLVED,
+        LedgerState.ACCEPTED,
+        LedgerState.DUPLICATE_CONFIRMED,
+        LedgerState.MISMATCH,
+    }
+)
+
+
+def day_verdict(
+    entry: LedgerEntry,
+    known_billed: bool,
+    before: Sequence[LedgerEntry],
+    after: Sequence[LedgerEntry],
+    total: DayTotal | None,
+) -> tuple[Verdict, str]:
+    """What ``entry``'s day proves about it: ``before`` / ``after`` are the resource's ledger
+    entries of that day read before and after the endpoint's ``total`` (see daily_sums)."""
+    accepted: dict[datetime, float] = {}
+    for other in before:
+        if other.dimension == entry.dimension and other.state.billed:
+            held = other.accepted_quantity
+            accepted[other.hour] = other.quantity if held is None else held
+    unknown = {
+        other.hour: other.quantity
+        for other in after
+        if other.dimension == entry.dimension
+        and other.hour not in accepted
+        and other.state in _MAYBE_HELD
+    }
+    unknown.setdefault(entry.hour, entry.quantity)
+    verdicts, why = decide(
+        total,
+        list(accepted.values()),
+        unknown,
+        known_billed=[entry.hour] if known_billed else [],
+    )
+    return verdicts[entry.hour], why
+
+
 def settlement_for(entry: LedgerEntry, outcome: EventOutcome) -> Settlement | None:
     """The ledger change an endpoint outcome means; None when it cannot be decided yet."""
     status = outcome.status
@@ -122,7 +179,7 @@ def settlement_for(entry: LedgerEntry, outcome: EventOutcome) -> Settlement | No
             },
         )
     if status in (EventStatus.DUPLICATE, EventStatus.EXPIRED, EventStatus.ERROR):
-        return None  # ask the endpoint what it holds (or retry Error later)
+        return None  # decided from the day's sums (or Error: retried later)
     return Settlement(
         entry,
         LedgerState.REJECTED,
@@ -171,11 +228,12 @@ class Reporter:
             owed = charges[resource_id]
             return ledgers[resource_id].open(hour, owed.plan_id, owed.quantities, sendable=sendable)
 
-        opened = self.pool.map(open_events, sorted(charges))
-        pending = [entry for found in opened for entry in found]
+        resources = sorted(charges)
+        opened = dict(zip(resources, self.pool.map(open_events, resources), strict=True))
+        pending = [entry for found in opened.values() for entry in found]
         result.carried_in = sum(len(entry.carried_from) for entry in pending)
         to_post = pending if sendable else []
-        undecided: list[LedgerEntry] = [] if sendable else list(pending)
+        undecided: list[Undecided] = [] if sendable else [(entry, False) for entry in pending]
         # Outcomes are recorded once per resource after the last POST (one transaction each,
         # in parallel), and before any exception leaves: pending was written first, so an
         # outcome lost to a crash is only a re-send that comes back Duplicate.
@@ -188,6 +246,14 @@ class Reporter:
             self._settle(decided, ledgers, result)
         if undecided:
             self._resolve(undecided, ledgers, result)
+        if sendable:
+            carrying = [
+                resource_id
+                for resource_id, found in opened.items()
+                if not charges[resource_id].quantities or any(e.carried_from for e in found)
+            ]
+            list(self.pool.map(lambda r: ledgers[r].carry_index.forget_if_settled(ledgers[r]),
+                               carrying))  # fmt: skip
         log.info(result.summary_line())
         if result.states["pending"]:
             raise TransientError(
@@ -199,7 +265,7 @@ class Reporter:
 
     def _post(
         self, batch: list[LedgerEntry], decided: list[Settlement], result: ReportResult
-    ) -> list[LedgerEntry]:
+    ) -> list[Undecided]:
         """Post one batch, adding its outcomes to ``decided``; returns the undecided ones."""
         result.calls += 1
         result.posted += len(batch)
@@ -232,9 +298,9 @@ class Reporter:
         outcomes: Sequence[EventOutcome],
         settlements: list[Settlement],
         result: ReportResult,
-    ) -> list[LedgerEntry]:
+    ) -> list[Undecided]:
         by_key = {outcome.event.key: outcome for outcome in outcomes}
-        undecided: list[LedgerEntry] = []
+        undecided: list[Undecided] = []
         for entry in batch:
             outcome = by_key.get(entry.key)
             if outcome is None:
@@ -244,7 +310,7 @@ class Reporter:
                 if outcome.status is EventStatus.ERROR:
                     result.states["pending"] += 1
                 else:
-                    undecided.append(entry)
+                    undecided.append((entry, outcome.status is EventStatus.DUPLICATE))
             else:
                 settlements.append(settlement)
         return undecided
@@ -259,50 +325,90 @@ class Reporter:
         list(self.pool.map(lambda r: ledgers[r].settle(by_resource[r]), by_resource))
 
     def _resolve(
-        self, entries: list[LedgerEntry], ledgers: dict[str, Ledger], result: ReportResult
+        self, undecided: list[Undecided], ledgers: dict[str, Ledger], result: ReportResult
     ) -> None:
-        """Decide events the POST answer could not: ask what the endpoint accepted."""
-        hour = entries[0].hour
-        rows = self.client.usage_events(hour, hour + HOUR)
-        accepted: dict[tuple[str, str], dict[str, Any]] = {}
-        for row in rows:
-            resource = str(row.get("resourceId") or row.get("resourceUri") or "")
-            accepted[(resource, str(row.get("dimension")))] = row
-        past_grace = self.clock() - WINDOW - SETTLE_GRACE > hour
+        """Decide events no POST answer settled, from their day's sums at the endpoint.
+
+        Reads in the order daily_sums relies on: each resource's ledger day, then the
+        endpoint's rows of the day, then the ledger day again.
+        """
+        hour = undecided[0][0].hour
+        day = floor_day(hour)
+        now = self.clock()
+        past_grace = now - WINDOW - SETTLE_GRACE > hour
+        give_up = now - hour >= UNRESOLVED_AFTER
+        resources = sorted({entry.resource_id for entry, _ in undecided})
+
+        def day_entries(resource_id: str) -> list[LedgerEntry]:
+            return ledgers[resource_id].entries(day, day + DAY - HOUR)
+
+        before = dict(zip(resources, self.pool.map(day_entries, resources), strict=True))
+        totals = day_totals(self.client.daily_usage(day, day))
+        after = dict(zip(resources, self.pool.map(day_entries, resources), strict=True))
         settlements: list[Settlement] = []
         waiting = 0
-        for entry in entries:
-            held = accepted.get((entry.resource_id, entry.dimension))
-            if held is not None:
-                quantity = float(held.get("processedQuantity", held.get("submittedQuantity", 0)))
-                same = math.isclose(quantity, entry.quantity, rel_tol=QUANTITY_REL_TOLERANCE)
+        for entry, known_billed in undecided:
+            verdict, why = day_verdict(
+                entry,
+                known_billed,
+                before[entry.resource_id],
+                after[entry.resource_id],
+                totals.get((entry.resource_id, entry.dimension, day)),
+            )
+            if verdict is Verdict.ACCEPTED:
                 settlements.append(
                     Settlement(
                         entry,
-                        LedgerState.DUPLICATE_CONFIRMED if same else LedgerState.MISMATCH,
+                        LedgerState.DUPLICATE_CONFIRMED,
                         {
-                            "UsageEventId": str(held.get("usageEventId") or ""),
-                            "AcceptedQuantity": quantity,
-                            "Reason": "Reconciled",
+                            "UsageEventId": "",  # the daily rows name no event
+                            "AcceptedQuantity": entry.quantity,
+                            "Reason": "DailySums",
+                            "Message": why[:1000],
                         },
                     )
                 )
-            elif past_grace:
+            elif verdict is Verdict.NOT_ACCEPTED and past_grace:
                 settlements.append(
                     Settlement(
                         entry,
                         LedgerState.EXPIRED,
-                        {"Reason": "Expired", "Message": "not accepted; to be carried forward"},
+                        {"Reason": "Expired", "Message": f"not accepted ({why})"[:1000]},
+                    )
+                )
+            elif give_up:
+                log.error(
+                    "billing event %s %s %s cannot be decided from its day's sums after %s; "
+                    "recorded unresolved (never carried forward): %s",
+                    entry.resource_id,
+                    entry.dimension,
+                    hour_key(entry.hour),
+                    UNRESOLVED_AFTER,
+                    why,
+                )
+                settlements.append(
+                    Settlement(
+                        entry,
+                        LedgerState.UNRESOLVED,
+                        {"Reason": "Undecidable", "Message": why[:1000]},
                     )
                 )
             else:
+                log.warning(
+                    "billing event %s %s %s not decided yet (%s): %s",
+                    entry.resource_id,
+                    entry.dimension,
+                    hour_key(entry.hour),
+                    verdict.value,
+                    why,
+                )
                 waiting += 1
         self._settle(settlements, ledgers, result)
         if waiting:
             result.states["pending"] += waiting
             raise TransientError(
-                f"{waiting} event(s) of {hour_key(hour)} are neither accepted nor safely "
-                "expired yet; retrying later",
+                f"{waiting} event(s) of {hour_key(hour)} are neither proved accepted nor "
+                "safely not accepted yet; retrying later",
                 code="BillingUndecided",
             )
 

@@ -19,6 +19,11 @@ function run; a resource with more subscriptions than that goes alone in its ite
 reads run in parallel: at ~20 ms a query and 8 at once, 10,000 subscriptions take ~25 s of
 a 10-minute run), so the POST of one event key is never split.
 
+Resources with usage waiting to be carried forward (the ledger's carry index) are added to
+every hour's items even when they have no usage of their own in that hour: expired usage is
+folded into a resource's next sendable event, and a resource whose subscriptions went quiet
+would otherwise never have one.
+
 Enqueuing is at-least-once and may repeat (the collector redoes an hour whose watermark
 did not move): the ledger makes a repeated item change nothing.
 """
@@ -27,15 +32,17 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
+from shared.billing.ledger import CarryIndex
 from shared.core.config import Settings
 from shared.core.errors import BadInputError
 from shared.core.hours import hour_key, parse_hour_key
 from shared.core.retry import call_with_retry
+from shared.storage.account import StorageAccount
 from shared.storage.hour_manifest import HourEntry, entry_target
 from shared.storage.queues import encode_body, ensure_queue, queue_client
 
@@ -97,13 +104,19 @@ class WorkItem:
 
 
 def plan_work_items(
-    settings: Settings, hour: datetime, entries: Sequence[HourEntry]
+    settings: Settings,
+    hour: datetime,
+    entries: Sequence[HourEntry],
+    carrying: Iterable[str] = (),
 ) -> list[WorkItem]:
-    """The items covering every billing resource with usage in ``hour``, whole resources."""
+    """The items covering every billing resource with usage in ``hour``, whole resources,
+    and every resource of ``carrying`` (usage waiting to be carried) even without any."""
     per_message = settings.report_subscriptions_per_message
     subscriptions: dict[str, int] = defaultdict(int)
     for entry in entries:
         subscriptions[entry_target(settings, entry).resource_id] += 1
+    for resource_id in carrying:
+        subscriptions[resource_id] += 0  # listed; no subscription to read
     items: list[WorkItem] = []
     batch: list[str] = []
     batch_subscriptions = 0
@@ -124,13 +137,19 @@ def plan_work_items(
     return items
 
 
-def work_item_enqueuer(settings: Settings) -> Callable[[datetime, list[HourEntry]], None]:
+def work_item_enqueuer(
+    settings: Settings, account: StorageAccount | None = None
+) -> Callable[[datetime, list[HourEntry]], None]:
     """The collector's ``after_hour_written`` callback: enqueue the hour's work items.
 
-    Raises (TransientError after retries) if the queue refuses, so the watermark stays
-    and the hour is redone: items are enqueued before the watermark moves (invariant 2).
+    Each hour also reads the ledger's carry index (one query), so resources with expired
+    usage waiting are billed in the hour's items whether or not they have usage in it.
+    Raises (TransientError after retries) if the queue or the index read fails, so the
+    watermark stays and the hour is redone: items are enqueued before the watermark moves
+    (invariant 2).
     """
     client = queue_client(settings, settings.usage_queue_name)
+    carry_index = CarryIndex(account or StorageAccount(settings))
     created = False
 
     def enqueue(hour: datetime, entries: list[HourEntry]) -> None:
@@ -138,7 +157,7 @@ def work_item_enqueuer(settings: Settings) -> Callable[[datetime, list[HourEntry
         if not created:
             ensure_queue(client)
             created = True
-        for item in plan_work_items(settings, hour, entries):
+        for item in plan_work_items(settings, hour, entries, carry_index.resources()):
             call_with_retry(
                 partial(client.send_message, item.to_message_text()),
                 what=f"enqueue work item {hour_key(hour)}",

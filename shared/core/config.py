@@ -8,9 +8,11 @@ plausible fake value. Local mode (the emulators) may default what production mus
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
@@ -20,6 +22,21 @@ from shared.core.errors import ConfigurationError
 LOCAL_PLACEHOLDER_PREFIX = "local-only-"
 # Where the local Functions host (and `func start`) listens by default.
 LOCAL_PUBLIC_BASE_URL = "http://127.0.0.1:7071"
+
+
+def _check_production_url(name: str, url: str) -> None:
+    """Production endpoints are https and not on this machine (an emulator's address)."""
+    if not url.startswith("https://"):
+        raise ValueError(f"{name} must be an https URL in production")
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        loopback = host == "localhost" or host.endswith(".localhost")
+    else:
+        loopback = address.is_loopback or address.is_unspecified
+    if loopback:
+        raise ValueError(f"{name} points at this machine ({host}); production needs the real one")
 
 
 class AppMode(StrEnum):
@@ -211,7 +228,8 @@ class Settings(BaseModel):
         return self
 
     def _check_production(self, key: str) -> None:
-        """What local mode may relax and production may not: no emulators, no placeholders."""
+        """What local mode may relax and production may not (design invariant 8): no
+        simulator, no emulator token, no placeholders, every endpoint https and not loopback."""
         if key.startswith(LOCAL_PLACEHOLDER_PREFIX):
             raise ValueError("CONTINUATION_TOKEN_KEY is the local placeholder; set a real secret")
         if self.commerce_auth == "static":
@@ -222,8 +240,12 @@ class Settings(BaseModel):
             raise ValueError("PORTAL_AUTHORITY must be an https URL in production")
         for name, url in (("AUTH_JWKS_URI", self.auth_jwks_uri), ("COMMERCE_BASE_URL",
                           self.commerce_base_url)):  # fmt: skip
-            if not url.startswith("https://"):
-                raise ValueError(f"{name} must be an https URL in production")
+            _check_production_url(name, url)
+        if self.usage_source == "simulated":
+            raise ValueError(
+                "USAGE_SOURCE=simulated (the local stack's simulated fleet) is local-only: "
+                "its usage would be billed for real; set USAGE_SOURCE=azurestack"
+            )
 
     def _fill_dependent_settings(self) -> None:
         """Fill what depends on other settings: the source's publishing delay, the API's
@@ -282,8 +304,8 @@ class Settings(BaseModel):
                 "AZURESTACK_AUTHORITY": self.azurestack_authority,
             }
             for name, url in urls.items():
-                if url and not url.startswith("https://"):
-                    raise ValueError(f"{name} must be an https URL in production")
+                if url:
+                    _check_production_url(name, url)
 
     def chargeable_overrides(self) -> dict[str, bool]:
         """BILLING_CHARGEABLE_OVERRIDES parsed: meter id -> chargeable."""

@@ -87,3 +87,33 @@ def test_redelivery_posts_an_event_that_holds_only_carried_usage(account: Storag
     # Delivered once more after its hour left the window: still returned (to be resolved).
     late = ledger.open(later, "plan", {"dim-b": 1.0}, sendable=False)
     assert {e.dimension for e in late} == {"dim-a", "dim-b"}
+
+
+def test_an_accepted_answer_lost_for_30_hours_is_decided_from_daily_sums(
+    chaos_report: ChaosReport,
+) -> None:
+    """The scenario's hour was posted and accepted, its answer lost and its retry came 30
+    hours later (Expired): the day's sums proved every posted event billed (none of them
+    carried forward); events of later batches that never went out may be carried."""
+    report = chaos_report
+    assert report.faults["answer-lost-30h"] == 1
+    assert report.lost_answer_hour is not None
+    assert report.lost_answer_posted > 0
+    assert report.lost_answer_by_daily_sums == report.lost_answer_posted
+    assert report.lost_answer_states["duplicate-confirmed"] >= report.lost_answer_posted
+    assert set(report.lost_answer_states) <= {
+        "accepted",
+        "duplicate-confirmed",
+        "carried-forward",
+    }, report.lost_answer_states
+
+
+def test_a_resource_that_went_quiet_has_its_carried_usage_billed(
+    chaos_report: ChaosReport,
+) -> None:
+    """saas-quiet's subscription stopped reporting where the first timer gap stopped
+    expiring hours: its expired hours were carried and billed with no usage of its own."""
+    report = chaos_report
+    assert report.quiet_from is not None
+    assert report.quiet_carried > 0
+    assert report.quiet_billed_after > 0

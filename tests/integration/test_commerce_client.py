@@ -384,18 +384,24 @@ def test_random_faults_over_200_events_bill_each_once(
     assert emulator.calls["batchUsageEvent"] - 20 >= sum(injected.values()) >= 5, injected
 
 
-def test_usage_events_reads_reconciliation_with_retries(
+def test_daily_usage_reads_the_days_rows_with_retries(
     emulator: CommerceEmulator, recorder: SleepRecorder
 ) -> None:
-    """usage_events retries a 500 and a drop, then returns the accepted rows of the window."""
+    """daily_usage retries a 500 and a drop, then returns the parsed daily rows of the days
+    asked (summed per resource and dimension; the day after is asked for and dropped)."""
     with make_client(emulator, recorder) as client:
         client.post_batch(usage(3))
+        client.post_batch(usage(1, quantity=1.0, hour=HOUR - timedelta(hours=2)))
         emulator.fail_next(Fault.SERVER_ERROR)
         emulator.fail_next(Fault.DROP)
-        rows = client.usage_events(HOUR, HOUR + timedelta(hours=1))
-        assert sorted(r["resourceId"] for r in rows) == ["res-000", "res-001", "res-002"]
-        assert all(r["reconStatus"] == "Accepted" for r in rows)
-        assert client.usage_events(HOUR + timedelta(hours=1), NOW) == []
+        rows = client.daily_usage(HOUR, HOUR)
+        assert client.daily_usage(HOUR + timedelta(days=1), HOUR + timedelta(days=1)) == []
+    day = datetime(2026, 11, 26, tzinfo=UTC)
+    assert [(r.day, r.resource_id, r.dimension, r.submitted, r.count, r.status) for r in rows] == [
+        (day, "res-000", "dim-0", 3.5, 2, "Accepted"),
+        (day, "res-001", "dim-1", 3.5, 1, "Accepted"),
+        (day, "res-002", "dim-2", 4.5, 1, "Accepted"),
+    ]
     assert emulator.calls["usageEvents"] == 4
 
 

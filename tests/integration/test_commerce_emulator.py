@@ -203,30 +203,107 @@ def test_missing_api_version_is_bad_argument(emulator: CommerceEmulator) -> None
     assert response.json()["code"] == "BadArgument"
 
 
-def test_usage_events_lists_accepted_events_in_window(emulator: CommerceEmulator) -> None:
-    """GET usageEvents lists one Accepted row per accepted event whose hour is in the window."""
-    earlier = HOUR - timedelta(hours=3)
+# The fact sheet's "Retrieving what was accepted" (../shared/spec/commerce-api.md), as listed
+# there: the fields of a daily row, its reconStatus values and the call's arguments.
+FACT_SHEET_ROW_FIELDS = {
+    "usageDate",
+    "usageResourceId",
+    "dimension",
+    "planId",
+    "planName",
+    "offerId",
+    "offerName",
+    "offerType",
+    "azureSubscriptionId",
+    "submittedQuantity",
+    "processedQuantity",
+    "submittedCount",
+    "reconStatus",
+}
+FACT_SHEET_RECON_STATUSES = {
+    "Submitted",
+    "Accepted",
+    "Rejected",
+    "Mismatch",
+    "TestHeaders",
+    "DryRun",
+}
+
+
+def daily(emulator: CommerceEmulator, **params: str) -> list[dict[str, Any]]:
+    response = call(emulator, "GET", "/api/usageEvents", params=params)
+    assert response.status_code == 200, response.text
+    rows: list[dict[str, Any]] = response.json()
+    return rows
+
+
+def test_usage_events_answers_the_fact_sheets_daily_rows(emulator: CommerceEmulator) -> None:
+    """GET usageEvents answers one row per (day, resource, dimension, plan) with exactly the
+    fact sheet's fields and statuses: the day's sums and count, no hour and no event id."""
     batch(
-        emulator, [event("res-1"), event("res-2", quantity=1.5, start=earlier), event(quantity=0)]
-    )
-    response = call(
         emulator,
-        "GET",
-        "/api/usageEvents",
-        params={"usageStartDate": "2026-11-26T15:00:00Z", "usageEndDate": "2026-11-26T18:00:00Z"},
+        [
+            event("res-1", quantity=4.0),
+            event("res-1", quantity=1.5, start=HOUR - timedelta(hours=3)),
+            event("res-1", dimension="gb-hours", quantity=2.0),
+            event("res-2", quantity=7.25, start=HOUR - timedelta(hours=17)),  # the day before
+        ],
     )
-    assert response.status_code == 200
-    rows = response.json()
-    assert len(rows) == 1
-    (row,) = rows
-    assert row["usageDate"] == "2026-11-26T16:00:00Z"
-    assert row["resourceId"] == "res-1"
-    assert row["dimension"] == "vcpu-hours"
-    assert row["planId"] == "plan-a"
-    assert row["processedQuantity"] == 4.0
-    assert row["reconStatus"] == "Accepted"
-    whole_day = call(emulator, "GET", "/api/usageEvents", params={"usageStartDate": "2026-11-26"})
-    assert {r["resourceId"] for r in whole_day.json()} == {"res-1", "res-2"}
+    rows = daily(emulator, usageStartDate="2026-11-25", usageEndDate="2026-11-26")
+    for row in rows:
+        assert set(row) == FACT_SHEET_ROW_FIELDS
+        assert row["reconStatus"] in FACT_SHEET_RECON_STATUSES
+    assert [
+        (r["usageDate"], r["usageResourceId"], r["dimension"], r["submittedQuantity"],
+         r["processedQuantity"], r["submittedCount"], r["reconStatus"])
+        for r in rows
+    ] == [
+        ("2026-11-25T00:00:00Z", "res-2", "vcpu-hours", 7.25, 7.25, 1, "Accepted"),
+        ("2026-11-26T00:00:00Z", "res-1", "gb-hours", 2.0, 2.0, 1, "Accepted"),
+        ("2026-11-26T00:00:00Z", "res-1", "vcpu-hours", 5.5, 5.5, 2, "Accepted"),
+    ]  # fmt: skip
+    assert {r["planId"] for r in rows} == {"plan-a"}
+
+
+def test_usage_events_days_and_filters(emulator: CommerceEmulator) -> None:
+    """usageStartDate/usageEndDate select whole UTC days (a date-time means its day; the end
+    day is included; no end means up to now); dimension, planId and reconStatus filter."""
+    batch(
+        emulator,
+        [event("res-1"), event("res-1", dimension="gb-hours", start=HOUR - timedelta(hours=20))],
+    )
+    assert len(daily(emulator, usageStartDate="2026-11-26T15:00:00Z")) == 1
+    assert len(daily(emulator, usageStartDate="2026-11-25")) == 2
+    assert (
+        daily(emulator, usageStartDate="2026-11-25", usageEndDate="2026-11-25T23:00:00Z")[0][
+            "dimension"
+        ]
+        == "gb-hours"
+    )
+    assert [r["dimension"] for r in daily(emulator, usageStartDate="2026-11-25",
+                                          dimension="vcpu-hours")] == ["vcpu-hours"]  # fmt: skip
+    assert daily(emulator, usageStartDate="2026-11-25", planId="other-plan") == []
+    assert daily(emulator, usageStartDate="2026-11-25", reconStatus="Submitted") == []
+
+
+def test_unprocessed_days_are_submitted_and_processing_can_disagree() -> None:
+    """A day with an event younger than processing_delay is Submitted; set_processed makes a
+    day Mismatch (processed differs, non-zero) or Rejected (nothing processed)."""
+    clock = {"now": NOW}
+    with CommerceEmulator(
+        token=TOKEN, clock=lambda: clock["now"], processing_delay=timedelta(hours=2)
+    ) as emulator:
+        batch(emulator, [event("res-1"), event("res-2", quantity=3.0)])
+        statuses = {r["usageResourceId"]: r["reconStatus"] for r in daily(emulator,
+                    usageStartDate="2026-11-26")}  # fmt: skip
+        assert statuses == {"res-1": "Submitted", "res-2": "Submitted"}
+        clock["now"] = NOW + timedelta(hours=2)
+        emulator.set_processed("res-1", "vcpu-hours", HOUR, 3.0)
+        emulator.set_processed("res-2", "vcpu-hours", HOUR, 0.0)
+        rows = {r["usageResourceId"]: r for r in daily(emulator, usageStartDate="2026-11-26")}
+    assert (rows["res-1"]["reconStatus"], rows["res-1"]["submittedQuantity"],
+            rows["res-1"]["processedQuantity"]) == ("Mismatch", 4.0, 3.0)  # fmt: skip
+    assert (rows["res-2"]["reconStatus"], rows["res-2"]["processedQuantity"]) == ("Rejected", 0.0)
 
 
 def test_usage_events_needs_a_start_date(emulator: CommerceEmulator) -> None:

@@ -251,6 +251,10 @@ def test_token_mints_for_the_fleet_in_local_mode_and_refuses_otherwise(
 
     production = {
         "APP_MODE": "production",
+        "USAGE_SOURCE": "azurestack",  # production refuses the simulated fleet
+        "AZURESTACK_ADMIN_ARM_ENDPOINT": "https://adminmanagement.local.azurestack.external",
+        "AZURESTACK_PROVIDER_SUBSCRIPTION_ID": "00000000-0000-4000-8000-0000000000aa",
+        "AZURESTACK_AUDIENCE": "https://adminmanagement.contoso.onmicrosoft.com/3a1b7f2e",
         "AUTH_JWKS_URI": "https://login.example.test/keys",
         "COMMERCE_BASE_URL": "https://commerce.example.test",
         "COMMERCE_AUTH": "managed_identity",

@@ -12,6 +12,7 @@ import pytest
 
 from devstack.host import _HostOptions, strip_line_comments
 from ops.reconcile import parse_hour
+from shared.billing.daily_sums import DailyRow, DayTotal, Verdict, day_totals, decide
 from shared.billing.events import EventOutcome, EventStatus, UsageEvent
 from shared.billing.ledger import LedgerEntry, LedgerState, event_row_key, ledger_partition
 from shared.billing.reporter import can_send, settlement_for
@@ -58,6 +59,15 @@ def test_malformed_work_items_are_bad_input(body: bytes) -> None:
     """Anything but a v1 item with an hour key and resource ids is BadInputError."""
     with pytest.raises(BadInputError):
         WorkItem.from_body(body)
+
+
+def test_plan_adds_resources_with_usage_waiting_to_be_carried() -> None:
+    """A resource listed in the carry index gets an item even with no usage in the hour."""
+    config = settings()
+    entries = [HourEntry("t1", 1, 0, "saas-a", "p")]
+    items = plan_work_items(config, HOUR, entries, ["saas-quiet", "saas-a"])
+    assert [item.billing_resource_ids for item in items] == [("saas-a", "saas-quiet")]
+    assert plan_work_items(config, HOUR, [], ["saas-quiet"]) == [WorkItem(HOUR, ("saas-quiet",))]
 
 
 def test_plan_packs_whole_resources_up_to_the_subscription_limit() -> None:
@@ -117,6 +127,9 @@ def test_ledger_keys_are_safe_and_ordered_by_hour() -> None:
     assert LedgerState.CARRIED_FORWARD.final
     assert not LedgerState.EXPIRED.final
     assert not LedgerState.REJECTED.billed
+    # Unresolved may have been billed: never posted again, never carried, not counted billed.
+    assert LedgerState.UNRESOLVED.final
+    assert not LedgerState.UNRESOLVED.billed
 
 
 def test_host_json_comments_are_stripped_outside_strings() -> None:
@@ -155,3 +168,84 @@ def test_ops_hour_argument_off_the_hour_is_refused() -> None:
     """Half past is not a reported hour."""
     with pytest.raises(argparse.ArgumentTypeError):
         parse_hour("2026-11-20T09:30")
+
+
+def settled(submitted: float, count: int) -> DayTotal:
+    return DayTotal(submitted, submitted, count, frozenset({"Accepted"}))
+
+
+A, B, C = (HOUR + timedelta(hours=n) for n in range(3))
+
+
+@pytest.mark.parametrize(
+    ("total", "accepted", "unknown", "expected"),
+    [
+        # Nothing at the endpoint that day: no unknown event was accepted.
+        (None, [], {A: 2.0, B: 3.0}, {A: "not-accepted", B: "not-accepted"}),
+        # One unknown event; the day holds it besides the known one.
+        (settled(7.0, 2), [5.0], {A: 2.0}, {A: "accepted"}),
+        (settled(5.0, 1), [5.0], {A: 2.0}, {A: "not-accepted"}),
+        # Two unknown events of different quantities: the sums tell which one.
+        (settled(8.0, 2), [5.0], {A: 2.0, B: 3.0}, {A: "not-accepted", B: "accepted"}),
+        (settled(10.0, 3), [5.0], {A: 2.0, B: 3.0}, {A: "accepted", B: "accepted"}),
+        # Two of the same quantity, one accepted: the sums cannot tell which.
+        (settled(7.0, 2), [5.0], {A: 2.0, B: 2.0}, {A: "unknown", B: "unknown"}),
+        # ... but a third, of another quantity, is still told apart.
+        (
+            settled(10.0, 3),
+            [5.0],
+            {A: 2.0, B: 2.0, C: 3.0},
+            {A: "unknown", B: "unknown", C: "accepted"},
+        ),
+        # Counts or sums no combination explains: nothing is decided.
+        (settled(7.5, 2), [5.0], {A: 2.0, B: 3.0}, {A: "unknown", B: "unknown"}),
+        (settled(5.0, 0), [5.0], {A: 2.0}, {A: "unknown"}),
+        # Not processed yet, or processing disagrees: nothing is decided.
+        (DayTotal(7.0, 0.0, 2, frozenset({"Submitted"})), [5.0], {A: 2.0}, {A: "unknown"}),
+        (DayTotal(7.0, 6.0, 2, frozenset({"Mismatch"})), [5.0], {A: 2.0}, {A: "unknown"}),
+    ],
+)
+def test_daily_sums_decide_only_what_the_arithmetic_proves(
+    total: DayTotal | None,
+    accepted: list[float],
+    unknown: dict[datetime, float],
+    expected: dict[datetime, str],
+) -> None:
+    """An unknown event is accepted when every fitting combination holds it, not accepted
+    when none does, and undecided otherwise (equal quantities, Submitted, Mismatch, ...)."""
+    verdicts, why = decide(total, accepted, unknown)
+    assert {key: verdict.value for key, verdict in verdicts.items()} == expected
+    assert why
+
+
+def test_daily_sums_known_billed_event_narrows_the_combinations() -> None:
+    """A Duplicate without its quantity is held by the endpoint: only combinations holding
+    it fit, which can decide the other unknown events of the day."""
+    verdicts, _ = decide(settled(7.0, 2), [5.0], {A: 2.0, B: 2.0}, known_billed=[A])
+    assert verdicts == {A: Verdict.ACCEPTED, B: Verdict.NOT_ACCEPTED}
+
+
+def test_daily_rows_parse_and_sum_per_resource_dimension_day() -> None:
+    """Rows of several plans sum per (resource, dimension, day); TestHeaders and DryRun rows
+    are not billing; a row missing a documented field is refused."""
+    base = {
+        "usageDate": "2026-11-20T00:00:00Z",
+        "usageResourceId": "r",
+        "dimension": "d",
+        "planId": "p1",
+        "submittedQuantity": 2.5,
+        "processedQuantity": 2.5,
+        "submittedCount": 2,
+        "reconStatus": "Accepted",
+    }
+    rows = [
+        DailyRow.from_wire(base),
+        DailyRow.from_wire({**base, "planId": "p2", "submittedQuantity": 1.0, "submittedCount": 1}),
+        DailyRow.from_wire({**base, "reconStatus": "DryRun", "submittedQuantity": 9.0}),
+    ]
+    ((key, total),) = day_totals(rows).items()
+    assert key == ("r", "d", HOUR.replace(hour=0))
+    assert (total.submitted, total.count) == (3.5, 3)
+    for missing in ("usageResourceId", "submittedCount", "submittedQuantity", "usageDate"):
+        with pytest.raises(ValueError, match=missing):
+            DailyRow.from_wire({k: v for k, v in base.items() if k != missing})

@@ -72,6 +72,10 @@ def test_production_accepts_real_values_and_parses_overrides() -> None:
     settings = Settings.from_environ(
         {
             **PRODUCTION,
+            "USAGE_SOURCE": "azurestack",
+            "AZURESTACK_ADMIN_ARM_ENDPOINT": "https://adminmanagement.local.azurestack.external",
+            "AZURESTACK_PROVIDER_SUBSCRIPTION_ID": "00000000-0000-4000-8000-0000000000aa",
+            "AZURESTACK_AUDIENCE": "https://adminmanagement.contoso.onmicrosoft.com/3a1b7f2e",
             "CONTINUATION_TOKEN_KEY": "k" * 40,
             "COMMERCE_AUTH": "managed_identity",
             "COMMERCE_STATIC_TOKEN": "",

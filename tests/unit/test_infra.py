@@ -479,3 +479,27 @@ def test_azure_yaml_service_matches_an_existing_function_app() -> None:
     assert (REPO / infra.get("path", "infra") / f"{infra.get('module', 'main')}.bicep").is_file()
     ((path, site),) = _resources("Microsoft.Web/sites")
     assert _object_value(site["tags"], path, "azd-service-name") == [name]
+
+
+def test_no_deployment_defaults_to_the_simulator() -> None:
+    """USAGE_SOURCE can only be a real source: the Bicep cannot set ``simulated`` (not
+    allowed, not the default), and the stamp settings azurestack needs have no defaults,
+    so azd asks for them (main.parameters.json) instead of deploying half-configured."""
+    settings: dict[str, list[Any]] = {}
+    for path, body in _resources("Microsoft.Web/sites/config"):
+        settings["USAGE_SOURCE"] = _object_value(body["properties"], path, "USAGE_SOURCE")
+    declared = parsed(MAIN)["parameters"]
+    assert settings["USAGE_SOURCE"] == ["azurestack"]  # the param, resolved to its default
+    source = declared["usageSource"]
+    allowed = [d["argument"] for d in source["decorators"] if d["type"] == "allowed"]
+    assert allowed == [["azurestack"]]
+    assert source["default"] in (None, "azurestack")
+    values = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))
+    given = {name: entry["value"] for name, entry in values["parameters"].items()}
+    for name, setting in (
+        ("azureStackAdminArmEndpoint", "AZURESTACK_ADMIN_ARM_ENDPOINT"),
+        ("azureStackProviderSubscriptionId", "AZURESTACK_PROVIDER_SUBSCRIPTION_ID"),
+        ("azureStackAudience", "AZURESTACK_AUDIENCE"),
+    ):
+        assert declared[name]["default"] is None, name
+        assert given[name] == f"${{{setting}}}", name

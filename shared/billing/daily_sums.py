@@ -1,0 +1,238 @@
+"""The endpoint's daily rows, and what they prove about an event whose POST answer was lost.
+
+``GET /api/usageEvents`` (spec/commerce-api.md, "Retrieving what was accepted") is the only
+documented read of what the endpoint holds, and it answers **daily** rows: one per (UTC
+usage day, resource, dimension, plan) with ``submittedQuantity``, ``processedQuantity``,
+``submittedCount`` and ``reconStatus``. There is no per-hour, per-event read; the only
+hour-level truth is the answer to a POST. So an event whose answer was lost (a crash after
+the POST) and whose retry comes after the 24-hour window (a re-send is only ``Expired``)
+can be decided by arithmetic over its (resource, dimension, day) alone:
+
+    the day's accepted events = those the ledger knows were accepted (quantities K)
+                              + some subset X of those whose outcome it does not know (U)
+
+with ``len(K) + len(X) == submittedCount`` and ``fsum(K) + fsum(X) == submittedQuantity``
+(relative tolerance 1e-9, as quantities compare everywhere). Every subset X of U that fits
+both is a possible truth. An event is **accepted** when it is in every fitting subset, **not
+accepted** when it is in none, and **cannot be told** otherwise: two unknown events of the
+day with the same quantity and only one of them accepted; no fitting subset at all (the
+endpoint holds something the ledger cannot explain); more than :data:`MAX_SUBSETS` subsets
+to try.
+
+The day is only trusted when every billing row of it is ``Accepted`` (processed equals
+submitted): ``Submitted`` is not processed yet (its sums may still move: wait), ``Mismatch``
+and ``Rejected`` say the endpoint's processing disagrees with what it accepted (an
+operator's question, never an arithmetic input). ``TestHeaders`` and ``DryRun`` rows are not
+billing and are left out. No row at all means nothing was accepted that day.
+
+What makes it sound is the order of the caller's reads: the ledger's accepted events are
+read BEFORE the endpoint (each was accepted before the endpoint answered, so it is in the
+sums), and the day's other events AFTER it (an event is recorded ``pending`` before it is
+ever posted, so every event the endpoint could have counted is in that second read; those
+that were not known accepted in the first read count as unknown). An event is only declared
+not accepted once its hour is far enough past the window that no POST of it can still be
+in flight (the reporter's grace).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from itertools import combinations
+from typing import Any, TypeVar
+
+from shared.billing.events import QUANTITY_REL_TOLERANCE
+from shared.core.hours import floor_day
+
+K = TypeVar("K", bound=Hashable)
+# Fitting subsets tried per (resource, dimension, day) before giving up as "cannot tell".
+MAX_SUBSETS = 20_000
+# Absolute tolerance next to the relative one: sums of tiny quantities still compare.
+QUANTITY_ABS_TOLERANCE = 1e-9
+# (billing resource, dimension, UTC day)
+DayKey = tuple[str, str, datetime]
+
+
+class ReconStatus(StrEnum):
+    """``reconStatus`` of a daily row, as the fact sheet lists them."""
+
+    SUBMITTED = "Submitted"  # not processed yet
+    ACCEPTED = "Accepted"  # processed as submitted
+    REJECTED = "Rejected"
+    MISMATCH = "Mismatch"  # non-zero, but processed differs from submitted
+    TEST_HEADERS = "TestHeaders"
+    DRY_RUN = "DryRun"
+
+
+NOT_BILLING = frozenset({ReconStatus.TEST_HEADERS.value, ReconStatus.DRY_RUN.value})
+
+
+def same_quantity(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=QUANTITY_REL_TOLERANCE, abs_tol=QUANTITY_ABS_TOLERANCE)
+
+
+@dataclass(frozen=True)
+class DailyRow:
+    """One row of GET usageEvents: a (day, resource, dimension, plan) and its sums."""
+
+    day: datetime
+    resource_id: str
+    dimension: str
+    plan_id: str
+    submitted: float
+    processed: float
+    count: int
+    status: str
+
+    @classmethod
+    def from_wire(cls, raw: Mapping[str, Any]) -> DailyRow:
+        """Parse one documented row; ValueError names what is missing or malformed."""
+        try:
+            moment = datetime.fromisoformat(str(raw["usageDate"]).replace("Z", "+00:00"))
+        except (KeyError, ValueError):
+            raise ValueError("usageDate is missing or not a date") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        strings = {}
+        for name in ("usageResourceId", "dimension", "reconStatus"):
+            value = raw.get(name)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{name} is missing or not a string")
+            strings[name] = value
+        count = raw.get("submittedCount")
+        if isinstance(count, bool) or not isinstance(count, int | float) or count != int(count):
+            raise ValueError("submittedCount is missing or not a whole number")
+        return cls(
+            day=floor_day(moment),
+            resource_id=strings["usageResourceId"],
+            dimension=strings["dimension"],
+            plan_id=str(raw.get("planId") or ""),
+            submitted=_number(raw, "submittedQuantity"),
+            processed=_number(raw, "processedQuantity"),
+            count=int(count),
+            status=strings["reconStatus"],
+        )
+
+    @property
+    def key(self) -> DayKey:
+        return (self.resource_id, self.dimension, self.day)
+
+
+def _number(raw: Mapping[str, Any], name: str) -> float:
+    value = raw.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} is missing or not a finite number")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class DayTotal:
+    """The endpoint's billing rows of one (resource, dimension, day), plans summed."""
+
+    submitted: float
+    processed: float
+    count: int
+    statuses: frozenset[str]
+
+    @property
+    def settled(self) -> bool:
+        """Every row processed exactly as submitted: the sums are final and agree."""
+        return self.statuses == {ReconStatus.ACCEPTED.value}
+
+    def describe(self) -> str:
+        return (
+            f"endpoint: {self.count} event(s), submitted {self.submitted!r}, processed "
+            f"{self.processed!r}, {'/'.join(sorted(self.statuses))}"
+        )
+
+
+def day_totals(rows: Iterable[DailyRow]) -> dict[DayKey, DayTotal]:
+    """Billing rows summed per (resource, dimension, day); TestHeaders/DryRun left out."""
+    parts: dict[DayKey, list[DailyRow]] = defaultdict(list)
+    for row in rows:
+        if row.status not in NOT_BILLING:
+            parts[row.key].append(row)
+    return {
+        key: DayTotal(
+            submitted=math.fsum(row.submitted for row in found),
+            processed=math.fsum(row.processed for row in found),
+            count=sum(row.count for row in found),
+            statuses=frozenset(row.status for row in found),
+        )
+        for key, found in parts.items()
+    }
+
+
+class Verdict(StrEnum):
+    ACCEPTED = "accepted"
+    NOT_ACCEPTED = "not-accepted"
+    UNKNOWN = "unknown"
+
+
+def decide(
+    total: DayTotal | None,
+    accepted: Sequence[float],
+    unknown: Mapping[K, float],
+    *,
+    known_billed: Collection[K] = (),
+) -> tuple[dict[K, Verdict], str]:
+    """What the day's sums prove about each event of ``unknown``, and why (for the ledger).
+
+    ``total``: the endpoint's day (None: no row, nothing accepted that day). ``accepted``:
+    the quantities the endpoint holds for the events the ledger knows were accepted (read
+    before the endpoint). ``unknown``: every other event of the day that may have been
+    accepted, key -> the quantity it was sent with (read after the endpoint).
+    ``known_billed``: keys of ``unknown`` known to be held by the endpoint (a ``Duplicate``
+    without the accepted quantity); only subsets holding them fit.
+    """
+    everything_unknown = dict.fromkeys(unknown, Verdict.UNKNOWN)
+    if total is None:
+        total = DayTotal(0.0, 0.0, 0, frozenset({ReconStatus.ACCEPTED.value}))
+        where = "endpoint: nothing that day"
+    else:
+        where = total.describe()
+    if not total.settled:
+        return everything_unknown, f"{where}: not settled by the endpoint yet"
+    wanted = total.count - len(accepted)
+    known = math.fsum(accepted)
+    keys = sorted(unknown, key=repr)
+    if not 0 <= wanted <= len(keys):
+        return everything_unknown, (
+            f"{where}; ledger: {len(accepted)} accepted, {len(keys)} unknown: counts disagree"
+        )
+    if math.comb(len(keys), wanted) > MAX_SUBSETS:
+        return everything_unknown, (
+            f"{where}; {wanted} of {len(keys)} unknown events accepted: too many ways to tell"
+        )
+    must = set(known_billed)
+    fitting: list[set[K]] = []
+    for chosen in combinations(keys, wanted):
+        if must <= set(chosen) and same_quantity(
+            math.fsum([known, *(unknown[key] for key in chosen)]), total.submitted
+        ):
+            fitting.append(set(chosen))
+    if not fitting:
+        return everything_unknown, (
+            f"{where}; ledger: {len(accepted)} accepted ({known!r}), {len(keys)} unknown: "
+            "no combination of the unknown events explains the day"
+        )
+    in_all = set.intersection(*fitting)
+    in_any = set.union(*fitting)
+    verdicts = {
+        key: (
+            Verdict.ACCEPTED
+            if key in in_all
+            else Verdict.NOT_ACCEPTED
+            if key not in in_any
+            else Verdict.UNKNOWN
+        )
+        for key in keys
+    }
+    how = "one combination fits" if len(fitting) == 1 else f"{len(fitting)} combinations fit"
+    return verdicts, (
+        f"{where}; ledger: {len(accepted)} accepted ({known!r}), {len(keys)} unknown; {how}"
+    )
