@@ -9,7 +9,9 @@ Three independent sides, each compared at the grain it really has:
 - the endpoint, per (billing resource, dimension, UTC day): the daily rows of
   ``GET /api/usageEvents`` (``shared.billing.daily_sums``), the only read it offers.
 
-Per hour, for the window's reported hours, storage against the ledger: a key is in order
+Per hour, the hour summary billing read (``shared.storage.hour_summary``) must equal the
+rows summed again, exactly (``summary-differs``). Per hour, for the window's reported
+hours, storage against the ledger: a key is in order
 when storage's total equals the ledger's own quantity and the ledger holds it billed, or
 carried forward into a key that is billed. Otherwise: ``unreported`` (collected, no ledger
 record), ``storage-differs``, ``pending``, ``awaiting-carry`` (expired, waiting for a later
@@ -44,6 +46,7 @@ from shared.billing.ledger import CarryIndex, Ledger, LedgerEntry, LedgerState
 from shared.core.hours import DAY, HOUR, floor_day, parse_hour_key
 from shared.core.meters import ChargeableMeters
 from shared.storage.account import StorageAccount
+from shared.storage.hour_summary import read_hour_summary
 
 Progress = Callable[[str, int, int], None]
 
@@ -141,6 +144,9 @@ def reconcile(
         for kind, detail in _check_hour(account, owed.get(key), entry, ledger):
             result.differences.append(Difference(kind, key[0], key[1], key[2], detail))
 
+    for kind, key, detail in _check_summaries(account, first_hour, last_hour, owed):
+        result.differences.append(Difference(kind, key[0], key[1], key[2], detail))
+
     billed_by_day: dict[DayKey, list[LedgerEntry]] = defaultdict(list)
     unresolved_by_day: dict[DayKey, int] = defaultdict(int)
     for (resource_id, dimension, hour), entry in ledger.items():
@@ -158,6 +164,39 @@ def reconcile(
         ):
             result.differences.append(Difference(kind, *day_key, detail, day=True))
     return result
+
+
+def _check_summaries(
+    account: StorageAccount,
+    first_hour: datetime,
+    last_hour: datetime,
+    owed: dict[ChargeKey, float],
+) -> list[tuple[str, ChargeKey, str]]:
+    """The hour summaries billing read, against the rows summed again: exactly equal (both
+    are ``math.fsum`` of the same quantities), or ``summary-differs``. Hours without a
+    complete summary were billed from their rows and have nothing to compare."""
+    found: list[tuple[str, ChargeKey, str]] = []
+    hour = first_hour
+    while hour <= last_hour:
+        summary = read_hour_summary(account, hour)
+        if summary is not None:
+            summed = {
+                (resource_id, dimension, hour): quantity
+                for resource_id, sums in summary.items()
+                for dimension, quantity in sums.quantities.items()
+            }
+            from_rows = {key: value for key, value in owed.items() if key[2] == hour}
+            for key in sorted(set(summed) | set(from_rows)):
+                if summed.get(key) != from_rows.get(key):
+                    found.append(
+                        (
+                            "summary-differs",
+                            key,
+                            f"summary {summed.get(key)!r}, rows {from_rows.get(key)!r}",
+                        )
+                    )
+        hour += HOUR
+    return found
 
 
 def _check_hour(

@@ -180,3 +180,30 @@ def test_a_recollected_hour_replaces_its_summary(
         assert again is not None
         assert set(again) == {"registration-local", "resource-b"}
         assert again["resource-b"].plan_id == "plan-b"
+
+
+def test_reconciliation_names_a_summary_that_differs_from_the_rows(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A summary entry that no longer equals its rows' sum is a summary-differs difference."""
+    from devstack.commerce_emulator import CommerceEmulator
+    from shared.billing.reconcile import reconcile
+    from shared.storage.hour_summary import ROLE
+    from tests.integration.test_report_support import fast_client
+    from tests.scripted_source import TENANT_A
+
+    settings = make_settings()
+    source = ScriptedSource(by_hour={T0: [vm_record(TENANT_A, T0, quantity=2.0)]})
+    account = StorageAccount(settings)
+    account.ensure_tables()
+    Collector(settings, account, source).collect_hour(T0)
+    with CommerceEmulator() as emulator, fast_client(emulator) as client:
+        clean = reconcile(account, client, T0, T0)
+        assert not [d for d in clean.differences if d.kind == "summary-differs"]
+        table = account.table(ROLE)
+        (entry,) = [e for e in table.list_entities() if e["RowKey"] != "~complete"]
+        table.update_entity({**entry, "Quantity": 3.0})
+        found = reconcile(account, client, T0, T0)
+    differs = [d for d in found.differences if d.kind == "summary-differs"]
+    assert len(differs) == 1
+    assert "summary 3.0, rows 2.0" in differs[0].detail
