@@ -292,13 +292,17 @@ def test_owner_object_ids_compare_case_insensitively(account) -> None:
         window(),
         utc_now(),
     )
+
+    def with_usage(provider: str) -> list[str]:
+        return [tenant_id]  # the tenant has usage in the window
+
     caller = Caller(owner.lower(), None, frozenset(), False)
-    assert resolve_scope(caller, tenant_query, store).subscription_ids == (tenant_id,)
-    assert resolve_scope(caller, provider_query, store).subscription_ids == (tenant_id,)
+    assert resolve_scope(caller, tenant_query, store, with_usage).subscription_ids == (tenant_id,)
+    assert resolve_scope(caller, provider_query, store, with_usage).subscription_ids == (tenant_id,)
     stranger = Caller(str(uuid.uuid4()), None, frozenset(), False)
     for query in (tenant_query, provider_query):
         with pytest.raises(NotAllowedError):
-            resolve_scope(stranger, query, store)
+            resolve_scope(stranger, query, store, with_usage)
 
 
 def with_token(url: str, token: str) -> str:
