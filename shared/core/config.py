@@ -258,8 +258,8 @@ class Settings(BaseModel):
             if self.app_mode is AppMode.PRODUCTION:
                 raise ValueError("PUBLIC_BASE_URL must be set in production")
             base = LOCAL_PUBLIC_BASE_URL
-        if self.app_mode is AppMode.PRODUCTION and not base.startswith("https://"):
-            raise ValueError("PUBLIC_BASE_URL must be an https URL in production")
+        if self.app_mode is AppMode.PRODUCTION:
+            _check_production_url("PUBLIC_BASE_URL", base)
         object.__setattr__(self, "public_base_url", base.rstrip("/"))
 
     @property

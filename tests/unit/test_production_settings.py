@@ -23,6 +23,7 @@ PRODUCTION = {
     "COMMERCE_BASE_URL": "https://marketplaceapi.microsoft.com",
     "COMMERCE_AUTH": "managed_identity",
     "COMMERCE_STATIC_TOKEN": "",
+    "PUBLIC_BASE_URL": "https://func-usage.azurewebsites.net",
 }
 
 
@@ -57,6 +58,8 @@ def test_a_complete_production_configuration_loads() -> None:
             "AZURESTACK_ADMIN_ARM_ENDPOINT",
         ),
         ({"AZURESTACK_ADMIN_ARM_ENDPOINT": "https://0.0.0.0"}, "AZURESTACK_ADMIN_ARM_ENDPOINT"),
+        ({"PUBLIC_BASE_URL": "http://func-usage.azurewebsites.net"}, "PUBLIC_BASE_URL"),
+        ({"PUBLIC_BASE_URL": "https://127.0.0.1:7071"}, "PUBLIC_BASE_URL"),
         (
             {
                 "AZURESTACK_AUTH": "client_secret",
