@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,3 +134,25 @@ def internal_error(correlation_id: str) -> HttpAnswer:
         f"an unexpected error occurred; correlation id {correlation_id}",
         correlation_id,
     )
+
+
+def answered(method: str, serve: Callable[[str], HttpAnswer]) -> HttpAnswer:
+    """The answer of one API request: ``serve(correlation_id)`` for a GET, 405 otherwise;
+    any exception becomes its ARM answer (never raised), and the correlation id is sent
+    back in ``x-ms-correlation-request-id``."""
+    correlation_id = str(uuid.uuid4())
+    if method.upper() != "GET":
+        answer = arm_error(
+            405,
+            "MethodNotAllowed",
+            "only GET is supported",
+            correlation_id,
+            headers={"Allow": "GET"},
+        )
+    else:
+        try:
+            answer = serve(correlation_id)
+        except Exception as error:
+            return error_answer(error, correlation_id)
+    answer.headers["x-ms-correlation-request-id"] = correlation_id
+    return answer

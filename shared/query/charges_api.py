@@ -28,7 +28,6 @@ figure: those are on the provider routes only.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,7 +38,7 @@ from shared.core.errors import BadInputError, UnknownResourceError
 from shared.core.hours import iso, utc_now
 from shared.core.meters import MeterCatalogue
 from shared.query.arguments import ApiPath, Route, query_arguments, versioned_arguments
-from shared.query.arm_responses import HttpAnswer, arm_error, error_answer, json_answer
+from shared.query.arm_responses import HttpAnswer, answered, json_answer
 from shared.query.auth import TokenValidator
 from shared.query.caller_scope import CallerScope, resolve_scope
 from shared.query.usage_api import CSV_MIMETYPE, HttpCall, wants_csv
@@ -109,23 +108,9 @@ class ChargesApi:
 
     def answer(self, call: HttpCall) -> HttpAnswer:
         """The answer to ``call``; never raises."""
-        correlation_id = str(uuid.uuid4())
-        try:
-            answer = self._serve(call, correlation_id)
-        except Exception as error:
-            return error_answer(error, correlation_id)
-        answer.headers["x-ms-correlation-request-id"] = correlation_id
-        return answer
+        return answered(call.method, lambda correlation_id: self._serve(call, correlation_id))
 
     def _serve(self, call: HttpCall, correlation_id: str) -> HttpAnswer:
-        if call.method.upper() != "GET":
-            return arm_error(
-                405,
-                "MethodNotAllowed",
-                "only GET is supported",
-                correlation_id,
-                headers={"Allow": "GET"},
-            )
         rate_card = _RATE_CARD.match(call.route_path)
         statement = _STATEMENT.match(call.route_path)
         match = rate_card or statement or _ROLLUP.match(call.route_path)

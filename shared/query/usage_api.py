@@ -24,7 +24,6 @@ to ``Link`` or point a client that follows it (with its bearer token) elsewhere.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,7 +42,7 @@ from shared.query.arguments import (
     parse_query,
     query_arguments,
 )
-from shared.query.arm_responses import HttpAnswer, arm_error, error_answer
+from shared.query.arm_responses import HttpAnswer, answered
 from shared.query.auth import FileJwksSource, HttpJwksSource, JwksSource, TokenValidator
 from shared.query.caller_scope import CallerScope, resolve_scope
 from shared.query.continuation import ContinuationCodec, PageState
@@ -122,23 +121,9 @@ class UsageApi:
 
     def answer(self, call: HttpCall) -> HttpAnswer:
         """The answer to ``call``; never raises."""
-        correlation_id = str(uuid.uuid4())
-        try:
-            answer = self._serve(call, correlation_id)
-        except Exception as error:
-            return error_answer(error, correlation_id)
-        answer.headers["x-ms-correlation-request-id"] = correlation_id
-        return answer
+        return answered(call.method, lambda correlation_id: self._serve(call, correlation_id))
 
     def _serve(self, call: HttpCall, correlation_id: str) -> HttpAnswer:
-        if call.method.upper() != "GET":
-            return arm_error(
-                405,
-                "MethodNotAllowed",
-                "only GET is supported",
-                correlation_id,
-                headers={"Allow": "GET"},
-            )
         path = parse_path(call.route_path)
         caller = self._validator.validate(call.header("Authorization"))
         now = self._clock()
