@@ -15,7 +15,6 @@ This is the one module that sees every capability; the capabilities never import
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -64,7 +63,7 @@ class FunctionApp:
     @classmethod
     def from_environment(cls) -> FunctionApp:
         """The app the process's app settings describe (ConfigurationError if they are bad)."""
-        return cls(Settings.from_environ(os.environ))
+        return cls(Settings.from_process())
 
     @cached_property
     def _pool(self) -> ThreadPoolExecutor:

@@ -9,6 +9,7 @@ plausible fake value. Local mode (the emulators) may default what production mus
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Literal
@@ -328,6 +329,12 @@ class Settings(BaseModel):
     @property
     def auth_audiences(self) -> tuple[str, ...]:
         return tuple(part.strip() for part in self.auth_audience.split(",") if part.strip())
+
+    @classmethod
+    def from_process(cls) -> Settings:
+        """The settings of this process: the app settings the Functions host put in its
+        environment (read here and nowhere else)."""
+        return cls.from_environ(os.environ)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
