@@ -23,6 +23,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from ops.actions import action_adder
 from shared.core.config import Settings
 from shared.core.errors import BadInputError, SheetRejectedError
 from shared.core.hours import utc_now
@@ -38,17 +39,7 @@ HELP = "import, export, list price sheets; show the prices that apply to a subsc
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-
-    def action(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = actions.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument(
-            "--settings-file",
-            type=Path,
-            default=argparse.SUPPRESS,
-            help="read app settings from this local.settings.json",
-        )
-        return sub
+    action = action_adder(parser)
 
     imported = action("import", "store a sheet version from a JSON or CSV file (whole or not)")
     imported.add_argument("file", type=Path, help="a .json or .csv price sheet")

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
+from ops.actions import action_adder
 from shared.core.config import Settings
 from shared.core.errors import BadInputError
 from shared.storage.account import StorageAccount
@@ -31,18 +31,7 @@ def _identifier(text: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-
-    def action(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = actions.add_parser(name, help=help_text, description=help_text)
-        # Also accepted after the action; SUPPRESS keeps a value given before it.
-        sub.add_argument(
-            "--settings-file",
-            type=Path,
-            default=argparse.SUPPRESS,
-            help="read app settings from this local.settings.json (default: the environment)",
-        )
-        return sub
+    action = action_adder(parser)
 
     listing = action("list", "list subscriptions with owners, readers and billing target")
     listing.add_argument("--provider", metavar="SUB", help="only this provider's direct tenants")

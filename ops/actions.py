@@ -1,0 +1,25 @@
+"""Sub-actions of an operator command (``python -m ops prices import ...``)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+
+def action_adder(parser: argparse.ArgumentParser) -> Callable[[str, str], argparse.ArgumentParser]:
+    """A function adding one required sub-action to ``parser``; each also takes
+    ``--settings-file`` after the action (SUPPRESS keeps a value given before it)."""
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument(
+            "--settings-file",
+            type=Path,
+            default=argparse.SUPPRESS,
+            help="read app settings from this local.settings.json (default: the environment)",
+        )
+        return sub
+
+    return action
