@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shared.core.errors import ConfigurationError
 
@@ -23,6 +33,19 @@ from shared.core.errors import ConfigurationError
 LOCAL_PLACEHOLDER_PREFIX = "local-only-"
 # Where the local Functions host (and `func start`) listens by default.
 LOCAL_PUBLIC_BASE_URL = "http://127.0.0.1:7071"
+
+# A stamp's name keys its watermark and its work items and is spelled upper-case in its
+# settings' names (STAMP_{NAME}__...), so it is short, plain and must never change.
+STAMP_NAME = r"^[a-z][a-z0-9]{0,15}$"
+# STAMP_{NAME}__{SETTING}: one stamp's own value of SETTING. NAME runs to the first "__", so
+# a name with characters a stamp name cannot have is still caught as an unknown stamp.
+STAMP_VARIABLE = re.compile(r"^STAMP_(?P<name>.+?)__(?P<setting>.*)$")
+# What may differ between stamps: where usage comes from and how it is collected. Storage,
+# tables, auth and commerce belong to the one app; a per-stamp value there would split it.
+STAMP_SETTINGS = frozenset(
+    {"USAGE_SOURCE", "COLLECT_DELAY_HOURS", "COLLECT_SLICES", "COLLECT_LOOKBACK_HOURS"}
+)
+STAMP_SETTING_PREFIXES = ("FLEET_", "AZURESTACK_")
 
 
 def _check_production_url(name: str, url: str) -> None:
@@ -89,6 +112,16 @@ class Settings(BaseModel):
     export_schedule: str = Field("0 30 0 * * *", alias="EXPORT_SCHEDULE")
 
     usage_source: Literal["simulated", "azurestack"] | None = Field(None, alias="USAGE_SOURCE")
+    # Several sources (Azure Stack Hub stamps) in one app: "east,west". Each stamp is this
+    # app's settings overlaid with its STAMP_{NAME}__{SETTING} variables (``stamps()``).
+    # Empty: one source, the app's own settings, as before stamps existed.
+    usage_stamps: str = Field("", alias="USAGE_STAMPS")
+    # Set by the stamp overlay only (the stamp's name), never as an app setting: it is the
+    # stamp's watermark key, so a stray value would restart collection under a new key.
+    usage_source_name: str | None = Field(None, alias="USAGE_SOURCE_NAME", pattern=STAMP_NAME)
+    # Slices of subscriptions each reported hour of a source is cut into, one collection work
+    # item each, so a big stamp's hour is collected by several function runs at once.
+    collect_slices: int = Field(1, alias="COLLECT_SLICES", ge=1, le=64)
     fleet_seed: int = Field(1, alias="FLEET_SEED", ge=0)
     fleet_tenants: int = Field(12, alias="FLEET_TENANTS", ge=1, le=100_000)
     fleet_late_share: float = Field(0.1, alias="FLEET_LATE_SHARE", ge=0, le=1)
@@ -149,6 +182,14 @@ class Settings(BaseModel):
         alias="USAGE_QUEUE_NAME",
         pattern=r"^[a-z0-9][a-z0-9-]{1,55}[a-z0-9]$",
     )
+    # collect_usage: the queue of collection work items (one per source, hour and slice).
+    # Its own queue: billing and collection messages are different work with different
+    # consumers, and one queue's poison messages must not hold up the other's.
+    collect_queue_name: str = Field(
+        "collect-work",
+        alias="COLLECT_QUEUE_NAME",
+        pattern=r"^[a-z0-9][a-z0-9-]{1,55}[a-z0-9]$",
+    )
     # Subscriptions per work item: small enough that one message's work fits a function run.
     report_subscriptions_per_message: int = Field(
         50, alias="REPORT_SUBSCRIPTIONS_PER_MESSAGE", ge=1, le=1000
@@ -186,6 +227,10 @@ class Settings(BaseModel):
         None, alias="PORTAL_LOCAL_SIGN_IN_URL", pattern=r"^/([A-Za-z0-9._~-][A-Za-z0-9._~/-]*)?$"
     )
 
+    # One Settings per stamp, built by ``from_environ`` (the only place that sees the raw
+    # STAMP_ variables); None when built any other way.
+    _stamps: tuple[Settings, ...] | None = PrivateAttr(None)
+
     @model_validator(mode="before")
     @classmethod
     def _blank_is_unset(cls, values: object) -> object:
@@ -193,6 +238,22 @@ class Settings(BaseModel):
         if isinstance(values, dict):
             return {name: value for name, value in values.items() if value != ""}
         return values
+
+    @field_validator("usage_stamps")
+    @classmethod
+    def _stamp_names(cls, value: str) -> str:
+        """USAGE_STAMPS as "east,west": each a valid stamp name, none twice."""
+        names = [name.strip() for name in value.split(",")] if value.strip() else []
+        bad = [name for name in names if not re.fullmatch(STAMP_NAME, name)]
+        if bad:
+            raise ValueError(
+                f"stamp names are a lower-case letter, then up to 15 lower-case letters or "
+                f"digits, comma-separated: not {', '.join(repr(name) for name in bad)}"
+            )
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"stamp names must be unique: {', '.join(twice)} repeated")
+        return ",".join(names)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -222,7 +283,16 @@ class Settings(BaseModel):
         self.chargeable_overrides()  # malformed overrides fail at load
         if self.portal_client_id is not None and self.portal_authority is None:
             raise ValueError("PORTAL_CLIENT_ID needs PORTAL_AUTHORITY (the Entra ID authority)")
-        if self.usage_source == "azurestack":
+        if self.collect_queue_name == self.usage_queue_name:
+            raise ValueError(
+                "COLLECT_QUEUE_NAME must differ from USAGE_QUEUE_NAME: collection and billing "
+                "work items would reach each other's function"
+            )
+        if self.usage_stamps and self.usage_source_name is not None:
+            raise ValueError("USAGE_SOURCE_NAME is one stamp's; it cannot go with USAGE_STAMPS")
+        # With stamps, the app's own AZURESTACK_* are only what stamps inherit: each stamp
+        # checks the values it ends up with, so a value every stamp replaces is not required.
+        if self.usage_source == "azurestack" and not self.usage_stamps:
             self._check_azurestack()
         if self.app_mode is AppMode.PRODUCTION:
             self._check_production(key)
@@ -268,6 +338,33 @@ class Settings(BaseModel):
         """COLLECT_DELAY_HOURS, or the source's default (filled at load)."""
         assert self.collect_delay_setting is not None
         return self.collect_delay_setting
+
+    @property
+    def source_name(self) -> str:
+        """The source's key (its watermark, its work items): the stamp's name, or USAGE_SOURCE
+        when there are no stamps, so a one-source app keeps its key from before stamps."""
+        if self.usage_source_name is not None:
+            return self.usage_source_name
+        assert self.usage_source is not None  # filled at load
+        return self.usage_source
+
+    def stamps(self) -> tuple[Settings, ...]:
+        """One Settings per stamp, in USAGE_STAMPS order; ``(self,)`` without stamps.
+
+        A stamp is this app's environment overlaid with its STAMP_{NAME}__{SETTING} variables
+        and validated as a whole, production checks included. Only ``from_environ`` sees
+        those variables, so it builds the stamps once at load and keeps them here: settings
+        with USAGE_STAMPS built another way (``model_validate``) have none and refuse rather
+        than pass for one source. ``model_copy`` keeps the stamps as they were loaded.
+        """
+        if self._stamps is not None:
+            return self._stamps
+        if self.usage_stamps:
+            raise ConfigurationError(
+                "USAGE_STAMPS is set but these settings were not loaded with "
+                "Settings.from_environ, which alone reads the STAMP_{NAME}__ variables"
+            )
+        return (self,)
 
     @property
     def api_base_url(self) -> str:
@@ -338,15 +435,94 @@ class Settings(BaseModel):
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
-        """Validate ``environ``; every problem is named by its app-setting name."""
+        """Validate ``environ``; every problem is named by its app-setting name. With
+        USAGE_STAMPS, also each stamp's settings (``stamps()``)."""
+        if environ.get("USAGE_SOURCE_NAME"):
+            raise ConfigurationError(
+                "invalid app settings: USAGE_SOURCE_NAME is set per stamp from USAGE_STAMPS, "
+                "never as an app setting (it would change the watermark key)"
+            )
+        settings = cls._validated(environ)
+        overlays = _stamp_overlays(settings.usage_stamps, environ)
+        base = {
+            name: value
+            for name, value in environ.items()
+            if name != "USAGE_STAMPS" and not STAMP_VARIABLE.match(name)
+        }
+        stamps = tuple(
+            cls._validated({**base, **overlay, "USAGE_SOURCE_NAME": stamp}, stamp, overlay)
+            for stamp, overlay in overlays.items()
+        )
+        if stamps:
+            settings._stamps = stamps
+        return settings
+
+    @classmethod
+    def _validated(
+        cls, environ: Mapping[str, str], stamp: str | None = None, overlay: Mapping[str, str] = {}
+    ) -> Settings:
+        """``model_validate`` with its problems in one line; a stamp's are prefixed with the
+        stamp and name the STAMP_ variable a value came from."""
         try:
             return cls.model_validate(dict(environ))
         except ValidationError as error:
+            issues = error.errors(include_url=False, include_input=False)
             problems = "; ".join(
-                f"{'.'.join(str(part) for part in issue['loc']) or 'settings'}: {issue['msg']}"
-                for issue in error.errors(include_url=False, include_input=False)
+                _problem(
+                    f"{'.'.join(map(str, issue['loc'])) or 'settings'}: {issue['msg']}",
+                    stamp,
+                    overlay,
+                )
+                for issue in issues
             )
             raise ConfigurationError(f"invalid app settings: {problems}") from None
 
     def table_name(self, role: str) -> str:
         return f"{self.table_prefix}{role}"
+
+
+def _stamp_overlays(usage_stamps: str, environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Each stamp's STAMP_{NAME}__{SETTING} values, by setting, in USAGE_STAMPS order.
+
+    Refused: a NAME not in USAGE_STAMPS (a typo would silently collect nothing from that
+    stamp) and a SETTING that is not a source setting (STAMP_SETTINGS, STAMP_SETTING_PREFIXES).
+    """
+    overlays: dict[str, dict[str, str]] = {stamp: {} for stamp in usage_stamps.split(",") if stamp}
+    by_upper = {stamp.upper(): stamp for stamp in overlays}
+    known = {field.alias for field in Settings.model_fields.values() if field.alias}
+    problems = []
+    for variable, value in sorted(environ.items()):
+        match = STAMP_VARIABLE.match(variable)
+        if match is None:
+            continue
+        name, setting = match["name"], match["setting"]
+        if name not in by_upper:
+            problems.append(
+                f"{variable}: no stamp {name} in USAGE_STAMPS ({usage_stamps or 'empty'}); "
+                "names are upper-cased in STAMP_{NAME}__{SETTING}"
+            )
+        elif setting not in known:
+            problems.append(f"{variable}: {setting} is not a setting")
+        elif setting not in STAMP_SETTINGS and not setting.startswith(STAMP_SETTING_PREFIXES):
+            problems.append(
+                f"{variable}: {setting} is the app's, not a stamp's; a stamp may set "
+                f"{', '.join(sorted(STAMP_SETTINGS))}, FLEET_* and AZURESTACK_*"
+            )
+        else:
+            overlays[by_upper[name]][setting] = value
+    if problems:
+        raise ConfigurationError(f"invalid app settings: {'; '.join(problems)}")
+    return overlays
+
+
+def _problem(text: str, stamp: str | None, overlay: Mapping[str, str]) -> str:
+    """A stamp's problem names the stamp, and the STAMP_ variable of each overlaid setting
+    it mentions (the operator fixes that variable, not the app's setting)."""
+    if stamp is None:
+        return text
+    sources = [
+        f"STAMP_{stamp.upper()}__{setting}"
+        for setting in sorted(overlay)
+        if re.search(rf"(?<![A-Za-z0-9_]){re.escape(setting)}(?![A-Za-z0-9_])", text)
+    ]
+    return f"stamp {stamp}: {text}" + (f" (from {', '.join(sources)})" if sources else "")
