@@ -2,7 +2,7 @@
 // do. Each assignment is named guid(scope, principal, role), so redeploying finds the same one
 // instead of failing on a duplicate.
 
-@description('The storage account holding host storage, usage tables and billing queues.')
+@description('The storage account holding host storage, usage tables and work-item queues.')
 param storageAccountName string
 
 @description('The Application Insights component the host writes telemetry to.')
@@ -26,7 +26,8 @@ var roles = {
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   // Usage rows, subscriptions, watermark, quarantine and billing ledger tables.
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
-  // usage-to-report work items: collect_usage enqueues, the report_to_azure trigger dequeues.
+  // Work-item queues: collection work items (collect-work) and billing work items
+  // (usage-to-report), which the app enqueues and its queue triggers dequeue.
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   // Application Insights ingestion with Entra ID (local auth is disabled).
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'

@@ -1,6 +1,6 @@
 // The app's storage account: host storage (timer leases, deployment package) plus the usage
-// tables and the billing queues. Entra ID only: shared keys are disabled, so no connection
-// string with an account key can exist for it.
+// tables and the work-item queues (collection, billing). Entra ID only: shared keys are
+// disabled, so no connection string with an account key can exist for it.
 
 @description('Storage account name: 3-24 lowercase letters and digits, globally unique.')
 @minLength(3)
@@ -24,6 +24,9 @@ param deploymentContainerName string
 @description('The billing work-item queue (report_to_azure trigger); its poison queue is created too.')
 param reportQueueName string
 
+@description('The collection work-item queue (COLLECT_QUEUE_NAME: one item per source, hour and slice); its poison queue is created too. Must match function-app.bicep\'s collectQueueName.')
+param collectQueueName string = 'collect-work'
+
 // The table roles of shared/storage/account.py TABLE_ROLES. Usage rows live in one table per tenant
 // subscription, which the app creates on first write (Table Data Contributor allows it); these
 // exist up front so the first run and operators see the full layout.
@@ -44,6 +47,8 @@ var tableRoles = [
 var queueNames = [
   reportQueueName
   '${reportQueueName}-poison'
+  collectQueueName
+  '${collectQueueName}-poison'
 ]
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {

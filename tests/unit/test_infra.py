@@ -52,6 +52,8 @@ LOCAL_ONLY = {
     "FLEET_SCALE",
     # The local stack's "sign in as" endpoint (demo tokens); production refuses it.
     "PORTAL_LOCAL_SIGN_IN_URL",
+    # Set per stamp by Settings.from_environ from USAGE_STAMPS; refused as an app setting.
+    "USAGE_SOURCE_NAME",
 }
 
 # Read by the Functions host rather than by our code; the Bicep must still set them.
@@ -356,16 +358,22 @@ def test_storage_account_refuses_shared_keys() -> None:
 
 
 def test_storage_declares_every_table_role_and_the_queues() -> None:
-    """Bicep creates the tables of storage.account.TABLE_ROLES and the report queue + poison."""
+    """Bicep creates the tables of storage.account.TABLE_ROLES, the report and collect queues
+    with their poison queues, and the app's COLLECT_QUEUE_NAME is the queue storage creates."""
     ((path, _),) = _resources("Microsoft.Storage/storageAccounts")
     document = parsed(path)
     assert document["variables"]["tableRoles"]["value"] == list(TABLE_ROLES)
     assert document["variables"]["queueNames"]["value"] == [
         "reportQueueName",
         "${reportQueueName}-poison",
+        "collectQueueName",
+        "${collectQueueName}-poison",
     ]
     defaults = {value for value, _ in _resolve("reportQueueName", path)}
     assert defaults == {"usage-to-report"}
+    assert {value for value, _ in _resolve("collectQueueName", path)} == {"collect-work"}
+    ((app_path, app),) = _resources("Microsoft.Web/sites/config")
+    assert _object_value(app["properties"], app_path, "COLLECT_QUEUE_NAME") == ["collect-work"]
     assert {value for value, _ in _resolve("tablePrefix", path)} == {"usage"}
 
 
