@@ -286,7 +286,9 @@ class ChaosSource:
             if record.subscription_id.lower() != quiet:
                 yield record
 
-    def usage(self, reported_hour: datetime) -> Iterator[UsageRecord]:
+    def usage(
+        self, reported_hour: datetime, within: Callable[[str], bool] | None = None
+    ) -> Iterator[UsageRecord]:
         for index, record in enumerate(self.records(reported_hour)):
             if index == 40 and self.hook is not None:
                 hook, self.hook = self.hook, None

@@ -71,13 +71,13 @@ def collect_once(connection_string: str, rows: int) -> tuple[int, float]:
 Partition = tuple[str, list[dict[str, Any]]]  # (table name, entities of one partition)
 
 
-def entities_of_hour(fleet: SimulatedFleet, table_prefix: str) -> list[Partition]:
+def entities_at(fleet: SimulatedFleet, table_prefix: str, hour: datetime) -> list[Partition]:
     """The hour's entities by table and partition, computed up front (the ceiling's input)."""
-    known = {subscription.subscription_id.lower() for subscription in fleet.subscriptions(HOUR)}
+    known = {subscription.subscription_id.lower() for subscription in fleet.subscriptions(hour)}
     tables: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    partition = hourly_partition(HOUR)
-    for record in fleet.usage(HOUR):
-        row = validate(record, HOUR, catalogue(), known)
+    partition = hourly_partition(hour)
+    for record in fleet.usage(hour):
+        row = validate(record, hour, catalogue(), known)
         assert isinstance(row, UsageRow)
         key = hourly_row_key(row.usage_start, row.meter_id.lower(), row.resource_uri)
         table = usage_table_name(table_prefix, row.subscription_id)
@@ -85,8 +85,10 @@ def entities_of_hour(fleet: SimulatedFleet, table_prefix: str) -> list[Partition
     return [(table, list(entities.values())) for table, entities in tables.items()]
 
 
-def raw_batches(service: TableServiceClient, partitions: Sequence[Partition]) -> None:
-    """The ceiling: batches of 100 per partition, PARALLELISM partitions at once."""
+def raw_batches(
+    service: TableServiceClient, partitions: Sequence[Partition], parallelism: int = PARALLELISM
+) -> None:
+    """The ceiling: batches of 100 per partition, ``parallelism`` partitions at once."""
 
     def write(partition: Partition) -> None:
         table, entities = partition
@@ -95,7 +97,7 @@ def raw_batches(service: TableServiceClient, partitions: Sequence[Partition]) ->
             batch = entities[start : start + 100]
             client.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
 
-    with ThreadPoolExecutor(PARALLELISM) as pool:
+    with ThreadPoolExecutor(parallelism) as pool:
         list(pool.map(write, partitions))
 
 
@@ -137,6 +139,8 @@ def main(argv: list[str]) -> int:
         print(json.dumps({"rows": rows, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
         return 0
 
+    from bench.fanout import SLICES, STAMPS, WORKERS, measure  # it builds on this module
+
     target = args.rows or (2_000 if args.quick else 20_000)
     memory_rows = 1_000 if args.quick else 10_000
     repeats = 3 if args.quick else 5
@@ -148,7 +152,7 @@ def main(argv: list[str]) -> int:
         account = StorageAccount(settings)
         account.ensure_tables()
         collector = Collector(settings, account, fleet)
-        partitions = entities_of_hour(fleet, settings.table_prefix)
+        partitions = entities_at(fleet, settings.table_prefix, HOUR)
         rows = sum(len(entities) for _, entities in partitions)
         service = TableServiceClient.from_connection_string(conn)
 
@@ -165,6 +169,9 @@ def main(argv: list[str]) -> int:
 
         rss_1x = child_peak_rss(conn, memory_rows)
         rss_10x = child_peak_rss(conn, memory_rows * 10)
+
+        print(f"collect: fan-out, {len(STAMPS)} stamps x {SLICES} slices, {WORKERS} workers")
+        fanout = measure(conn, target, HOUR, PARALLELISM, repeats)
 
     rows_per_s = rows / median(pipeline_times)
     ceiling = rows / median(ceiling_times)
@@ -183,6 +190,13 @@ def main(argv: list[str]) -> int:
             "peak_rss_mb_10x": round(rss_10x["peak_rss_mb"], 1),
             "rows_10x": int(rss_10x["rows"]),
             "rss_growth": round(rss_10x["peak_rss_mb"] / rss_1x["peak_rss_mb"], 3),
+            # What 10,000 more rows in one hour cost in peak memory (streaming: near 0).
+            "mb_per_10k_rows": round(
+                (rss_10x["peak_rss_mb"] - rss_1x["peak_rss_mb"])
+                / ((rss_10x["rows"] - rss_1x["rows"]) / 10_000),
+                2,
+            ),
+            **fanout,
             "repeats": repeats,
         }
     )

@@ -174,6 +174,7 @@ class Load:
             FUNCTIONS_WORKER_RUNTIME="python",
             **{
                 "AzureWebJobs.collect_usage.Disabled": "true",
+                "AzureWebJobs.collect_slice.Disabled": "true",
                 "AzureWebJobs.report_to_azure.Disabled": "true",
             },
         )

@@ -231,6 +231,7 @@ def main(argv: list[str]) -> int:
             FLEET_TENANTS=str(fleet.options.tenants),
             FLEET_SCALE=str(scale),
             **{"AzureWebJobs.collect_usage.Disabled": "true"},
+            **{"AzureWebJobs.collect_slice.Disabled": "true"},
             **{"AzureWebJobs.report_to_azure.Disabled": "true"},
         )
         settings = Settings.from_environ(values)

@@ -87,7 +87,7 @@ def main(argv: list[str]) -> int:
             f"rating: {len(subscriptions)} subscriptions, {hours} reported hours of {MONTH} "
             f"collected in {collect_seconds:.0f}s"
         )
-        statements = Statements(account, catalogue(), settings.usage_source or "simulated")
+        statements = Statements(account, catalogue(), [settings.source_name])
         known = SubscriptionStore(account).all()
         service = TableServiceClient.from_connection_string(azurite.connection_string)
 

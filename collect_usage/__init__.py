@@ -1,4 +1,5 @@
-"""Timer trigger: collect every closed reported hour the watermark has not reached yet."""
+"""Timer trigger: send every source's due reported hours, slice by slice, to the collection
+queue (collect_slice collects them, on as many instances as the scale controller runs)."""
 
 import logging
 
@@ -11,6 +12,6 @@ app = LazyApp()
 
 def main(timer: func.TimerRequest) -> None:
     if timer.past_due:
-        logging.info("collect_usage: timer is past due; catching up from the watermark")
-    run = app().collect_due_hours()
-    logging.info(run.summary_line())
+        logging.info("collect_usage: timer is past due; planning from the watermarks")
+    for plan in app().plan_collection():
+        logging.info(plan.summary_line())

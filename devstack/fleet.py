@@ -74,7 +74,7 @@ import math
 import random
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -1007,15 +1007,20 @@ class SimulatedFleet:
                         listed.append(generation.as_subscription(state))
         return listed
 
-    def usage(self, reported_hour: datetime) -> Iterator[UsageRecord]:
-        """The records reported in ``reported_hour``, grouped by subscription, streamed."""
-        return self._usage(_unix_hour(reported_hour))
+    def usage(
+        self, reported_hour: datetime, within: Callable[[str], bool] | None = None
+    ) -> Iterator[UsageRecord]:
+        """The records reported in ``reported_hour``, grouped by subscription, streamed
+        (only subscriptions ``within`` holds, when given: the others are not generated)."""
+        return self._usage(_unix_hour(reported_hour), within=within)
 
     def usage_of_hour(self, usage_hour: datetime) -> Iterator[UsageRecord]:
         """The full usage of one usage hour, whichever reported hours it lands in."""
         return self._usage(_unix_hour(usage_hour), reported=False)
 
-    def _usage(self, hour: int, reported: bool = True) -> Iterator[UsageRecord]:
+    def _usage(
+        self, hour: int, reported: bool = True, within: Callable[[str], bool] | None = None
+    ) -> Iterator[UsageRecord]:
         first = max(hour - MAX_DELAY_HOURS if reported else hour, self._epoch)
         if first > hour:
             return
@@ -1027,6 +1032,8 @@ class SimulatedFleet:
                     if generation.created > hour:
                         break
                     if generation.deleted <= first:
+                        continue
+                    if within is not None and not within(generation.subscription_id):
                         continue
                     yield from self._records(generation, hour, windows, reported)
 

@@ -3,8 +3,10 @@
 Starts Azurite (data kept in ``.local/azurite``; ``--fresh`` starts empty), the commerce
 emulator (what it accepted kept in ``.local/commerce``, as the real endpoint keeps it) and
 the local Functions host (``devstack.host``) over the real function folders:
-the ``collect_usage`` timer catches up the last 24 closed hours at start and then runs on
-its schedule, ``report_to_azure`` bills the work items collection enqueues, and
+the ``collect_usage`` timer plans the last 24 closed hours at start (and then every hour),
+``collect_slice`` collects them from the collection queue, several at once, as instances
+would (``--stamps N`` runs N simulated stamps, each with its own watermark),
+``report_to_azure`` bills the work items collection enqueues, and
 ``query_usage`` answers on localhost, with the usage portal at ``/portal/`` and its local
 "sign in as" endpoint (``devstack.sign_in``) beside it. Once the catch-up is collected and
 billed it prints what is stored, what was billed and the reconciliation, then where the API
@@ -58,7 +60,7 @@ from shared.storage.account import StorageAccount
 from shared.storage.hour_manifest import read_manifest
 from shared.storage.subscriptions import SubscriptionStore
 from shared.storage.usage_rows import read_hourly_rows
-from shared.storage.watermark import Watermark
+from shared.storage.watermark import collected_through
 
 log = logging.getLogger("devstack.run")
 
@@ -149,7 +151,7 @@ def print_month_to_date(settings: Settings, month: Month) -> None:
     """Each provider's month so far: what its tenants pay and, for a delegated provider,
     its wholesale cost (provisional until the month is finalised)."""
     account = StorageAccount(settings)
-    statements = Statements(account, catalogue(), settings.usage_source or "simulated")
+    statements = Statements(account, catalogue(), settings.source_names())
     subscriptions = SubscriptionStore(account).all()
     print(f"\nChargeback, {month} so far (python -m ops statements --provider ID --month {month}):")
     for provider in sorted(
@@ -232,6 +234,18 @@ def print_access(
     )
 
 
+def stamp_values(stamps: int) -> dict[str, str]:
+    """Settings for ``stamps`` simulated stamps (``stamp1``...), each a fleet of its own
+    seed; none for one stamp (the plain ``simulated`` source)."""
+    if stamps <= 1:
+        return {}
+    names = [f"stamp{n}" for n in range(1, stamps + 1)]
+    values = {"USAGE_STAMPS": ",".join(names)}
+    for n, name in enumerate(names, start=1):
+        values[f"STAMP_{name.upper()}__FLEET_SEED"] = str(n)
+    return values
+
+
 def reconcile_now(settings: Settings, first: datetime, last: datetime) -> Reconciliation | None:
     """Reconciliation of the caught-up hours, or None while storage or endpoint is busy."""
     try:
@@ -253,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="directory tenants of the simulated fleet (default: FLEET_TENANTS, 12)",
+    )
+    parser.add_argument(
+        "--stamps",
+        type=int,
+        default=1,
+        help="simulated Azure Stack Hub stamps, each its own fleet and watermark (default 1)",
     )
     parser.add_argument(
         "--state-dir", type=Path, default=REPO_ROOT / ".local", help="data, keys and run.json"
@@ -284,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             COLLECT_LOOKBACK_HOURS=str(args.hours),
             PORTAL_LOCAL_SIGN_IN_URL=SIGN_IN_PATH,
             **({} if args.tenants is None else {"FLEET_TENANTS": str(args.tenants)}),
+            **stamp_values(args.stamps),
         )
         settings = Settings.from_environ(values)
         args.state_dir.mkdir(parents=True, exist_ok=True)
@@ -323,11 +344,10 @@ def first_cycle(
     account = StorageAccount(settings)
     last = last_closed_hour(utc_now())
     first = last - (args.hours - 1) * HOUR
-    watermark = Watermark(account, settings.usage_source or "simulated")
 
     def caught_up() -> bool:
         try:
-            mark = watermark.read()
+            mark = collected_through(account, settings.source_names())
         except TransientError:
             return False
         return mark is not None and mark >= last

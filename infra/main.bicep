@@ -109,6 +109,20 @@ param storageWriteParallelism int = 8
 @description('Queue of billing work items (report_to_azure trigger); "-poison" is appended for its poison queue.')
 param reportQueueName string = 'usage-to-report'
 
+@description('Queue of collection work items (collect_slice trigger, COLLECT_QUEUE_NAME): one per source, reported hour and slice; "-poison" is appended for its poison queue.')
+param collectQueueName string = 'collect-work'
+
+@description('Slices of subscriptions each reported hour of a source is cut into, one collection work item each (COLLECT_SLICES). An Azure Stack Hub slice reads the stamp\'s whole hour and keeps its own subscriptions, so raise it only for stamps whose writes dominate (docs/scale.md).')
+@minValue(1)
+@maxValue(64)
+param collectSlices int = 1
+
+@description('Usage sources (stamps) collected, comma-separated names (USAGE_STAMPS, e.g. \'east,west\'); empty: one source, the settings above. Each stamp\'s own values go in stampSettings.')
+param usageStamps string = ''
+
+@description('Each stamp\'s own settings, named STAMP_{NAME}__{SETTING} (NAME upper-cased), e.g. {"STAMP_EAST__AZURESTACK_ADMIN_ARM_ENDPOINT": "https://adminmanagement.east.example"}; secrets as Key Vault references (@Microsoft.KeyVault(SecretUri=...)). A stamp inherits every setting it does not set.')
+param stampSettings object = {}
+
 @description('Application ID URI and/or client id of the API app registration, comma-separated: the audiences query_usage accepts (AUTH_AUDIENCE).')
 param authAudience string
 
@@ -202,6 +216,7 @@ module storage 'app/storage.bicep' = {
     tablePrefix: tablePrefix
     deploymentContainerName: 'app-package-${resourceToken}'
     reportQueueName: reportQueueName
+    collectQueueName: collectQueueName
   }
 }
 
@@ -258,11 +273,16 @@ module api 'app/function-app.bicep' = {
     publicBaseUrl: publicBaseUrl
     // The settings shared/core/config.py reads (the storage and telemetry wiring is added by the
     // module). tests/unit/test_infra.py fails when this list and the code disagree.
-    appSettings: {
+    appSettings: union(stampSettings, {
       // Production mode: no emulator defaults, every production-only setting required.
       APP_MODE: 'production'
-      // collect_usage: where usage comes from.
+      // collect_usage: where usage comes from, and the stamps when there are several
+      // (collect_usage plans one work item per stamp, hour and slice on the collection
+      // queue; collect_slice collects each).
       USAGE_SOURCE: usageSource
+      USAGE_STAMPS: usageStamps
+      COLLECT_QUEUE_NAME: collectQueueName
+      COLLECT_SLICES: string(collectSlices)
       // collect_usage, USAGE_SOURCE=azurestack: the stamp and the identity that reads it.
       AZURESTACK_ADMIN_ARM_ENDPOINT: azureStackAdminArmEndpoint
       AZURESTACK_PROVIDER_SUBSCRIPTION_ID: azureStackProviderSubscriptionId
@@ -313,7 +333,7 @@ module api 'app/function-app.bicep' = {
       // portal: Entra ID sign-in in the browser (the local "sign in as" endpoint is local-only).
       PORTAL_CLIENT_ID: portalClientId
       PORTAL_AUTHORITY: portalAuthority
-    }
+    })
   }
   // Start the app only once its identity may read storage, telemetry and Key Vault.
   dependsOn: [

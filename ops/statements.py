@@ -50,7 +50,7 @@ def _month(text: str) -> Month:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     assert settings.usage_source is not None  # filled in local mode, required otherwise
     account = StorageAccount(settings)
-    statements = Statements(account, catalogue(), settings.usage_source)
+    statements = Statements(account, catalogue(), settings.source_names())
     if args.action == "finalise":
         print(statements.finalise_due(settings.statements_time_budget_seconds).summary_line())
         return 0

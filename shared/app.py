@@ -1,6 +1,6 @@
 """The function app's composition root: every collaborator built once, from settings.
 
-Entry points (``collect_usage``, ``report_to_azure``, ``query_usage``,
+Entry points (``collect_usage``, ``collect_slice``, ``report_to_azure``, ``query_usage``,
 ``finalise_statements``, ``export_usage``, ``portal``) hold one
 :class:`LazyApp` each; its first use reads the app settings from the environment and
 builds a :class:`FunctionApp`, which keeps what is worth keeping between invocations of
@@ -29,9 +29,12 @@ from shared.billing.reporter import (
 )
 from shared.billing.tokens import TokenProvider, token_provider_for
 from shared.billing.work_items import work_item_enqueuer
-from shared.collection.collector import CollectionRun, Collector
+from shared.collection.collector import CollectionRun, Collector, HourResult
+from shared.collection.planner import Plan, plan_source
+from shared.collection.slices import CollectionSlice
 from shared.collection.sources import SOURCES, SourceRegistry
 from shared.core.config import Settings
+from shared.core.errors import BadInputError
 from shared.core.hours import utc_now
 from shared.core.meters import catalogue
 from shared.export.exporter import Exporter, ExportRun
@@ -43,6 +46,7 @@ from shared.query.usage_api import HttpCall, UsageApi
 from shared.rating.statement_store import FinaliseRun, Statements
 from shared.storage.account import StorageAccount
 from shared.storage.blobs import BlobStore
+from shared.storage.watermark import Watermark
 
 
 class FunctionApp:
@@ -85,9 +89,8 @@ class FunctionApp:
 
     @cached_property
     def statements(self) -> Statements:
-        source = self.settings.usage_source
-        assert source is not None  # Settings fills it in local mode and requires it otherwise
-        return Statements(self.account, catalogue(), source, clock=self._clock)
+        names = self.settings.source_names()
+        return Statements(self.account, catalogue(), names, clock=self._clock)
 
     @cached_property
     def charges_api(self) -> ChargesApi:
@@ -99,19 +102,51 @@ class FunctionApp:
             clock=self._clock,
         )
 
-    def collect_due_hours(self, now: datetime | None = None) -> CollectionRun:
-        """One timer run: every due hour from the configured source, billing work enqueued.
+    def collector(self, stamp: Settings) -> Collector:
+        """A collector of one usage source (``stamp``: its settings, one of ``stamps()``).
 
-        A collector per run: it keeps the subscriptions table in memory for the run only,
-        so an operator's change between runs is always seen.
+        A collector per run or message: it keeps the subscriptions table in memory for that
+        work only, so an operator's change between runs is always seen.
         """
-        collector = Collector(
-            self.settings,
+        return Collector(
+            stamp,
             self.account,
-            self._sources.create(self.settings),
+            self._sources.create(stamp),
             after_hour_written=work_item_enqueuer(self.settings, self.account),
+            stamps=self.settings.stamps(),
         )
-        return collector.collect_due_hours(now or self._clock())
+
+    def collect_due_hours(self, now: datetime | None = None) -> CollectionRun:
+        """Every due hour of every source collected here, in order, billing work enqueued
+        (the local run and ``ops collect``; the deployed timer fans out instead)."""
+        moment = now or self._clock()
+        return CollectionRun.combined(
+            [self.collector(stamp).collect_due_hours(moment) for stamp in self.settings.stamps()]
+        )
+
+    def plan_collection(self, now: datetime | None = None) -> list[Plan]:
+        """One ``collect_usage`` timer run: every source's due slices sent to the collection
+        queue (``shared.collection.planner``)."""
+        moment = now or self._clock()
+        self.account.ensure_tables()  # before any work item can reach collect_slice
+        return [plan_source(self.collector(stamp), moment) for stamp in self.settings.stamps()]
+
+    def collect_slice_message(self, body: bytes | str) -> HourResult | None:
+        """One ``collect_slice`` message: its slice collected, unless already durable (a
+        repeated delivery: the hour is closed if nobody did, nothing else). BadInputError
+        for a malformed message or a source this app does not have (it ends in the poison
+        queue, where an operator sees it)."""
+        work = CollectionSlice.from_body(body)
+        stamp = next(
+            (stamp for stamp in self.settings.stamps() if stamp.source_name == work.source), None
+        )
+        if stamp is None:
+            raise BadInputError(f"collection work item for unknown source {work.source!r}")
+        collector = self.collector(stamp)
+        if work.part in Watermark(self.account, work.source).done_parts(work.hour):
+            collector.closer.close(work.hour)
+            return None
+        return collector.collect_slice(work)
 
     def report_message(self, body: bytes | str) -> ReportResult:
         """One queue message: its billing work item reported to the commerce endpoint."""

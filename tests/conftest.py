@@ -40,6 +40,7 @@ def make_settings(azurite: Azurite) -> Iterator[Callable[..., Settings]]:
             "AzureWebJobsStorage": azurite.connection_string,
             "USAGE_TABLE_PREFIX": "t" + uuid.uuid4().hex[:12],
             "USAGE_QUEUE_NAME": "q" + uuid.uuid4().hex[:12],
+            "COLLECT_QUEUE_NAME": "c" + uuid.uuid4().hex[:12],
             "FLEET_TENANTS": "4",
         }
         values.update({key: str(value) for key, value in overrides.items()})

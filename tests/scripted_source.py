@@ -71,7 +71,9 @@ class ScriptedSource:
     def subscriptions(self, reported_hour: datetime) -> list[Subscription]:
         return list(self.listed)
 
-    def usage(self, reported_hour: datetime) -> Iterator[UsageRecord]:
+    def usage(
+        self, reported_hour: datetime, within: Callable[[str], bool] | None = None
+    ) -> Iterator[UsageRecord]:
         for index, record in enumerate(self.by_hour.get(reported_hour, [])):
             if self.on_record is not None:
                 self.on_record(index)

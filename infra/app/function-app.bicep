@@ -39,17 +39,6 @@ param appSettings object
 @description('Base URL clients reach the usage API at (PUBLIC_BASE_URL: nextLink and Link headers); empty: https://{this app\'s default host name}. Set it when a custom domain or a gateway fronts the app.')
 param publicBaseUrl string = ''
 
-@description('Queue of collection work items (COLLECT_QUEUE_NAME); storage.bicep creates it and its poison queue under the same name.')
-param collectQueueName string = 'collect-work'
-
-@description('Slices of subscriptions each reported hour of a source is cut into, one collection work item each (COLLECT_SLICES).')
-@minValue(1)
-@maxValue(64)
-param collectSlices int = 1
-
-@description('Usage sources (stamps) collected, comma-separated names (USAGE_STAMPS, e.g. \'east,west\'); empty: one source, the app\'s own settings. Each stamp\'s own values are app settings named STAMP_{NAME}__{SETTING} (NAME upper-cased, e.g. STAMP_EAST__AZURESTACK_ADMIN_ARM_ENDPOINT), secrets as Key Vault references (@Microsoft.KeyVault(...)); a stamp inherits every setting it does not set.')
-param usageStamps string = ''
-
 @description('Python version of the worker.')
 @allowed([
   '3.11'
@@ -153,11 +142,6 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
       // query_usage builds nextLink/Link from this, never from the request's Host header.
       PUBLIC_BASE_URL: empty(publicBaseUrl) ? 'https://${site.properties.defaultHostName}' : publicBaseUrl
-      // collect_usage: the sources (stamps), and its work items (one per source, hour and
-      // slice) on their own queue, apart from report_to_azure's billing work items.
-      USAGE_STAMPS: usageStamps
-      COLLECT_QUEUE_NAME: collectQueueName
-      COLLECT_SLICES: string(collectSlices)
     })
   }
 }

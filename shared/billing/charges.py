@@ -86,7 +86,11 @@ def hour_charges(
             resource_id: ResourceCharges(
                 resource_id,
                 sums.plan_id if sums is not None else "",
-                quantities=dict(sums.quantities) if sums is not None else {},
+                quantities=(
+                    {dimension: float(total) for dimension, total in sums.quantities.items()}
+                    if sums is not None
+                    else {}
+                ),
             )
             for resource_id, sums in found.items()
         }

@@ -173,7 +173,7 @@ def _check_summaries(
     owed: dict[ChargeKey, float],
 ) -> list[tuple[str, ChargeKey, str]]:
     """The hour summaries billing read, against the rows summed again: exactly equal (both
-    are ``math.fsum`` of the same quantities), or ``summary-differs``. Hours without a
+    are the correctly rounded sum of the same quantities), or ``summary-differs``. Hours without a
     complete summary were billed from their rows and have nothing to compare."""
     found: list[tuple[str, ChargeKey, str]] = []
     hour = first_hour
@@ -181,7 +181,7 @@ def _check_summaries(
         summary = read_hour_summary(account, hour)
         if summary is not None:
             summed = {
-                (resource_id, dimension, hour): quantity
+                (resource_id, dimension, hour): float(quantity)
                 for resource_id, sums in summary.items()
                 for dimension, quantity in sums.quantities.items()
             }

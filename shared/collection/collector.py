@@ -1,29 +1,37 @@
-"""Collection: every reported hour the source has finished, after the watermark, oldest
-first, written once.
+"""Collection: every reported hour the source has finished, after the watermark, written
+once, in parts.
 
-For each reported hour ``collect_hour``:
+An hour of one source (stamp) is collected in slices of its subscriptions
+(``shared.collection.slices``): on one process in order (``collect_due_hours``, the local
+run and ``ops collect``) or fanned out through the collection queue, one slice per queue
+message, on as many instances as the Functions scale controller gives (``planner``). Both
+run the same ``collect_slice``:
 
-1. records that an attempt at the hour begins (a rerun of a failed attempt knows it is one),
-   then syncs the subscriptions the source lists for the hour;
-2. streams the hour's records, one subscription at a time (sources group them), validates
-   each, quarantines what is bad, sums records with the same identity, and queues the
-   subscription's partition for a parallel, transactional upsert. A source that yields a
+1. records that an attempt at the part begins (a rerun of a failed attempt knows it is one),
+   then syncs the slice's subscriptions the source lists for the hour;
+2. streams the hour's records of the slice, one subscription at a time (sources group them),
+   validates each, quarantines what is bad, sums records with the same identity, and queues
+   the subscription's partition for a parallel, transactional upsert. A source that yields a
    subscription in two groups does not stop the hour: the later group is merged into the
    stored partition once the first is durable (same identities summed);
 3. waits until every partition is durable; rows storage still refuses are quarantined
    (``StorageRefused``), so one poison row never blocks the hour; on a rerun, removes what
-   an earlier attempt stored that the source no longer reports (rows, quarantine entries,
-   manifest entries, the day's daily rows), so the hour holds exactly the current answer;
-4. writes the hour manifest, the hour's chargeable sums per (billing resource, dimension)
-   that billing reads, and the activity index (which of each provider's tenants had rows
-   that day), and when the hour closes a UTC day, that day's daily rows;
-5. moves the watermark to the hour: only now (invariant 2).
+   an earlier attempt of the slice stored that the source no longer reports (rows,
+   quarantine entries, manifest entries of the slice's subscriptions of this source), so the
+   slice holds exactly the current answer;
+4. writes the slice's manifest entries, its part of the hour's chargeable sums per (billing
+   resource, dimension) that billing reads, and the activity index (which of each
+   provider's tenants had rows that day), then records the part durable;
+5. closes the hour if every part is now durable (``shared.collection.hour_close``): billing
+   once every source has the hour, the day's daily rows when the hour closes a day, and
+   the watermark: only now (invariant 2).
 
-Any failure on the way leaves the watermark where it was, and the next run redoes the hour
-from the start; since every write is an idempotent upsert of keys derived from the record
-and stale keys are removed, the result equals that of a clean run (invariant 1). A reported
-hour is collected only once the source has finished it (it ended ``COLLECT_DELAY_HOURS``
-ago), so a closed hour is never rewritten with different data (invariant 3).
+Any failure on the way leaves the part unrecorded and the watermark where it was, and the
+next attempt redoes the part from the start; since every write is an idempotent upsert of
+keys derived from the record and stale keys are removed, the result equals that of a clean
+run (invariant 1), however many deliveries overlap. A reported hour is collected only once
+the source has finished it (it ended ``COLLECT_DELAY_HOURS`` ago), so a closed hour is
+never rewritten with different data (invariant 3).
 
 ``collect_due_hours`` runs hours until none is left or the time budget would be exceeded
 by one more hour (judged from the slowest hour so far); the next run carries on. When the
@@ -35,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -43,21 +52,22 @@ from itertools import groupby
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.collection.daily import build_daily_rows
+from shared.collection.hour_close import HourCloser, SourceParts
+from shared.collection.slices import CollectionSlice
 from shared.collection.sources import UsageSource
 from shared.collection.validation import validate
 from shared.core.config import Settings
 from shared.core.hours import HOUR, floor_day, hour_key, hours_between, last_closed_hour
 from shared.core.meters import ChargeableMeters, MeterCatalogue, catalogue
 from shared.core.retry import call_with_retry
-from shared.core.usage import UsageRecord
+from shared.core.usage import UsageRecord, subscription_key
 from shared.storage.account import StorageAccount
 from shared.storage.activity import record_activity
 from shared.storage.hour_manifest import ROLE as MANIFEST_ROLE
 from shared.storage.hour_manifest import HourEntry, read_hour, write_manifest
 from shared.storage.hour_summary import HourSummaryBuilder, write_hour_summary
 from shared.storage.quarantine import ROLE as QUARANTINE_ROLE
-from shared.storage.quarantine import QuarantineBuffer, Rejection
+from shared.storage.quarantine import QuarantineBuffer, Rejection, read_quarantine
 from shared.storage.subscriptions import Subscription, SubscriptionStore, billing_target
 from shared.storage.table_writer import PartitionWriter, Refusal, delete_keys
 from shared.storage.usage_rows import (
@@ -67,7 +77,7 @@ from shared.storage.usage_rows import (
     hourly_row_key,
     usage_table_name,
 )
-from shared.storage.watermark import Advance, Watermark
+from shared.storage.watermark import Advance, Watermark, billed_through
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +96,8 @@ class HourResult:
     truncated: int = 0
     # Rows an earlier attempt of this hour stored that the source no longer reports, removed.
     stale_removed: int = 0
-    watermark: Advance = Advance.MOVED
+    # What closing the hour did to the watermark; None while other parts are not durable.
+    watermark: Advance | None = Advance.MOVED
 
 
 @dataclass
@@ -97,6 +108,17 @@ class CollectionRun:
     # The watermark was found behind an hour this run had just written: hours are missing.
     stopped_by_watermark: bool = False
     seconds: float = 0.0
+
+    @classmethod
+    def combined(cls, runs: list[CollectionRun]) -> CollectionRun:
+        """One run's account of several sources' runs (each collected in turn)."""
+        return cls(
+            hours=[hour for run in runs for hour in run.hours],
+            pending_hours=sum(run.pending_hours for run in runs),
+            stopped_by_budget=any(run.stopped_by_budget for run in runs),
+            stopped_by_watermark=any(run.stopped_by_watermark for run in runs),
+            seconds=sum(run.seconds for run in runs),
+        )
 
     @property
     def rows(self) -> int:
@@ -139,40 +161,103 @@ class _Partition:
 class Collector:
     """Everything one run needs, built once: storage, source, catalogue, known subscriptions."""
 
-    settings: Settings
+    settings: Settings  # the source's (a stamp's settings, when there are several)
     account: StorageAccount
     source: UsageSource
     meters: MeterCatalogue = field(default_factory=catalogue)
-    # Called once an hour's rows are durable and before the watermark moves (billing work).
+    # Called once every source's parts of an hour are durable and before the watermark of
+    # the source that finished it last moves (billing work).
     after_hour_written: Callable[[datetime, list[HourEntry]], None] | None = None
-    _stored_subscriptions: dict[str, Subscription] | None = field(
-        default=None, init=False, repr=False
+    # Every source of the app (their settings: ``Settings.stamps()``), whose hours billing
+    # waits for; this source alone when empty.
+    stamps: tuple[Settings, ...] = ()
+    # Per slice (index, count): its stored subscriptions and their index entries, read once
+    # per collector (a run, or a message) and kept up to date by ``sync``.
+    _known_by_slice: dict[tuple[int, int], tuple[dict[str, Subscription], dict[str, str]]] = field(
+        default_factory=dict, init=False, repr=False
     )
-    _indexed_subscriptions: dict[str, str] | None = field(default=None, init=False, repr=False)
+    # The stored subscriptions of the slice being collected (one of the above).
+    _stored_subscriptions: dict[str, Subscription] = field(
+        default_factory=dict, init=False, repr=False
+    )
     _chargeable: ChargeableMeters = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._chargeable = ChargeableMeters(self.settings, self.meters)
 
-    def collect_hour(self, hour: datetime) -> HourResult:
-        """Collect one reported hour completely, then move the watermark to it."""
-        started = time.monotonic()
-        watermark = Watermark(self.account, self.source.name)
-        rerun = watermark.begin(hour)
-        store = SubscriptionStore(self.account)
-        if self._stored_subscriptions is None or self._indexed_subscriptions is None:
-            self._stored_subscriptions = store.all()
-            self._indexed_subscriptions = store.indexed()
-        listed = self.source.subscriptions(hour)
-        store.sync(listed, self._stored_subscriptions, self._indexed_subscriptions)
-        known = {subscription.subscription_id.lower() for subscription in listed}
+    @property
+    def closer(self) -> HourCloser:
+        """What closes this source's hours (built on use: ``after_hour_written`` may be
+        set after the collector is)."""
+        this = SourceParts(self.source_name, self.settings.collect_slices)
+        every = [SourceParts(stamp.source_name, stamp.collect_slices) for stamp in self.stamps]
+        return HourCloser(
+            this,
+            self.account,
+            every or [this],
+            self.settings.write_parallelism,
+            on_hour_complete=self.after_hour_written,
+        )
 
-        quarantine = QuarantineBuffer(self.account, hour)
-        partitions = self._write_rows(hour, known, quarantine)
+    @property
+    def source_name(self) -> str:
+        """The source's name: its watermark's key (the stamp's name when there are several;
+        ``SourceRegistry.create`` names each source after its settings)."""
+        return self.source.name
+
+    def collect_hour(self, hour: datetime) -> HourResult:
+        """Collect one reported hour completely, slice after slice, and close it."""
+        count = self.settings.collect_slices
+        parts = [
+            self.collect_slice(CollectionSlice(self.source_name, hour, index, count))
+            for index in range(count)
+        ]
+        return HourResult(
+            hour=hour,
+            rows=sum(part.rows for part in parts),
+            subscriptions=sum(part.subscriptions for part in parts),
+            late_rows=sum(part.late_rows for part in parts),
+            quarantined=sum(part.quarantined for part in parts),
+            quarantined_by_reason=dict(
+                sum((Counter(part.quarantined_by_reason) for part in parts), Counter())
+            ),
+            daily_subscriptions=sum(part.daily_subscriptions for part in parts),
+            seconds=sum(part.seconds for part in parts),
+            truncated=sum(part.truncated for part in parts),
+            stale_removed=sum(part.stale_removed for part in parts),
+            watermark=parts[-1].watermark,
+        )
+
+    def collect_slice(self, work: CollectionSlice) -> HourResult:
+        """Collect one slice of one reported hour completely; close the hour if it was the
+        last part to become durable."""
+        if work.source != self.source_name:
+            raise ValueError(f"slice of source {work.source} given to {self.source_name}")
+        started = time.monotonic()
+        hour = work.hour
+        watermark = Watermark(self.account, self.source_name)
+        rerun = watermark.begin(hour, work.part)
+        store = SubscriptionStore(self.account)
+        known = self._known_by_slice.get((work.index, work.count))
+        if known is None:
+            known = (store.all(work.key_range), store.indexed(work.key_range))
+            self._known_by_slice[(work.index, work.count)] = known
+        self._stored_subscriptions, indexed = known
+        listed = [replace(subscription, source=self.source_name)
+                  for subscription in self.source.subscriptions(hour)]  # fmt: skip
+        store.sync(
+            [s for s in listed if work.holds(s.subscription_id.lower())],
+            self._stored_subscriptions,
+            indexed,
+        )
+        listed_ids = {subscription.subscription_id.lower() for subscription in listed}
+
+        quarantine = QuarantineBuffer(self.account, hour, self.source_name)
+        partitions = self._write_rows(work, listed_ids, quarantine)
         truncated = sum(
             len(partition.cut & partition.keys.keys()) for partition in partitions.values()
         )
-        stale = self._remove_stale(hour, partitions, quarantine) if rerun else 0
+        stale = self._remove_stale(work, partitions, quarantine) if rerun else 0
         quarantine.close()
         entries = [
             HourEntry(
@@ -180,19 +265,20 @@ class Collector:
                 len(partition.keys),
                 sum(partition.keys.values()),
                 *self._target(group),
+                source=self.source_name,
             )
             for group, partition in partitions.items()
             if partition.keys
         ]
         if rerun:
-            self._remove_stale_manifest(hour, {entry.subscription_id for entry in entries})
+            self._remove_stale_manifest(work, {entry.subscription_id for entry in entries})
         write_manifest(self.account, hour, entries)
         summary = HourSummaryBuilder()
         for group, partition in partitions.items():
             if partition.keys:
                 target = billing_target(self.settings, self._stored_subscriptions.get(group))
                 summary.add(target, partition.charges.values())
-        write_hour_summary(self.account, hour, summary.sums())
+        write_hour_summary(self.account, hour, work.summary_part, summary.sums())
         stored = self._stored_subscriptions
         record_activity(
             self.account,
@@ -202,14 +288,9 @@ class Collector:
                 for entry in entries
             ),
         )
-        daily_subscriptions = 0
-        if (hour + HOUR).hour == 0:
-            daily_subscriptions = build_daily_rows(
-                self.account, floor_day(hour), parallelism=self.settings.write_parallelism
-            )
-        if self.after_hour_written is not None:
-            self.after_hour_written(hour, entries)
-        moved = watermark.advance(hour)
+        watermark.mark_done(hour, work.part)
+        closer = self.closer
+        moved = closer.close(hour)
         result = HourResult(
             hour=hour,
             rows=sum(entry.rows for entry in entries),
@@ -217,7 +298,7 @@ class Collector:
             late_rows=sum(entry.late_rows for entry in entries),
             quarantined=quarantine.count,
             quarantined_by_reason=dict(quarantine.by_reason),
-            daily_subscriptions=daily_subscriptions,
+            daily_subscriptions=closer.daily_subscriptions,
             seconds=time.monotonic() - started,
             truncated=truncated,
             stale_removed=stale,
@@ -249,15 +330,20 @@ class Collector:
     # --- rows --------------------------------------------------------------------------
 
     def _write_rows(
-        self, hour: datetime, known: set[str], quarantine: QuarantineBuffer
+        self, work: CollectionSlice, known: set[str], quarantine: QuarantineBuffer
     ) -> dict[str, _Partition]:
-        """Stream the hour's records into their partitions; what each partition holds now."""
+        """Stream the slice's records into their partitions; what each partition holds now."""
+        hour = work.hour
         partitions: dict[str, _Partition] = {}
         partition_key = hourly_partition(hour)
+        # A source may skip the other slices' subscriptions; what it yields is filtered anyway.
+        records_of_hour = self.source.usage(hour, work.holds if work.count > 1 else None)
         with PartitionWriter(
             self.account, parallelism=self.settings.write_parallelism, isolate_refusals=True
         ) as writer:
-            for group, records in groupby(self.source.usage(hour), key=_subscription_of):
+            for group, records in groupby(records_of_hour, key=subscription_key):
+                if not work.holds(group):
+                    continue
                 rows = self._valid_rows(hour, records, known, quarantine)
                 if not rows:
                     continue
@@ -371,26 +457,31 @@ class Collector:
         return rows
 
     def _target(self, group: str) -> tuple[str, str]:
-        assert self._stored_subscriptions is not None  # read at the start of the hour
         target = billing_target(self.settings, self._stored_subscriptions.get(group))
         return target.resource_id, target.plan_id
 
     # --- reruns ------------------------------------------------------------------------
 
     def _remove_stale(
-        self, hour: datetime, partitions: dict[str, _Partition], quarantine: QuarantineBuffer
+        self, work: CollectionSlice, partitions: dict[str, _Partition], quarantine: QuarantineBuffer
     ) -> int:
-        """Remove what an earlier attempt of ``hour`` stored that this one did not write.
+        """Remove what an earlier attempt of ``work`` stored that this one did not write.
 
-        Any stored subscription may hold rows of that attempt (rows are only written for
-        listed subscriptions, and the subscriptions table keeps every one ever listed), so
-        each one's partition of the hour is read (keys only) and what this attempt did not
-        write is deleted. When the hour closes a day, that day's daily rows are removed too:
-        the rollup that follows rebuilds them from what the hours now hold. Returns the
-        number of hourly rows removed.
+        Any stored subscription of this source in the slice may hold rows of that attempt
+        (rows are only written for listed subscriptions, and the subscriptions table keeps
+        every one ever listed), so each one's partition of the hour is read (keys only) and
+        what this attempt did not write is deleted. Subscriptions stored before sources were
+        recorded count for every source. When the hour closes a day, those subscriptions'
+        daily rows of that day are removed too: closing the hour rebuilds them from what the
+        hours now hold. Returns the number of hourly rows removed.
         """
-        assert self._stored_subscriptions is not None
-        subscriptions = sorted(set(self._stored_subscriptions) | set(partitions))
+        hour = work.hour
+        own = {
+            subscription_id
+            for subscription_id, subscription in self._stored_subscriptions.items()
+            if subscription.source in (self.source_name, "") and work.holds(subscription_id)
+        }
+        subscriptions = sorted(own | set(partitions))
         partition_key = hourly_partition(hour)
         closes_day = (hour + HOUR).hour == 0
         day_partition = daily_partition(floor_day(hour))
@@ -411,19 +502,32 @@ class Collector:
         ) as workers:
             removed = sum(workers.map(clean, subscriptions))
         quarantine_table = self.settings.table_name(QUARANTINE_ROLE)
-        recorded = _row_keys(self.account, quarantine_table, hour_key(hour))
+        recorded = read_quarantine(self.account, hour, select=["RowKey", "Source", "Subscription"])
         delete_keys(
             self.account,
             quarantine_table,
             hour_key(hour),
-            (key for key in recorded if key not in quarantine.keys),
+            (
+                entry["RowKey"]
+                for entry in recorded
+                if entry["RowKey"] not in quarantine.keys
+                and entry.get("Source", "") in (self.source_name, "")
+                and ("Subscription" not in entry or work.holds(entry["Subscription"]))
+            ),
         )
         return removed
 
-    def _remove_stale_manifest(self, hour: datetime, subscriptions: set[str]) -> None:
-        """Manifest entries of an earlier attempt for subscriptions without rows now."""
-        stale = {entry.subscription_id for entry in read_hour(self.account, hour)} - subscriptions
-        delete_keys(self.account, self.settings.table_name(MANIFEST_ROLE), hour_key(hour), stale)
+    def _remove_stale_manifest(self, work: CollectionSlice, subscriptions: set[str]) -> None:
+        """Manifest entries of an earlier attempt of the slice for subscriptions without rows
+        now (entries of other sources and slices are theirs)."""
+        stale = {
+            entry.subscription_id
+            for entry in read_hour(self.account, work.hour)
+            if entry.source in (self.source_name, "") and work.holds(entry.subscription_id)
+        } - subscriptions
+        delete_keys(
+            self.account, self.settings.table_name(MANIFEST_ROLE), hour_key(work.hour), stale
+        )
 
     # --- which hours -------------------------------------------------------------------
 
@@ -436,13 +540,18 @@ class Collector:
         """Finished reported hours after the watermark, oldest first.
 
         Without a watermark (the first run) collection starts ``collect_lookback_hours``
-        back, and that starting point is stored at once (``Watermark.start_at``).
+        back, and that starting point is stored at once (``Watermark.start_at``). A source
+        added to an app that has billed hours already starts after the newest of them:
+        billing counts an hour once, when every source has it
+        (``shared.collection.hour_close``); ``ops collect`` backfills earlier hours' usage.
         """
         last = self.last_finished_hour(now)
-        watermark = Watermark(self.account, self.source.name)
+        watermark = Watermark(self.account, self.source_name)
         mark = watermark.read()
         if mark is None:
-            mark = watermark.start_at(last - self.settings.collect_lookback_hours * HOUR)
+            start = last - self.settings.collect_lookback_hours * HOUR
+            billed = billed_through(self.account)
+            mark = watermark.start_at(start if billed is None else max(start, billed))
         return list(hours_between(mark + HOUR, last))
 
     def collect_due_hours(self, now: datetime) -> CollectionRun:
@@ -482,7 +591,7 @@ class Collector:
                 result.seconds,
             )
             if result.watermark is Advance.COVERED:
-                skip_through = Watermark(self.account, self.source.name).read()
+                skip_through = Watermark(self.account, self.source_name).read()
                 log.warning(
                     "reported hour %s: another run already moved the watermark to %s; "
                     "hours up to it are not collected again",
@@ -490,7 +599,7 @@ class Collector:
                     f"{skip_through:%Y-%m-%dT%H}Z" if skip_through else "?",
                 )
             elif result.watermark is Advance.GAP:
-                mark = Watermark(self.account, self.source.name).read()
+                mark = Watermark(self.account, self.source_name).read()
                 log.error(
                     "reported hour %s was written but the watermark is at %s, more than an "
                     "hour behind it; stopping: the next run collects from the watermark",
@@ -534,8 +643,3 @@ def _row_keys(account: StorageAccount, table_name: str, partition_key: str) -> l
             return []
 
     return call_with_retry(query, what=f"read keys of {table_name} partition {partition_key}")
-
-
-def _subscription_of(record: UsageRecord) -> str:
-    subscription_id = record.subscription_id
-    return subscription_id.lower() if isinstance(subscription_id, str) else repr(subscription_id)

@@ -2,8 +2,8 @@
 
 A daily row is the sum of the hourly rows of the same subscription, meter, resource and
 usage day reported in that reported day (spec: time semantics). It is built once the
-reported day has closed, i.e. right after its 23:00 hour is written, from what is stored,
-never from the source. Rebuilding a day writes the same keys with the same sums
+reported day has closed, i.e. when its source's watermark passes its 23:00 hour, from what
+is stored, never from the source. Rebuilding a day writes the same keys with the same sums
 (``math.fsum`` is exact, so the order rows are read in does not matter): idempotent.
 
 Work is per subscription (the hour manifest says which had rows that day): one range query
@@ -72,11 +72,20 @@ def _rollup_subscription(account: StorageAccount, day: datetime, subscription_id
         )
 
 
-def build_daily_rows(account: StorageAccount, day: datetime, *, parallelism: int) -> int:
-    """(Re)build every daily row of reported ``day``; returns how many subscriptions had any."""
+def build_daily_rows(
+    account: StorageAccount, day: datetime, *, parallelism: int, source: str | None = None
+) -> int:
+    """(Re)build the daily rows of reported ``day`` of ``source``'s subscriptions (every
+    source's when None); returns how many subscriptions had any.
+
+    Manifest entries written before entries named their source count for every source."""
     day = floor_day(day)
     subscriptions = sorted(
-        {entry.subscription_id for _, entry in read_manifest(account, day, day + DAY - HOUR)}
+        {
+            entry.subscription_id
+            for _, entry in read_manifest(account, day, day + DAY - HOUR)
+            if source is None or entry.source in (source, "")
+        }
     )
     # Each worker holds one subscription-day; ``map`` re-raises the first failure.
     with ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="daily") as workers:

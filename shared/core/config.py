@@ -348,6 +348,10 @@ class Settings(BaseModel):
         assert self.usage_source is not None  # filled at load
         return self.usage_source
 
+    def source_names(self) -> list[str]:
+        """Every source's name (its watermark's key), in USAGE_STAMPS order."""
+        return [stamp.source_name for stamp in self.stamps()]
+
     def stamps(self) -> tuple[Settings, ...]:
         """One Settings per stamp, in USAGE_STAMPS order; ``(self,)`` without stamps.
 

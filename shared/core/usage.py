@@ -26,3 +26,10 @@ class UsageRecord:
     location: str = ""
     tags: dict[str, Any] | None = None
     additional_info: dict[str, Any] | None = field(default=None)
+
+
+def subscription_key(record: UsageRecord) -> str:
+    """The key a record is grouped, sliced and quarantined under: its subscription id in
+    lower case, or the ``repr`` of a malformed (non-string) one, so every record has one."""
+    subscription_id = record.subscription_id
+    return subscription_id.lower() if isinstance(subscription_id, str) else repr(subscription_id)

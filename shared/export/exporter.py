@@ -50,7 +50,7 @@ from shared.storage.account import StorageAccount
 from shared.storage.blobs import BlobStore
 from shared.storage.subscriptions import Subscription, SubscriptionStore
 from shared.storage.usage_rows import read_hourly_rows
-from shared.storage.watermark import Watermark
+from shared.storage.watermark import collected_through
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class Exporter:
         """Export ``month`` (its rows reported so far) for ``config``; see the module docstring."""
         started = self._clock()
         settings = self.account.settings
-        watermark = Watermark(self.account, settings.usage_source or "simulated").read()
+        watermark = collected_through(self.account, settings.source_names())
         subscriptions = SubscriptionStore(self.account).all()
         book = PriceBook(SheetStore(self.account).all())
         run_id = str(uuid.uuid4())

@@ -51,7 +51,7 @@ from shared.query.rows import page_csv, page_json
 from shared.storage.account import StorageAccount
 from shared.storage.activity import active_tenants
 from shared.storage.subscriptions import SubscriptionStore
-from shared.storage.watermark import Watermark
+from shared.storage.watermark import collected_through
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,8 @@ class UsageApi:
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._settings = settings
+        # The visible bound waits for every usage source (stamp) to have written an hour.
+        self._source_names = settings.source_names()
         self._account = account
         self._validator = validator
         self._codec = codec
@@ -148,9 +150,7 @@ class UsageApi:
     def _page_state(self, scope: CallerScope, query: UsageQuery, now: datetime) -> PageState:
         if query.continuation_token is not None:
             return self._codec.open(query.continuation_token, scope, query, now)
-        source = self._settings.usage_source
-        assert source is not None  # Settings fills it in local mode and requires it otherwise
-        watermark = Watermark(self._account, source).read()
+        watermark = collected_through(self._account, self._source_names)
         return PageState(bound=visible_bound(query.granularity, watermark), cursor=None)
 
     def _next_link(

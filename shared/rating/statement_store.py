@@ -31,7 +31,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, localcontext
@@ -55,7 +55,7 @@ from shared.storage.account import StorageAccount
 from shared.storage.hour_manifest import has_entries, read_manifest
 from shared.storage.subscriptions import Subscription, SubscriptionStore
 from shared.storage.usage_rows import read_hourly_rows
-from shared.storage.watermark import Watermark
+from shared.storage.watermark import collected_through
 
 log = logging.getLogger(__name__)
 
@@ -229,15 +229,19 @@ class Statements:
         self,
         account: StorageAccount,
         meters: MeterCatalogue,
-        source_name: str,
+        source_names: Sequence[str],
         *,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.account = account
         self.meters = meters
         self.store = StatementStore(account)
-        self._watermark = Watermark(account, source_name)
+        self._source_names = tuple(source_names)
         self._clock = clock
+
+    def _collected_through(self) -> datetime | None:
+        """The last hour every usage source has written (statements close after it)."""
+        return collected_through(self.account, self._source_names)
 
     # --- reading ------------------------------------------------------------------------
 
@@ -263,7 +267,7 @@ class Statements:
         stored = self.store.get(month, subscription_id, level)
         if stored is not None:
             return stored
-        watermark = self._watermark.read()
+        watermark = self._collected_through()
         now = self._clock()
         if self.store.is_closed(month):  # closed, and nothing was reported for it
             return empty_statement(
@@ -347,7 +351,7 @@ class Statements:
         delegated = bool(provider.provider_subscription_id)
         stored = self.store.summaries(month)
         context = _RollupContext(
-            self.price_book(), subscriptions, stored, CLOSED in stored, self._watermark.read()
+            self.price_book(), subscriptions, stored, CLOSED in stored, self._collected_through()
         )
         listed = []
         total = wholesale = Decimal(0)
@@ -414,7 +418,7 @@ class Statements:
         """Store the statements of every closed month not finalised yet, oldest first."""
         run = FinaliseRun()
         deadline = time.monotonic() + budget_seconds
-        watermark = self._watermark.read()
+        watermark = self._collected_through()
         if watermark is None:
             return run
         newest_closed = Month.of(watermark).previous

@@ -12,6 +12,8 @@ mapping from here, not from the subscriptions table, so an operator who remaps a
 subscription changes the hours collected after the change and never splits one event key
 (billing resource, dimension, reported hour) between two resources. Entries written before
 the mapping was recorded read back as ``""`` (= the settings' default resource and plan).
+Each entry names the usage source (stamp) that wrote it, so a source's rerun or daily rollup
+touches only its own subscriptions' entries.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class HourEntry:
     late_rows: int
     billing_resource_id: str = ""
     billing_plan_id: str = ""
+    # The usage source (stamp) that wrote it; "" for entries written before that was recorded.
+    source: str = ""
 
 
 def entry_target(settings: Settings, entry: HourEntry) -> BillingTarget:
@@ -56,6 +60,7 @@ def write_manifest(account: StorageAccount, hour: datetime, entries: Sequence[Ho
             "LateRows": entry.late_rows,
             "BillingResourceId": entry.billing_resource_id,
             "BillingPlanId": entry.billing_plan_id,
+            "Source": entry.source,
         }
         for entry in entries
     ]
@@ -72,6 +77,7 @@ def _entry(entity: Entity) -> tuple[datetime, HourEntry]:
             int(entity["LateRows"]),
             entity.get("BillingResourceId") or "",
             entity.get("BillingPlanId") or "",
+            entity.get("Source") or "",
         ),
     )
 

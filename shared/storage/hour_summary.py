@@ -8,15 +8,22 @@ moves): billing then reads ONE partition per hour instead of every subscription'
 so its cost follows the billing resources, not the subscriptions (issue: billing costs
 O(billing resources)).
 
-Layout (the ``summaries`` table): ``PartitionKey`` = the reported hour ``YYYYMMDDHH``;
-``RowKey`` = ``{hash of the resource id}_{dimension}`` with ``ResourceId``, ``PlanId``,
-``Dimension``, ``Quantity`` (``math.fsum`` of every row's quantity: the exact same number a
-recomputation from the rows gives, whatever order they come in) and ``Subscriptions``;
-plus a marker ``~complete`` holding how many keys the hour has. An hour without the marker
-was collected before summaries existed (or its summary write was interrupted): billing
-reads its rows instead. Rewriting an hour replaces its partition: new sums are upserted,
-then keys no longer owed are deleted, then the marker written; a crash in between leaves
-no marker, so nobody trusts a half-written summary, and the rerun completes it.
+Collection is cut into parts (one per slice of one usage source's hour: several stamps,
+several workers), so each part writes its own sums and billing combines them. Layout (the
+``summaries`` table): ``PartitionKey`` = the reported hour ``YYYYMMDDHH``; per part,
+``RowKey`` = ``{part}|{hash of the resource id}_{dimension}`` with ``ResourceId``, ``PlanId``,
+``Dimension``, ``Subscriptions``, ``Quantity`` (for people) and ``Exact`` (the part's exact
+sum as a fraction ``n/d``: every float is a binary fraction, so parts add up exactly and the
+combined quantity is the correctly rounded sum of every row, the same number ``math.fsum``
+over the rows gives, whatever the cut), and a part marker ``{part}|~done`` holding how many
+keys the part has. Rewriting a part replaces it: in one entity-group transaction when it
+fits (100 operations), else its marker is deleted, new sums upserted, keys no longer owed
+deleted, the marker written; a crash in between leaves no marker.
+
+When every part of the hour is written (every source has finished the hour), the hour
+marker ``~complete`` is written listing the parts. Billing trusts a summary only when that
+marker lists parts whose markers all match their rows; otherwise (an hour collected before
+summaries existed, or one still being written) it reads the rows instead.
 
 Derived data: reconciliation recomputes the sums from the rows and names any difference.
 """
@@ -25,25 +32,30 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from fractions import Fraction
+from functools import partial
+from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import UpdateMode
 
 from shared.core.hours import hour_key
 from shared.core.retry import call_with_retry
 from shared.storage.account import StorageAccount
 from shared.storage.subscriptions import BillingTarget
-from shared.storage.table_writer import Entity, PartitionWriter
+from shared.storage.table_writer import MAX_BATCH, Entity, PartitionWriter
 
 log = logging.getLogger(__name__)
 
 ROLE = "summaries"
 MARKER = "~complete"
+PART_MARKER = "~done"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,14 +65,15 @@ class ResourceSums:
     resource_id: str
     plan_id: str
     subscriptions: int
-    quantities: Mapping[str, float]
+    # Exact sums; ``float()`` of one is the correctly rounded sum of its rows.
+    quantities: Mapping[str, Fraction]
 
 
 @dataclass
 class HourSummaryBuilder:
     """Sums an hour's chargeable quantities per (billing resource, dimension)."""
 
-    _parts: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
+    _parts: dict[tuple[str, str], Fraction] = field(default_factory=lambda: defaultdict(Fraction))
     _plans: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     _subscriptions: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -70,13 +83,13 @@ class HourSummaryBuilder:
         self._plans[target.resource_id].add(target.plan_id)
         self._subscriptions[target.resource_id] += 1
         for dimension, quantity in charges:
-            self._parts[(target.resource_id, dimension)].append(quantity)
+            self._parts[(target.resource_id, dimension)] += Fraction(quantity)
 
     def sums(self) -> dict[str, ResourceSums]:
         """Per billing resource: its plan, how many subscriptions, and the exact sums."""
-        quantities: dict[str, dict[str, float]] = defaultdict(dict)
-        for (resource_id, dimension), parts in self._parts.items():
-            quantities[resource_id][dimension] = math.fsum(parts)
+        quantities: dict[str, dict[str, Fraction]] = defaultdict(dict)
+        for (resource_id, dimension), total in self._parts.items():
+            quantities[resource_id][dimension] = total
         return {
             resource_id: ResourceSums(
                 resource_id,
@@ -101,55 +114,75 @@ def plan_of(resource_id: str, plans: set[str]) -> str:
     return plan
 
 
-def _row_key(resource_id: str, dimension: str) -> str:
+def _row_key(part: str, resource_id: str, dimension: str) -> str:
     digest = hashlib.blake2b(resource_id.encode("utf-8"), digest_size=10).hexdigest()
-    return f"{digest}_{dimension}"
+    return f"{part}|{digest}_{dimension}"
+
+
+def _part_marker(part: str) -> str:
+    return f"{part}|{PART_MARKER}"
 
 
 def write_hour_summary(
-    account: StorageAccount, hour: datetime, sums: Mapping[str, ResourceSums]
+    account: StorageAccount, hour: datetime, part: str, sums: Mapping[str, ResourceSums]
 ) -> None:
-    """Replace reported ``hour``'s summary with ``sums`` (see the module docstring)."""
+    """Replace ``part``'s sums of reported ``hour`` with ``sums`` (see the module docstring).
+
+    ``part`` names one slice of one source's hour (letters, digits, ``.`` and ``-``)."""
     partition = hour_key(hour)
     table_name = account.settings.table_name(ROLE)
-    entities: list[Entity] = [
-        {
+
+    def entity(resource: ResourceSums, dimension: str, quantity: Fraction) -> Entity:
+        return {
             "PartitionKey": partition,
-            "RowKey": _row_key(resource_id, dimension),
-            "ResourceId": resource_id,
+            "RowKey": _row_key(part, resource.resource_id, dimension),
+            "ResourceId": resource.resource_id,
             "PlanId": resource.plan_id,
             "Dimension": dimension,
             "Quantity": float(quantity),
+            "Exact": f"{quantity.numerator}/{quantity.denominator}",
             "Subscriptions": resource.subscriptions,
         }
-        for resource_id, resource in sums.items()
+
+    entities = [
+        entity(resource, dimension, quantity)
+        for resource in sums.values()
         for dimension, quantity in resource.quantities.items()
     ]
     # Resources with subscriptions but nothing chargeable keep a row too (no dimension), so
     # the reporter still sees them (it folds carried usage into their events).
-    entities += [
-        {
-            "PartitionKey": partition,
-            "RowKey": _row_key(resource_id, ""),
-            "ResourceId": resource_id,
-            "PlanId": resource.plan_id,
-            "Dimension": "",
-            "Quantity": 0.0,
-            "Subscriptions": resource.subscriptions,
-        }
-        for resource_id, resource in sums.items()
-        if not resource.quantities
-    ]
-    kept = {entity["RowKey"] for entity in entities}
-    stale = [key for key in _keys(account, partition) if key not in kept and key != MARKER]
-    _delete(account, partition, [MARKER])
+    entities += [entity(resource, "", Fraction(0)) for resource in sums.values()
+                 if not resource.quantities]  # fmt: skip
+    marker = _part_marker(part)
+    kept = {entity["RowKey"] for entity in entities} | {marker}
+    stale = [key for key in _part_keys(account, partition, part) if key not in kept]
+    marker_entity = {"PartitionKey": partition, "RowKey": marker, "Keys": len(entities)}
+    if len(entities) + len(stale) + 1 <= MAX_BATCH:
+        # The usual part (tens of keys): one entity-group transaction replaces it whole.
+        operations: list[Any] = [
+            *(("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in entities),
+            ("upsert", marker_entity, {"mode": UpdateMode.REPLACE}),
+            *(("delete", {"PartitionKey": partition, "RowKey": key}) for key in stale),
+        ]
+        table = account.table(ROLE)
+        call_with_retry(
+            partial(table.submit_transaction, operations),
+            what=f"write hour summary {partition}/{part}",
+        )
+        return
+    _delete(account, partition, [marker])
     with PartitionWriter(account, parallelism=1) as writer:
         writer.write_partition(table_name, entities)
     _delete(account, partition, stale)
     with PartitionWriter(account, parallelism=1) as writer:
-        writer.write_partition(
-            table_name, [{"PartitionKey": partition, "RowKey": MARKER, "Keys": len(entities)}]
-        )
+        writer.write_partition(table_name, [marker_entity])
+
+
+def complete_hour_summary(account: StorageAccount, hour: datetime, parts: Iterable[str]) -> None:
+    """Mark reported ``hour``'s summary complete: these parts, and no other, are the hour."""
+    entity = {"PartitionKey": hour_key(hour), "RowKey": MARKER, "Parts": json.dumps(sorted(parts))}
+    with PartitionWriter(account, parallelism=1) as writer:
+        writer.write_partition(account.settings.table_name(ROLE), [entity])
 
 
 def read_hour_summary(account: StorageAccount, hour: datetime) -> dict[str, ResourceSums] | None:
@@ -167,33 +200,60 @@ def read_hour_summary(account: StorageAccount, hour: datetime) -> dict[str, Reso
 
     entities = call_with_retry(query, what=f"read hour summary {hour_key(hour)}")
     marker = next((e for e in entities if e["RowKey"] == MARKER), None)
-    rows = [e for e in entities if e["RowKey"] != MARKER]
-    if marker is None or int(marker["Keys"]) != len(rows):
+    if marker is None or "Parts" not in marker:
+        return None  # not complete, or written before parts existed: billing reads the rows
+    parts = set(json.loads(marker["Parts"]))
+    rows: dict[str, list[Entity]] = defaultdict(list)
+    done: dict[str, int] = {}
+    for entity in entities:
+        part, _, rest = entity["RowKey"].partition("|")
+        if part not in parts:
+            continue
+        if rest == PART_MARKER:
+            done[part] = int(entity["Keys"])
+        else:
+            rows[part].append(entity)
+    if any(done.get(part) != len(rows[part]) for part in parts):
         return None
-    quantities: dict[str, dict[str, float]] = defaultdict(dict)
-    heads: dict[str, tuple[str, int]] = {}
-    for entity in rows:
-        resource_id = entity["ResourceId"]
-        heads[resource_id] = (entity["PlanId"], int(entity["Subscriptions"]))
-        if entity["Dimension"]:
-            quantities[resource_id][entity["Dimension"]] = float(entity["Quantity"])
+    quantities: dict[str, dict[str, Fraction]] = defaultdict(lambda: defaultdict(Fraction))
+    plans: dict[str, set[str]] = defaultdict(set)
+    counts: dict[str, int] = defaultdict(int)
+    for part in parts:
+        # Every row of one resource in one part carries that part's subscription count.
+        part_counts: dict[str, int] = {}
+        for entity in rows[part]:
+            resource_id = entity["ResourceId"]
+            plans[resource_id].add(entity["PlanId"])
+            part_counts[resource_id] = int(entity["Subscriptions"])
+            sums = quantities[resource_id]  # kept even with nothing chargeable this hour
+            if entity["Dimension"]:
+                sums[entity["Dimension"]] += Fraction(entity["Exact"])
+        for resource_id, count in part_counts.items():
+            counts[resource_id] += count
     return {
-        resource_id: ResourceSums(resource_id, plan, count, quantities.get(resource_id, {}))
-        for resource_id, (plan, count) in heads.items()
+        resource_id: ResourceSums(
+            resource_id,
+            plan_of(resource_id, plans[resource_id]),
+            counts[resource_id],
+            dict(quantities[resource_id]),
+        )
+        for resource_id in plans
     }
 
 
-def _keys(account: StorageAccount, partition: str) -> list[str]:
+def _part_keys(account: StorageAccount, partition: str, part: str) -> list[str]:
     def query() -> list[str]:
         try:
             entities = account.table(ROLE).query_entities(
-                "PartitionKey eq @pk", parameters={"pk": partition}, select=["RowKey"]
+                "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high",
+                parameters={"pk": partition, "low": f"{part}|", "high": f"{part}}}"},
+                select=["RowKey"],
             )
             return [entity["RowKey"] for entity in entities]
         except ResourceNotFoundError:
             return []
 
-    return call_with_retry(query, what=f"read hour summary keys {partition}")
+    return call_with_retry(query, what=f"read hour summary keys {partition}/{part}")
 
 
 def _delete(account: StorageAccount, partition: str, keys: Iterable[str]) -> None:

@@ -5,19 +5,23 @@ content (the stored ``Record`` text is cut to ``MAX_TEXT``; the hash is not, so 
 records that differ only late in their text stay two entries), so re-collecting an hour
 rewrites the same entities instead of adding copies: the quarantine is as idempotent as the
 usage tables. Operators read it per reported hour (``PartitionKey``) and filter on ``Reason``.
+Each entry names its ``Source`` (stamp) and ``Subscription`` key, so a rerun of one slice of
+one source's hour removes only its own stale entries.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from azure.core.exceptions import ResourceNotFoundError
+
 from shared.core.hours import hour_key
-from shared.core.usage import UsageRecord
+from shared.core.retry import call_with_retry
+from shared.core.usage import UsageRecord, subscription_key
 from shared.storage.account import StorageAccount
 from shared.storage.table_writer import PartitionWriter
 
@@ -42,7 +46,8 @@ def _describe(record: UsageRecord) -> str:
 class QuarantineBuffer:
     """Collects an hour's rejected records and writes them in batches of one partition."""
 
-    def __init__(self, account: StorageAccount, reported_hour: datetime):
+    def __init__(self, account: StorageAccount, reported_hour: datetime, source: str = ""):
+        self._source = source
         self._partition = hour_key(reported_hour)
         self._table = account.settings.table_name(ROLE)
         self._writer = PartitionWriter(account, parallelism=1)
@@ -66,6 +71,8 @@ class QuarantineBuffer:
             "Reason": rejection.reason,
             "Detail": rejection.detail,
             "Record": text[:MAX_TEXT],
+            "Source": self._source,
+            "Subscription": subscription_key(record)[:1000],
         }
         if len(self._pending) >= 100:
             self._flush()
@@ -81,9 +88,22 @@ class QuarantineBuffer:
         self._writer.close()
 
 
-def read_quarantine(account: StorageAccount, reported_hour: datetime) -> Iterator[dict[str, Any]]:
-    """Every quarantined record of one reported hour (a point partition read)."""
-    table = account.table(ROLE)
-    yield from table.query_entities(
-        "PartitionKey eq @pk", parameters={"pk": hour_key(reported_hour)}
-    )
+def read_quarantine(
+    account: StorageAccount, reported_hour: datetime, select: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Every quarantined record of one reported hour (a point partition read; only the
+    ``select`` properties when given); none if the table does not exist yet."""
+
+    def query() -> list[dict[str, Any]]:
+        try:
+            return list(
+                account.table(ROLE).query_entities(
+                    "PartitionKey eq @pk",
+                    parameters={"pk": hour_key(reported_hour)},
+                    select=select,
+                )
+            )
+        except ResourceNotFoundError:
+            return []
+
+    return call_with_retry(query, what=f"read quarantine {hour_key(reported_hour)}")

@@ -60,6 +60,9 @@ class Subscription:
     offer: str = ""
     billing_resource_id: str = ""
     billing_plan_id: str = ""
+    # The usage source (stamp) that lists it; "" for entries written before sources were
+    # recorded. A rerun of one source's hour only cleans its own subscriptions' partitions.
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +88,7 @@ _INDEX_END = "p`"  # just after every "p_..." key
 # Fields the usage source owns; the collector rewrites them when the source changes them.
 # Billing mapping and operator-added readers are the operator's and are never overwritten.
 SOURCE_FIELDS = ("DisplayName", "TenantId", "ProviderSubscriptionId", "Owners", "State",
-                 "IsProvider", "Offer")  # fmt: skip
+                 "IsProvider", "Offer", "Source")  # fmt: skip
 
 
 def _source_entity(subscription: Subscription) -> dict[str, Any]:
@@ -99,6 +102,7 @@ def _source_entity(subscription: Subscription) -> dict[str, Any]:
         "State": subscription.state.value,
         "IsProvider": subscription.is_provider,
         "Offer": subscription.offer,
+        "Source": subscription.source,
     }
 
 
@@ -115,7 +119,25 @@ def _from_entity(entity: dict[str, Any]) -> Subscription:
         offer=entity.get("Offer", ""),
         billing_resource_id=entity.get("BillingResourceId", ""),
         billing_plan_id=entity.get("BillingPlanId", ""),
+        source=entity.get("Source", ""),
     )
+
+
+# (low inclusive, high exclusive) of subscription ids (RowKeys); None leaves that end open.
+KeyRange = tuple[str | None, str | None]
+
+
+def _within(ids: KeyRange) -> tuple[str, dict[str, str]]:
+    """The filter clause and parameters keeping RowKeys inside ``ids``."""
+    low, high = ids
+    where, parameters = "", {}
+    if low is not None:
+        where += " and RowKey ge @first"
+        parameters["first"] = low
+    if high is not None:
+        where += " and RowKey lt @end"
+        parameters["end"] = high
+    return where, parameters
 
 
 def index_partition(provider_subscription_id: str | None) -> str:
@@ -130,24 +152,30 @@ class SubscriptionStore:
     def __init__(self, account: StorageAccount):
         self._account = account
 
-    def all(self) -> dict[str, Subscription]:
-        """Every stored subscription by (lower-case) id."""
+    def all(self, ids: KeyRange = (None, None)) -> dict[str, Subscription]:
+        """Every stored subscription by (lower-case) id; only ids in ``ids`` (low
+        inclusive, high exclusive, None = open) when given: a slice's range read."""
 
         def read() -> dict[str, Subscription]:
             table = self._account.table(ROLE)
-            entities = table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION})
+            where, parameters = _within(ids)
+            entities = table.query_entities(
+                "PartitionKey eq @pk" + where, parameters={"pk": PARTITION, **parameters}
+            )
             return {entity["RowKey"]: _from_entity(entity) for entity in entities}
 
         return call_with_retry(read, what="read subscriptions")
 
-    def indexed(self) -> dict[str, str]:
-        """Every index entry: subscription id -> its index partition (one range read)."""
+    def indexed(self, ids: KeyRange = (None, None)) -> dict[str, str]:
+        """Every index entry: subscription id -> its index partition (one range read; only
+        ids in ``ids`` when given)."""
 
         def read() -> dict[str, str]:
             table = self._account.table(ROLE)
+            where, parameters = _within(ids)
             entities = table.query_entities(
-                "PartitionKey ge @low and PartitionKey lt @high",
-                parameters={"low": INDEX_PREFIX, "high": _INDEX_END},
+                "PartitionKey ge @low and PartitionKey lt @high" + where,
+                parameters={"low": INDEX_PREFIX, "high": _INDEX_END, **parameters},
                 select=["PartitionKey", "RowKey"],
             )
             return {entity["RowKey"]: entity["PartitionKey"] for entity in entities}

@@ -12,9 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from azure.functions.timer import TimerRequest
 
-import collect_usage
 import export_usage
-from shared.app import LazyApp
+from shared.app import FunctionApp, LazyApp
 from shared.core.config import Settings
 from shared.core.hours import last_closed_hour, utc_now
 from shared.export.configs import ExportConfigs, make_config
@@ -41,7 +40,6 @@ def app_settings(
     }
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(collect_usage, "app", LazyApp())
     monkeypatch.setattr(export_usage, "app", LazyApp())
     return settings
 
@@ -51,7 +49,7 @@ def test_timer_run_exports_every_configuration_and_logs_where(
 ) -> None:
     """After a collection, the timer writes the month to date (no sheet: costs 0, NotPriced)."""
     caplog.set_level(logging.INFO)
-    collect_usage.main(TimerRequest(past_due=False))
+    FunctionApp.from_environment().collect_due_hours()  # what collect_slice would store
     account = StorageAccount(app_settings)
     container = "fn" + uuid.uuid4().hex[:10]
     ExportConfigs(account).put(make_config("timer-focus", "admin", container=container))

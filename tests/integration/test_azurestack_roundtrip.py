@@ -129,6 +129,7 @@ def world(azurite: Azurite, tmp_path: Path, make_settings: Any) -> Iterator[dict
         "AUTH_JWKS_URI": str(issuer.jwks_path),
         "FUNCTIONS_WORKER_RUNTIME": "python",
         "AzureWebJobs.collect_usage.Disabled": "true",
+        "AzureWebJobs.collect_slice.Disabled": "true",
         "AzureWebJobs.report_to_azure.Disabled": "true",
     }
     settings_a = make_settings(**values)

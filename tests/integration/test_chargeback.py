@@ -120,7 +120,7 @@ def test_a_finalised_statement_never_changes_when_late_usage_arrives(
     subscriptions = SubscriptionStore(account)
     SheetStore(account).put(priced({WIN: "0.05"}), subscriptions)
     SheetStore(account).put(priced({WIN: "0.07"}, effective="2026-12-01"), subscriptions)
-    statements = Statements(account, catalogue(), "simulated")
+    statements = Statements(account, catalogue(), ["simulated"])
     known = subscriptions.all()
 
     preview = statements.statement(TENANT_A, NOV, Level.RETAIL, known)
@@ -165,7 +165,7 @@ def test_two_levels_are_finalised_and_rolled_up_per_provider(
     subscriptions = SubscriptionStore(account)
     SheetStore(account).put(priced({WIN: "1"}), subscriptions)
     SheetStore(account).put(priced({WIN: "1.25"}, scope=f"provider:{DELEGATED}"), subscriptions)
-    statements = Statements(account, catalogue(), "simulated")
+    statements = Statements(account, catalogue(), ["simulated"])
     assert statements.finalise_due(60).statements_stored == 3  # A retail, C retail + wholesale
     known = subscriptions.all()
     reseller = statements.rollup(known[DELEGATED], NOV, known, [TENANT_C])

@@ -164,7 +164,9 @@ def test_large_bad_records_that_differ_late_are_quarantined_separately(make_sett
 # --- item 3: a rerun leaves exactly the source's current answer ----------------------------
 
 
-def test_a_rerun_after_the_source_shrank_leaves_exactly_its_current_answer(make_settings) -> None:
+def test_a_rerun_after_the_source_shrank_leaves_exactly_its_current_answer(
+    make_settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Rows, quarantine, manifest and daily rows of a failed attempt that the source no
     longer reports are gone after the rerun; the rerun equals a clean collection."""
     last = T0 + 23 * HOUR  # closes the day: its daily rows are built too
@@ -185,11 +187,12 @@ def test_a_rerun_after_the_source_shrank_leaves_exactly_its_current_answer(make_
     source = ScriptedSource({last: before})
     failing = collector(settings, source)
 
-    def queue_down(hour: datetime, entries: list) -> None:
-        raise ConnectionError("queue unreachable")
+    def storage_down(self: Watermark, hour: datetime) -> None:
+        raise ConnectionError("storage unreachable")
 
-    failing.after_hour_written = queue_down
-    with pytest.raises(ConnectionError):
+    # The attempt fails at its very last step: rows, daily rows and billing work are written.
+    with monkeypatch.context() as patched, pytest.raises(ConnectionError):
+        patched.setattr(Watermark, "advance", storage_down)
         failing.collect_due_hours(now)
     account = StorageAccount(settings)
     assert Watermark(account, source.name).read() == last - HOUR

@@ -165,7 +165,7 @@ def test_costs_equal_the_statements_per_subscription_and_month(
     """Each statement line is its rows' BilledCost rounded once; the totals are the statements'."""
     account = priced_world.account
     subscriptions = SubscriptionStore(account).all()
-    statements = Statements(account, catalogue(), "simulated", clock=SettableClock(NOW))
+    statements = Statements(account, catalogue(), ["simulated"], clock=SettableClock(NOW))
     by_line: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
     levels: dict[str, str] = {}
     for row in admin_rows:

@@ -112,6 +112,7 @@ def make_world(azurite: Azurite, directory: Path, hours: int = 24) -> World:
         "FUNCTIONS_WORKER_RUNTIME": "python",
         # Only the HTTP functions run in these tests: no timer may collect behind our back.
         "AzureWebJobs.collect_usage.Disabled": "true",
+        "AzureWebJobs.collect_slice.Disabled": "true",
         "AzureWebJobs.report_to_azure.Disabled": "true",
     }
     settings = Settings.from_environ(values)

@@ -5,9 +5,12 @@ provider's usage system):
 
 - ``subscriptions(hour)``: every subscription as it stood at the end of that hour, including
   provider subscriptions and every subscription that has records in the hour;
-- ``usage(hour)``: the hour's usage records, **grouped by subscription** (all records of one
-  subscription are yielded together). The grouping lets the collector stream: it holds one
-  subscription's rows at a time, never the whole hour.
+- ``usage(hour, within)``: the hour's usage records, **grouped by subscription** (all records
+  of one subscription are yielded together). The grouping lets the collector stream: it
+  holds one subscription's rows at a time, never the whole hour. ``within``, when given,
+  says which subscription keys (``shared.core.usage.subscription_key``) the caller wants
+  (its slice of the hour): a source may skip the others' records, or yield them anyway
+  (the collector drops them).
 
 Asking for the same hour twice must give the same answer; the collector's idempotency rests
 on it.
@@ -35,7 +38,9 @@ class UsageSource(Protocol):
 
     def subscriptions(self, reported_hour: datetime) -> list[Subscription]: ...
 
-    def usage(self, reported_hour: datetime) -> Iterator[UsageRecord]: ...
+    def usage(
+        self, reported_hour: datetime, within: Callable[[str], bool] | None = None
+    ) -> Iterator[UsageRecord]: ...
 
 
 SourceFactory = Callable[[Settings], UsageSource]
@@ -58,7 +63,10 @@ class SourceRegistry:
         self._factories[name] = factory
 
     def create(self, settings: Settings) -> UsageSource:
-        """The usage source the settings name; ConfigurationError if this app has none."""
+        """The usage source the settings name; ConfigurationError if this app has none.
+
+        The source is named after the settings' ``source_name`` (the stamp's name when the
+        app has several), the key of its watermark and of its parts of every hour."""
         name = settings.usage_source or ""
         factory = self._factories.get(name)
         if factory is None:
@@ -67,7 +75,9 @@ class SourceRegistry:
                 f"{', '.join(sorted(self._factories))}); the simulated fleet exists only in "
                 "the local stack (./dev run)"
             )
-        return factory(settings)
+        source = factory(settings)
+        source.name = settings.source_name
+        return source
 
 
 # The process's sources: the real ones; the local stack registers the simulated fleet here.

@@ -102,7 +102,7 @@ from shared.core.errors import (
 from shared.core.hours import HOUR, as_utc, is_on_hour
 from shared.core.http_retry import ARM_POLICY, HttpTimeouts, get_json
 from shared.core.retry import RetryPolicy
-from shared.core.usage import UsageRecord
+from shared.core.usage import UsageRecord, subscription_key
 from shared.storage.subscriptions import Subscription, SubscriptionState
 
 if TYPE_CHECKING:
@@ -388,14 +388,23 @@ class AzureStackSource:
         """The stamp's subscriptions now (deleted ones included), plus the default provider."""
         return list(self._listing().subscriptions)
 
-    def usage(self, reported_hour: datetime) -> Iterator[UsageRecord]:
-        """The hour's records, grouped by subscription, provider by provider."""
+    def usage(
+        self, reported_hour: datetime, within: Callable[[str], bool] | None = None
+    ) -> Iterator[UsageRecord]:
+        """The hour's records, grouped by subscription, provider by provider.
+
+        The provider usage API answers a whole hour per provider, so a slice of the hour
+        (``within``) reads every page and keeps its own subscriptions' records: slicing a
+        stamp multiplies its reads by the slice count (docs/scale.md)."""
         hour = as_utc(reported_hour)
         if not is_on_hour(hour):
             raise ValueError(f"reported hour {reported_hour.isoformat()} is not on the hour")
         listing = self._listing()
         self.stats = ReadStats(providers=list(listing.providers))
-        return self._usage(hour, listing)
+        records = self._usage(hour, listing)
+        if within is None:
+            return records
+        return (record for record in records if within(subscription_key(record)))
 
     def _usage(self, hour: datetime, listing: _Listing) -> Iterator[UsageRecord]:
         for provider in listing.providers:
