@@ -31,7 +31,7 @@ from datetime import datetime
 
 from shared.core.meters import ChargeableMeters
 from shared.storage.account import StorageAccount
-from shared.storage.hour_manifest import HourEntry, entry_target, read_manifest
+from shared.storage.hour_manifest import HourEntry, entry_target, read_hour, read_manifest
 from shared.storage.hour_summary import plan_of, read_hour_summary
 from shared.storage.subscriptions import BillingTarget
 from shared.storage.usage_rows import UsageRow, read_hourly_rows
@@ -66,7 +66,7 @@ def sum_by_dimension(rows: Iterable[UsageRow], meters: ChargeableMeters) -> dict
 def hour_charges(
     account: StorageAccount,
     hour: datetime,
-    entries: Sequence[HourEntry],
+    entries: Sequence[HourEntry] | None,
     resources: Iterable[str],
     meters: ChargeableMeters,
     pool: Executor,
@@ -76,7 +76,9 @@ def hour_charges(
     A resource of ``resources`` without entries still gets a (empty) ResourceCharges, so
     the reporter can fold carried-forward usage into it. The sums come from the hour's
     summary (one partition, written by the collector); an hour without a complete summary
-    (collected before summaries existed) is summed from its subscriptions' rows.
+    (collected before summaries existed) is summed from its subscriptions' rows, listed by
+    ``entries`` (None: the hour's manifest is read then, and only then: with a summary,
+    billing needs no second read).
     """
     wanted = set(resources)
     summary = read_hour_summary(account, hour)
@@ -94,6 +96,8 @@ def hour_charges(
             )
             for resource_id, sums in found.items()
         }
+    if entries is None:
+        entries = read_hour(account, hour)
     return hour_charges_from_rows(account, hour, entries, resources, meters, pool)
 
 

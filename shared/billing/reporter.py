@@ -39,7 +39,7 @@ import contextlib
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -60,7 +60,6 @@ from shared.core.errors import CommerceUnavailableError, FinalRejectionError, Tr
 from shared.core.hours import DAY, HOUR, floor_day, hour_key, utc_now
 from shared.core.meters import ChargeableMeters
 from shared.storage.account import StorageAccount
-from shared.storage.hour_manifest import read_hour
 
 log = logging.getLogger(__name__)
 
@@ -218,9 +217,8 @@ class Reporter:
         hour = item.hour
         result = ReportResult(hour, resources=len(item.billing_resource_ids))
         sendable = can_send(hour, self.clock())
-        entries = read_hour(self.account, hour)
         charges = hour_charges(
-            self.account, hour, entries, item.billing_resource_ids, self.meters, self.pool
+            self.account, hour, None, item.billing_resource_ids, self.meters, self.pool
         )
         ledgers = {resource_id: Ledger(self.account, resource_id) for resource_id in charges}
 
@@ -228,22 +226,46 @@ class Reporter:
             owed = charges[resource_id]
             return ledgers[resource_id].open(hour, owed.plan_id, owed.quantities, sendable=sendable)
 
+        # Opening, posting and settling overlap, resource by resource, in key order: a
+        # batch is posted as soon as every event in it is recorded pending (its resources'
+        # open transactions committed), and a resource's outcomes are recorded (one
+        # transaction, on the pool) as soon as its last event is answered, while later
+        # batches are in flight. Batches are filled across resources exactly as if every
+        # resource were opened first.
         resources = sorted(charges)
-        opened = dict(zip(resources, self.pool.map(open_events, resources), strict=True))
-        pending = [entry for found in opened.values() for entry in found]
-        result.carried_in = sum(len(entry.carried_from) for entry in pending)
-        to_post = pending if sendable else []
-        undecided: list[Undecided] = [] if sendable else [(entry, False) for entry in pending]
-        # Outcomes are recorded once per resource after the last POST (one transaction each,
-        # in parallel), and before any exception leaves: pending was written first, so an
-        # outcome lost to a crash is only a re-send that comes back Duplicate.
+        opening = [(r, self.pool.submit(open_events, r)) for r in resources]
+        opened: dict[str, list[LedgerEntry]] = {}
+        undecided: list[Undecided] = []
+        # Outcomes are recorded before any exception leaves: pending was written first, so
+        # an outcome lost to a crash is only a re-send that comes back Duplicate.
         decided: list[Settlement] = []
+        settling: list[Future[int]] = []
         try:
-            for start in range(0, len(to_post), self.max_batch):
-                batch = to_post[start : start + self.max_batch]
-                undecided += self._post(batch, decided, result)
+            unposted: list[LedgerEntry] = []
+            for resource_id, future in opening:
+                found = opened[resource_id] = future.result()
+                if not sendable:
+                    undecided += [(entry, False) for entry in found]
+                    continue
+                unposted += found
+                while len(unposted) >= self.max_batch or (
+                    unposted and resource_id == resources[-1]
+                ):
+                    batch, unposted = unposted[: self.max_batch], unposted[self.max_batch :]
+                    undecided += self._post(batch, decided, result)
+                    # Every opened resource with no event left to post is answered in full.
+                    waiting = {entry.resource_id for entry in unposted}
+                    ready = [s for s in decided if s.entry.resource_id not in waiting]
+                    decided = [s for s in decided if s.entry.resource_id in waiting]
+                    settling += self._settle_async(ready, ledgers, result)
         finally:
-            self._settle(decided, ledgers, result)
+            # No open may still be writing when this delivery ends (or raises).
+            wait([future for _, future in opening])
+            settling += self._settle_async(decided, ledgers, result)
+            wait(settling)
+            for settled in settling:
+                settled.result()
+        result.carried_in = sum(len(e.carried_from) for found in opened.values() for e in found)
         if undecided:
             self._resolve(undecided, ledgers, result)
         if sendable:
@@ -318,11 +340,21 @@ class Reporter:
     def _settle(
         self, settlements: list[Settlement], ledgers: dict[str, Ledger], result: ReportResult
     ) -> None:
+        settling = self._settle_async(settlements, ledgers, result)
+        wait(settling)
+        for settled in settling:
+            settled.result()
+
+    def _settle_async(
+        self, settlements: list[Settlement], ledgers: dict[str, Ledger], result: ReportResult
+    ) -> list[Future[int]]:
+        """Record ``settlements`` on the pool, one transaction per resource; the caller
+        waits for the returned futures (their exceptions are the writes' failures)."""
         by_resource: dict[str, list[Settlement]] = defaultdict(list)
         for settlement in settlements:
             by_resource[settlement.entry.resource_id].append(settlement)
             result.states[settlement.state.value] += 1
-        list(self.pool.map(lambda r: ledgers[r].settle(by_resource[r]), by_resource))
+        return [self.pool.submit(ledgers[r].settle, found) for r, found in by_resource.items()]
 
     def _resolve(
         self, undecided: list[Undecided], ledgers: dict[str, Ledger], result: ReportResult
