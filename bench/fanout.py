@@ -39,7 +39,7 @@ from shared.storage.usage_rows import hourly_partition, usage_table_name
 from shared.storage.watermark import DONE_PARTITION, ROLE
 
 STAMPS = ("east", "west", "north", "south")
-SLICES = 2
+SLICES = 1
 WORKERS = 4
 
 Partition = tuple[str, list[dict[str, Any]]]  # (table name, entities of one partition)

@@ -238,9 +238,12 @@ class Collector:
         watermark = Watermark(self.account, self.source_name)
         rerun = watermark.begin(hour, work.part)
         store = SubscriptionStore(self.account)
+        # With several sources, only this one's subscriptions are read (and looked up one by
+        # one when the source lists one the read did not return).
+        mine = self.source_name if len(self.stamps) > 1 else None
         known = self._known_by_slice.get((work.index, work.count))
         if known is None:
-            known = (store.all(work.key_range), store.indexed(work.key_range))
+            known = (store.all(work.key_range, source=mine), store.indexed(work.key_range))
             self._known_by_slice[(work.index, work.count)] = known
         self._stored_subscriptions, indexed = known
         listed = [replace(subscription, source=self.source_name)
@@ -249,6 +252,7 @@ class Collector:
             [s for s in listed if work.holds(s.subscription_id.lower())],
             self._stored_subscriptions,
             indexed,
+            complete=mine is None,
         )
         listed_ids = {subscription.subscription_id.lower() for subscription in listed}
 

@@ -44,7 +44,8 @@ def record_activity(
         partitions[partition][key] = {"PartitionKey": partition, "RowKey": key}
     if not partitions:
         return
-    with PartitionWriter(account, parallelism=1) as writer:
+    # One transaction per provider's day, several providers' at once.
+    with PartitionWriter(account, parallelism=account.settings.write_parallelism) as writer:
         for entities in partitions.values():
             writer.write_partition(account.settings.table_name(ROLE), list(entities.values()))
 

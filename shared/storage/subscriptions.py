@@ -152,13 +152,20 @@ class SubscriptionStore:
     def __init__(self, account: StorageAccount):
         self._account = account
 
-    def all(self, ids: KeyRange = (None, None)) -> dict[str, Subscription]:
+    def all(
+        self, ids: KeyRange = (None, None), source: str | None = None
+    ) -> dict[str, Subscription]:
         """Every stored subscription by (lower-case) id; only ids in ``ids`` (low
-        inclusive, high exclusive, None = open) when given: a slice's range read."""
+        inclusive, high exclusive, None = open) when given: a slice's range read; only
+        those ``source`` lists when given (entries from before sources were recorded have
+        none, so they are not read: ``sync`` with ``complete=False`` looks them up)."""
 
         def read() -> dict[str, Subscription]:
             table = self._account.table(ROLE)
             where, parameters = _within(ids)
+            if source is not None:
+                where += " and Source eq @source"
+                parameters["source"] = source
             entities = table.query_entities(
                 "PartitionKey eq @pk" + where, parameters={"pk": PARTITION, **parameters}
             )
@@ -230,13 +237,17 @@ class SubscriptionStore:
         reported: Iterable[Subscription],
         stored: dict[str, Subscription],
         indexed: dict[str, str] | None = None,
+        *,
+        complete: bool = True,
     ) -> int:
         """Write the source-owned fields of new or changed subscriptions and their index
         entries; return how many subscriptions changed.
 
         ``stored`` and ``indexed`` are what the table held (from ``all`` and ``indexed``;
         the index is read here when not given); both are updated in place so a run that
-        collects many hours reads the table once.
+        collects many hours reads the table once. ``complete=False`` says ``stored`` may
+        miss subscriptions the table holds (``all`` read one source's): one missing from it
+        is looked up before it is taken for new, so its operator-owned fields are kept.
         The index is written before the entries it replaces are removed, so a provider's
         listing never misses a tenant that moved to it.
         """
@@ -249,6 +260,10 @@ class SubscriptionStore:
             key = subscription.subscription_id.lower()
             entity = _source_entity(subscription)
             previous = stored.get(key)
+            if previous is None and not complete:
+                previous = self.get(key)
+                if previous is not None:
+                    stored[key] = previous
             if previous is None or _source_view(previous) != _source_view_of(entity):
                 changed.append(entity)
                 stored[key] = _merge(previous, entity)

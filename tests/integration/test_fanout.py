@@ -25,9 +25,10 @@ from shared.collection.sources import SourceRegistry
 from shared.core.config import Settings
 from shared.core.errors import BadInputError
 from shared.core.usage import UsageRecord
+from shared.storage.hour_manifest import read_hour
 from shared.storage.hour_summary import read_hour_summary
 from shared.storage.queues import ensure_queue, queue_client
-from shared.storage.subscriptions import Subscription
+from shared.storage.subscriptions import Subscription, SubscriptionStore
 from shared.storage.watermark import Watermark
 from tests.scripted_source import snapshot
 
@@ -258,3 +259,30 @@ def test_billing_waits_until_every_source_has_the_hour(
     assert read_hour_summary(app.account, LAST) is not None
     assert list(billing.peek_messages(max_messages=32))
     assert Watermark(app.account, "south").read() == LAST
+
+
+def test_a_subscription_stored_before_sources_were_recorded_keeps_its_billing_mapping(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """With several stamps a slice reads only its stamp's subscriptions; one stored before
+    sources were recorded (no Source) is looked up, so the operator's mapping still bills."""
+    settings = make_settings(**stamp_values(COLLECT_LOOKBACK_HOURS=1))
+    app = FunctionApp(settings, sources=fleet_registry(), clock=SettableClock(NOW))
+    app.account.ensure_tables()
+    (east,) = [stamp for stamp in settings.stamps() if stamp.source_name == "east"]
+    fleet = fleet_from_settings(east)
+    listed = fleet.subscriptions(LAST)
+    store = SubscriptionStore(app.account)
+    store.sync(listed, {})  # as an app from before stamps stored them: no Source
+    busy = {record.subscription_id.lower() for record in fleet.usage(LAST)}
+    tenant = next(s for s in listed if s.subscription_id.lower() in busy)
+    store.set_billing(tenant.subscription_id, "resource-legacy", "plan-legacy")
+    app.collect_slice_message(
+        base64.b64decode(CollectionSlice("east", LAST, 0, 1).to_message_text())
+    )
+    entries = {entry.subscription_id: entry for entry in read_hour(app.account, LAST)}
+    assert entries[tenant.subscription_id.lower()].billing_resource_id == "resource-legacy"
+    stored = store.get(tenant.subscription_id)
+    assert stored is not None
+    assert stored.source == "east"
+    assert stored.billing_resource_id == "resource-legacy"
