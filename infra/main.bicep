@@ -75,7 +75,7 @@ param collectSchedule string = '0 5 * * * *'
 @description('NCRONTAB (six fields, UTC) of the export_usage timer (EXPORT_SCHEDULE): daily, after the day\'s last hour is collected.')
 param exportSchedule string = '0 30 0 * * *'
 
-@description('Seconds one collect_usage run may spend catching up; below the host\'s functionTimeout (COLLECT_TIME_BUDGET_SECONDS).')
+@description('Seconds one in-process catch-up (python -m ops collect) may spend (COLLECT_TIME_BUDGET_SECONDS); the deployed collect_usage timer only plans work items.')
 @minValue(1)
 @maxValue(3600)
 param collectTimeBudgetSeconds int = 420
