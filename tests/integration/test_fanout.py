@@ -98,38 +98,52 @@ def drain(app: FunctionApp, client: QueueClient, workers: int, seed: int) -> dic
     def deliver(body: str) -> None:
         app.collect_slice_message(base64.b64decode(body))
 
+    in_flight = [0]  # messages received and not yet deleted or made visible again
+    settled = threading.Condition(lock)
+    deadline = time.monotonic() + 600
+
     def work() -> None:
-        quiet = 0.0
-        while quiet < 3.0:
+        while True:
             messages = list(client.receive_messages(max_messages=1, visibility_timeout=120))
             if not messages:
-                time.sleep(0.2)
-                quiet += 0.2
+                with settled:
+                    if in_flight[0] == 0:
+                        return  # empty, and no delivery in flight can fail back into it
+                    assert time.monotonic() < deadline, "the queue did not drain in time"
+                    settled.wait(timeout=1.0)  # until a delivery in flight settles
                 continue
-            quiet = 0.0
             message = messages[0]
             with lock:
+                in_flight[0] += 1
                 counts["delivered"] += 1
                 roll = rng.random()
             try:
-                if roll < 0.15:  # two deliveries of one message at the same time
-                    with ThreadPoolExecutor(2) as pair:
-                        list(pair.map(deliver, [message.content, message.content]))
-                    with lock:
-                        counts["overlapped"] += 1
-                else:
-                    deliver(message.content)
-                    if roll < 0.3:  # delivered again after it succeeded
-                        deliver(message.content)
-                        with lock:
-                            counts["repeated"] += 1
-            except RuntimeError:
+                handle(message, roll)
+            finally:
+                with settled:
+                    in_flight[0] -= 1
+                    settled.notify_all()
+
+    def handle(message: Any, roll: float) -> None:
+        try:
+            if roll < 0.15:  # two deliveries of one message at the same time
+                with ThreadPoolExecutor(2) as pair:
+                    list(pair.map(deliver, [message.content, message.content]))
                 with lock:
-                    counts["failed"] += 1
-                # Not deleted: visible again after the host's visibilityTimeout (here, now).
-                client.update_message(message, visibility_timeout=0)
-                continue
-            client.delete_message(message)
+                    counts["overlapped"] += 1
+            else:
+                deliver(message.content)
+                if roll < 0.3:  # delivered again after it succeeded
+                    deliver(message.content)
+                    with lock:
+                        counts["repeated"] += 1
+        except RuntimeError:
+            with lock:
+                counts["failed"] += 1
+            # Not deleted: visible again after the host's visibilityTimeout (here, now).
+            client.update_message(message, visibility_timeout=0)
+            return
+        client.delete_message(message)
 
     with ThreadPoolExecutor(workers) as pool:
         for future in [pool.submit(work) for _ in range(workers)]:
