@@ -6,8 +6,9 @@ threads through the app's own ``collect_slice_message`` (as queue-trigger instan
 receive, collect, delete), against one Azurite. Beside it, in the same run:
 
 - the same work items drained by ONE worker (what fan-out buys);
-- the ceiling: the same entities written with the raw SDK, batches of 100 per partition,
-  the same total parallelism (workers x ``STORAGE_WRITE_PARALLELISM``), no domain logic.
+- the ceiling: the same entities written as bare transactions (as ``bench collect``'s
+  ceiling), batches of 100 per partition, the same total parallelism (workers x
+  ``STORAGE_WRITE_PARALLELISM``), no domain logic.
 
 Each repeat re-collects the hour (its parts' durable markers are removed, the work items
 sent again), so every timed write is an upsert over existing rows, like the ceiling's. After

@@ -65,6 +65,7 @@ from shared.core.errors import TransientError
 from shared.core.hours import HOUR, as_utc, hour_key, parse_hour_key
 from shared.core.retry import call_with_retry
 from shared.storage.account import StorageAccount
+from shared.storage.transactions import submit_transaction
 
 ROLE = "ledger"
 MARKER_PREFIX = "~carry_"
@@ -530,11 +531,11 @@ class Ledger:
         def submit() -> list[Any]:
             table = self._account.table_named(self._table_name)
             try:
-                return list(table.submit_transaction(operations))
+                return submit_transaction(table, operations)
             except HttpResponseError as error:
                 if error.status_code == 404 and "TableNotFound" in str(error):
                     self._account.create_table(self._table_name)
-                    return list(table.submit_transaction(operations))
+                    return submit_transaction(table, operations)
                 raise
 
         try:

@@ -50,6 +50,7 @@ from shared.core.retry import call_with_retry
 from shared.storage.account import StorageAccount
 from shared.storage.subscriptions import BillingTarget
 from shared.storage.table_writer import MAX_BATCH, Entity, PartitionWriter
+from shared.storage.transactions import submit_transaction
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def write_hour_summary(
         ]
         table = account.table(ROLE)
         call_with_retry(
-            partial(table.submit_transaction, operations),
+            partial(submit_transaction, table, operations),
             what=f"write hour summary {partition}/{part}",
         )
         return

@@ -40,6 +40,7 @@ from azure.data.tables import TableClient, UpdateMode
 from shared.core.errors import BadInputError
 from shared.core.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
 from shared.storage.account import StorageAccount
+from shared.storage.transactions import submit_transaction
 
 Entity = dict[str, Any]
 MAX_BATCH = 100
@@ -168,12 +169,12 @@ class PartitionWriter:
 
         def submit() -> None:
             try:
-                table.submit_transaction(operations)
+                submit_transaction(table, operations)
             except HttpResponseError as error:
                 if not _table_missing(error):
                     raise
                 self._account.create_table(table_name)
-                table.submit_transaction(operations)
+                submit_transaction(table, operations)
 
         try:
             call_with_retry(
@@ -257,7 +258,7 @@ def delete_keys(
             ("delete", {"PartitionKey": partition, "RowKey": key}) for key in batch
         ]
         try:
-            call_with_retry(partial(table.submit_transaction, operations), what=what)
+            call_with_retry(partial(submit_transaction, table, operations), what=what)
             deleted += len(batch)
         except HttpResponseError as error:
             if error.status_code != 404:
