@@ -44,6 +44,8 @@ MAX_OPERATIONS = 100  # Table storage: at most 100 operations in one transaction
 _BOUNDARY = re.compile(rb'boundary="?([^";\r\n]+)"?', re.IGNORECASE)
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ?([^\r\n]*)")
+_CONTENT_TYPE = re.compile(rb"^content-type:[ \t]*([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
+_ETAG = re.compile(rb"^etag:[ \t]*([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
 
 
 def submit_transaction(table: TableClient, operations: Sequence[Operation]) -> list[dict[str, str]]:
@@ -191,24 +193,31 @@ def _responses(content_type: str, body: bytes) -> list[_PartResponse]:
         )
     responses: list[_PartResponse] = []
     for part in _split(body, found.group(1)):
-        headers, content = _headers_and_content(part)
-        inner = headers.get("content-type", "")
-        if inner.lower().startswith("multipart/mixed"):
-            responses += _responses(inner, content)
+        head, content = _cut(part)
+        inner = _CONTENT_TYPE.search(head)
+        if inner is not None and inner.group(1).lower().startswith(b"multipart/mixed"):
+            responses += _responses(inner.group(1).decode("latin-1"), content)
             continue
         status = _STATUS_LINE.match(content)
         if status is None:
             raise TableTransactionError(message="a part of the transaction's answer has no status")
+        code, reason = int(status.group(1)), status.group(2).decode("latin-1")
+        if 200 <= code < 300:
+            # The common case, once per operation: only the ETag is read.
+            part_head = _cut(content)[0]
+            etag = _ETAG.search(part_head)
+            found_etag = {} if etag is None else {"etag": etag.group(1).decode("latin-1")}
+            responses.append(_PartResponse(code, reason, found_etag))
+            continue
         part_headers, part_content = _headers_and_content(content[content.find(b"\n") + 1 :])
-        responses.append(
-            _PartResponse(
-                int(status.group(1)),
-                status.group(2).decode("latin-1"),
-                part_headers,
-                part_content.rstrip(b"\r\n"),
-            )
-        )
+        responses.append(_PartResponse(code, reason, part_headers, part_content.rstrip(b"\r\n")))
     return responses
+
+
+def _cut(block: bytes) -> tuple[bytes, bytes]:
+    """A header block and what follows the blank line after it."""
+    split = _BLANK_LINE.search(block)
+    return (block, b"") if split is None else (block[: split.start()], block[split.end() :])
 
 
 def _split(body: bytes, boundary: bytes) -> list[bytes]:
@@ -223,10 +232,7 @@ def _split(body: bytes, boundary: bytes) -> list[bytes]:
 
 def _headers_and_content(block: bytes) -> tuple[dict[str, str], bytes]:
     """Header lines (names lower-cased) and what follows the blank line after them."""
-    split = _BLANK_LINE.search(block)
-    head, content = (
-        (block, b"") if split is None else (block[: split.start()], block[split.end() :])
-    )
+    head, content = _cut(block)
     headers: dict[str, str] = {}
     for line in head.decode("latin-1").splitlines():
         name, colon, value = line.partition(":")
