@@ -32,7 +32,7 @@ from datetime import datetime
 from shared.core.meters import ChargeableMeters
 from shared.storage.account import StorageAccount
 from shared.storage.hour_manifest import HourEntry, entry_target, read_hour, read_manifest
-from shared.storage.hour_summary import plan_of, read_hour_summary
+from shared.storage.hour_summary import plan_of, read_resource_sums
 from shared.storage.subscriptions import BillingTarget
 from shared.storage.usage_rows import UsageRow, read_hourly_rows
 
@@ -75,13 +75,13 @@ def hour_charges(
 
     A resource of ``resources`` without entries still gets a (empty) ResourceCharges, so
     the reporter can fold carried-forward usage into it. The sums come from the hour's
-    summary (one partition, written by the collector); an hour without a complete summary
-    (collected before summaries existed) is summed from its subscriptions' rows, listed by
-    ``entries`` (None: the hour's manifest is read then, and only then: with a summary,
-    billing needs no second read).
+    summary (written by the collector; only ``resources``' keys are read); an hour without
+    a complete summary (collected before summaries existed) is summed from its
+    subscriptions' rows, listed by ``entries`` (None: the hour's manifest is read then, and
+    only then: with a summary, billing needs no second read).
     """
     wanted = set(resources)
-    summary = read_hour_summary(account, hour)
+    summary = read_resource_sums(account, hour, wanted, pool)
     if summary is not None:
         found = {resource_id: summary.get(resource_id) for resource_id in sorted(wanted)}
         return {

@@ -36,6 +36,7 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 ROLE = "summaries"
 MARKER = "~complete"
 PART_MARKER = "~done"
+_SUM_FIELDS = ["ResourceId", "PlanId", "Dimension", "Exact", "Subscriptions"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,13 +218,85 @@ def read_hour_summary(account: StorageAccount, hour: datetime) -> dict[str, Reso
             rows[part].append(entity)
     if any(done.get(part) != len(rows[part]) for part in parts):
         return None
+    return _combine(parts, rows)
+
+
+def read_resource_sums(
+    account: StorageAccount, hour: datetime, resources: Iterable[str], pool: Executor
+) -> dict[str, ResourceSums] | None:
+    """Reported ``hour``'s sums of ``resources`` only; None when no complete summary exists
+    or a part was rewritten while it was read (billing then reads the rows).
+
+    A billing work item needs a few resources of an hour that may hold thousands: reading
+    the whole partition for each item made billing cost items x resources. A resource's
+    keys in a part share its digest, so each (part, resource) is one small range read, on
+    ``pool``. Each part's marker is read before and after: a rewrite deletes or replaces
+    the marker (new ETag) before or with its rows, so equal ETags mean the rows read are
+    the part's whole, settled sums. Resources without sums are absent from the answer.
+    """
+    partition = hour_key(hour)
+    complete = _get(account, partition, MARKER)
+    if complete is None or "Parts" not in complete:
+        return None
+    parts = sorted(json.loads(complete["Parts"]))
+
+    def marker_etags() -> list[str | None]:
+        markers = pool.map(lambda part: _get(account, partition, _part_marker(part)), parts)
+        return [None if marker is None else marker.metadata["etag"] for marker in markers]
+
+    before = marker_etags()
+    if None in before:
+        return None
+    wanted = sorted(set(resources))
+    jobs = [(part, resource_id) for part in parts for resource_id in wanted]
+    found = list(pool.map(lambda job: _resource_rows(account, partition, *job), jobs))
+    if marker_etags() != before:
+        return None
+    rows: dict[str, list[Entity]] = defaultdict(list)
+    for (part, _), entities in zip(jobs, found, strict=True):
+        rows[part] += entities
+    return _combine(parts, rows)
+
+
+def _get(account: StorageAccount, partition: str, row_key: str) -> Any:
+    def get() -> Any:
+        try:
+            return account.table(ROLE).get_entity(partition, row_key)
+        except ResourceNotFoundError:
+            return None
+
+    return call_with_retry(get, what=f"read hour summary {partition}/{row_key}")
+
+
+def _resource_rows(
+    account: StorageAccount, partition: str, part: str, resource_id: str
+) -> list[Entity]:
+    low = _row_key(part, resource_id, "")  # "{part}|{digest}_": then the dimensions
+
+    def query() -> list[Entity]:
+        try:
+            return list(
+                account.table(ROLE).query_entities(
+                    "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+                    parameters={"pk": partition, "low": low, "high": low[:-1] + "`"},
+                    select=_SUM_FIELDS,
+                )
+            )
+        except ResourceNotFoundError:
+            return []
+
+    return call_with_retry(query, what=f"read hour summary {partition}/{part} of {resource_id}")
+
+
+def _combine(parts: Iterable[str], rows: Mapping[str, list[Entity]]) -> dict[str, ResourceSums]:
+    """Per billing resource, its parts' rows added up exactly."""
     quantities: dict[str, dict[str, Fraction]] = defaultdict(lambda: defaultdict(Fraction))
     plans: dict[str, set[str]] = defaultdict(set)
     counts: dict[str, int] = defaultdict(int)
     for part in parts:
         # Every row of one resource in one part carries that part's subscription count.
         part_counts: dict[str, int] = {}
-        for entity in rows[part]:
+        for entity in rows.get(part, []):
             resource_id = entity["ResourceId"]
             plans[resource_id].add(entity["PlanId"])
             part_counts[resource_id] = int(entity["Subscriptions"])

@@ -26,7 +26,7 @@ from shared.core.config import Settings
 from shared.core.errors import BadInputError
 from shared.core.usage import UsageRecord
 from shared.storage.hour_manifest import read_hour
-from shared.storage.hour_summary import read_hour_summary
+from shared.storage.hour_summary import read_hour_summary, read_resource_sums
 from shared.storage.queues import ensure_queue, queue_client
 from shared.storage.subscriptions import Subscription, SubscriptionStore
 from shared.storage.watermark import Watermark
@@ -185,6 +185,12 @@ def test_four_sources_fanned_out_to_concurrent_workers_equal_one_process(
         summary = read_hour_summary(app.account, hour)
         assert summary is not None
         assert summary == read_hour_summary(reference.account, hour)
+        # A work item's read (its resources' keys only, across all 12 parts) agrees.
+        some = [*sorted(summary)[::2], "not-billed-here"]
+        with ThreadPoolExecutor(4) as pool:
+            assert read_resource_sums(app.account, hour, some, pool) == {
+                resource_id: summary[resource_id] for resource_id in some[:-1]
+            }
 
     # Every hour's billing was enqueued once every source had it, in both runs.
     def billed_hours(settings: Settings) -> set[str]:

@@ -207,3 +207,64 @@ def test_reconciliation_names_a_summary_that_differs_from_the_rows(
     differs = [d for d in found.differences if d.kind == "summary-differs"]
     assert len(differs) == 1
     assert "summary 3.0, rows 2.0" in differs[0].detail
+
+
+def test_a_work_items_summary_read_follows_its_resources_not_the_hour(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """An item's read costs its resources' keys, equals the whole summary's answer for
+    them, and a part rewritten while it is read makes the read inconclusive (None)."""
+    from fractions import Fraction
+
+    from shared.storage.hour_summary import (
+        ResourceSums,
+        complete_hour_summary,
+        read_hour_summary,
+        read_resource_sums,
+        write_hour_summary,
+    )
+
+    settings = make_settings()
+    account = StorageAccount(settings)
+    account.ensure_tables()
+
+    def sums(count: int, scale: int) -> dict[str, ResourceSums]:
+        return {
+            f"resource-{n:03d}": ResourceSums(
+                f"resource-{n:03d}",
+                "plan",
+                1 + n % 3,
+                {"cpu": Fraction(n * scale, 7), "gb": Fraction(1, 3)} if n % 5 else {},
+            )
+            for n in range(count)
+        }
+
+    write_hour_summary(account, T0, "east.0of1", sums(150, 1))
+    write_hour_summary(account, T0, "west.0of1", sums(40, 2))
+    complete_hour_summary(account, T0, ["east.0of1", "west.0of1"])
+    whole = read_hour_summary(account, T0)
+    assert whole is not None
+    wanted = ["resource-001", "resource-005", "resource-120", "missing"]
+    requests: list[str] = []
+    counted = StorageAccount(settings, request_hook=lambda r: requests.append(r.http_request.url))
+    with ThreadPoolExecutor(4) as pool:
+        assert read_resource_sums(counted, T0, wanted, pool) == {
+            r: whole[r] for r in wanted if r in whole
+        }
+        # The hour marker, each part's marker twice, one range per (part, resource).
+        assert len(requests) == 1 + 2 * 2 + 2 * len(wanted)
+
+        rewrote: list[bool] = []
+
+        def rewrite_once(request: Any) -> None:
+            if "RowKey%20ge" in request.http_request.url and not rewrote:
+                rewrote.append(True)
+                write_hour_summary(account, T0, "west.0of1", sums(40, 2))  # same sums, anew
+
+        racing = StorageAccount(settings, request_hook=rewrite_once)
+        assert read_resource_sums(racing, T0, wanted, pool) is None
+        assert rewrote == [True]
+        # Once the rewrite is over, the read is conclusive again (and unchanged).
+        assert read_resource_sums(account, T0, wanted, pool) == {
+            r: whole[r] for r in wanted if r in whole
+        }
