@@ -49,6 +49,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -77,7 +78,8 @@ ROUNDS = 6
 _MARKER_END = MARKER_PREFIX[:-1] + chr(ord("_") + 1)  # just after every marker key
 # The carry index's partition: "~" sorts after every resource partition ("r" + hex).
 CARRY_INDEX_PARTITION = "~carries"
-_FORBIDDEN_KEY_CHARS = frozenset("/\\#?")
+# Characters Table storage refuses in keys: / \ # ? and control characters.
+_FORBIDDEN_IN_KEY = re.compile(r"[/\\#?\x00-\x1f]")
 
 Entity = dict[str, Any]
 Operation = tuple[str, Entity, dict[str, Any]]
@@ -123,7 +125,7 @@ def marker_row_key(dimension: str, hour: datetime) -> str:
 
 
 def _check_dimension(dimension: str) -> None:
-    if not dimension or any(c in _FORBIDDEN_KEY_CHARS or ord(c) < 32 for c in dimension):
+    if not dimension or _FORBIDDEN_IN_KEY.search(dimension):
         raise ValueError(f"dimension {dimension!r} cannot be part of a table key")
 
 
