@@ -130,10 +130,8 @@ def _sub_request(base: str, table_name: str, operation: Operation) -> str:
     options: Mapping[str, Any] = operation[2] if len(operation) > 2 else {}
     headers = "DataServiceVersion: 3.0\r\nAccept: application/json;odata=minimalmetadata\r\n"
     if kind == "create":
-        body = json.dumps(_add_entity_properties(entity))
-        return (
-            f"POST {base}/{table_name} HTTP/1.1\r\n{headers}Prefer: return-no-content\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}\r\n"
+        return _with_body(
+            f"POST {base}/{table_name}", f"{headers}Prefer: return-no-content\r\n", entity
         )
     url = (
         f"{base}/{table_name}(PartitionKey='{quote(_prepare_key(entity['PartitionKey']), safe='')}'"
@@ -147,9 +145,15 @@ def _sub_request(base: str, table_name: str, operation: Operation) -> str:
     method = "PUT" if mode in (UpdateMode.REPLACE, "replace") else "PATCH"
     if kind == "update":
         headers += f"If-Match: {_if_match(options)}\r\n"
+    return _with_body(f"{method} {url}", headers, entity)
+
+
+def _with_body(request_line: str, headers: str, entity: Mapping[str, Any]) -> str:
+    """A sub-request carrying ``entity`` as the SDK serialises it (ASCII JSON, so its
+    length in characters is its length in bytes)."""
     body = json.dumps(_add_entity_properties(entity))
     return (
-        f"{method} {url} HTTP/1.1\r\n{headers}"
+        f"{request_line} HTTP/1.1\r\n{headers}"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}\r\n"
     )
 
