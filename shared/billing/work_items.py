@@ -44,6 +44,7 @@ from shared.core.hours import hour_key, parse_hour_key
 from shared.core.retry import call_with_retry
 from shared.storage.account import StorageAccount
 from shared.storage.hour_manifest import HourEntry, entry_target
+from shared.storage.hour_summary import resource_digest
 from shared.storage.queues import encode_body, ensure_queue, queue_client
 
 VERSION = 1
@@ -110,7 +111,11 @@ def plan_work_items(
     carrying: Iterable[str] = (),
 ) -> list[WorkItem]:
     """The items covering every billing resource with usage in ``hour``, whole resources,
-    and every resource of ``carrying`` (usage waiting to be carried) even without any."""
+    and every resource of ``carrying`` (usage waiting to be carried) even without any.
+
+    Resources are taken in the order of their keys in the hour summary (their digest), so
+    each item's resources are neighbours there and its summary read is one range per part
+    (``read_resource_sums``)."""
     per_message = settings.report_subscriptions_per_message
     subscriptions: dict[str, int] = defaultdict(int)
     for entry in entries:
@@ -121,7 +126,7 @@ def plan_work_items(
     batch: list[str] = []
     batch_subscriptions = 0
     batch_chars = 0
-    for resource_id in sorted(subscriptions):
+    for resource_id in sorted(subscriptions, key=resource_digest):
         count = subscriptions[resource_id]
         chars = len(json.dumps(resource_id)) + 1
         if batch and (

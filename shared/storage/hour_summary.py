@@ -117,9 +117,15 @@ def plan_of(resource_id: str, plans: set[str]) -> str:
     return plan
 
 
+def resource_digest(resource_id: str) -> str:
+    """Where a billing resource's sums sit in a part (resource ids may hold characters keys
+    forbid). Billing plans its work items in this order (``shared.billing.work_items``),
+    so the resources of one item are neighbours here: one range read per part."""
+    return hashlib.blake2b(resource_id.encode("utf-8"), digest_size=10).hexdigest()
+
+
 def _row_key(part: str, resource_id: str, dimension: str) -> str:
-    digest = hashlib.blake2b(resource_id.encode("utf-8"), digest_size=10).hexdigest()
-    return f"{part}|{digest}_{dimension}"
+    return f"{part}|{resource_digest(resource_id)}_{dimension}"
 
 
 def _part_marker(part: str) -> str:
@@ -229,10 +235,13 @@ def read_resource_sums(
 
     A billing work item needs a few resources of an hour that may hold thousands: reading
     the whole partition for each item made billing cost items x resources. A resource's
-    keys in a part share its digest, so each (part, resource) is one small range read, on
-    ``pool``. Each part's marker is read before and after: a rewrite deletes or replaces
-    the marker (new ETag) before or with its rows, so equal ETags mean the rows read are
-    the part's whole, settled sums. Resources without sums are absent from the answer.
+    keys in a part share its digest, and the planner gives an item resources whose digests
+    are neighbours (no other resource of the hour between them), so each part is one range
+    read, from the item's lowest digest to its highest, on ``pool``; rows of resources not
+    asked for (an item planned otherwise) are dropped. Each part's marker is read before
+    and after: a rewrite deletes or replaces the marker (new ETag) before or with its rows,
+    so equal ETags mean the rows read are the part's whole, settled sums. Resources without
+    sums are absent from the answer.
     """
     partition = hour_key(hour)
     complete = _get(account, partition, MARKER)
@@ -247,14 +256,18 @@ def read_resource_sums(
     before = marker_etags()
     if None in before:
         return None
-    wanted = sorted(set(resources))
-    jobs = [(part, resource_id) for part in parts for resource_id in wanted]
-    found = list(pool.map(lambda job: _resource_rows(account, partition, *job), jobs))
+    wanted = set(resources)
+    if not wanted:
+        return {}
+    digests = [resource_digest(resource_id) for resource_id in wanted]
+    low, high = min(digests), max(digests)
+    found = list(pool.map(lambda part: _range_rows(account, partition, part, low, high), parts))
     if marker_etags() != before:
         return None
-    rows: dict[str, list[Entity]] = defaultdict(list)
-    for (part, _), entities in zip(jobs, found, strict=True):
-        rows[part] += entities
+    rows = {
+        part: [entity for entity in entities if entity["ResourceId"] in wanted]
+        for part, entities in zip(parts, found, strict=True)
+    }
     return _combine(parts, rows)
 
 
@@ -268,24 +281,29 @@ def _get(account: StorageAccount, partition: str, row_key: str) -> Any:
     return call_with_retry(get, what=f"read hour summary {partition}/{row_key}")
 
 
-def _resource_rows(
-    account: StorageAccount, partition: str, part: str, resource_id: str
+def _range_rows(
+    account: StorageAccount, partition: str, part: str, low: str, high: str
 ) -> list[Entity]:
-    low = _row_key(part, resource_id, "")  # "{part}|{digest}_": then the dimensions
+    """The part's rows of every resource whose digest is in ``low``..``high``."""
 
     def query() -> list[Entity]:
         try:
             return list(
                 account.table(ROLE).query_entities(
                     "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
-                    parameters={"pk": partition, "low": low, "high": low[:-1] + "`"},
+                    # "`" follows "_": the end of the highest digest's keys.
+                    parameters={
+                        "pk": partition,
+                        "low": f"{part}|{low}_",
+                        "high": f"{part}|{high}`",
+                    },
                     select=_SUM_FIELDS,
                 )
             )
         except ResourceNotFoundError:
             return []
 
-    return call_with_retry(query, what=f"read hour summary {partition}/{part} of {resource_id}")
+    return call_with_retry(query, what=f"read hour summary {partition}/{part}")
 
 
 def _combine(parts: Iterable[str], rows: Mapping[str, list[Entity]]) -> dict[str, ResourceSums]:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from hypothesis import HealthCheck, given
@@ -217,10 +218,12 @@ def test_a_work_items_summary_read_follows_its_resources_not_the_hour(
     from fractions import Fraction
 
     from shared.storage.hour_summary import (
+        ROLE,
         ResourceSums,
         complete_hour_summary,
         read_hour_summary,
         read_resource_sums,
+        resource_digest,
         write_hour_summary,
     )
 
@@ -244,15 +247,35 @@ def test_a_work_items_summary_read_follows_its_resources_not_the_hour(
     complete_hour_summary(account, T0, ["east.0of1", "west.0of1"])
     whole = read_hour_summary(account, T0)
     assert whole is not None
-    wanted = ["resource-001", "resource-005", "resource-120", "missing"]
+    # An item as the planner makes them: neighbours in digest order (one without sums).
+    by_digest = sorted([*sums(150, 1), "missing"], key=resource_digest)
+    start = max(0, by_digest.index("missing") - 2)
+    wanted = by_digest[start : start + 5]
+    digests = {resource_digest(r) for r in wanted}
     requests: list[str] = []
     counted = StorageAccount(settings, request_hook=lambda r: requests.append(r.http_request.url))
     with ThreadPoolExecutor(4) as pool:
         assert read_resource_sums(counted, T0, wanted, pool) == {
             r: whole[r] for r in wanted if r in whole
         }
-        # The hour marker, each part's marker twice, one range per (part, resource).
-        assert len(requests) == 1 + 2 * 2 + 2 * len(wanted)
+        # The hour marker, each part's marker twice, one range per part ...
+        assert len(requests) == 1 + 2 * 2 + 2
+        # ... whose keys are the item's resources' keys and no other.
+        bounds = [
+            re.findall(r"RowKey (?:ge|lt) '([^']*)'", unquote(url))
+            for url in requests
+            if "RowKey%20ge" in url
+        ]
+        keys = [e["RowKey"] for e in account.table(ROLE).list_entities(select=["RowKey"])]
+        inside = [k for k in keys if any(low <= k < high for low, high in bounds)]
+        mine = [k for k in keys if "~" not in k and k.split("|")[1][:20] in digests]
+        assert inside
+        assert sorted(inside) == sorted(mine)
+        # Resources that are not neighbours are read right too (their range holds others).
+        apart = [by_digest[0], by_digest[-1]]
+        assert read_resource_sums(account, T0, apart, pool) == {
+            r: whole[r] for r in apart if r in whole
+        }
 
         rewrote: list[bool] = []
 

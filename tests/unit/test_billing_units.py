@@ -71,7 +71,9 @@ def test_plan_adds_resources_with_usage_waiting_to_be_carried() -> None:
 
 
 def test_plan_packs_whole_resources_up_to_the_subscription_limit() -> None:
-    """Resources are never split; small ones share an item; a big one goes alone."""
+    """Resources are never split; small ones share an item; a big one goes alone; resources
+    come in the order of their summary digests (big 48c4.., small-a 9b1c..,
+    registration-local e8a9.., small-b fa92..)."""
     config = settings(REPORT_SUBSCRIPTIONS_PER_MESSAGE="3")
     entries = [HourEntry(f"s{i}", 1, 0, "big", "p") for i in range(5)]
     entries += [HourEntry("t1", 1, 0, "small-a", "p"), HourEntry("t2", 1, 0, "small-b", "p")]
@@ -79,7 +81,7 @@ def test_plan_packs_whole_resources_up_to_the_subscription_limit() -> None:
     items = plan_work_items(config, HOUR, entries)
     assert [item.billing_resource_ids for item in items] == [
         ("big",),
-        ("registration-local", "small-a"),
+        ("small-a", "registration-local"),
         ("small-b",),
     ]
 
