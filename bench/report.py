@@ -11,10 +11,12 @@ the same pipeline posting one event per call (and so one ledger settlement per e
 Between repeats the emulator forgets what it accepted and the ledger table is emptied, so
 every repeat bills the whole hour again. Medians of alternating repeats are reported.
 
-The endpoint is remote in production (marketplaceapi.microsoft.com); loopback is not, so
-the emulator adds ``--latency-ms`` (default 25 ms, a short Internet round trip) before every
-answer. Batching exists to save those round trips; with 0 ms the figure measures only our
-own storage work, which both sides share.
+The endpoint is remote in production (marketplaceapi.microsoft.com), so the emulator runs
+in a process of its own (``bench.emulator_process``: its work never holds this process's
+interpreter lock), and since loopback has no round trip, it adds ``--latency-ms``
+(default 25 ms, a short Internet round trip) before every answer. Batching exists to save
+those round trips; with 0 ms the figure measures only our own storage work, which both
+sides share.
 
 Dimensions and resources: every catalogue meter is made chargeable
 (BILLING_CHARGEABLE_OVERRIDES), so a subscription bills tens of dimensions, and active
@@ -36,8 +38,8 @@ from datetime import UTC, datetime, timedelta
 from azure.data.tables import TableServiceClient
 
 from bench.common import finish, median, timed
+from bench.emulator_process import EmulatorProcess
 from devstack.azurite import Azurite
-from devstack.commerce_emulator import CommerceEmulator
 from devstack.fleet import SimulatedFleet, options_for_rows
 from devstack.local_settings import local_values
 from shared.billing.events import MAX_BATCH
@@ -121,7 +123,7 @@ def forward(
         return sum(pool.map(one, items))
 
 
-def reset(emulator: CommerceEmulator, service: TableServiceClient, settings: Settings) -> None:
+def reset(emulator: EmulatorProcess, service: TableServiceClient, settings: Settings) -> None:
     """Forget what was billed: the emulator's events and every ledger entity."""
     emulator.reset()
     table = service.get_table_client(settings.table_name("ledger"))
@@ -152,7 +154,7 @@ def main(argv: list[str]) -> int:
     latency = args.latency_ms / 1000
     with contextlib.ExitStack() as stack:
         azurite = stack.enter_context(Azurite())
-        emulator = stack.enter_context(CommerceEmulator(clock=lambda: NOW, latency=latency))
+        emulator = stack.enter_context(EmulatorProcess(NOW, latency))
         settings = settings_for(azurite.connection_string, emulator.base_url)
         print(
             f"report: one reported hour of ~{target:,} rows, {WORKERS} items at a time, "
