@@ -8,9 +8,9 @@ per transaction. Billing writes every event twice (pending, then settled) and th
 writes every row once, so this cost bounds both.
 
 :func:`submit_transaction` keeps the SDK's contract and wire format (the body the service
-documents for ``$batch``: one changeset of sub-requests, entities serialised by the SDK's
-own ``_add_entity_properties``, keys quoted as the SDK quotes them) and sends the request
-through the table client's own pipeline, so authentication, retries and request hooks
+documents for ``$batch``: one changeset of sub-requests, entities serialised as the SDK's
+``_add_entity_properties`` serialises them, keys quoted as the SDK quotes them) and sends
+the request through the table client's own pipeline, so authentication, retries and request hooks
 are unchanged. It returns the SDK's per-operation metadata (``{"etag": ...}``) and raises
 the exceptions the SDK raises: ``TableTransactionError`` for a refused operation (its
 ``status_code`` and ``error_code`` those of the failed part), the decoded HTTP error for a
@@ -20,10 +20,12 @@ refused request. ``tests/integration/test_transactions.py`` holds it to the SDK'
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -151,11 +153,42 @@ def _sub_request(base: str, table_name: str, operation: Operation) -> str:
 def _with_body(request_line: str, headers: str, entity: Mapping[str, Any]) -> str:
     """A sub-request carrying ``entity`` as the SDK serialises it (ASCII JSON, so its
     length in characters is its length in bytes)."""
-    body = json.dumps(_add_entity_properties(entity))
+    body = json.dumps(entity_properties(entity))
     return (
         f"{request_line} HTTP/1.1\r\n{headers}"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}\r\n"
     )
+
+
+def entity_properties(entity: Mapping[str, Any]) -> dict[str, Any]:
+    """``entity`` as the SDK's ``_add_entity_properties`` writes it for the service.
+
+    The SDK's conversion costs about 26 us per entity (an isinstance chain and a lookup
+    per property). The app's entities hold only strings, finite floats, 32-bit ints,
+    booleans, timezone-aware datetimes and None, so those are written here directly and
+    the same way: strings and floats annotated, datetimes as UTC with microseconds. An
+    entity with any other value (EDM tuples, enums, UUIDs, bytes, big or non-finite
+    numbers, naive datetimes or datetime subclasses) goes to the SDK's conversion whole.
+    ``tests/unit/test_entity_properties.py`` holds both to the same answers.
+    """
+    properties: dict[str, Any] = {}
+    for name, value in entity.items():
+        kind = type(value)
+        if kind is str:
+            properties[name] = value
+            properties[name + "@odata.type"] = "Edm.String"
+        elif kind is float and math.isfinite(value):
+            properties[name] = value
+            properties[name + "@odata.type"] = "Edm.Double"
+        elif kind is datetime and value.tzinfo is not None:
+            properties[name] = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            properties[name + "@odata.type"] = "Edm.DateTime"
+        elif kind is bool or (kind is int and -(2**31) <= value < 2**31):
+            properties[name] = value
+        elif value is not None:
+            converted: dict[str, Any] = _add_entity_properties(entity)
+            return converted
+    return properties
 
 
 def _if_match(options: Mapping[str, Any]) -> str:
@@ -197,23 +230,26 @@ def _responses(content_type: str, body: bytes) -> list[_PartResponse]:
         )
     responses: list[_PartResponse] = []
     for part in _split(body, found.group(1)):
-        head, content = _cut(part)
-        inner = _CONTENT_TYPE.search(head)
+        blank = _BLANK_LINE.search(part)
+        if blank is None:
+            raise TableTransactionError(message="a part of the transaction's answer has no status")
+        inner = _CONTENT_TYPE.search(part, 0, blank.start())
         if inner is not None and inner.group(1).lower().startswith(b"multipart/mixed"):
-            responses += _responses(inner.group(1).decode("latin-1"), content)
+            responses += _responses(inner.group(1).decode("latin-1"), part[blank.end() :])
             continue
-        status = _STATUS_LINE.match(content)
+        status = _STATUS_LINE.match(part, blank.end())
         if status is None:
             raise TableTransactionError(message="a part of the transaction's answer has no status")
         code, reason = int(status.group(1)), status.group(2).decode("latin-1")
         if 200 <= code < 300:
-            # The common case, once per operation: only the ETag is read.
-            part_head = _cut(content)[0]
-            etag = _ETAG.search(part_head)
+            # The common case, once per operation: only the ETag is read, in place.
+            end = _BLANK_LINE.search(part, status.end())
+            etag = _ETAG.search(part, status.end(), len(part) if end is None else end.start())
             found_etag = {} if etag is None else {"etag": etag.group(1).decode("latin-1")}
             responses.append(_PartResponse(code, reason, found_etag))
             continue
-        part_headers, part_content = _headers_and_content(content[content.find(b"\n") + 1 :])
+        content = part[part.find(b"\n", status.end()) + 1 :]
+        part_headers, part_content = _headers_and_content(content)
         responses.append(_PartResponse(code, reason, part_headers, part_content.rstrip(b"\r\n")))
     return responses
 
