@@ -66,6 +66,7 @@ from shared.core.errors import TransientError
 from shared.core.hours import HOUR, as_utc, hour_key, parse_hour_key
 from shared.core.retry import call_with_retry
 from shared.storage.account import StorageAccount
+from shared.storage.queries import query_entities
 from shared.storage.transactions import submit_transaction
 
 ROLE = "ledger"
@@ -239,11 +240,10 @@ class Ledger:
         def query() -> list[Entity]:
             table = self._account.table_named(self._table_name)
             try:
-                return list(
-                    table.query_entities(
-                        "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
-                        parameters={"pk": self.partition, "low": low, "high": high},
-                    )
+                return query_entities(
+                    table,
+                    "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+                    parameters={"pk": self.partition, "low": low, "high": high},
                 )
             except ResourceNotFoundError:
                 return []  # no ledger table yet: nothing recorded
@@ -276,19 +276,18 @@ class Ledger:
         def query() -> list[Entity]:
             table = self._account.table_named(self._table_name)
             try:
-                return list(
-                    table.query_entities(
-                        # The SDK substitutes @names split on spaces: keep one before ")".
-                        "PartitionKey eq @pk and ((RowKey ge @low and RowKey lt @high ) or "
-                        "(RowKey ge @mlow and RowKey lt @mhigh ))",
-                        parameters={
-                            "pk": self.partition,
-                            "low": hour_key(hour),
-                            "high": hour_key(hour + HOUR),
-                            "mlow": MARKER_PREFIX,
-                            "mhigh": _MARKER_END,
-                        },
-                    )
+                return query_entities(
+                    table,
+                    # The SDK substitutes @names split on spaces: keep one before ")".
+                    "PartitionKey eq @pk and ((RowKey ge @low and RowKey lt @high ) or "
+                    "(RowKey ge @mlow and RowKey lt @mhigh ))",
+                    parameters={
+                        "pk": self.partition,
+                        "low": hour_key(hour),
+                        "high": hour_key(hour + HOUR),
+                        "mlow": MARKER_PREFIX,
+                        "mhigh": _MARKER_END,
+                    },
                 )
             except ResourceNotFoundError:
                 return []
@@ -590,8 +589,8 @@ class CarryIndex:
         def query() -> list[str]:
             table = self._account.table_named(self._table_name)
             try:
-                rows = table.query_entities(
-                    "PartitionKey eq @pk", parameters={"pk": CARRY_INDEX_PARTITION}
+                rows = query_entities(
+                    table, "PartitionKey eq @pk", parameters={"pk": CARRY_INDEX_PARTITION}
                 )
                 return [str(row["ResourceId"]) for row in rows]
             except ResourceNotFoundError:

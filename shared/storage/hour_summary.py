@@ -49,6 +49,7 @@ from azure.data.tables import UpdateMode
 from shared.core.hours import hour_key
 from shared.core.retry import call_with_retry
 from shared.storage.account import StorageAccount
+from shared.storage.queries import query_entities
 from shared.storage.subscriptions import BillingTarget
 from shared.storage.table_writer import MAX_BATCH, Entity, PartitionWriter
 from shared.storage.transactions import submit_transaction
@@ -288,17 +289,12 @@ def _range_rows(
 
     def query() -> list[Entity]:
         try:
-            return list(
-                account.table(ROLE).query_entities(
-                    "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
-                    # "`" follows "_": the end of the highest digest's keys.
-                    parameters={
-                        "pk": partition,
-                        "low": f"{part}|{low}_",
-                        "high": f"{part}|{high}`",
-                    },
-                    select=_SUM_FIELDS,
-                )
+            return query_entities(
+                account.table(ROLE),
+                "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+                # "`" follows "_": the end of the highest digest's keys.
+                parameters={"pk": partition, "low": f"{part}|{low}_", "high": f"{part}|{high}`"},
+                select=_SUM_FIELDS,
             )
         except ResourceNotFoundError:
             return []

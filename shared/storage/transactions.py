@@ -93,13 +93,13 @@ def submit_transaction(table: TableClient, operations: Sequence[Operation]) -> l
     if response.status_code == 413:
         raise _too_large(response)
     if response.status_code != 202:
-        raise _refusal(response, table.table_name, None)
+        raise refusal(response, table.table_name, None)
     parts = _responses(response.headers.get("Content-Type", ""), response.read())
     for part in parts:
         if part.status_code == 413:
             raise _too_large(response)
         if not 200 <= part.status_code < 300:
-            raise _refusal(part, table.table_name, TableTransactionError)
+            raise refusal(part, table.table_name, TableTransactionError)
     if len(parts) != len(operations):
         raise TableTransactionError(
             message=f"the transaction's answer has {len(parts)} parts for "
@@ -117,8 +117,9 @@ def _too_large(response: Any) -> HttpResponseError:
     return error
 
 
-def _refusal(response: Any, table_name: str, error_type: type | None) -> HttpResponseError:
-    """The SDK's decoding of a refused request or operation (code, message, type)."""
+def refusal(response: Any, table_name: str, error_type: type | None) -> HttpResponseError:
+    """The SDK's decoding of a refused request or operation (code, message, type); our
+    queries (``shared.storage.queries``) raise it too."""
     error: HttpResponseError = _decode_error(  # type: ignore[no-untyped-call]
         response, error_type=error_type
     )
