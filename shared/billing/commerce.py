@@ -65,6 +65,7 @@ from shared.core.errors import (
     NotAllowedError,
 )
 from shared.core.hours import DAY, floor_day, floor_hour
+from shared.core.http_environment import ca_bundle, proxies_for
 from shared.core.retry import RetryPolicy, retry_after_seconds
 
 logger = logging.getLogger(__name__)
@@ -110,6 +111,10 @@ class CommerceClient:
         self._random = random or random_module.Random()
         self._token: str | None = None
         self._session = requests.Session()
+        # The environment's proxies and CA bundle, read once (not on every request).
+        self._session.trust_env = False
+        self._session.proxies.update(proxies_for(self._base_url))
+        self._session.verify = ca_bundle()
         # One host: one pool, sized for the worker threads that may share the client.
         adapter = HTTPAdapter(
             pool_connections=1,

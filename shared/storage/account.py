@@ -28,6 +28,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableClient, TableServiceClient
 
 from shared.core.config import Settings
+from shared.core.http_environment import transport_options
 from shared.core.retry import call_with_retry
 
 TABLE_ROLES = (
@@ -49,11 +50,15 @@ READ_TIMEOUT = 30
 CLIENTS_PER_THREAD = 32
 
 
-def _client_options(request_hook: Callable[[Any], None] | None = None) -> dict[str, Any]:
+def _client_options(
+    endpoint: str, request_hook: Callable[[Any], None] | None = None
+) -> dict[str, Any]:
     options: dict[str, Any] = {
         "retry_total": 0,
         "connection_timeout": CONNECT_TIMEOUT,
         "read_timeout": READ_TIMEOUT,
+        # The environment's proxies and CA bundle, read once (not on every request).
+        **transport_options(endpoint),
     }
     if request_hook is not None:
         options["raw_request_hook"] = request_hook
@@ -82,9 +87,10 @@ class StorageAccount:
     def _build_service(self) -> TableServiceClient:
         settings = self.settings
         if settings.storage_connection_string is not None:
+            connection_string = settings.storage_connection_string.get_secret_value()
+            endpoint = TableServiceClient.from_connection_string(connection_string).url
             return TableServiceClient.from_connection_string(
-                settings.storage_connection_string.get_secret_value(),
-                **_client_options(self._request_hook),
+                connection_string, **_client_options(endpoint, self._request_hook)
             )
         from azure.identity import ManagedIdentityCredential
 
@@ -93,7 +99,7 @@ class StorageAccount:
         return TableServiceClient(
             endpoint=settings.table_service_uri,
             credential=credential,
-            **_client_options(self._request_hook),
+            **_client_options(settings.table_service_uri, self._request_hook),
         )
 
     def table(self, role: str) -> TableClient:
