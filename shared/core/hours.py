@@ -7,6 +7,7 @@ makes a window of hours one contiguous PartitionKey range.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -55,7 +56,10 @@ def hours_between(first: datetime, last: datetime) -> Iterator[datetime]:
         hour += HOUR
 
 
+@functools.lru_cache(maxsize=4096)
 def hour_key(hour: datetime) -> str:
+    """``YYYYMMDDHH`` of ``hour`` in UTC. Cached: every ledger event and stored row needs
+    one, and a run's keys come from a few hours (equal instants hash equal in any zone)."""
     return as_utc(hour).strftime(HOUR_KEY_FORMAT)
 
 

@@ -79,6 +79,8 @@ class RetryPolicy:
 
 
 DEFAULT_POLICY = RetryPolicy()
+# Jitter, not security; one generator (seeding one per call cost more than the call).
+_JITTER = random.Random()
 
 
 def call_with_retry(
@@ -92,7 +94,7 @@ def call_with_retry(
 
     ``what`` names the operation in logs and in the final ``TransientError``.
     """
-    rng = rng or random.Random()  # jitter, not security
+    rng = rng or _JITTER
     started = policy.monotonic()
     attempt = 1
     while True:
