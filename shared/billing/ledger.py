@@ -506,11 +506,13 @@ class Ledger:
         Returns, per group, the per-operation results (ETags) or None if not committed.
         """
         packs: list[list[int]] = [[]]
+        size = 0  # operations in the last pack
         for index, group in enumerate(groups):
-            size = sum(len(groups[i]) for i in packs[-1])
             if packs[-1] and size + len(group) > MAX_TRANSACTION:
                 packs.append([])
+                size = 0
             packs[-1].append(index)
+            size += len(group)
         results: list[list[Any] | None] = [None] * len(groups)
         for pack in packs:
             if not pack:
