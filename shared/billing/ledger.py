@@ -41,7 +41,8 @@ Layout (the ``ledger`` table): one partition per billing resource (``PartitionKe
 fold touches is in one partition and can commit atomically, and a resource's window of
 hours is one RowKey range. Events: ``RowKey = {hour YYYYMMDDHH}_{dimension}``; carry
 markers: ``RowKey = ~carry_{dimension}_{hour}`` (``~`` sorts after digits, so hour ranges
-never read markers, and the markers of a resource are one short range).
+never read markers, and the markers of a resource are one short range); each hour's
+guard, written with its first events: ``RowKey = ~opened_{hour}`` (see ``Ledger.open``).
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ from shared.storage.transactions import submit_transaction
 
 ROLE = "ledger"
 MARKER_PREFIX = "~carry_"
+# An hour's guard (``Ledger.open``); "~o" sorts after every event key and marker.
+GUARD_PREFIX = "~opened_"
 MAX_TRANSACTION = 100
 # Expired hours one event may fold (3 operations each, plus the event, within one
 # transaction of 100); the rest wait for the next event.
@@ -123,6 +126,10 @@ def event_row_key(hour: datetime, dimension: str) -> str:
 
 def marker_row_key(dimension: str, hour: datetime) -> str:
     return f"{MARKER_PREFIX}{dimension}_{hour_key(hour)}"
+
+
+def guard_row_key(hour: datetime) -> str:
+    return f"{GUARD_PREFIX}{hour_key(hour)}"
 
 
 def _check_dimension(dimension: str) -> None:
@@ -308,7 +315,13 @@ class Ledger:
     # -- opening events -----------------------------------------------------------------
 
     def open(
-        self, hour: datetime, plan_id: str, owed: Mapping[str, float], *, sendable: bool
+        self,
+        hour: datetime,
+        plan_id: str,
+        owed: Mapping[str, float],
+        *,
+        sendable: bool,
+        no_markers: bool = False,
     ) -> list[LedgerEntry]:
         """Record this hour's events and return those that are ``pending`` (to post).
 
@@ -318,9 +331,25 @@ class Ledger:
         a pending one is returned as recorded, a final or expired one is left alone.
         Races with another delivery of the same item are settled by re-reading: the
         loser's transaction fails as a whole and the winner's record is used.
+
+        Every write of an hour's events also writes the hour's guard (``~opened_{hour}``,
+        first, or in the same transaction). So when the caller knows no carry marker of
+        this resource is waiting (``no_markers``: the carry index does not list it), a
+        sendable hour with something owed is opened in one request, without reading it
+        first: the guard is created with the events, in one transaction, which fails whole
+        if anything of this hour was ever recorded (a duplicate item, a redelivery, a
+        concurrent delivery), and the next round reads, as after a lost race. What a
+        create could not meet otherwise (events of dimensions this delivery does not owe:
+        a carry, or a dimension no longer chargeable) is thereby met too; with nothing
+        owed the hour is always read (its only events may be carries).
         """
-        for _ in range(ROUNDS):
-            current, all_markers = self._open_state(hour)
+        blind = no_markers and sendable and 0 < len(owed) < MAX_TRANSACTION and any(owed.values())
+        for round_number in range(ROUNDS):
+            blind_round = blind and round_number == 0
+            current: dict[str, LedgerEntry] = {}
+            all_markers: list[CarryMarker] = []
+            if not blind_round:
+                current, all_markers = self._open_state(hour)
             markers = [m for m in all_markers if m.hour < hour] if sendable else []
             by_dimension: dict[str, list[CarryMarker]] = defaultdict(list)
             for marker in sorted(markers, key=lambda m: m.hour):
@@ -350,10 +379,18 @@ class Ledger:
             expiring = any(group[0][1]["State"] == LedgerState.EXPIRED.value for group in groups)
             if expiring:
                 self.carry_index.add(self.resource_id)
-            results = self._submit_groups(groups)
+            # Blind, the guard is created in the events' one transaction; after a read it
+            # is upserted as the first group (written alone first if the pack fails).
+            guard: list[Operation] = (
+                [("create", self._guard(hour), {})]
+                if blind_round
+                else [("upsert", self._guard(hour), {"mode": UpdateMode.REPLACE})]
+            )
+            guarded = self._submit_groups([guard, *groups], one_by_one=not blind_round)
+            results = guarded[1:]
             if expiring:
                 self.carry_index.add(self.resource_id)
-            if all(result is not None for result in results):
+            if all(result is not None for result in guarded):
                 # Every group committed: the new pending events are as written, with the
                 # ETags the transaction returned (no second read).
                 for group, result in zip(groups, results, strict=True):
@@ -368,6 +405,15 @@ class Ledger:
             f"after {ROUNDS} rounds",
             code="LedgerContention",
         )
+
+    def _guard(self, hour: datetime) -> Entity:
+        """The hour's guard: it exists once any event of the hour was ever written."""
+        return {
+            "PartitionKey": self.partition,
+            "RowKey": guard_row_key(hour),
+            "Hour": hour,
+            "UpdatedAt": _now(),
+        }
 
     def _entity(
         self, hour: datetime, plan_id: str, dimension: str, state: LedgerState, **fields: Any
@@ -498,8 +544,11 @@ class Ledger:
             self.carry_index.add(self.resource_id)
         return applied
 
-    def _submit_groups(self, groups: Sequence[list[Operation]]) -> list[list[Any] | None]:
-        """Commit groups packed into transactions; a failed pack is retried group by group.
+    def _submit_groups(
+        self, groups: Sequence[list[Operation]], *, one_by_one: bool = True
+    ) -> list[list[Any] | None]:
+        """Commit groups packed into transactions; a failed pack is retried group by group
+        (``one_by_one``; else its groups stay uncommitted).
 
         A group is atomic (one event and its markers); a group refused for a conflict
         (409 exists, 412 ETag) lost a race and is dropped: the caller re-reads.
@@ -523,7 +572,7 @@ class Ledger:
                 for i in pack:
                     results[i] = committed[offset : offset + len(groups[i])]
                     offset += len(groups[i])
-            elif len(pack) > 1:
+            elif one_by_one and len(pack) > 1:
                 for i in pack:
                     results[i] = self._transact(groups[i])
         return results

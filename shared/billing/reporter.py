@@ -52,7 +52,7 @@ from shared.billing.events import (
     EventOutcome,
     EventStatus,
 )
-from shared.billing.ledger import Ledger, LedgerEntry, LedgerState, Settlement
+from shared.billing.ledger import CarryIndex, Ledger, LedgerEntry, LedgerState, Settlement
 from shared.billing.tokens import TokenProvider, token_provider_for
 from shared.billing.work_items import WorkItem
 from shared.core.config import Settings
@@ -221,10 +221,19 @@ class Reporter:
             self.account, hour, None, item.billing_resource_ids, self.meters, self.pool
         )
         ledgers = {resource_id: Ledger(self.account, resource_id) for resource_id in charges}
+        # Resources the carry index lists may hold markers to fold: their hours are read
+        # before opening; the others are opened blind (``Ledger.open``). One query.
+        listed = set(CarryIndex(self.account).resources()) if sendable else set()
 
         def open_events(resource_id: str) -> list[LedgerEntry]:
             owed = charges[resource_id]
-            return ledgers[resource_id].open(hour, owed.plan_id, owed.quantities, sendable=sendable)
+            return ledgers[resource_id].open(
+                hour,
+                owed.plan_id,
+                owed.quantities,
+                sendable=sendable,
+                no_markers=resource_id not in listed,
+            )
 
         # Opening, posting and settling overlap, resource by resource, in key order: a
         # batch is posted as soon as every event in it is recorded pending (its resources'

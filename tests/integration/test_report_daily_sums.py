@@ -22,6 +22,7 @@ from tests.integration.test_report_ledger import BASE, WINDOWS, prepared
 from tests.integration.test_report_support import (
     HOUR,
     T0,
+    Killed,
     accepted_by_key,
     collect,
     drain,
@@ -31,10 +32,6 @@ from tests.integration.test_report_support import (
 )
 
 MINUTES_10 = timedelta(minutes=10)
-
-
-class Killed(BaseException):
-    """The process dying between a POST's answer and its ledger write."""
 
 
 def kill(outcomes: Sequence[EventOutcome]) -> None:

@@ -16,6 +16,7 @@ from shared.storage.account import StorageAccount
 from tests.integration.test_report_support import (
     HOUR,
     T0,
+    Killed,
     accepted_by_key,
     collect,
     deliver_until_done,
@@ -28,10 +29,6 @@ from tests.integration.test_report_support import (
     map_subscriptions,
     owed_from_rows,
 )
-
-
-class Killed(BaseException):
-    """The process dying between a POST's answer and its ledger write."""
 
 
 def test_exactly_once_under_faults_duplicates_and_kills(make_settings) -> None:

@@ -12,7 +12,7 @@ import pytest
 from devstack.clock import SettableClock
 from devstack.commerce_emulator import CommerceEmulator, Fault
 from shared.billing.events import UsageEvent
-from shared.billing.ledger import Ledger, LedgerState
+from shared.billing.ledger import CarryIndex, Ledger, LedgerState, Settlement
 from shared.billing.reconcile import reconcile
 from shared.billing.reporter import report_message
 from shared.core.errors import TransientError
@@ -24,6 +24,7 @@ from tests.integration.test_report_support import (
     HOUR,
     PLAN,
     T0,
+    Killed,
     accepted_by_key,
     collect,
     drain,
@@ -213,3 +214,85 @@ def test_hours_never_sent_before_expiry_fold_into_the_first_sendable_hour(make_s
     assert folded["quantity"] == sum(8.0 + index for index in range(7))
     assert result.ok, [d.line() for d in result.differences]
     assert math.isclose(result.billed, result.collected, rel_tol=1e-12)
+
+
+def test_a_blind_open_writes_without_reading_and_meets_what_was_recorded(make_settings) -> None:
+    """No marker waiting: one transaction and no read. Over events recorded before (a
+    duplicate item) the creation fails whole and the hour is read: the recorded events
+    come back as they are, a settled one is not reopened, nothing is written twice."""
+    settings = make_settings()
+    StorageAccount(settings).ensure_tables()
+    sent: list[str] = []
+    account = StorageAccount(settings, request_hook=lambda r: sent.append(r.http_request.method))
+    owed = {"cpu": 2.0, "gb": 1.5}
+
+    first = Ledger(account, "saas-1").open(T0, PLAN, owed, sendable=True, no_markers=True)
+    assert [(e.dimension, e.state, e.quantity) for e in first] == [
+        ("cpu", LedgerState.PENDING, 2.0),
+        ("gb", LedgerState.PENDING, 1.5),
+    ]
+    assert sent == ["POST"]  # the transaction alone
+
+    sent.clear()
+    again = Ledger(account, "saas-1").open(T0, PLAN, owed, sendable=True, no_markers=True)
+    assert again == first  # as recorded, ETags included
+    assert sent == ["POST", "GET"]  # refused whole, then read: nothing written again
+
+    ledger = Ledger(account, "saas-1")
+    ledger.settle([Settlement(first[0], LedgerState.ACCEPTED, {"UsageEventId": "u-1"})])
+    reopened = ledger.open(T0, PLAN, owed, sendable=True, no_markers=True)
+    assert [e.dimension for e in reopened] == ["gb"]
+    assert ledger.get(T0, "cpu").state is LedgerState.ACCEPTED  # type: ignore[union-attr]
+
+
+def test_the_hours_guard_meets_events_of_dimensions_no_longer_owed(make_settings) -> None:
+    """An earlier delivery recorded a dimension this one does not owe (its meter stopped
+    being chargeable meanwhile): a blind open's creates would not meet it, the hour's guard
+    does, and the recorded event is returned to be posted."""
+    settings = make_settings()
+    account = StorageAccount(settings)
+    account.ensure_tables()
+    ledger = Ledger(account, "saas-1")
+    (old,) = ledger.open(T0, PLAN, {"old": 1.0}, sendable=True)
+    opened = ledger.open(T0, PLAN, {"new": 2.0}, sendable=True, no_markers=True)
+    by_dimension = {e.dimension: e for e in opened}
+    assert sorted(by_dimension) == ["new", "old"]
+    assert by_dimension["old"] == old  # as recorded, to be posted
+    assert by_dimension["new"].quantity == 2.0
+
+
+def test_a_redelivery_reads_and_settles_a_carry_its_first_delivery_left_pending(
+    make_settings,
+) -> None:
+    """saas-b's expired hours fold into hour 7, where it has no usage of its own; that
+    delivery dies after its POST, leaving the carry pending. Hour 9's item (saas-b listed,
+    nothing of its own, no marker left) unlists it. The redelivery of hour 7 must read the
+    hour (it owes nothing there, so a blind open would create and post nothing) and
+    settle the carry: billed once, recorded once."""
+    hours = list(hours_from(T0, 10))
+    settings, account, source, _mapping = prepared(make_settings, hours, b_every=2)
+    collect(settings, source, hours[:7])
+    clock = SettableClock(hours[6] + 24 * HOUR)  # hours 0..6 expired, 7.. sendable
+
+    def killed(_outcomes: object) -> None:
+        raise Killed
+
+    with CommerceEmulator(clock=clock) as emulator, fast_client(emulator) as client:
+        for body in drain(settings):
+            report_message(body, settings, clock=clock, client=client)
+        assert not emulator.accepted_events()
+        collect(settings, source, [hours[7]])  # saas-b is planned for its carry alone
+        (hour_7,) = drain(settings)
+        with pytest.raises(Killed):
+            report_message(hour_7, settings, clock=clock, client=client, after_post=killed)
+        collect(settings, source, hours[8:10])
+        for body in drain(settings):
+            report_message(body, settings, clock=clock, client=client)
+        assert "saas-b" not in CarryIndex(account).resources()
+        report_message(hour_7, settings, clock=clock, client=client)
+        accepted = accepted_by_key(emulator)
+    assert accepted[("saas-b", WINDOWS, hours[7])]["quantity"] == 2.5 * 4  # hours 0, 2, 4, 6
+    entry = Ledger(account, "saas-b").get(hours[7], WINDOWS)
+    assert entry is not None
+    assert entry.state is LedgerState.DUPLICATE_CONFIRMED  # the re-send met the accepted one
+    assert entry.carried_from == tuple(hour_key(h) for h in hours[0:7:2])

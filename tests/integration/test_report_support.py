@@ -32,6 +32,10 @@ PLAN = "plan-a"
 Key = tuple[str, str, datetime]
 
 
+class Killed(BaseException):
+    """The process dying between a POST's answer and its ledger write."""
+
+
 def every_meter_chargeable() -> str:
     """BILLING_CHARGEABLE_OVERRIDES making every catalogue meter chargeable (many dimensions)."""
     return ";".join(f"{meter.meter_id}=true" for meter in catalogue())
