@@ -295,6 +295,7 @@ def _range_rows(
                 # "`" follows "_": the end of the highest digest's keys.
                 parameters={"pk": partition, "low": f"{part}|{low}_", "high": f"{part}|{high}`"},
                 select=_SUM_FIELDS,
+                plain=True,  # strings and an Int32
             )
         except ResourceNotFoundError:
             return []
