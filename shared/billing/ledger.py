@@ -512,13 +512,14 @@ class Ledger:
         """
         groups: list[list[Operation]] = []
         settlements_list = list(settlements)
+        now = _now()  # one write, one time
         for settlement in settlements_list:
             entry = settlement.entry
             entity: Entity = {
                 "PartitionKey": self.partition,
                 "RowKey": event_row_key(entry.hour, entry.dimension),
                 "State": settlement.state.value,
-                "UpdatedAt": _now(),
+                "UpdatedAt": now,
                 **settlement.fields,
             }
             group: list[Operation] = [
