@@ -53,7 +53,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -164,7 +164,9 @@ class LedgerEntry:
         return UsageEvent(self.resource_id, self.plan_id, self.dimension, self.quantity, self.hour)
 
     @classmethod
-    def from_entity(cls, entity: Mapping[str, Any]) -> LedgerEntry:
+    def from_entity(cls, entity: Mapping[str, Any], etag: str | None = None) -> LedgerEntry:
+        """The record an entity holds; ``etag`` for one just written (a read entity
+        carries its own in its metadata)."""
         accepted = entity.get("AcceptedQuantity")
         return cls(
             resource_id=entity["ResourceId"],
@@ -180,7 +182,7 @@ class LedgerEntry:
             accepted_quantity=None if accepted is None else float(accepted),
             reason=entity.get("Reason") or None,
             message=entity.get("Message") or None,
-            etag=_etag(entity),
+            etag=_etag(entity) if etag is None else etag,
         )
 
 
@@ -396,8 +398,7 @@ class Ledger:
                 for group, result in zip(groups, results, strict=True):
                     entity = group[0][1]
                     if entity["State"] == LedgerState.PENDING.value and result:
-                        created = LedgerEntry.from_entity(entity)
-                        pending.append(replace(created, etag=_result_etag(result[0])))
+                        pending.append(LedgerEntry.from_entity(entity, _result_etag(result[0])))
                 return pending
             # Lost a race with another delivery: read what won and go again.
         raise TransientError(
