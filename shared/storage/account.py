@@ -88,6 +88,7 @@ class StorageAccount:
         settings = self.settings
         if settings.storage_connection_string is not None:
             connection_string = settings.storage_connection_string.get_secret_value()
+            # The endpoint the string names, whose proxies the environment decides.
             endpoint = TableServiceClient.from_connection_string(connection_string).url
             return TableServiceClient.from_connection_string(
                 connection_string, **_client_options(endpoint, self._request_hook)
