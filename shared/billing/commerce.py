@@ -65,7 +65,6 @@ from shared.core.errors import (
     NotAllowedError,
 )
 from shared.core.hours import DAY, floor_day, floor_hour
-from shared.core.http_environment import ca_bundle, proxies_for
 from shared.core.retry import RetryPolicy, retry_after_seconds
 
 logger = logging.getLogger(__name__)
@@ -102,6 +101,8 @@ class CommerceClient:
         retry: RetryPolicy = COMMERCE_POLICY,
         random: random_module.Random | None = None,
         pool_size: int = 10,
+        proxies: Mapping[str, str] | None = None,
+        verify: str | bool = True,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._token_provider = token_provider
@@ -111,10 +112,11 @@ class CommerceClient:
         self._random = random or random_module.Random()
         self._token: str | None = None
         self._session = requests.Session()
-        # The environment's proxies and CA bundle, read once (not on every request).
+        # Proxies and CA bundle as given (``commerce_client`` passes the settings'), never
+        # re-read from the environment on every request.
         self._session.trust_env = False
-        self._session.proxies.update(proxies_for(self._base_url))
-        self._session.verify = ca_bundle()
+        self._session.proxies.update(proxies or {})
+        self._session.verify = verify
         # One host: one pool, sized for the worker threads that may share the client.
         adapter = HTTPAdapter(
             pool_connections=1,

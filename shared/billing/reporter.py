@@ -58,6 +58,7 @@ from shared.billing.work_items import WorkItem
 from shared.core.config import Settings
 from shared.core.errors import CommerceUnavailableError, FinalRejectionError, TransientError
 from shared.core.hours import DAY, HOUR, floor_day, hour_key, utc_now
+from shared.core.http_environment import ca_bundle, proxies_for
 from shared.core.meters import ChargeableMeters
 from shared.storage.account import StorageAccount
 
@@ -462,7 +463,13 @@ def commerce_client(
     Pass the app's ``token_provider`` so its cached token is reused across invocations.
     """
     provider = token_provider_for(settings) if token_provider is None else token_provider
-    return CommerceClient(settings.commerce_base_url, provider, **options)
+    return CommerceClient(
+        settings.commerce_base_url,
+        provider,
+        proxies=proxies_for(settings.commerce_base_url, settings),
+        verify=ca_bundle(settings),
+        **options,
+    )
 
 
 def report_message(

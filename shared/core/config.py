@@ -17,6 +17,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -225,6 +226,19 @@ class Settings(BaseModel):
     # host (the run command serves it); production refuses it.
     portal_local_sign_in_url: str | None = Field(
         None, alias="PORTAL_LOCAL_SIGN_IN_URL", pattern=r"^/([A-Za-z0-9._~-][A-Za-z0-9._~/-]*)?$"
+    )
+
+    # The HTTP environment the storage and commerce clients honour, named and ordered as
+    # ``requests`` reads it (lower-case names win): proxies, the hosts that bypass them, a
+    # CA bundle. ``shared.core.http_environment`` turns them into client options.
+    http_proxy: str | None = Field(None, validation_alias=AliasChoices("http_proxy", "HTTP_PROXY"))
+    https_proxy: str | None = Field(
+        None, validation_alias=AliasChoices("https_proxy", "HTTPS_PROXY")
+    )
+    all_proxy: str | None = Field(None, validation_alias=AliasChoices("all_proxy", "ALL_PROXY"))
+    no_proxy: str | None = Field(None, validation_alias=AliasChoices("no_proxy", "NO_PROXY"))
+    ca_bundle: str | None = Field(
+        None, validation_alias=AliasChoices("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
     )
 
     # One Settings per stamp, built by ``from_environ`` (the only place that sees the raw

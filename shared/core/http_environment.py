@@ -1,39 +1,81 @@
-"""What ``requests`` reads from the environment on every request, read once per client.
+"""The storage and commerce clients' proxies and CA bundle, resolved once per client.
 
 A ``requests`` session that trusts the environment (the default) resolves, for every
 request, the proxies (``HTTP(S)_PROXY``, ``NO_PROXY``), the CA bundle
 (``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``) and ``.netrc`` credentials: it walks the whole
 environment twice and probes the file system. Under ``python -m bench report`` that was
 about 4% of the app's CPU, and a Functions worker's environment (its app settings) is
-larger than this machine's. It does not change while the worker runs, so the storage and
-commerce clients resolve it once, when they are built, for the one host they talk to,
-and pass the result explicitly. ``.netrc`` is left out on purpose: both services
-authenticate with their own headers, which a ``.netrc`` entry would replace.
+larger than this machine's. So the clients do not trust the environment: the settings
+carry those variables (``Settings.http_proxy`` and its neighbours), and the clients are
+built with what ``requests`` would have resolved from them for the one host they talk to.
+``.netrc`` is left out on purpose: both services authenticate with their own headers,
+which a ``.netrc`` entry would replace.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]
 
-from requests.utils import get_environ_proxies
+from requests.utils import address_in_network, is_ipv4_address, is_valid_cidr
 
-
-def proxies_for(url: str) -> dict[str, str]:
-    """The proxies ``requests`` would use for ``url`` from the environment (none if
-    ``NO_PROXY`` covers its host)."""
-    return dict(get_environ_proxies(url))
+from shared.core.config import Settings
 
 
-def ca_bundle() -> str | bool:
-    """The CA bundle ``requests`` would verify with: the environment's, else its own."""
-    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+def proxies_for(url: str, settings: Settings) -> dict[str, str]:
+    """The proxies ``requests`` would use for ``url`` (``get_environ_proxies``): none when
+    ``no_proxy`` covers its host, else every one set."""
+    if _bypassed(url, settings.no_proxy):
+        return {}
+    named = {
+        "http": settings.http_proxy,
+        "https": settings.https_proxy,
+        "all": settings.all_proxy,
+        "no": settings.no_proxy,
+    }
+    return {scheme: value for scheme, value in named.items() if value}
 
 
-def transport_options(url: str) -> dict[str, Any]:
+def ca_bundle(settings: Settings) -> str | bool:
+    """The CA bundle ``requests`` would verify with: the settings', else its own."""
+    return settings.ca_bundle or True
+
+
+def transport_options(url: str, settings: Settings) -> dict[str, Any]:
     """azure-core client options equal to trusting the environment for requests to ``url``."""
-    options: dict[str, Any] = {"use_env_settings": False, "connection_verify": ca_bundle()}
-    proxies = proxies_for(url)
+    options: dict[str, Any] = {"use_env_settings": False, "connection_verify": ca_bundle(settings)}
+    proxies = proxies_for(url, settings)
     if proxies:
         options["proxies"] = proxies
     return options
+
+
+def _bypassed(url: str, no_proxy: str | None) -> bool:
+    """``requests.utils.should_bypass_proxies`` with ``no_proxy`` given rather than read
+    from the environment: addresses and CIDR blocks, hosts (with or without the port and
+    a leading dot, matching the host or a domain above it), then urllib's own rules."""
+    parsed = urlparse(url)
+    host = parsed.hostname
+    if host is None:
+        return True  # no host (a file: URL): nothing to proxy
+    if not no_proxy:
+        return False
+    entries = [entry for entry in no_proxy.replace(" ", "").split(",") if entry]
+    if is_ipv4_address(host):
+        if any(
+            address_in_network(host, entry) if is_valid_cidr(entry) else host == entry
+            for entry in entries
+        ):
+            return True
+    else:
+        with_port = f"{host}:{parsed.port}" if parsed.port else host
+        for entry in (entry.lstrip(".") for entry in entries):
+            if entry in (host, with_port):
+                return True
+            if host.endswith("." + entry) or with_port.endswith("." + entry):
+                return True
+    try:
+        return bool(proxy_bypass_environment(host, {"no": no_proxy}))
+    except TypeError:
+        return False

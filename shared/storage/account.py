@@ -22,6 +22,7 @@ import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from functools import cached_property
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
@@ -51,14 +52,14 @@ CLIENTS_PER_THREAD = 32
 
 
 def _client_options(
-    endpoint: str, request_hook: Callable[[Any], None] | None = None
+    settings: Settings, endpoint: str, request_hook: Callable[[Any], None] | None = None
 ) -> dict[str, Any]:
     options: dict[str, Any] = {
         "retry_total": 0,
         "connection_timeout": CONNECT_TIMEOUT,
         "read_timeout": READ_TIMEOUT,
-        # The environment's proxies and CA bundle, read once (not on every request).
-        **transport_options(endpoint),
+        # The settings' proxies and CA bundle, resolved once (not on every request).
+        **transport_options(endpoint, settings),
     }
     if request_hook is not None:
         options["raw_request_hook"] = request_hook
@@ -87,21 +88,28 @@ class StorageAccount:
     def _build_service(self) -> TableServiceClient:
         settings = self.settings
         if settings.storage_connection_string is not None:
-            connection_string = settings.storage_connection_string.get_secret_value()
-            # The endpoint the string names, whose proxies the environment decides.
-            endpoint = TableServiceClient.from_connection_string(connection_string).url
             return TableServiceClient.from_connection_string(
-                connection_string, **_client_options(endpoint, self._request_hook)
+                settings.storage_connection_string.get_secret_value(),
+                **_client_options(settings, self._endpoint, self._request_hook),
             )
         from azure.identity import ManagedIdentityCredential
 
-        assert settings.table_service_uri is not None  # guaranteed by Settings validation
         credential = ManagedIdentityCredential(client_id=settings.storage_client_id)
         return TableServiceClient(
-            endpoint=settings.table_service_uri,
+            endpoint=self._endpoint,
             credential=credential,
-            **_client_options(settings.table_service_uri, self._request_hook),
+            **_client_options(settings, self._endpoint, self._request_hook),
         )
+
+    @cached_property
+    def _endpoint(self) -> str:
+        """The table service's URL (a connection string names it in one of several forms:
+        the SDK reads it), once per account rather than once per thread's client."""
+        if self.settings.storage_connection_string is None:
+            assert self.settings.table_service_uri is not None  # guaranteed by Settings
+            return self.settings.table_service_uri
+        secret = self.settings.storage_connection_string.get_secret_value()
+        return TableServiceClient.from_connection_string(secret).url
 
     def table(self, role: str) -> TableClient:
         """This thread's client for the app table of ``role``."""

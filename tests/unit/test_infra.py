@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from pycep import BicepParser
+from pydantic import AliasChoices
 
 from shared.core.config import Settings
 from shared.storage.account import TABLE_ROLES
@@ -54,6 +55,15 @@ LOCAL_ONLY = {
     "PORTAL_LOCAL_SIGN_IN_URL",
     # Set per stamp by Settings.from_environ from USAGE_STAMPS; refused as an app setting.
     "USAGE_SOURCE_NAME",
+}
+
+# The network's variables, honoured if an operator's network needs them (a proxy, its CA),
+# as ``requests`` honours them (shared.core.http_environment); Azure needs none of them.
+NETWORK_ENVIRONMENT = {
+    *(f"{scheme}_proxy" for scheme in ("http", "https", "all", "no")),
+    *(f"{scheme}_PROXY" for scheme in ("HTTP", "HTTPS", "ALL", "NO")),
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
 }
 
 # Read by the Functions host rather than by our code; the Bicep must still set them.
@@ -222,7 +232,12 @@ def _identity_connection(prefix: str, services: set[str]) -> set[str]:
 
 def settings_the_code_reads(function_jsons: list[Path] | None = None) -> set[str]:
     """Settings aliases, %SETTING% references, binding connections and host storage/telemetry."""
-    names = {field.alias or name for name, field in Settings.model_fields.items()}
+    names: set[str] = set()
+    for name, field in Settings.model_fields.items():
+        if isinstance(field.validation_alias, AliasChoices):  # several names for one value
+            names |= {str(choice) for choice in field.validation_alias.choices}
+        else:
+            names.add(field.alias or name)
     # The host's own storage: blob for the timer's schedule monitor and singleton locks.
     names |= _identity_connection(HOST_STORAGE, {"blob"})
     names |= HOST_TELEMETRY
@@ -234,7 +249,7 @@ def settings_the_code_reads(function_jsons: list[Path] | None = None) -> set[str
             if binding["type"].lower() in {"queuetrigger", "queue"}:
                 connection = SETTING_REFERENCE.sub(r"\1", binding.get("connection", HOST_STORAGE))
                 names |= _identity_connection(connection, {"queue"})
-    return names - LOCAL_ONLY
+    return names - LOCAL_ONLY - NETWORK_ENVIRONMENT
 
 
 # -- azure.yaml ----------------------------------------------------------------------------------
