@@ -345,7 +345,7 @@ class Ledger:
         a carry, or a dimension no longer chargeable) is thereby met too; with nothing
         owed the hour is always read (its only events may be carries).
         """
-        blind = no_markers and sendable and 0 < len(owed) < MAX_TRANSACTION and any(owed.values())
+        blind = no_markers and sendable and len(owed) < MAX_TRANSACTION and any(owed.values())
         for round_number in range(ROUNDS):
             blind_round = blind and round_number == 0
             current: dict[str, LedgerEntry] = {}
