@@ -4,12 +4,13 @@ One reported hour of a simulated fleet is collected into Azurite (not timed), wi
 production wiring: the collector enqueues the hour's work items. Then the hour's billing
 work is forwarded to the commerce emulator through the real ``Reporter`` (the hour's
 summary read, ledger pending/settle transactions, batches of 25 filled across the item's
-billing resources), the items processed 8 at a time as the
-Functions host would (host.json batchSize), through one long-lived storage account and ledger
-pool as the function app keeps them between invocations. Beside it, in the same run, the naive way:
-the same pipeline posting one event per call (and so one ledger settlement per event).
-Between repeats the emulator forgets what it accepted and the ledger table is emptied, so
-every repeat bills the whole hour again. Medians of alternating repeats are reported.
+billing resources), the items processed 8 at a time as the Functions host would
+(host.json batchSize), on long-lived threads, through one commerce client, storage account
+and ledger pool, as the function app keeps them between invocations. Beside it, in the same
+run, the naive way: the same pipeline posting one event per call (its ledger writes are
+the same transactions). Between repeats the emulator forgets what it accepted and the
+ledger table is emptied, so every repeat bills the whole hour again. Medians of alternating
+repeats are reported.
 
 The endpoint is remote in production (marketplaceapi.microsoft.com), so the emulator runs
 in a process of its own (``bench.emulator_process``: its work never holds this process's
@@ -33,6 +34,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from azure.data.tables import TableServiceClient
@@ -42,8 +44,14 @@ from bench.emulator_process import EmulatorProcess
 from devstack.azurite import Azurite
 from devstack.fleet import SimulatedFleet, options_for_rows
 from devstack.local_settings import local_values
+from shared.billing.commerce import CommerceClient
 from shared.billing.events import MAX_BATCH
-from shared.billing.reporter import LEDGER_PARALLELISM, Reporter, commerce_client
+from shared.billing.reporter import (
+    COMMERCE_CONNECTIONS,
+    LEDGER_PARALLELISM,
+    Reporter,
+    commerce_client,
+)
 from shared.billing.work_items import WorkItem, work_item_enqueuer
 from shared.collection.collector import Collector
 from shared.core.config import Settings
@@ -99,28 +107,30 @@ def prepare(settings: Settings, fleet: SimulatedFleet) -> list[WorkItem]:
 
 
 def forward(
-    settings: Settings,
+    client: CommerceClient,
     account: StorageAccount,
-    ledger_pool: Executor,
+    pools: Pools,
     items: list[WorkItem],
     max_batch: int,
 ) -> int:
-    """Report every item, WORKERS at a time, as the function app does: one commerce client
-    (one HTTP session) per item, the app's long-lived storage account and ledger pool."""
+    """Report every item, WORKERS at a time, as the function app does: on its long-lived
+    invocation threads, through its one commerce client, storage account and ledger pool."""
 
     def one(item: WorkItem) -> int:
-        with commerce_client(settings) as client:
-            reporter = Reporter(
-                account,
-                client,
-                pool=ledger_pool,
-                clock=lambda: NOW,
-                max_batch=max_batch,
-            )
-            return reporter.report(item).posted
+        reporter = Reporter(
+            account, client, pool=pools.ledger, clock=lambda: NOW, max_batch=max_batch
+        )
+        return reporter.report(item).posted
 
-    with ThreadPoolExecutor(WORKERS) as pool:
-        return sum(pool.map(one, items))
+    return sum(pools.items.map(one, items))
+
+
+@dataclass(frozen=True)
+class Pools:
+    """The function app's threads: the host's invocation threads, and billing's ledger pool."""
+
+    items: Executor
+    ledger: Executor
 
 
 def reset(emulator: EmulatorProcess, service: TableServiceClient, settings: Settings) -> None:
@@ -163,10 +173,14 @@ def main(argv: list[str]) -> int:
         items = prepare(settings, SimulatedFleet(options_for_rows(target)))
         service = TableServiceClient.from_connection_string(azurite.connection_string)
         account = StorageAccount(settings)
-        ledger_pool = stack.enter_context(ThreadPoolExecutor(LEDGER_PARALLELISM))
+        client = stack.enter_context(commerce_client(settings, pool_size=COMMERCE_CONNECTIONS))
+        pools = Pools(
+            items=stack.enter_context(ThreadPoolExecutor(WORKERS)),
+            ledger=stack.enter_context(ThreadPoolExecutor(LEDGER_PARALLELISM)),
+        )
 
         def run(max_batch: int) -> Callable[[], int]:
-            return lambda: forward(settings, account, ledger_pool, items, max_batch)
+            return lambda: forward(client, account, pools, items, max_batch)
 
         run(MAX_BATCH)()  # warm-up: connections, tables, caches
         events = len(emulator.accepted_events())

@@ -268,6 +268,7 @@ class CommerceEmulator:
         self._queued: list[_QueuedFault] = []
         self._plan: _FaultPlan | None = None
         self._calls: Counter[str] = Counter()
+        self._connections = 0
         self._injected: Counter[Fault] = Counter()
         self._log: list[CallRecord] = []
         self._stopping = threading.Event()
@@ -347,6 +348,12 @@ class CommerceEmulator:
         """Requests received per route (``usageEvent``, ``batchUsageEvent``, ``usageEvents``)."""
         with self._fault_lock:
             return dict(self._calls)
+
+    @property
+    def connections(self) -> int:
+        """Connections accepted so far (tests check that clients keep theirs alive)."""
+        with self._fault_lock:
+            return self._connections
 
     @property
     def injected(self) -> dict[Fault, int]:
@@ -742,6 +749,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     emulator: CommerceEmulator
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.emulator._fault_lock:
+            self.emulator._connections += 1
+        super().process_request(request, client_address)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients that hang up (timeouts, tests) are normal here; anything else is loud."""

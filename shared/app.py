@@ -5,10 +5,11 @@ Entry points (``collect_usage``, ``collect_slice``, ``report_to_azure``, ``query
 :class:`LazyApp` each; its first use reads the app settings from the environment and
 builds a :class:`FunctionApp`, which keeps what is worth keeping between invocations of
 one worker process: the storage account (its per-thread table clients and connections),
-the thread pool billing reads and writes with, the commerce token provider (its cached
-token), the usage API (its JWKS cache) and the portal (its files, read once). Nothing
-below this module builds any of them behind the caller's back, so a test builds its own
-``FunctionApp`` from its own settings and nothing process-wide has to be cleared.
+the thread pool billing reads and writes with, the commerce client (its connections to the
+endpoint) and token provider (its cached token), the usage API (its JWKS cache) and the
+portal (its files, read once). Nothing below this module builds any of them behind the
+caller's back, so a test builds its own ``FunctionApp`` from its own settings and nothing
+process-wide has to be cleared.
 
 This is the one module that sees every capability; the capabilities never import it.
 """
@@ -21,7 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import cached_property
 
+from shared.billing.commerce import CommerceClient
 from shared.billing.reporter import (
+    COMMERCE_CONNECTIONS,
     LEDGER_PARALLELISM,
     ReportResult,
     commerce_client,
@@ -78,6 +81,12 @@ class FunctionApp:
     @cached_property
     def _token_provider(self) -> TokenProvider:
         return token_provider_for(self.settings)
+
+    @cached_property
+    def _commerce(self) -> CommerceClient:
+        # Kept for the worker's life, shared by the work items that run at once: each item
+        # reuses a connection (and its TLS session) instead of opening its own.
+        return commerce_client(self.settings, self._token_provider, pool_size=COMMERCE_CONNECTIONS)
 
     @cached_property
     def usage_api(self) -> UsageApi:
@@ -150,15 +159,14 @@ class FunctionApp:
 
     def report_message(self, body: bytes | str) -> ReportResult:
         """One queue message: its billing work item reported to the commerce endpoint."""
-        with commerce_client(self.settings, self._token_provider) as client:
-            return report_message(
-                body,
-                self.settings,
-                clock=self._clock,
-                client=client,
-                account=self.account,
-                pool=self._pool,
-            )
+        return report_message(
+            body,
+            self.settings,
+            clock=self._clock,
+            client=self._commerce,
+            account=self.account,
+            pool=self._pool,
+        )
 
     @cached_property
     def blobs(self) -> BlobStore:

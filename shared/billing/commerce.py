@@ -29,8 +29,13 @@ effect"):
   did not write, e.g. a peer's error body).
 - ``sleep`` (and ``monotonic``) are parameters so tests replace waiting by a recorder.
 
-One pooled ``requests.Session`` per client; the session is not meant to be shared across
-threads that mutate it, so use one client per worker thread or guard it.
+One pooled ``requests.Session`` per client, which several threads may post through at once
+(the function app keeps one for the work items a worker runs together): a call changes
+nothing on the client but its cached token and its jitter generator (one assignment, and a
+``Random`` whose draws are atomic), each call keeps its attempts in its own budget,
+urllib3's pool hands each request its own connection under a lock, and the only state a
+request changes in the session, its cookie jar, locks too. Only ``close`` must not overlap
+a call.
 """
 
 from __future__ import annotations
@@ -117,7 +122,7 @@ class CommerceClient:
         self._session.trust_env = False
         self._session.proxies.update(proxies or {})
         self._session.verify = verify
-        # One host: one pool, sized for the worker threads that may share the client.
+        # One host: one pool, a connection for each thread that may post at once.
         adapter = HTTPAdapter(
             pool_connections=1,
             pool_maxsize=pool_size,

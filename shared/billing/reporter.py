@@ -38,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -76,6 +76,13 @@ SETTLE_GRACE = timedelta(minutes=15)
 # the day's other events), and the day's rows have had a day to be processed.
 UNRESOLVED_AFTER = timedelta(hours=48)
 LEDGER_PARALLELISM = 8
+# Billing resources an item opens ahead of the one it is posting: enough that the next
+# batch's events are pending when the POST before it is answered (an open takes about as
+# long as a POST), few enough that the items running at once share the ledger pool fairly.
+OPENS_AHEAD = 2
+# Work items one worker runs at once (host.json: batchSize 8, and the next batch is fetched
+# when 4 are left), so the connections a shared commerce client keeps.
+COMMERCE_CONNECTIONS = 12
 
 AfterPost = Callable[[Sequence[EventOutcome]], None]
 
@@ -192,7 +199,8 @@ def _quantity(value: float | None, fallback: float) -> float:
 
 
 class Reporter:
-    """Reports work items to one commerce endpoint; one per invocation (one HTTP session)."""
+    """Reports one work item at a time to the commerce endpoint; one per invocation (the
+    client, account and pool it is given outlive it)."""
 
     def __init__(
         self,
@@ -218,13 +226,15 @@ class Reporter:
         hour = item.hour
         result = ReportResult(hour, resources=len(item.billing_resource_ids))
         sendable = can_send(hour, self.clock())
+        # Resources the carry index lists may hold markers to fold: their hours are read
+        # before opening; the others are opened blind (``Ledger.open``). One query, on the
+        # pool while the charges are read.
+        listing = self.pool.submit(CarryIndex(self.account).resources) if sendable else None
         charges = hour_charges(
             self.account, hour, None, item.billing_resource_ids, self.meters, self.pool
         )
         ledgers = {resource_id: Ledger(self.account, resource_id) for resource_id in charges}
-        # Resources the carry index lists may hold markers to fold: their hours are read
-        # before opening; the others are opened blind (``Ledger.open``). One query.
-        listed = set(CarryIndex(self.account).resources()) if sendable else set()
+        listed = set(listing.result()) if listing is not None else set()
 
         def open_events(resource_id: str) -> list[LedgerEntry]:
             owed = charges[resource_id]
@@ -243,7 +253,7 @@ class Reporter:
         # batches are in flight. Batches are filled across resources exactly as if every
         # resource were opened first.
         resources = sorted(charges)
-        opening = [(r, self.pool.submit(open_events, r)) for r in resources]
+        opening = _Lookahead(self.pool, open_events, resources, OPENS_AHEAD)
         opened: dict[str, list[LedgerEntry]] = {}
         undecided: list[Undecided] = []
         # Outcomes are recorded before any exception leaves: pending was written first, so
@@ -252,8 +262,8 @@ class Reporter:
         settling: list[Future[int]] = []
         try:
             unposted: list[LedgerEntry] = []
-            for resource_id, future in opening:
-                found = opened[resource_id] = future.result()
+            for resource_id, found in opening:
+                opened[resource_id] = found
                 if not sendable:
                     undecided += [(entry, False) for entry in found]
                     continue
@@ -270,7 +280,7 @@ class Reporter:
                     settling += self._settle_async(ready, ledgers, result)
         finally:
             # No open may still be writing when this delivery ends (or raises).
-            wait([future for _, future in opening])
+            wait(opening.submitted)
             settling += self._settle_async(decided, ledgers, result)
             wait(settling)
             for settled in settling:
@@ -455,6 +465,35 @@ class Reporter:
             )
 
 
+class _Lookahead:
+    """``work(key)`` of each key on ``pool``, yielded in key order, at most ``ahead`` keys
+    submitted beyond the one being waited for.
+
+    The pool is shared by the work items that run at once: submitting all of an item's work
+    up front queues it behind everything submitted before, and an item whose first open waits
+    behind another's last cannot post. A bounded lookahead interleaves the items' opens.
+    """
+
+    def __init__(
+        self,
+        pool: Executor,
+        work: Callable[[str], list[LedgerEntry]],
+        keys: Sequence[str],
+        ahead: int,
+    ) -> None:
+        self._pool, self._work, self._keys, self._ahead = pool, work, keys, ahead
+        self.submitted: list[Future[list[LedgerEntry]]] = []
+
+    def __iter__(self) -> Iterator[tuple[str, list[LedgerEntry]]]:
+        for index, key in enumerate(self._keys):
+            # Keep ``ahead`` keys beyond this one submitted, then wait for this one.
+            while len(self.submitted) <= min(index + self._ahead, len(self._keys) - 1):
+                self.submitted.append(
+                    self._pool.submit(self._work, self._keys[len(self.submitted)])
+                )
+            yield key, self.submitted[index].result()
+
+
 def commerce_client(
     settings: Settings, token_provider: TokenProvider | None = None, **options: Any
 ) -> CommerceClient:
@@ -484,8 +523,9 @@ def report_message(
 ) -> ReportResult:
     """The queue function's work: decode the item, report it (BadInputError if malformed).
 
-    The function app passes its long-lived ``account`` and ``pool`` (so each pool thread
-    keeps its storage clients between invocations); without them this call builds its own.
+    The function app passes its long-lived ``client``, ``account`` and ``pool`` (so items
+    reuse the endpoint's connections and each pool thread keeps its storage clients between
+    invocations); without them this call builds its own.
     """
     item = WorkItem.from_body(body)
     with contextlib.ExitStack() as stack:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import traceback
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -382,6 +383,48 @@ def test_random_faults_over_200_events_bill_each_once(
     injected = emulator.injected
     # Each injected fault costs one more call (a slow CI may add timeouts of its own).
     assert emulator.calls["batchUsageEvent"] - 20 >= sum(injected.values()) >= 5, injected
+
+
+def test_one_client_serves_concurrent_callers_on_kept_connections(
+    emulator: CommerceEmulator, recorder: SleepRecorder
+) -> None:
+    """As the function app shares it: 12 threads post through one client at once. Every
+    event is billed once with its own outcome, over no more connections than threads, and
+    under faults (dropped connections, 429s, 5xx, per-event errors) each is still billed once."""
+    threads = 12
+
+    def round_of(events: list[UsageEvent], client: CommerceClient) -> list[EventOutcome]:
+        batches = [events[start : start + 5] for start in range(0, len(events), 5)]
+        with ThreadPoolExecutor(threads) as pool:
+            return [o for found in pool.map(client.post_batch, batches) for o in found]
+
+    def events_of(round_index: int) -> list[UsageEvent]:
+        return [
+            UsageEvent(f"res-{round_index}-{i:03d}", "plan-a", f"dim-{i % 4}", 1 + i, HOUR)
+            for i in range(120)
+        ]
+
+    with make_client(
+        emulator,
+        recorder,
+        pool_size=threads,
+        read_timeout=0.3,
+        max_attempts=30,
+        max_total_seconds=600,
+    ) as client:
+        first = events_of(1)
+        outcomes = round_of(first, client)
+        assert_billed_once(emulator, first, outcomes)
+        second = events_of(2)
+        outcomes += round_of(second, client)
+        # 48 calls, never more than one connection per thread: kept, not reopened.
+        assert emulator.calls["batchUsageEvent"] == 48
+        assert 1 <= emulator.connections <= threads
+        emulator.set_fault_rate(0.3, kinds=RETRYABLE_FAULTS, seed=20261203, retry_after=1)
+        third = events_of(3)
+        outcomes += round_of(third, client)
+    assert_billed_once(emulator, first + second + third, outcomes)
+    assert sum(emulator.injected.values()) >= 5
 
 
 def test_daily_usage_reads_the_days_rows_with_retries(

@@ -15,7 +15,7 @@ from ops.reconcile import parse_hour
 from shared.billing.daily_sums import DailyRow, DayTotal, Verdict, day_totals, decide
 from shared.billing.events import EventOutcome, EventStatus, UsageEvent
 from shared.billing.ledger import LedgerEntry, LedgerState, event_row_key, ledger_partition
-from shared.billing.reporter import can_send, settlement_for
+from shared.billing.reporter import COMMERCE_CONNECTIONS, can_send, settlement_for
 from shared.billing.work_items import WorkItem, plan_work_items
 from shared.core.config import Settings
 from shared.core.errors import BadInputError
@@ -147,6 +147,8 @@ def test_repo_host_json_sets_the_queue_settings_deliberately() -> None:
     assert options.route_prefix == ""
     queues = options.queues
     assert (queues.batch_size, queues.threshold, queues.max_dequeue_count) == (8, 4, 5)
+    # The app's one commerce client keeps a connection for every item a worker runs at once.
+    assert queues.batch_size + queues.threshold == COMMERCE_CONNECTIONS
     assert queues.visibility_timeout == 300
     assert queues.message_encoding == "base64"
     assert "//" in (REPO / "host.json").read_text()
