@@ -358,6 +358,7 @@ class Ledger:
                 by_dimension[marker.dimension].append(marker)
             pending: list[LedgerEntry] = []
             groups: list[list[Operation]] = []
+            now = _now()  # one write, one time
             # Pending events of this hour too: one opened only to carry expired hours
             # (nothing owed of its own) must still be returned to be posted.
             waiting = {d for d, e in current.items() if e.state is LedgerState.PENDING}
@@ -373,9 +374,9 @@ class Ledger:
                     if own == 0 and not claimed:
                         continue
                     plan = plan_id or (claimed[0].plan_id if claimed else "")
-                    groups.append(self._open_group(hour, plan, dimension, own, claimed))
+                    groups.append(self._open_group(hour, plan, dimension, own, claimed, now))
                 elif own != 0:
-                    groups.append(self._expire_new_group(hour, plan_id, dimension, own))
+                    groups.append(self._expire_new_group(hour, plan_id, dimension, own, now))
             if not groups:
                 return pending
             expiring = any(group[0][1]["State"] == LedgerState.EXPIRED.value for group in groups)
@@ -384,9 +385,9 @@ class Ledger:
             # Blind, the guard is created in the events' one transaction; after a read it
             # is upserted as the first group (written alone first if the pack fails).
             guard: list[Operation] = (
-                [("create", self._guard(hour), {})]
+                [("create", self._guard(hour, now), {})]
                 if blind_round
-                else [("upsert", self._guard(hour), {"mode": UpdateMode.REPLACE})]
+                else [("upsert", self._guard(hour, now), {"mode": UpdateMode.REPLACE})]
             )
             guarded = self._submit_groups([guard, *groups], one_by_one=not blind_round)
             results = guarded[1:]
@@ -407,17 +408,23 @@ class Ledger:
             code="LedgerContention",
         )
 
-    def _guard(self, hour: datetime) -> Entity:
+    def _guard(self, hour: datetime, now: datetime) -> Entity:
         """The hour's guard: it exists once any event of the hour was ever written."""
         return {
             "PartitionKey": self.partition,
             "RowKey": guard_row_key(hour),
             "Hour": hour,
-            "UpdatedAt": _now(),
+            "UpdatedAt": now,
         }
 
     def _entity(
-        self, hour: datetime, plan_id: str, dimension: str, state: LedgerState, **fields: Any
+        self,
+        hour: datetime,
+        plan_id: str,
+        dimension: str,
+        state: LedgerState,
+        now: datetime,
+        **fields: Any,
     ) -> Entity:
         return {
             "PartitionKey": self.partition,
@@ -427,7 +434,7 @@ class Ledger:
             "Dimension": dimension,
             "Hour": hour,
             "State": state.value,
-            "UpdatedAt": _now(),
+            "UpdatedAt": now,
             **fields,
         }
 
@@ -438,6 +445,7 @@ class Ledger:
         dimension: str,
         own: float,
         claimed: Sequence[CarryMarker],
+        now: datetime,
     ) -> list[Operation]:
         quantity = math.fsum([own, *(m.quantity for m in claimed)])
         entity = self._entity(
@@ -445,9 +453,10 @@ class Ledger:
             plan_id,
             dimension,
             LedgerState.PENDING,
+            now,
             Quantity=quantity,
             OwnQuantity=own,
-            CarriedFrom=json.dumps([hour_key(m.hour) for m in claimed]),
+            CarriedFrom=json.dumps([hour_key(m.hour) for m in claimed]) if claimed else "[]",
         )
         operations: list[Operation] = [("create", entity, {})]
         for marker in claimed:
@@ -469,7 +478,7 @@ class Ledger:
                         "RowKey": event_row_key(marker.hour, dimension),
                         "State": LedgerState.CARRIED_FORWARD.value,
                         "CarriedInto": hour_key(hour),
-                        "UpdatedAt": _now(),
+                        "UpdatedAt": now,
                     },
                     {"mode": UpdateMode.MERGE},
                 )
@@ -487,13 +496,14 @@ class Ledger:
         }
 
     def _expire_new_group(
-        self, hour: datetime, plan_id: str, dimension: str, own: float
+        self, hour: datetime, plan_id: str, dimension: str, own: float, now: datetime
     ) -> list[Operation]:
         entity = self._entity(
             hour,
             plan_id,
             dimension,
             LedgerState.EXPIRED,
+            now,
             Quantity=own,
             OwnQuantity=own,
             CarriedFrom="[]",

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from shared.billing.charges import hour_charges
 from shared.billing.commerce import CommerceClient
@@ -85,6 +85,7 @@ OPENS_AHEAD = 2
 COMMERCE_CONNECTIONS = 12
 
 AfterPost = Callable[[Sequence[EventOutcome]], None]
+Found = TypeVar("Found")
 
 
 def can_send(hour: datetime, now: datetime) -> bool:
@@ -253,7 +254,7 @@ class Reporter:
         # batches are in flight. Batches are filled across resources exactly as if every
         # resource were opened first.
         resources = sorted(charges)
-        opening = _Lookahead(self.pool, open_events, resources, OPENS_AHEAD)
+        opening = Lookahead(self.pool, open_events, resources, OPENS_AHEAD)
         opened: dict[str, list[LedgerEntry]] = {}
         undecided: list[Undecided] = []
         # Outcomes are recorded before any exception leaves: pending was written first, so
@@ -465,7 +466,7 @@ class Reporter:
             )
 
 
-class _Lookahead:
+class Lookahead(Generic[Found]):
     """``work(key)`` of each key on ``pool``, yielded in key order, at most ``ahead`` keys
     submitted beyond the one being waited for.
 
@@ -475,16 +476,12 @@ class _Lookahead:
     """
 
     def __init__(
-        self,
-        pool: Executor,
-        work: Callable[[str], list[LedgerEntry]],
-        keys: Sequence[str],
-        ahead: int,
+        self, pool: Executor, work: Callable[[str], Found], keys: Sequence[str], ahead: int
     ) -> None:
         self._pool, self._work, self._keys, self._ahead = pool, work, keys, ahead
-        self.submitted: list[Future[list[LedgerEntry]]] = []
+        self.submitted: list[Future[Found]] = []
 
-    def __iter__(self) -> Iterator[tuple[str, list[LedgerEntry]]]:
+    def __iter__(self) -> Iterator[tuple[str, Found]]:
         for index, key in enumerate(self._keys):
             # Keep ``ahead`` keys beyond this one submitted, then wait for this one.
             while len(self.submitted) <= min(index + self._ahead, len(self._keys) - 1):

@@ -273,11 +273,18 @@ def read_resource_sums(
 
 
 def _get(account: StorageAccount, partition: str, row_key: str) -> Any:
+    """One marker (with its ETag), or None; a query on both keys is a point read."""
+
     def get() -> Any:
         try:
-            return account.table(ROLE).get_entity(partition, row_key)
+            found = query_entities(
+                account.table(ROLE),
+                "PartitionKey eq @pk and RowKey eq @rk",
+                parameters={"pk": partition, "rk": row_key},
+            )
         except ResourceNotFoundError:
             return None
+        return found[0] if found else None
 
     return call_with_retry(get, what=f"read hour summary {partition}/{row_key}")
 
@@ -317,7 +324,7 @@ def _combine(parts: Iterable[str], rows: Mapping[str, list[Entity]]) -> dict[str
             part_counts[resource_id] = int(entity["Subscriptions"])
             sums = quantities[resource_id]  # kept even with nothing chargeable this hour
             if entity["Dimension"]:
-                sums[entity["Dimension"]] += Fraction(entity["Exact"])
+                sums[entity["Dimension"]] += _exact(entity["Exact"])
         for resource_id, count in part_counts.items():
             counts[resource_id] += count
     return {
@@ -329,6 +336,12 @@ def _combine(parts: Iterable[str], rows: Mapping[str, list[Entity]]) -> dict[str
         )
         for resource_id in plans
     }
+
+
+def _exact(text: str) -> Fraction:
+    """A stored ``n/d`` sum; read by hand, since ``Fraction``'s own parser is a regex."""
+    numerator, _, denominator = text.partition("/")
+    return Fraction(int(numerator), int(denominator or 1))
 
 
 def _part_keys(account: StorageAccount, partition: str, part: str) -> list[str]:

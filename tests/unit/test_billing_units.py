@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from ops.reconcile import parse_hour
 from shared.billing.daily_sums import DailyRow, DayTotal, Verdict, day_totals, decide
 from shared.billing.events import EventOutcome, EventStatus, UsageEvent
 from shared.billing.ledger import LedgerEntry, LedgerState, event_row_key, ledger_partition
-from shared.billing.reporter import COMMERCE_CONNECTIONS, can_send, settlement_for
+from shared.billing.reporter import COMMERCE_CONNECTIONS, Lookahead, can_send, settlement_for
 from shared.billing.work_items import WorkItem, plan_work_items
 from shared.core.config import Settings
 from shared.core.errors import BadInputError
@@ -253,3 +254,18 @@ def test_daily_rows_parse_and_sum_per_resource_dimension_day() -> None:
     for missing in ("usageResourceId", "submittedCount", "submittedQuantity", "usageDate"):
         with pytest.raises(ValueError, match=missing):
             DailyRow.from_wire({k: v for k, v in base.items() if k != missing})
+
+
+@pytest.mark.parametrize("ahead", [0, 1, 2, 9])
+def test_lookahead_yields_in_order_with_a_bounded_number_submitted(ahead: int) -> None:
+    """Opens are submitted at most ``ahead`` beyond the one awaited, and come back in order."""
+    keys = [f"resource-{index}" for index in range(6)]
+    started: list[str] = []
+    with ThreadPoolExecutor(4) as pool:
+        lookahead = Lookahead(pool, lambda key: started.append(key) or key.upper(), keys, ahead)
+        seen = []
+        for key, found in lookahead:
+            seen.append((key, found))
+            assert len(lookahead.submitted) == min(len(seen) + ahead, len(keys))
+    assert seen == [(key, key.upper()) for key in keys]
+    assert sorted(started) == keys
