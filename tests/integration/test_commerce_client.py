@@ -408,7 +408,7 @@ def test_one_client_serves_concurrent_callers_on_kept_connections(
         emulator,
         recorder,
         pool_size=threads,
-        read_timeout=0.3,
+        read_timeout=1.0,  # ample for an answer; a slow fault (1.5 s) times out
         max_attempts=30,
         max_total_seconds=600,
     ) as client:
@@ -420,7 +420,9 @@ def test_one_client_serves_concurrent_callers_on_kept_connections(
         # 48 calls, never more than one connection per thread: kept, not reopened.
         assert emulator.calls["batchUsageEvent"] == 48
         assert 1 <= emulator.connections <= threads
-        emulator.set_fault_rate(0.3, kinds=RETRYABLE_FAULTS, seed=20261203, retry_after=1)
+        emulator.set_fault_rate(
+            0.3, kinds=RETRYABLE_FAULTS, seed=20261203, retry_after=1, delay=1.5
+        )
         third = events_of(3)
         outcomes += round_of(third, client)
     assert_billed_once(emulator, first + second + third, outcomes)
