@@ -106,6 +106,14 @@ def prepare(settings: Settings, fleet: SimulatedFleet) -> list[WorkItem]:
     return items
 
 
+@dataclass(frozen=True)
+class Pools:
+    """The function app's threads: the host's invocation threads, and billing's ledger pool."""
+
+    items: Executor
+    ledger: Executor
+
+
 def forward(
     client: CommerceClient,
     account: StorageAccount,
@@ -123,14 +131,6 @@ def forward(
         return reporter.report(item).posted
 
     return sum(pools.items.map(one, items))
-
-
-@dataclass(frozen=True)
-class Pools:
-    """The function app's threads: the host's invocation threads, and billing's ledger pool."""
-
-    items: Executor
-    ledger: Executor
 
 
 def reset(emulator: EmulatorProcess, service: TableServiceClient, settings: Settings) -> None:

@@ -10,11 +10,12 @@ writes every row once, so this cost bounds both.
 :func:`submit_transaction` keeps the SDK's contract and wire format (the body the service
 documents for ``$batch``: one changeset of sub-requests, entities serialised as the SDK's
 ``_add_entity_properties`` serialises them, keys quoted as the SDK quotes them) and sends
-the request through the table client's own pipeline, so authentication, retries and request hooks
-are unchanged. It returns the SDK's per-operation metadata (``{"etag": ...}``) and raises
-the exceptions the SDK raises: ``TableTransactionError`` for a refused operation (its
-``status_code`` and ``error_code`` those of the failed part), the decoded HTTP error for a
-refused request. ``tests/integration/test_transactions.py`` holds it to the SDK's answers.
+the request through the table client's own pipeline, so authentication, retries and
+request hooks are unchanged. It returns the SDK's per-operation metadata (``{"etag":
+...}``) and raises the exceptions the SDK raises: ``TableTransactionError`` for a refused
+operation (its ``status_code`` and ``error_code`` those of the failed part), the decoded
+HTTP error for a refused request. ``tests/integration/test_transactions.py`` holds it to
+the SDK's answers.
 """
 
 from __future__ import annotations
