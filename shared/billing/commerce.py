@@ -62,6 +62,7 @@ from shared.billing.events import (
     EventOutcome,
     EventStatus,
     UsageEvent,
+    endpoint_key,
 )
 from shared.billing.tokens import RefreshableTokenProvider, TokenProvider
 from shared.core.errors import (
@@ -184,10 +185,10 @@ class CommerceClient:
                 budget.last_failure = "unreadable 200 batch answer"
                 self._pause(budget, None, _in_order(settled))
                 continue
-            by_key = {_result_key(result): result for result in results}
+            answered = match_results([events[i] for i in pending], results)
             still_failing = []
-            for index in pending:
-                result = by_key.get(events[index].key)
+            for position, index in enumerate(pending):
+                result = answered.get(position)
                 if result is None or result.get("status") == "Error":
                     still_failing.append(index)
                 else:
@@ -378,14 +379,49 @@ def _batch_results(response: requests.Response) -> list[dict[str, Any]] | None:
     return results
 
 
+def match_results(
+    events: Sequence[UsageEvent], results: Sequence[Mapping[str, Any]]
+) -> dict[int, Mapping[str, Any]]:
+    """Which answer element is about which event: event position -> element.
+
+    By the key the element echoes, compared as the endpoint compares it (resource id and
+    dimension without case: the resource is a GUID or an ARM URI, and the docs do not
+    promise the case of an echo); an element is used once. An event no echo names takes
+    the element at its own position when the answer has one element per event and that
+    element names no other event of the request (the documented batch example echoes
+    values that differ from the request). Anything else is left unanswered (re-posted).
+    """
+    wanted: dict[tuple[str, str, datetime], int] = {}
+    for position, event in enumerate(events):
+        wanted.setdefault(endpoint_key(event.key), position)
+    answered: dict[int, Mapping[str, Any]] = {}
+    unclaimed: set[int] = set()
+    for index, result in enumerate(results):
+        key = _result_key(result)
+        named = wanted.get(key) if key is not None else None
+        if named is None:
+            unclaimed.add(index)
+        elif named not in answered:
+            answered[named] = result
+    if len(results) == len(events):
+        for position in range(len(events)):
+            if position not in answered and position in unclaimed:
+                answered[position] = results[position]
+    return answered
+
+
 def _result_key(result: Mapping[str, Any]) -> tuple[str, str, datetime] | None:
-    """The (resource, dimension, hour) a batch answer element is about."""
+    """The (resource, dimension, hour) a batch answer element is about, compared as the
+    endpoint compares it; None when the echo cannot be read."""
     try:
         resource = result.get("resourceId") or result.get("resourceUri")
-        moment = datetime.fromisoformat(str(result["effectiveStartTime"]))
+        dimension = result["dimension"]
+        if not isinstance(resource, str) or not isinstance(dimension, str):
+            return None
+        moment = datetime.fromisoformat(str(result["effectiveStartTime"]).replace("Z", "+00:00"))
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
-        return (str(resource), str(result["dimension"]), floor_hour(moment))
+        return endpoint_key((resource, dimension, floor_hour(moment)))
     except (KeyError, ValueError):
         return None
 

@@ -45,7 +45,7 @@ from enum import StrEnum
 from itertools import combinations
 from typing import Any, TypeVar
 
-from shared.billing.events import QUANTITY_REL_TOLERANCE
+from shared.billing.events import QUANTITY_REL_TOLERANCE, endpoint_key
 from shared.core.hours import floor_day
 
 K = TypeVar("K", bound=Hashable)
@@ -53,7 +53,7 @@ K = TypeVar("K", bound=Hashable)
 MAX_SUBSETS = 20_000
 # Absolute tolerance next to the relative one: sums of tiny quantities still compare.
 QUANTITY_ABS_TOLERANCE = 1e-9
-# (billing resource, dimension, UTC day)
+# (billing resource, dimension, UTC day); as the endpoint compares it where it keys a total.
 DayKey = tuple[str, str, datetime]
 
 
@@ -119,7 +119,8 @@ class DailyRow:
 
     @property
     def key(self) -> DayKey:
-        return (self.resource_id, self.dimension, self.day)
+        """(resource, dimension, day) as the endpoint compares it (``endpoint_key``)."""
+        return endpoint_key((self.resource_id, self.dimension, self.day))
 
 
 def _number(raw: Mapping[str, Any], name: str) -> float:
@@ -131,12 +132,15 @@ def _number(raw: Mapping[str, Any], name: str) -> float:
 
 @dataclass(frozen=True)
 class DayTotal:
-    """The endpoint's billing rows of one (resource, dimension, day), plans summed."""
+    """The endpoint's billing rows of one (resource, dimension, day), plans summed;
+    ``resource_id`` and ``dimension`` as its rows spell them."""
 
     submitted: float
     processed: float
     count: int
     statuses: frozenset[str]
+    resource_id: str = ""
+    dimension: str = ""
 
     @property
     def settled(self) -> bool:
@@ -151,7 +155,8 @@ class DayTotal:
 
 
 def day_totals(rows: Iterable[DailyRow]) -> dict[DayKey, DayTotal]:
-    """Billing rows summed per (resource, dimension, day); TestHeaders/DryRun left out."""
+    """Billing rows summed per (resource, dimension, day), keyed as the endpoint compares
+    them (``endpoint_key``: look them up the same way); TestHeaders/DryRun left out."""
     parts: dict[DayKey, list[DailyRow]] = defaultdict(list)
     for row in rows:
         if row.status not in NOT_BILLING:
@@ -162,6 +167,8 @@ def day_totals(rows: Iterable[DailyRow]) -> dict[DayKey, DayTotal]:
             processed=math.fsum(row.processed for row in found),
             count=sum(row.count for row in found),
             statuses=frozenset(row.status for row in found),
+            resource_id=found[0].resource_id,
+            dimension=found[0].dimension,
         )
         for key, found in parts.items()
     }

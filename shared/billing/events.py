@@ -59,6 +59,16 @@ WIRE_STATUSES = {
 }
 
 
+def endpoint_key(key: tuple[str, str, datetime]) -> tuple[str, str, datetime]:
+    """A (resource, dimension, time) key as the endpoint compares it: resource and dimension
+    without case. The resource is a GUID (the OpenAPI file types ``resourceId`` as a uuid)
+    or an ARM URI, both case-insensitive, and the docs do not promise the case of an echo
+    (spec/commerce-api.md, "What the docs do not promise"): answers and daily rows are
+    matched to our events through this key, never as sent."""
+    resource, dimension, moment = key
+    return (resource.casefold(), dimension.casefold(), moment)
+
+
 @dataclass(frozen=True)
 class UsageEvent:
     """One billing event: (resource, dimension, hour) is its key at the endpoint.

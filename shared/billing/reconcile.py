@@ -42,6 +42,7 @@ from datetime import datetime
 from shared.billing.charges import ChargeKey, range_charges
 from shared.billing.commerce import CommerceClient
 from shared.billing.daily_sums import DayKey, DayTotal, ReconStatus, day_totals, same_quantity
+from shared.billing.events import endpoint_key
 from shared.billing.ledger import CarryIndex, Ledger, LedgerEntry, LedgerState
 from shared.core.hours import DAY, HOUR, floor_day, parse_hour_key
 from shared.core.meters import ChargeableMeters
@@ -120,11 +121,13 @@ def reconcile(
     owed, _ = range_charges(account, first_hour, last_hour, meters, progress=storage_progress)
     first_day, last_day = floor_day(first_hour), floor_day(last_hour)
     endpoint = day_totals(client.daily_usage(first_day, last_day))
-    resources = sorted(
-        {key[0] for key in owed}
-        | {key[0] for key in endpoint}
-        | set(CarryIndex(account).resources())
-    )
+    # The endpoint's rows are matched to our resources without case (``endpoint_key``); a
+    # resource only the endpoint names is read (and shown) as its rows spell it.
+    ours = {key[0] for key in owed} | set(CarryIndex(account).resources())
+    spelled = {resource_id.casefold(): resource_id for resource_id in sorted(ours)}
+    for total in endpoint.values():
+        spelled.setdefault(total.resource_id.casefold(), total.resource_id)
+    resources = sorted(set(spelled.values()))
     ledger: dict[ChargeKey, LedgerEntry] = {}
     for done, resource_id in enumerate(resources, start=1):
         for recorded in Ledger(account, resource_id).entries(first_day, last_day + DAY - HOUR):
@@ -149,8 +152,10 @@ def reconcile(
 
     billed_by_day: dict[DayKey, list[LedgerEntry]] = defaultdict(list)
     unresolved_by_day: dict[DayKey, int] = defaultdict(int)
+    shown: dict[DayKey, DayKey] = {}
     for (resource_id, dimension, hour), entry in ledger.items():
-        day_key = (resource_id, dimension, floor_day(hour))
+        day_key = endpoint_key((resource_id, dimension, floor_day(hour)))
+        shown.setdefault(day_key, (resource_id, dimension, floor_day(hour)))
         if entry.state.billed:
             billed_by_day[day_key].append(entry)
         elif entry.state is LedgerState.UNRESOLVED:
@@ -159,10 +164,16 @@ def reconcile(
     result.days = len(days)
     result.billed = math.fsum(total.submitted for total in endpoint.values())
     for day_key in days:
+        found = endpoint.get(day_key)
+        name = shown.get(day_key) or (
+            spelled[day_key[0]],
+            found.dimension if found is not None else day_key[1],
+            day_key[2],
+        )
         for kind, detail in _check_day(
-            billed_by_day.get(day_key, []), endpoint.get(day_key), unresolved_by_day[day_key]
+            billed_by_day.get(day_key, []), found, unresolved_by_day[day_key]
         ):
-            result.differences.append(Difference(kind, *day_key, detail, day=True))
+            result.differences.append(Difference(kind, *name, detail, day=True))
     return result
 
 

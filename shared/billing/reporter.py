@@ -51,6 +51,7 @@ from shared.billing.events import (
     MAX_BATCH,
     EventOutcome,
     EventStatus,
+    endpoint_key,
 )
 from shared.billing.ledger import CarryIndex, Ledger, LedgerEntry, LedgerState, Settlement
 from shared.billing.tokens import TokenProvider, token_provider_for
@@ -406,7 +407,7 @@ class Reporter:
                 known_billed,
                 before[entry.resource_id],
                 after[entry.resource_id],
-                totals.get((entry.resource_id, entry.dimension, day)),
+                totals.get(endpoint_key((entry.resource_id, entry.dimension, day))),
             )
             if verdict is Verdict.ACCEPTED:
                 settlements.append(

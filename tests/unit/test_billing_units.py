@@ -13,6 +13,7 @@ import pytest
 
 from devstack.host import _HostOptions, strip_line_comments
 from ops.reconcile import parse_hour
+from shared.billing.commerce import match_results
 from shared.billing.daily_sums import DailyRow, DayTotal, Verdict, day_totals, decide
 from shared.billing.events import EventOutcome, EventStatus, UsageEvent
 from shared.billing.ledger import LedgerEntry, LedgerState, event_row_key, ledger_partition
@@ -269,3 +270,26 @@ def test_lookahead_yields_in_order_with_a_bounded_number_submitted(ahead: int) -
             assert len(lookahead.submitted) == min(len(seen) + ahead, len(keys))
     assert seen == [(key, key.upper()) for key in keys]
     assert sorted(started) == keys
+
+
+def test_answers_match_events_without_case_then_by_position() -> None:
+    """An answer element belongs to the event its echo names, resource and dimension
+    compared without case; an event no echo names takes the element at its own position
+    only when the answer has one element per event and that element names no other event."""
+    a, b, c = (UsageEvent(r, "p", "d", 1.0, HOUR) for r in ("res-a", "res-b", "res-c"))
+
+    def echo(resource: str | None, when: str = "2026-11-20T09:00:00.0000000Z") -> dict:
+        return {"resourceId": resource, "dimension": "D", "effectiveStartTime": when}
+
+    # Reordered echoes in another case: by key, not by position.
+    answer = [echo("RES-C"), echo("Res-A"), echo("res-B")]
+    assert match_results([a, b, c], answer) == {0: answer[1], 1: answer[2], 2: answer[0]}
+    # An echo that names nothing of the request: its position, when counts agree ...
+    answer = [echo("RES-A"), echo(None), echo("res-c")]
+    assert match_results([a, b, c], answer) == {0: answer[0], 1: answer[1], 2: answer[2]}
+    # ... but never an element that names another event, and never with counts that differ.
+    answer = [echo("res-a"), echo("res-a"), echo("res-c")]
+    assert match_results([a, b, c], answer) == {0: answer[0], 2: answer[2]}
+    assert match_results([a, b, c], [echo("res-a"), echo("zzz")]) == {0: echo("res-a")}
+    answer = [echo("res-b"), echo("zzz"), echo("res-c")]
+    assert match_results([a, b, c], answer) == {1: answer[0], 2: answer[2]}
