@@ -36,8 +36,8 @@ Routes (all need ``api-version=2018-08-31``, else ``400 BadArgument``, and
 Test-only inspection, which production code never reaches (it holds no emulator object):
 :meth:`CommerceEmulator.accepted_events` lists every accepted event (as ``acceptedMessage``
 spells it), :meth:`CommerceEmulator.set_processed` makes processing disagree with what was
-accepted (``Mismatch`` / ``Rejected``), and ``processing_delay`` keeps young days
-``Submitted``.
+accepted (``Mismatch`` / ``Rejected``), :meth:`CommerceEmulator.add_raw_row` adds a row as
+something else wrote it, and ``processing_delay`` keeps young days ``Submitted``.
 
 Per-event rules, in this order: an object with exactly one of ``resourceId`` /
 ``resourceUri`` and string ``dimension`` / ``planId`` (``BadArgument``); a finite number
@@ -340,6 +340,7 @@ class CommerceEmulator:
         # Submissions that were not accepted but that ``count_submissions`` counts in their
         # day's row: duplicates and expired sends, when they arrived.
         self._submissions: list[_Submission] = []
+        self._raw_rows: list[Json] = []  # add_raw_row(): rows as something else wrote them
         self._queued: list[_QueuedFault] = []
         self._plan: _FaultPlan | None = None
         self._calls: Counter[str] = Counter()
@@ -459,6 +460,12 @@ class CommerceEmulator:
                 raise KeyError(f"nothing accepted for {key}")
             self._processed[key] = quantity
 
+    def add_raw_row(self, row: Json) -> None:
+        """Test-only: GET usageEvents also answers ``row`` as it is, whatever the days
+        asked (a row this client may not be able to parse, about another resource)."""
+        with self._state_lock:
+            self._raw_rows.append(dict(row))
+
     def reset(self) -> None:
         """Forget accepted events, faults and counters (the clock and sets stay)."""
         with self._state_lock:
@@ -466,6 +473,7 @@ class CommerceEmulator:
             self._accepted_at.clear()
             self._processed.clear()
             self._submissions.clear()
+            self._raw_rows.clear()
             self._save_state()
         with self._fault_lock:
             self._queued.clear()
@@ -836,7 +844,8 @@ class CommerceEmulator:
             if name in query:
                 wanted = query[name][0]
                 rows = [row for row in rows if row[field_name] == wanted]
-        return rows
+        with self._state_lock:
+            return rows + [dict(row) for row in self._raw_rows]
 
     def _daily_page(self, query: dict[str, list[str]]) -> _Reply:
         """The rows as the docs show them (one array), or with ``page_size`` one page of

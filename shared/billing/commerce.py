@@ -23,10 +23,15 @@ effect"):
   and the total seconds; a wait that would cross the time cap is not started.
 - **Errors** (shared.core.errors): budget exhausted -> :class:`CommerceUnavailableError` (a
   ``TransientError``; it carries the outcomes already settled so they can be recorded);
-  ``400``/other ``4xx`` on the whole request -> ``FinalRejectionError``; ``401``/``403``
-  -> one fresh token and one more try, then ``NotAllowedError``. Messages name the route,
-  the attempts and the last failure, never the token (it is also scrubbed from any text we
-  did not write, e.g. a peer's error body).
+  ``400`` on a POST -> ``FinalRejectionError``: the OpenAPI file answers a whole batch
+  ``400`` for "missing or invalid data provided or expired", which one event of 25 is
+  enough for, so the caller splits the batch to find it (``Reporter``); ``401``/``403`` ->
+  one fresh token and one more try, then ``NotAllowedError``. Any other ``4xx`` (``404``
+  from a mistyped ``COMMERCE_BASE_URL``, ``405``, ``413``, a ``400`` on the read) says
+  nothing about the events: a configuration or transport fault, retried like a ``5xx``
+  and then surfaced as ``CommerceUnavailableError`` naming it, never a refusal of the
+  events. Messages name the route, the attempts and the last failure, never the token (it
+  is also scrubbed from any text we did not write, e.g. a peer's error body).
 - ``sleep`` (and ``monotonic``) are parameters so tests replace waiting by a recorder.
 
 One pooled ``requests.Session`` per client, which several threads may post through at once
@@ -44,17 +49,18 @@ import logging
 import math
 import random as random_module
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from shared.billing.daily_sums import DailyRow
+from shared.billing.daily_sums import DailyRead, read_rows
 from shared.billing.events import (
     MAX_BATCH,
     QUANTITY_REL_TOLERANCE,
@@ -76,6 +82,8 @@ from shared.core.retry import RetryPolicy, retry_after_seconds
 logger = logging.getLogger(__name__)
 
 API_VERSION = "2018-08-31"
+# Pages of GET usageEvents one read follows at most (a link that never ends is a fault).
+MAX_DAILY_PAGES = 1000
 # One POST or GET: up to 6 attempts in 2 minutes, backing off from 0.5 s to 30 s.
 COMMERCE_POLICY = RetryPolicy(
     max_total_seconds=120.0, backoff_base_seconds=0.5, backoff_cap_seconds=30.0
@@ -159,8 +167,9 @@ class CommerceClient:
         Per-event ``Error`` statuses are re-posted (only those events) within the same
         budget. Raises ``ValueError`` for an empty, oversized or key-colliding batch,
         ``CommerceUnavailableError`` (TransientError) when the budget runs out,
-        ``FinalRejectionError`` when the whole request is refused, ``NotAllowedError`` when
-        a fresh token is refused too.
+        ``FinalRejectionError`` when the whole batch is refused (``400``: one of its events
+        may be invalid; the others are not refused by it), ``NotAllowedError`` when a fresh
+        token is refused too.
         """
         if not 1 <= len(events) <= MAX_BATCH:
             raise ValueError(f"a batch holds 1 to {MAX_BATCH} events, not {len(events)}")
@@ -199,41 +208,83 @@ class CommerceClient:
             pending = still_failing
         return [settled[i] for i in range(len(events))]
 
-    def daily_usage(self, first_day: datetime, last_day: datetime) -> list[DailyRow]:
+    def daily_usage(
+        self,
+        first_day: datetime,
+        last_day: datetime,
+        *,
+        needed: Collection[tuple[str, str]] | None = None,
+    ) -> DailyRead:
         """What the endpoint accepted on UTC days ``first_day``..``last_day`` (GET usageEvents).
 
-        The documented daily rows (``shared.billing.daily_sums``), parsed; nothing per hour
-        or per event exists to read. Whether ``usageEndDate`` includes its own day is not
-        documented, so the request runs a day further and rows outside the days asked are
-        dropped here. An answer that is not a list of documented rows counts as a failed
-        attempt (retried, then ``CommerceUnavailableError``).
+        The documented daily rows (``shared.billing.daily_sums``); nothing per hour or per
+        event exists to read. ``needed``: the (resource, dimension) pairs the caller decides
+        (None: all): other rows are skipped unparsed, and a needed row that cannot be
+        parsed is named in the answer (``DailyRead.unreadable``) rather than failing the
+        read. Whether ``usageEndDate`` includes its own day is not documented, so the
+        request runs a day further and rows outside the days asked are dropped. Whether the
+        rows page is not documented either: an answer ``{"value": [...], "nextLink": ...}``
+        is followed link by link (each page its own budget), on this client's own scheme,
+        host and port only (the bearer token goes nowhere else). An answer that is neither
+        a list nor such a page counts as a failed attempt (retried, then
+        ``CommerceUnavailableError``), as does a link elsewhere or a loop.
         """
         first, last = floor_day(first_day), floor_day(last_day)
         params = {
             "usageStartDate": first.strftime("%Y-%m-%d"),
             "usageEndDate": (last + DAY).strftime("%Y-%m-%d"),
         }
+        raw_rows: list[object] = []
+        link: str | None = None
+        followed: set[str] = set()
+        while True:
+            rows, link = self._daily_page(params, link)
+            raw_rows += rows
+            if link is None:
+                return read_rows(raw_rows, first, last, needed)
+            if link in followed or len(followed) >= MAX_DAILY_PAGES:
+                raise CommerceUnavailableError(
+                    f"commerce GET /api/usageEvents: nextLink loops or exceeds "
+                    f"{MAX_DAILY_PAGES} pages",
+                    retry_after_seconds=self._retry.backoff_cap_seconds,
+                )
+            followed.add(link)
+
+    def _daily_page(
+        self, params: Mapping[str, str], link: str | None
+    ) -> tuple[list[object], str | None]:
+        """One page of GET usageEvents (the first, or ``link``): its rows and next link."""
         budget = _Budget(started=self._retry.monotonic())
+        if link is not None and not self._same_origin(link):
+            raise CommerceUnavailableError(
+                "commerce GET /api/usageEvents: nextLink leads to another host; not followed",
+                retry_after_seconds=self._retry.backoff_cap_seconds,
+            )
         while True:
             response = self._request(
-                budget, "GET", "/api/usageEvents", params=params, correlation_id=str(uuid.uuid4())
+                budget,
+                "GET",
+                "/api/usageEvents",
+                params=params if link is None else None,
+                url=link,
+                correlation_id=str(uuid.uuid4()),
             )
             try:
                 payload = response.json()
             except ValueError:
                 payload = None
+            if isinstance(payload, list):
+                return payload, None
             if isinstance(payload, dict) and isinstance(payload.get("value"), list):
-                payload = payload["value"]
-            if isinstance(payload, list) and all(isinstance(row, dict) for row in payload):
-                try:
-                    rows = [DailyRow.from_wire(row) for row in payload]
-                except ValueError as error:
-                    budget.last_failure = f"unreadable usageEvents row: {error}"
-                else:
-                    return [row for row in rows if first <= row.day <= last]
-            else:
-                budget.last_failure = "unreadable 200 usageEvents answer"
+                following = payload.get("nextLink")
+                if following is None or isinstance(following, str):
+                    return payload["value"], following or None
+            budget.last_failure = "unreadable 200 usageEvents answer"
             self._pause(budget, None, ())
+
+    def _same_origin(self, link: str) -> bool:
+        ours, theirs = urlsplit(self._base_url), urlsplit(link)
+        return (ours.scheme, ours.netloc.lower()) == (theirs.scheme, theirs.netloc.lower())
 
     # -- the retry loop --------------------------------------------------------------------
 
@@ -246,10 +297,22 @@ class CommerceClient:
         correlation_id: str,
         json_body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
+        url: str | None = None,
         settled: Callable[[], Sequence[EventOutcome]] | None = None,
     ) -> requests.Response:
-        """One successful (2xx) answer, after as many retries as the budget allows."""
+        """One successful (2xx) answer, after as many retries as the budget allows.
+
+        ``url``: an absolute link the endpoint gave (a next page) instead of ``path``; it
+        keeps its own arguments, ``api-version`` added only if it has none.
+        """
         route = f"{method} {path}"
+        if url is None:
+            target = f"{self._base_url}{path}"
+            arguments: dict[str, str] = {"api-version": API_VERSION, **(params or {})}
+        else:
+            target = url
+            has_version = "api-version" in parse_qs(urlsplit(url).query)
+            arguments = {} if has_version else {"api-version": API_VERSION}
         budget.route = route
         while True:
             remaining = self._retry.max_total_seconds - (self._retry.monotonic() - budget.started)
@@ -266,8 +329,8 @@ class CommerceClient:
             try:
                 response = self._session.request(
                     method,
-                    f"{self._base_url}{path}",
-                    params={"api-version": API_VERSION, **(params or {})},
+                    target,
+                    params=arguments,
                     json=json_body,
                     headers=headers,
                     timeout=(self._connect_timeout, min(self._read_timeout, remaining)),
@@ -299,7 +362,7 @@ class CommerceClient:
                     budget.last_failure = "HTTP 429 (throttled)"
                 elif status >= 500:
                     budget.last_failure = f"HTTP {status}"
-                else:
+                elif status == 400 and method == "POST":
                     code, text = _error_of(response)
                     raise FinalRejectionError(
                         _redact(
@@ -308,6 +371,13 @@ class CommerceClient:
                         ),
                         code=code or f"HTTP{status}",
                         target="commerce",
+                    )
+                else:
+                    code, text = _error_of(response)
+                    budget.last_failure = _redact(
+                        f"HTTP {status} {code or ''}: {text[:120]} (not an answer about the "
+                        "events: check COMMERCE_BASE_URL and the network path)",
+                        token,
                     )
             self._pause(budget, retry_after, settled() if settled else ())
 

@@ -45,7 +45,7 @@ from enum import StrEnum
 from itertools import combinations
 from typing import Any, TypeVar
 
-from shared.billing.events import QUANTITY_REL_TOLERANCE, endpoint_key
+from shared.billing.events import QUANTITY_REL_TOLERANCE, endpoint_key, endpoint_pair
 from shared.core.hours import floor_day
 
 K = TypeVar("K", bound=Hashable)
@@ -121,6 +121,81 @@ class DailyRow:
     def key(self) -> DayKey:
         """(resource, dimension, day) as the endpoint compares it (``endpoint_key``)."""
         return endpoint_key((self.resource_id, self.dimension, self.day))
+
+
+# A row whose resource or dimension cannot be read may be about any (resource, dimension).
+ANY_PAIR = ("*", "*")
+
+
+@dataclass(frozen=True)
+class DailyRead:
+    """The rows of one GET usageEvents read (every page), as far as the caller needs them.
+
+    ``rows``: the rows of the days asked that the caller needs, parsed. ``unreadable``: what
+    was wrong with each row the caller may need but that could not be parsed, by the
+    (resource, dimension) it is about as the endpoint compares it (:data:`ANY_PAIR` when
+    even that cannot be read); those pairs cannot be told from this read.
+    """
+
+    rows: list[DailyRow]
+    unreadable: dict[tuple[str, str], str]
+
+    def blind_to(self, resource_id: str, dimension: str) -> str | None:
+        """Why this read cannot tell this pair's day (None: it can)."""
+        pair = endpoint_pair(resource_id, dimension)
+        return self.unreadable.get(pair) or self.unreadable.get(ANY_PAIR)
+
+
+def read_rows(
+    raw_rows: Iterable[object],
+    first_day: datetime,
+    last_day: datetime,
+    needed: Collection[tuple[str, str]] | None = None,
+) -> DailyRead:
+    """The rows of days ``first_day``..``last_day`` that matter, parsed leniently.
+
+    ``needed``: the (resource, dimension) pairs the caller decides, compared as the
+    endpoint compares them (None: every row matters, as for reconciliation). A row of
+    another pair is skipped unparsed, so a row this client cannot read never stands in the
+    way of a decision about another resource; a row that matters but cannot be parsed is
+    named in ``DailyRead.unreadable``, never guessed at.
+    """
+    wanted = None if needed is None else {endpoint_pair(r, d) for r, d in needed}
+    rows: list[DailyRow] = []
+    unreadable: dict[tuple[str, str], str] = {}
+    for raw in raw_rows:
+        resource = raw.get("usageResourceId") if isinstance(raw, dict) else None
+        dimension = raw.get("dimension") if isinstance(raw, dict) else None
+        if isinstance(resource, str) and isinstance(dimension, str):
+            pair = endpoint_pair(resource, dimension)
+        else:
+            pair = ANY_PAIR
+        if wanted is not None and pair != ANY_PAIR and pair not in wanted:
+            continue
+        day = _day_of_row(raw)
+        if day is not None and not first_day <= day <= last_day:
+            continue  # another day (the read asks one more day than needed)
+        try:
+            if not isinstance(raw, dict):
+                raise ValueError("a row is not a JSON object")
+            row = DailyRow.from_wire(raw)
+        except ValueError as error:
+            unreadable.setdefault(pair, f"unreadable usageEvents row: {error}")
+            continue
+        if first_day <= row.day <= last_day:
+            rows.append(row)
+    return DailyRead(rows, unreadable)
+
+
+def _day_of_row(raw: object) -> datetime | None:
+    """The UTC day a raw row is about, when its ``usageDate`` can be read."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        moment = datetime.fromisoformat(str(raw["usageDate"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return None
+    return floor_day(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
 
 
 def _number(raw: Mapping[str, Any], name: str) -> float:

@@ -66,7 +66,12 @@ def endpoint_key(key: tuple[str, str, datetime]) -> tuple[str, str, datetime]:
     (spec/commerce-api.md, "What the docs do not promise"): answers and daily rows are
     matched to our events through this key, never as sent."""
     resource, dimension, moment = key
-    return (resource.casefold(), dimension.casefold(), moment)
+    return (*endpoint_pair(resource, dimension), moment)
+
+
+def endpoint_pair(resource_id: str, dimension: str) -> tuple[str, str]:
+    """(resource, dimension) as the endpoint compares them (``endpoint_key``)."""
+    return (resource_id.casefold(), dimension.casefold())
 
 
 @dataclass(frozen=True)

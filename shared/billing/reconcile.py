@@ -26,7 +26,9 @@ equal the day's ``submittedCount`` and ``submittedQuantity``, and the day must b
 as submitted. Otherwise: ``missing-at-endpoint``, ``unexpected-at-endpoint`` (the endpoint
 holds events of a day the ledger billed nothing on), ``endpoint-differs`` (counts or sums),
 ``endpoint-processing`` (``Submitted``: not processed yet), ``endpoint-mismatch``
-(processed differs from submitted), ``endpoint-rejected``. A day holding ``unresolved``
+(processed differs from submitted), ``endpoint-rejected``, ``endpoint-unreadable`` (a row
+this client cannot parse: named, never guessed at; ``*`` when even its resource cannot be
+read). A day holding ``unresolved``
 events is not compared by count and sum: they are named one by one, and the day cannot be
 told more exactly than they can.
 """
@@ -120,7 +122,8 @@ def reconcile(
 
     owed, _ = range_charges(account, first_hour, last_hour, meters, progress=storage_progress)
     first_day, last_day = floor_day(first_hour), floor_day(last_hour)
-    endpoint = day_totals(client.daily_usage(first_day, last_day))
+    read = client.daily_usage(first_day, last_day)
+    endpoint = day_totals(read.rows)
     # The endpoint's rows are matched to our resources without case (``endpoint_key``); a
     # resource only the endpoint names is read (and shown) as its rows spell it.
     ours = {key[0] for key in owed} | set(CarryIndex(account).resources())
@@ -163,6 +166,18 @@ def reconcile(
     days = sorted(set(billed_by_day) | set(endpoint))
     result.days = len(days)
     result.billed = math.fsum(total.submitted for total in endpoint.values())
+    for (resource, dimension), why in sorted(read.unreadable.items()):
+        result.differences.append(
+            Difference(
+                "endpoint-unreadable",
+                spelled.get(resource, resource),
+                dimension,
+                first_day,
+                f"{why}: the days {first_day:%Y-%m-%d}..{last_day:%Y-%m-%d} of this pair "
+                "cannot be compared",
+                day=True,
+            )
+        )
     for day_key in days:
         found = endpoint.get(day_key)
         name = shown.get(day_key) or (

@@ -23,11 +23,13 @@ For the item's reported hour and billing resources (``shared.billing.work_items`
    carry markers), unlist them from the carry index once no marker is left.
 
 Errors (shared.core.errors): a transient failure (endpoint budget spent, storage faults,
-events left pending) RAISES, after recording what did settle, so the Functions host
+events left pending, an endpoint answering a 4xx that is not about the events, such as a
+404 from a mistyped base URL) RAISES, after recording what did settle, so the Functions host
 redelivers the message and poisons it after ``maxDequeueCount``; a whole-batch refusal
-(``FinalRejectionError``) is recorded as ``rejected`` for those events and the rest of the
-item goes on; ``NotAllowedError`` (the endpoint refuses a fresh token) raises too:
-credentials are fixed by an operator, who then re-enqueues the poison messages.
+(``FinalRejectionError``, a 400: one invalid event refuses all of them) is posted again in
+halves, down to single events, and only an event refused alone is recorded ``rejected``;
+``NotAllowedError`` (the endpoint refuses a fresh token) raises too: credentials are fixed
+by an operator, who then re-enqueues the poison messages.
 
 ``after_post`` is a test seam called between a POST's answer and its ledger write: raising
 there is a process killed at the worst moment.
@@ -104,6 +106,7 @@ class ReportResult:
     calls: int = 0
     states: Counter[str] = field(default_factory=Counter)
     carried_in: int = 0
+    split: int = 0  # batches the endpoint refused whole (400), posted again in halves
 
     def summary_line(self) -> str:
         states = ", ".join(f"{count} {state}" for state, count in sorted(self.states.items()))
@@ -322,14 +325,26 @@ class Reporter:
             self._decide(batch, settled, decided, result)
             raise
         except FinalRejectionError as error:
-            log.error("commerce refused a whole batch of %d events: %s", len(batch), error)
-            decided.extend(
+            if len(batch) > 1:
+                # One invalid event is enough for the endpoint to refuse all of them: post
+                # the halves, and so on down to single events, so only it is refused.
+                log.warning(
+                    "commerce refused a whole batch of %d events (%s); posting it in halves",
+                    len(batch),
+                    error,
+                )
+                result.split += 1
+                half = (len(batch) + 1) // 2
+                return self._post(batch[:half], decided, result) + self._post(
+                    batch[half:], decided, result
+                )
+            log.error("commerce refused event %s: %s", batch[0].key, error)
+            decided.append(
                 Settlement(
-                    entry,
+                    batch[0],
                     LedgerState.REJECTED,
                     {"Reason": error.code, "Message": error.message[:1000]},
                 )
-                for entry in batch
             )
             return []
         if self.after_post is not None:
@@ -397,18 +412,25 @@ class Reporter:
             return ledgers[resource_id].entries(day, day + DAY - HOUR)
 
         before = dict(zip(resources, self.pool.map(day_entries, resources), strict=True))
-        totals = day_totals(self.client.daily_usage(day, day))
+        read = self.client.daily_usage(
+            day, day, needed={(entry.resource_id, entry.dimension) for entry, _ in undecided}
+        )
+        totals = day_totals(read.rows)
         after = dict(zip(resources, self.pool.map(day_entries, resources), strict=True))
         settlements: list[Settlement] = []
         waiting = 0
         for entry, known_billed in undecided:
-            verdict, why = day_verdict(
-                entry,
-                known_billed,
-                before[entry.resource_id],
-                after[entry.resource_id],
-                totals.get(endpoint_key((entry.resource_id, entry.dimension, day))),
-            )
+            blind = read.blind_to(entry.resource_id, entry.dimension)
+            if blind is not None:
+                verdict, why = Verdict.UNKNOWN, blind
+            else:
+                verdict, why = day_verdict(
+                    entry,
+                    known_billed,
+                    before[entry.resource_id],
+                    after[entry.resource_id],
+                    totals.get(endpoint_key((entry.resource_id, entry.dimension, day))),
+                )
             if verdict is Verdict.ACCEPTED:
                 settlements.append(
                     Settlement(

@@ -124,18 +124,21 @@ def test_final_rejections_are_recorded_and_do_not_block_the_batch(make_settings)
     assert set(accepted) == {(default, WINDOWS, T0)}
 
 
-def test_whole_batch_refusal_is_recorded_as_rejected_and_returns(make_settings) -> None:
-    """A 400 for the whole request is final: its events are rejected with the code, no raise."""
+def test_whole_batch_refusals_split_the_batch_down_to_single_events(make_settings) -> None:
+    """A 400 for the whole request refuses one invalid event or all of them: the batch is
+    posted again in halves, and only an event refused alone is rejected (with the code);
+    nothing raises, and a replay posts nothing."""
     settings, account, source, mapping = prepared(make_settings, [T0])
     collect(settings, source, [T0])
     clock = SettableClock(T0 + 2 * HOUR)
     with CommerceEmulator(clock=clock) as emulator, fast_client(emulator) as client:
-        emulator.fail_next(Fault.BAD_REQUEST)
+        # 3 events refused, then halves of 2 and 1, then the 2 singly: 5 refusals in all.
+        emulator.fail_next(Fault.BAD_REQUEST, times=5)
         (body,) = drain(settings)
         result = report_message(body, settings, clock=clock, client=client)
-        assert result.states == {"rejected": 3}
+        assert (result.states, result.split, result.calls) == ({"rejected": 3}, 2, 5)
         report_message(body, settings, clock=clock, client=client)  # replay: nothing posted
-        assert emulator.calls == {"batchUsageEvent": 1}
+        assert emulator.calls == {"batchUsageEvent": 5}
     ledger = ledger_entries(account, set(mapping.values()), T0, T0)
     assert {entry.reason for entry in ledger.values()} == {"BadArgument"}
 

@@ -26,6 +26,7 @@ from shared.billing.ledger import LedgerState
 from shared.billing.reconcile import reconcile
 from shared.billing.reporter import report_message
 from shared.core.config import Settings
+from shared.core.errors import TransientError
 from shared.storage.account import StorageAccount
 from shared.storage.subscriptions import SubscriptionStore
 from tests.integration.test_report_ledger import BASE, WINDOWS, two_tenant_source
@@ -121,3 +122,96 @@ def test_ids_echoed_in_another_case_still_match_answers_and_daily_rows(make_sett
     }
     assert len(accepted) == 6
     assert reconciled.ok, [d.line() for d in reconciled.differences]
+
+
+# --- 4. a whole-batch 400 for one invalid event; a 404 from a mistyped endpoint --------------
+
+
+def test_one_invalid_event_in_a_batch_refused_whole_is_the_only_one_refused(
+    make_settings,
+) -> None:
+    """The endpoint refuses the whole batch (400) because one event's dimension is not in
+    the plan: the batch is split until that event is alone, and only it is rejected; the
+    other two are billed, and reconciliation names the rejected one alone."""
+    settings, account, source = prepared(make_settings, [T0])
+    clock = SettableClock(T0 + HOUR + MINUTES_10)
+    with (
+        CommerceEmulator(clock=clock, refuse_whole_batch=True, invalid_dimensions=[BASE]) as (
+            emulator
+        ),
+        fast_client(emulator) as client,
+    ):
+        collect(settings, source, [T0])
+        (body,) = drain(settings)
+        result = report_message(body, settings, clock=clock, client=client)
+        reconciled = reconcile(account, client, T0, T0)
+        accepted = accepted_by_key(emulator)
+    assert result.states == {"accepted": 2, "rejected": 1}
+    assert result.split >= 1
+    assert set(accepted) == {(RESOURCE_A, WINDOWS, T0), (RESOURCE_B, WINDOWS, T0)}
+    rejected = ledger_entries(account, {RESOURCE_A}, T0, T0)[(RESOURCE_A, BASE, T0)]
+    assert (rejected.state, rejected.reason) == (LedgerState.REJECTED, "BadArgument")
+    assert "InvalidDimension" in (rejected.message or "")
+    assert [(d.kind, d.resource_id, d.dimension) for d in reconciled.differences] == [
+        ("rejected", RESOURCE_A, BASE)
+    ]
+
+
+def test_a_404_from_a_mistyped_endpoint_refuses_nothing_and_is_surfaced(make_settings) -> None:
+    """A base URL with a wrong path answers 404: not the endpoint's verdict on the events.
+    The delivery fails (retried, then surfaced by the host) and the events stay pending;
+    once the URL is right, the redelivery bills them."""
+    settings, account, source = prepared(make_settings, [T0])
+    clock = SettableClock(T0 + HOUR + MINUTES_10)
+    with CommerceEmulator(clock=clock) as emulator:
+        collect(settings, source, [T0])
+        (body,) = drain(settings)
+        mistyped = fast_client(emulator, max_attempts=3, base_url=emulator.base_url + "/meter")
+        with mistyped, pytest.raises(TransientError, match="HTTP 404"):
+            report_message(body, settings, clock=clock, client=mistyped)
+        pending = ledger_entries(account, {RESOURCE_A, RESOURCE_B}, T0, T0)
+        assert {entry.state for entry in pending.values()} == {LedgerState.PENDING}
+        with fast_client(emulator) as client:
+            result = report_message(body, settings, clock=clock, client=client)
+    assert result.states == {"accepted": 3}
+
+
+# --- 6. daily reads: rows of other resources, pages -------------------------------------------
+
+
+def test_a_day_read_in_pages_with_an_unreadable_row_of_another_resource_still_decides(
+    make_settings,
+) -> None:
+    """The lost answer's day comes back one row a page, linked by nextLink, with a row of
+    another resource this client cannot parse: every page is read, the unreadable row is
+    not needed and is skipped, and the three events are proved accepted (not carried
+    forward, which would bill them twice)."""
+    settings, account, source = prepared(make_settings, [T0])
+    clock = SettableClock(T0 + HOUR + MINUTES_10)
+    with (
+        CommerceEmulator(clock=clock, page_size=1) as emulator,
+        fast_client(emulator, max_attempts=3) as client,
+    ):
+        emulator.add_raw_row(
+            {
+                "usageDate": "2026-11-20T00:00:00Z",
+                "usageResourceId": "someone-elses-resource",
+                "dimension": "d",
+                "submittedQuantity": None,
+                "reconStatus": "Accepted",
+            }
+        )
+        collect(settings, source, [T0])
+        (lost,) = drain(settings)
+        with pytest.raises(Killed):
+            report_message(lost, settings, clock=clock, client=client, after_post=kill)
+        clock.set(T0 + 30 * HOUR)
+        result = report_message(lost, settings, clock=clock, client=client)
+        reconciled = reconcile(account, client, T0, T0)
+        reads = emulator.calls["usageEvents"]
+    assert result.states == {"duplicate-confirmed": 3}
+    assert reads == 4 + 4  # 3 rows and the raw one, a page each: the decision, then reconcile
+    # Reconciliation needs every row: it names the one it cannot read, and nothing else.
+    assert [(d.kind, d.resource_id) for d in reconciled.differences] == [
+        ("endpoint-unreadable", "someone-elses-resource")
+    ]

@@ -14,7 +14,14 @@ import pytest
 from devstack.host import _HostOptions, strip_line_comments
 from ops.reconcile import parse_hour
 from shared.billing.commerce import match_results
-from shared.billing.daily_sums import DailyRow, DayTotal, Verdict, day_totals, decide
+from shared.billing.daily_sums import (
+    DailyRow,
+    DayTotal,
+    Verdict,
+    day_totals,
+    decide,
+    read_rows,
+)
 from shared.billing.events import EventOutcome, EventStatus, UsageEvent
 from shared.billing.ledger import LedgerEntry, LedgerState, event_row_key, ledger_partition
 from shared.billing.reporter import COMMERCE_CONNECTIONS, Lookahead, can_send, settlement_for
@@ -293,3 +300,32 @@ def test_answers_match_events_without_case_then_by_position() -> None:
     assert match_results([a, b, c], [echo("res-a"), echo("zzz")]) == {0: echo("res-a")}
     answer = [echo("res-b"), echo("zzz"), echo("res-c")]
     assert match_results([a, b, c], answer) == {1: answer[0], 2: answer[2]}
+
+
+def test_a_daily_read_skips_rows_it_does_not_need_and_names_those_it_cannot_read() -> None:
+    """Rows of pairs not needed are skipped unparsed; a needed row that cannot be parsed, or
+    one whose pair cannot be read, makes its pair (or every pair) undecidable by that read;
+    rows of other days are dropped; pairs compare without case."""
+    day = HOUR.replace(hour=0)
+    good = {
+        "usageDate": "2026-11-20T00:00:00Z",
+        "usageResourceId": "RES-A",
+        "dimension": "d",
+        "submittedQuantity": 2.0,
+        "processedQuantity": 2.0,
+        "submittedCount": 1,
+        "reconStatus": "Accepted",
+    }
+    broken_b = {**good, "usageResourceId": "res-b", "submittedCount": "two"}
+    next_day = {**good, "usageDate": "2026-11-21T00:00:00Z", "submittedCount": None}
+    read = read_rows([good, broken_b, next_day], day, day, needed=[("res-a", "D")])
+    assert [(row.resource_id, row.count) for row in read.rows] == [("RES-A", 1)]
+    assert read.unreadable == {}
+    assert read.blind_to("res-a", "d") is None
+    read = read_rows([good, broken_b], day, day, needed=[("res-a", "d"), ("Res-B", "d")])
+    assert read.blind_to("res-b", "D") is not None
+    assert read.blind_to("res-a", "d") is None
+    anonymous = {**good, "usageResourceId": None}
+    read = read_rows([good, anonymous], day, day, needed=[("res-a", "d")])
+    assert read.blind_to("res-a", "d") is not None  # the unreadable row may be res-a's
+    assert set(read_rows([good, broken_b], day, day).unreadable) == {("res-b", "d")}
