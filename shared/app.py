@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 
 from shared.billing.commerce import CommerceClient
@@ -31,7 +31,7 @@ from shared.billing.reporter import (
     report_message,
 )
 from shared.billing.tokens import TokenProvider, token_provider_for
-from shared.billing.work_items import work_item_enqueuer
+from shared.billing.work_items import WorkItem, work_item_deferrer, work_item_enqueuer
 from shared.collection.collector import CollectionRun, Collector, HourResult
 from shared.collection.planner import Plan, plan_source
 from shared.collection.slices import CollectionSlice
@@ -158,7 +158,8 @@ class FunctionApp:
         return collector.collect_slice(work)
 
     def report_message(self, body: bytes | str) -> ReportResult:
-        """One queue message: its billing work item reported to the commerce endpoint."""
+        """One queue message: its billing work item reported to the commerce endpoint (an
+        item whose events wait for their day's rows comes back on the queue later)."""
         return report_message(
             body,
             self.settings,
@@ -166,7 +167,12 @@ class FunctionApp:
             client=self._commerce,
             account=self.account,
             pool=self._pool,
+            defer=self._defer_report,
         )
+
+    @cached_property
+    def _defer_report(self) -> Callable[[WorkItem, timedelta], None]:
+        return work_item_deferrer(self.settings)
 
     @cached_property
     def blobs(self) -> BlobStore:

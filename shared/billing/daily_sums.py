@@ -255,21 +255,69 @@ class Verdict(StrEnum):
     UNKNOWN = "unknown"
 
 
+class CountingReading(StrEnum):
+    """What a day's ``submittedCount`` / ``submittedQuantity`` count: not documented."""
+
+    ACCEPTED_ONLY = "accepted events only"
+    EVERY_SUBMISSION = "duplicates too"
+
+
+@dataclass(frozen=True)
+class Known:
+    """An event of the day the ledger knows the endpoint holds.
+
+    ``held``: the quantity the endpoint accepted for it; ``sent``: the quantity we sent (a
+    duplicate of it counts that much where duplicates are counted); ``duplicated``: a
+    ``Duplicate`` answer proved that a second send of it reached the endpoint; ``once``: it
+    is known to have reached the endpoint exactly once (settled by the ``Accepted`` answer
+    to the accepted send), so no duplicate of it can be counted.
+    """
+
+    held: float
+    sent: float
+    duplicated: bool = False
+    once: bool = False
+
+
+class _TooManyWaysError(Exception):
+    """The search for explanations of a day ran past its budget."""
+
+
+@dataclass
+class _Budget:
+    left: int
+
+    def spend(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise _TooManyWaysError
+
+
 def decide(
     total: DayTotal | None,
-    accepted: Sequence[float],
+    shown: Sequence[Known],
     unknown: Mapping[K, float],
     *,
+    maybe_shown: Sequence[Known] = (),
     known_billed: Collection[K] = (),
 ) -> tuple[dict[K, Verdict], str]:
     """What the day's sums prove about each event of ``unknown``, and why (for the ledger).
 
-    ``total``: the endpoint's day (None: no row, nothing accepted that day). ``accepted``:
-    the quantities the endpoint holds for the events the ledger knows were accepted (read
-    before the endpoint). ``unknown``: every other event of the day that may have been
-    accepted, key -> the quantity it was sent with (read after the endpoint).
-    ``known_billed``: keys of ``unknown`` known to be held by the endpoint (a ``Duplicate``
-    without the accepted quantity); only subsets holding them fit.
+    ``total``: the endpoint's day (None: no row). ``shown``: the events the ledger knows the
+    endpoint holds and whose every send is old enough to be in the row (read before the
+    endpoint). ``maybe_shown``: events it holds that may not be in the row yet (accepted
+    within the processing horizon). ``unknown``: every other event of the day that may have
+    been accepted, key -> the quantity it was sent with (read after the endpoint).
+    ``known_billed``: keys of ``unknown`` known to be held (a ``Duplicate`` without the
+    accepted quantity); only explanations holding them fit.
+
+    An explanation is a set X of ``unknown`` (the ones accepted) that makes the row's count
+    and sum come out under one of the :class:`CountingReading`: ``shown`` + X + some of
+    ``maybe_shown``, plus, where duplicates count, at least one more send of every
+    ``duplicated`` event and any number of further sends of any held event not known to
+    have been sent ``once`` (X included). An event is accepted when every explanation holds
+    it, not accepted when none does, and cannot be told otherwise, or when nothing explains
+    the day, or past :data:`MAX_SUBSETS` steps.
     """
     everything_unknown = dict.fromkeys(unknown, Verdict.UNKNOWN)
     if total is None:
@@ -279,31 +327,32 @@ def decide(
         where = total.describe()
     if not total.settled:
         return everything_unknown, f"{where}: not settled by the endpoint yet"
-    wanted = total.count - len(accepted)
-    known = math.fsum(accepted)
     keys = sorted(unknown, key=repr)
-    if not 0 <= wanted <= len(keys):
-        return everything_unknown, (
-            f"{where}; ledger: {len(accepted)} accepted, {len(keys)} unknown: counts disagree"
-        )
-    if math.comb(len(keys), wanted) > MAX_SUBSETS:
-        return everything_unknown, (
-            f"{where}; {wanted} of {len(keys)} unknown events accepted: too many ways to tell"
-        )
+    ledger = (
+        f"ledger: {len(shown)} held ({math.fsum(k.held for k in shown)!r})"
+        + (f", {len(maybe_shown)} held but maybe not shown yet" if maybe_shown else "")
+        + f", {len(keys)} unknown"
+    )
     must = set(known_billed)
-    fitting: list[set[K]] = []
-    for chosen in combinations(keys, wanted):
-        if must <= set(chosen) and same_quantity(
-            math.fsum([known, *(unknown[key] for key in chosen)]), total.submitted
-        ):
-            fitting.append(set(chosen))
+    budget = _Budget(MAX_SUBSETS)
+    fitting: list[tuple[set[K], CountingReading]] = []
+    free = total.count - len(shown)
+    try:
+        for size in range(len(must), min(len(keys), max(free, -1)) + 1):
+            for chosen in combinations(keys, size):
+                budget.spend()
+                picked = set(chosen)
+                if must <= picked:
+                    reading = _explains(total, shown, maybe_shown, [unknown[k] for k in chosen],
+                                        budget)  # fmt: skip
+                    if reading is not None:
+                        fitting.append((picked, reading))
+    except _TooManyWaysError:
+        return everything_unknown, f"{where}; {ledger}: too many ways to explain the day"
     if not fitting:
-        return everything_unknown, (
-            f"{where}; ledger: {len(accepted)} accepted ({known!r}), {len(keys)} unknown: "
-            "no combination of the unknown events explains the day"
-        )
-    in_all = set.intersection(*fitting)
-    in_any = set.union(*fitting)
+        return everything_unknown, f"{where}; {ledger}: nothing the ledger holds explains the day"
+    in_all = set.intersection(*(picked for picked, _ in fitting))
+    in_any = set.union(*(picked for picked, _ in fitting))
     verdicts = {
         key: (
             Verdict.ACCEPTED
@@ -314,7 +363,78 @@ def decide(
         )
         for key in keys
     }
-    how = "one combination fits" if len(fitting) == 1 else f"{len(fitting)} combinations fit"
-    return verdicts, (
-        f"{where}; ledger: {len(accepted)} accepted ({known!r}), {len(keys)} unknown; {how}"
-    )
+    readings = sorted({reading.value for _, reading in fitting})
+    how = (
+        "one explanation fits" if len(fitting) == 1 else f"{len(fitting)} explanations fit"
+    ) + f" (counting {' or '.join(readings)})"
+    return verdicts, f"{where}; {ledger}; {how}"
+
+
+def explains(
+    total: DayTotal, shown: Sequence[Known], maybe_shown: Sequence[Known] = ()
+) -> CountingReading | None:
+    """The counting reading under which the events the ledger holds make the day's count
+    and sum (``decide``'s explanations with nothing unknown), or None: none does, or the
+    search ran past :data:`MAX_SUBSETS` steps."""
+    try:
+        return _explains(total, shown, maybe_shown, [], _Budget(MAX_SUBSETS))
+    except _TooManyWaysError:
+        return None
+
+
+def _explains(
+    total: DayTotal,
+    shown: Sequence[Known],
+    maybe_shown: Sequence[Known],
+    accepted: Sequence[float],
+    budget: _Budget,
+) -> CountingReading | None:
+    """The reading under which ``shown`` + ``accepted`` (+ extras) make the day's count and
+    sum, or None. Accepted events only: some of ``maybe_shown`` (each at most once) fill
+    the rest. Duplicates too: at least one more send of every duplicated ``shown`` event,
+    then any sends of any held event, ``maybe_shown`` included (held or sent quantity)."""
+    count = total.count - len(shown) - len(accepted)
+    rest = total.submitted - math.fsum([*(k.held for k in shown), *accepted])
+    tolerance = QUANTITY_REL_TOLERANCE * abs(total.submitted) + QUANTITY_ABS_TOLERANCE
+    optional = [(k.held, False) for k in maybe_shown]  # in the row, or not yet
+    if count >= 0 and _sums_to(optional, count, rest, tolerance, budget):
+        return CountingReading.ACCEPTED_ONLY
+    again = [k.sent for k in shown if k.duplicated]
+    count -= len(again)
+    rest -= math.fsum(again)
+    repeatable = {k.sent for k in [*shown, *maybe_shown] if not k.once} | set(accepted)
+    if count >= 0 and _sums_to(
+        optional + [(value, True) for value in repeatable], count, rest, tolerance, budget
+    ):
+        return CountingReading.EVERY_SUBMISSION
+    return None
+
+
+def _sums_to(
+    items: Sequence[tuple[float, bool]],
+    count: int,
+    target: float,
+    tolerance: float,
+    budget: _Budget,
+) -> bool:
+    """Whether ``count`` of ``items`` (value > 0, and whether it may be taken any number of
+    times rather than at most once) add up to ``target`` within ``tolerance``; one budget
+    step per choice tried."""
+    ordered = sorted(items)
+    largest = ordered[-1][0] if ordered else 0.0
+
+    def search(index: int, count: int, target: float) -> bool:
+        budget.spend()
+        if count == 0:
+            return abs(target) <= tolerance
+        if index == len(ordered):
+            return False
+        value, again = ordered[index]
+        if value * count > target + tolerance:
+            return False  # every item from here on is at least this large
+        if largest * count < target - tolerance:
+            return False  # even the largest items fall short
+        taken = search(index if again else index + 1, count - 1, target - value)
+        return taken or search(index + 1, count, target)
+
+    return search(0, count, target)

@@ -71,6 +71,8 @@ from shared.storage.queries import query_entities
 from shared.storage.transactions import submit_transaction
 
 ROLE = "ledger"
+# The Reason of an event settled by a Duplicate answer (the reporter writes it).
+DUPLICATE_REASON = "Duplicate"
 MARKER_PREFIX = "~carry_"
 # An hour's guard (``Ledger.open``); "~o" sorts after every event key and marker.
 GUARD_PREFIX = "~opened_"
@@ -155,10 +157,31 @@ class LedgerEntry:
     reason: str | None = None
     message: str | None = None
     etag: str | None = None
+    # When the reporter settled it, by its clock (``SettledAt``; None before it was written).
+    settled_at: datetime | None = None
+    # A Duplicate answer came for it after another delivery had settled it (``DuplicateSeen``).
+    duplicate_seen: bool = False
 
     @property
     def key(self) -> tuple[str, str, datetime]:
         return (self.resource_id, self.dimension, self.hour)
+
+    @property
+    def held(self) -> float:
+        """What the endpoint holds for a billed entry: its answer's quantity, else ours."""
+        return self.quantity if self.accepted_quantity is None else self.accepted_quantity
+
+    @property
+    def duplicated(self) -> bool:
+        """True when a ``Duplicate`` answer proved a second send of it reached the endpoint."""
+        return self.reason == DUPLICATE_REASON or self.duplicate_seen
+
+    @property
+    def sent_once(self) -> bool:
+        """True when it is known to have reached the endpoint exactly once: settled by the
+        ``Accepted`` answer to the send that was accepted (any later send of it would have
+        been answered ``Duplicate`` and marked: :meth:`Ledger.settle`)."""
+        return self.state is LedgerState.ACCEPTED and not self.duplicate_seen
 
     def event(self) -> UsageEvent:
         return UsageEvent(self.resource_id, self.plan_id, self.dimension, self.quantity, self.hour)
@@ -168,6 +191,7 @@ class LedgerEntry:
         """The record an entity holds; ``etag`` for one just written (a read entity
         carries its own in its metadata)."""
         accepted = entity.get("AcceptedQuantity")
+        settled_at = entity.get("SettledAt")
         return cls(
             resource_id=entity["ResourceId"],
             plan_id=entity.get("PlanId", ""),
@@ -183,6 +207,8 @@ class LedgerEntry:
             reason=entity.get("Reason") or None,
             message=entity.get("Message") or None,
             etag=_etag(entity) if etag is None else etag,
+            settled_at=None if settled_at is None else as_utc(settled_at),
+            duplicate_seen=bool(entity.get("DuplicateSeen", False)),
         )
 
 
@@ -515,15 +541,18 @@ class Ledger:
 
     # -- settling -----------------------------------------------------------------------
 
-    def settle(self, settlements: Iterable[Settlement]) -> int:
+    def settle(self, settlements: Iterable[Settlement], *, at: datetime | None = None) -> int:
         """Apply outcomes to pending events, each guarded by the ETag it was read with.
 
         An event someone else settled meanwhile keeps that record (its ETag no longer
-        matches): final states are never overwritten. Returns how many were applied.
+        matches): final states are never overwritten. ``at``: the settling clock's time,
+        kept as ``SettledAt`` (when the endpoint's daily row must show the event, the
+        processing horizon later). Returns how many were applied.
         """
         groups: list[list[Operation]] = []
         settlements_list = list(settlements)
         now = _now()  # one write, one time
+        stamp: Entity = {} if at is None else {"SettledAt": as_utc(at)}
         for settlement in settlements_list:
             entry = settlement.entry
             entity: Entity = {
@@ -531,6 +560,7 @@ class Ledger:
                 "RowKey": event_row_key(entry.hour, entry.dimension),
                 "State": settlement.state.value,
                 "UpdatedAt": now,
+                **stamp,
                 **settlement.fields,
             }
             group: list[Operation] = [
@@ -551,10 +581,39 @@ class Ledger:
         expiring = any(s.state is LedgerState.EXPIRED for s in settlements_list)
         if expiring:
             self.carry_index.add(self.resource_id)
-        applied = sum(result is not None for result in self._submit_groups(groups))
+        results = self._submit_groups(groups)
         if expiring:
             self.carry_index.add(self.resource_id)
-        return applied
+        lost_duplicates = [
+            settlement.entry
+            for settlement, result in zip(settlements_list, results, strict=True)
+            if result is None and settlement.fields.get("Reason") == DUPLICATE_REASON
+        ]
+        if lost_duplicates:
+            self._mark_duplicated(lost_duplicates)
+        return sum(result is not None for result in results)
+
+    def _mark_duplicated(self, entries: Sequence[LedgerEntry]) -> None:
+        """Another delivery settled these events first (it posted them at the same time),
+        but this one's answer was ``Duplicate``: a second send reached the endpoint. The
+        winner's record stays; ``DuplicateSeen`` is added to it, so the day's arithmetic
+        knows the event was sent twice (where the endpoint counts duplicates)."""
+        self._submit_groups(
+            [
+                [
+                    (
+                        "update",
+                        {
+                            "PartitionKey": self.partition,
+                            "RowKey": event_row_key(entry.hour, entry.dimension),
+                            "DuplicateSeen": True,
+                        },
+                        {"mode": UpdateMode.MERGE},
+                    )
+                ]
+                for entry in entries
+            ]
+        )
 
     def _submit_groups(
         self, groups: Sequence[list[Operation]], *, one_by_one: bool = True

@@ -39,14 +39,22 @@ import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from shared.billing.charges import ChargeKey, range_charges
 from shared.billing.commerce import CommerceClient
-from shared.billing.daily_sums import DayKey, DayTotal, ReconStatus, day_totals, same_quantity
+from shared.billing.daily_sums import (
+    DayKey,
+    DayTotal,
+    ReconStatus,
+    day_totals,
+    explains,
+    same_quantity,
+)
 from shared.billing.events import endpoint_key
 from shared.billing.ledger import CarryIndex, Ledger, LedgerEntry, LedgerState
-from shared.core.hours import DAY, HOUR, floor_day, parse_hour_key
+from shared.billing.reporter import known_of, surely_shown
+from shared.core.hours import DAY, HOUR, floor_day, parse_hour_key, utc_now
 from shared.core.meters import ChargeableMeters
 from shared.storage.account import StorageAccount
 from shared.storage.hour_summary import read_hour_summary
@@ -99,11 +107,6 @@ class Reconciliation:
         )
 
 
-def _held(entry: LedgerEntry) -> float:
-    """What the endpoint holds for a billed entry (its answer's quantity, else what we sent)."""
-    return entry.quantity if entry.accepted_quantity is None else entry.accepted_quantity
-
-
 def reconcile(
     account: StorageAccount,
     client: CommerceClient,
@@ -111,10 +114,14 @@ def reconcile(
     last_hour: datetime,
     *,
     progress: Progress | None = None,
+    now: datetime | None = None,
 ) -> Reconciliation:
     """Compare storage, ledger and endpoint for reported hours ``first_hour``..``last_hour``
-    (and, with the endpoint, the whole UTC days they fall in)."""
+    (and, with the endpoint, the whole UTC days they fall in), as of ``now`` (events
+    settled within the processing horizon before it may not be in the endpoint's rows)."""
     meters = ChargeableMeters(account.settings)
+    moment = utc_now() if now is None else now
+    horizon = timedelta(hours=account.settings.commerce_processing_horizon_hours)
 
     def storage_progress(done: int, total: int) -> None:
         if progress is not None:
@@ -186,7 +193,7 @@ def reconcile(
             day_key[2],
         )
         for kind, detail in _check_day(
-            billed_by_day.get(day_key, []), found, unresolved_by_day[day_key]
+            billed_by_day.get(day_key, []), found, unresolved_by_day[day_key], moment, horizon
         ):
             result.differences.append(Difference(kind, *name, detail, day=True))
     return result
@@ -266,21 +273,32 @@ def _check_hour(
 
 
 def _check_day(
-    billed: list[LedgerEntry], total: DayTotal | None, unresolved: int
+    billed: list[LedgerEntry],
+    total: DayTotal | None,
+    unresolved: int,
+    now: datetime,
+    horizon: timedelta,
 ) -> list[tuple[str, str]]:
-    """The ledger's billed events of one (resource, dimension, day) against the endpoint."""
-    count, held = len(billed), math.fsum(_held(entry) for entry in billed)
+    """The ledger's billed events of one (resource, dimension, day) against the endpoint:
+    in order when they make the day's count and sum under one reading of what the endpoint
+    counts (``daily_sums.explains``), events settled within the processing horizon allowed
+    not to be in the row yet."""
+    count, held = len(billed), math.fsum(entry.held for entry in billed)
     ours = f"ledger: {count} billed event(s), {held!r}" + (
         f", {unresolved} unresolved" if unresolved else ""
     )
+    shown = [known_of(entry) for entry in billed if surely_shown(entry, now, horizon)]
+    maybe = [known_of(entry) for entry in billed if not surely_shown(entry, now, horizon)]
     if total is None:
-        return [("missing-at-endpoint", f"{ours}; the endpoint has nothing that day")]
+        if shown:
+            return [("missing-at-endpoint", f"{ours}; the endpoint has nothing that day")]
+        return []  # nothing yet, and nothing it must show yet
     found: list[tuple[str, str]] = []
     if unresolved:
         pass  # its unresolved events are named one by one; the day cannot be more exact
     elif not count:
         found.append(("unexpected-at-endpoint", f"{total.describe()}; {ours}"))
-    elif total.count != count or not same_quantity(total.submitted, held):
+    elif explains(total, shown, maybe) is None:
         found.append(("endpoint-differs", f"{total.describe()}; {ours}"))
     if ReconStatus.SUBMITTED.value in total.statuses:
         found.append(("endpoint-processing", f"{total.describe()}: not processed yet"))

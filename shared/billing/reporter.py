@@ -48,14 +48,21 @@ from typing import Any, Generic, TypeVar
 
 from shared.billing.charges import hour_charges
 from shared.billing.commerce import CommerceClient
-from shared.billing.daily_sums import DayTotal, Verdict, day_totals, decide
+from shared.billing.daily_sums import DayTotal, Known, Verdict, day_totals, decide
 from shared.billing.events import (
     MAX_BATCH,
     EventOutcome,
     EventStatus,
     endpoint_key,
 )
-from shared.billing.ledger import CarryIndex, Ledger, LedgerEntry, LedgerState, Settlement
+from shared.billing.ledger import (
+    DUPLICATE_REASON,
+    CarryIndex,
+    Ledger,
+    LedgerEntry,
+    LedgerState,
+    Settlement,
+)
 from shared.billing.tokens import TokenProvider, token_provider_for
 from shared.billing.work_items import WorkItem
 from shared.core.config import Settings
@@ -74,10 +81,9 @@ SEND_MARGIN = timedelta(minutes=5)
 # edge: longer than any request's time budget, so no concurrent delivery can still get it
 # accepted after the daily sums said it was absent.
 SETTLE_GRACE = timedelta(minutes=15)
-# An event the daily sums cannot decide is recorded ``unresolved`` once its hour is this old:
-# by then every hour of its UTC day has left the window (no POST answer can tell more about
-# the day's other events), and the day's rows have had a day to be processed.
-UNRESOLVED_AFTER = timedelta(hours=48)
+# An event whose decision waits is looked at again after this long (or at its horizon),
+# its work item deferred on the queue until then (``Reporter.defer``).
+RECHECK = timedelta(hours=1)
 LEDGER_PARALLELISM = 8
 # Billing resources an item opens ahead of the one it is posting: enough that the next
 # batch's events are pending when the POST before it is answered (an open takes about as
@@ -88,12 +94,30 @@ OPENS_AHEAD = 2
 COMMERCE_CONNECTIONS = 12
 
 AfterPost = Callable[[Sequence[EventOutcome]], None]
+# Sends a work item back to the queue, to be delivered again after the delay.
+Defer = Callable[[WorkItem, timedelta], None]
 Found = TypeVar("Found")
 
 
 def can_send(hour: datetime, now: datetime) -> bool:
     """True while ``hour`` is safely inside the endpoint's 24-hour window."""
     return hour >= now - WINDOW + SEND_MARGIN
+
+
+# Why a decision waits: proved absent from its day's row, but the row may lag until the
+# processing horizon has passed; or the row cannot tell yet (Submitted, recent events, ...).
+WAIT_HORIZON = "horizon"
+WAIT_UNDECIDED = "undecided"
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """An event whose decision waits: its key, why, and when to look again."""
+
+    key: tuple[str, str, datetime]
+    reason: str
+    until: datetime
+    why: str
 
 
 @dataclass
@@ -107,13 +131,18 @@ class ReportResult:
     states: Counter[str] = field(default_factory=Counter)
     carried_in: int = 0
     split: int = 0  # batches the endpoint refused whole (400), posted again in halves
+    # Events whose decision waits, and for what (``WAIT_HORIZON``, ``WAIT_UNDECIDED``).
+    waiting: list[Waiting] = field(default_factory=list)
+    deferred_until: datetime | None = None  # when the item comes back for them
 
     def summary_line(self) -> str:
         states = ", ".join(f"{count} {state}" for state, count in sorted(self.states.items()))
+        waits = Counter(wait.reason for wait in self.waiting)
+        waiting = ", ".join(f"{n} waiting ({reason})" for reason, n in sorted(waits.items()))
         return (
             f"report_to_azure: hour {self.hour:%Y-%m-%dT%H}Z, {self.resources} billing "
             f"resources, {self.posted} events posted in {self.calls} calls"
-            f"{', ' + states if states else ''}"
+            f"{', ' + states if states else ''}{', ' + waiting if waiting else ''}"
         )
 
 
@@ -132,35 +161,72 @@ _MAYBE_HELD = frozenset(
 )
 
 
+def surely_shown(entry: LedgerEntry, now: datetime, horizon: timedelta) -> bool:
+    """True when every send of a billed ``entry`` is older than the processing horizon, so
+    its day's row shows it (and the duplicates of it a Duplicate answer proved): settled
+    that long ago, or its hour left the window that long ago (nothing of it was accepted
+    after that)."""
+    if entry.hour + WINDOW + SETTLE_GRACE + horizon <= now:
+        return True
+    return entry.settled_at is not None and entry.settled_at + horizon <= now
+
+
+def known_of(entry: LedgerEntry) -> Known:
+    """A billed ledger entry as the day's arithmetic sees it (``daily_sums.Known``)."""
+    return Known(entry.held, entry.quantity, duplicated=entry.duplicated, once=entry.sent_once)
+
+
 def day_verdict(
     entry: LedgerEntry,
     known_billed: bool,
     before: Sequence[LedgerEntry],
     after: Sequence[LedgerEntry],
     total: DayTotal | None,
+    *,
+    now: datetime,
+    horizon: timedelta,
 ) -> tuple[Verdict, str]:
     """What ``entry``'s day proves about it: ``before`` / ``after`` are the resource's ledger
-    entries of that day read before and after the endpoint's ``total`` (see daily_sums)."""
-    accepted: dict[datetime, float] = {}
+    entries of that day read before and after the endpoint's ``total`` (see daily_sums);
+    a billed entry settled within the processing ``horizon`` may not be in the row yet."""
+    shown: list[Known] = []
+    maybe_shown: list[Known] = []
+    held: set[datetime] = set()
     for other in before:
         if other.dimension == entry.dimension and other.state.billed:
-            held = other.accepted_quantity
-            accepted[other.hour] = other.quantity if held is None else held
+            known = known_of(other)
+            (shown if surely_shown(other, now, horizon) else maybe_shown).append(known)
+            held.add(other.hour)
     unknown = {
         other.hour: other.quantity
         for other in after
         if other.dimension == entry.dimension
-        and other.hour not in accepted
+        and other.hour not in held
         and other.state in _MAYBE_HELD
     }
     unknown.setdefault(entry.hour, entry.quantity)
     verdicts, why = decide(
         total,
-        list(accepted.values()),
+        shown,
         unknown,
+        maybe_shown=maybe_shown,
         known_billed=[entry.hour] if known_billed else [],
     )
     return verdicts[entry.hour], why
+
+
+def decided_not_accepted_from(hour: datetime, horizon: timedelta) -> datetime:
+    """When an event of ``hour`` that its day's row does not show may be declared not
+    accepted: its last possible acceptance (the window's edge, plus the grace for a POST
+    still in flight) is older than the processing horizon."""
+    return hour + WINDOW + SETTLE_GRACE + horizon
+
+
+def day_final_from(hour: datetime, horizon: timedelta) -> datetime:
+    """When nothing about ``hour``'s UTC day can change any more: every hour of the day has
+    left the window (the last one 47 h after midnight), plus the grace, plus the processing
+    horizon. An event its row cannot decide by then never will be: ``unresolved``."""
+    return floor_day(hour) + DAY + WINDOW - HOUR + SETTLE_GRACE + horizon
 
 
 def settlement_for(entry: LedgerEntry, outcome: EventOutcome) -> Settlement | None:
@@ -187,7 +253,7 @@ def settlement_for(entry: LedgerEntry, outcome: EventOutcome) -> Settlement | No
             {
                 "UsageEventId": outcome.usage_event_id or "",
                 "AcceptedQuantity": _quantity(outcome.accepted_quantity, entry.quantity),
-                "Reason": "Duplicate",
+                "Reason": DUPLICATE_REASON,
             },
         )
     if status in (EventStatus.DUPLICATE, EventStatus.EXPIRED, EventStatus.ERROR):
@@ -217,6 +283,7 @@ class Reporter:
         meters: ChargeableMeters | None = None,
         after_post: AfterPost | None = None,
         max_batch: int = MAX_BATCH,
+        defer: Defer | None = None,
     ) -> None:
         self.account = account
         self.client = client
@@ -225,6 +292,8 @@ class Reporter:
         self.after_post = after_post
         self.max_batch = max_batch
         self.pool = pool
+        self.defer = defer
+        self.horizon = timedelta(hours=account.settings.commerce_processing_horizon_hours)
 
     def report(self, item: WorkItem) -> ReportResult:
         """Bring every event of ``item`` to a settled ledger state (or raise to be retried)."""
@@ -292,7 +361,7 @@ class Reporter:
                 settled.result()
         result.carried_in = sum(len(e.carried_from) for found in opened.values() for e in found)
         if undecided:
-            self._resolve(undecided, ledgers, result)
+            result.waiting = self._resolve(undecided, ledgers, result)
         if sendable:
             carrying = [
                 resource_id
@@ -308,7 +377,30 @@ class Reporter:
                 "(the endpoint kept answering Error); retrying later",
                 code="BillingPending",
             )
+        if result.waiting:
+            self._wait(item, result)
         return result
+
+    def _wait(self, item: WorkItem, result: ReportResult) -> None:
+        """Events wait for their day's rows: the item comes back when the first of them may
+        be decided (``defer``), or, without a way to defer, it is retried (raises)."""
+        until = min(wait.until for wait in result.waiting)
+        if self.defer is None:
+            raise TransientError(
+                f"{len(result.waiting)} event(s) of {hour_key(item.hour)} are neither proved "
+                f"accepted nor safely not accepted yet (look again at {until:%Y-%m-%dT%H:%M}Z); "
+                "retrying later",
+                code="BillingUndecided",
+            )
+        self.defer(item, max(until - self.clock(), timedelta(minutes=1)))
+        result.deferred_until = until
+        log.warning(
+            "report_to_azure: %d event(s) of %s wait for their day's rows; the item comes "
+            "back at %s",
+            len(result.waiting),
+            hour_key(item.hour),
+            f"{until:%Y-%m-%dT%H:%M}Z",
+        )
 
     def _post(
         self, batch: list[LedgerEntry], decided: list[Settlement], result: ReportResult
@@ -391,21 +483,27 @@ class Reporter:
         for settlement in settlements:
             by_resource[settlement.entry.resource_id].append(settlement)
             result.states[settlement.state.value] += 1
-        return [self.pool.submit(ledgers[r].settle, found) for r, found in by_resource.items()]
+        at = self.clock()
+        return [
+            self.pool.submit(ledgers[r].settle, found, at=at) for r, found in by_resource.items()
+        ]
 
     def _resolve(
         self, undecided: list[Undecided], ledgers: dict[str, Ledger], result: ReportResult
-    ) -> None:
-        """Decide events no POST answer settled, from their day's sums at the endpoint.
+    ) -> list[Waiting]:
+        """Decide events no POST answer settled, from their day's sums at the endpoint, and
+        return those whose decision must wait.
 
         Reads in the order daily_sums relies on: each resource's ledger day, then the
-        endpoint's rows of the day, then the ledger day again.
+        endpoint's rows of the day (only the pairs decided here matter), then the ledger day
+        again. Proved accepted: settled at once. Proved absent: carried forward once the
+        processing horizon has passed since it could last have been accepted
+        (:func:`decided_not_accepted_from`), else it waits. Neither: it waits, and is
+        ``unresolved`` once its day is final (:func:`day_final_from`).
         """
         hour = undecided[0][0].hour
         day = floor_day(hour)
         now = self.clock()
-        past_grace = now - WINDOW - SETTLE_GRACE > hour
-        give_up = now - hour >= UNRESOLVED_AFTER
         resources = sorted({entry.resource_id for entry, _ in undecided})
 
         def day_entries(resource_id: str) -> list[LedgerEntry]:
@@ -418,7 +516,7 @@ class Reporter:
         totals = day_totals(read.rows)
         after = dict(zip(resources, self.pool.map(day_entries, resources), strict=True))
         settlements: list[Settlement] = []
-        waiting = 0
+        waiting: list[Waiting] = []
         for entry, known_billed in undecided:
             blind = read.blind_to(entry.resource_id, entry.dimension)
             if blind is not None:
@@ -430,7 +528,11 @@ class Reporter:
                     before[entry.resource_id],
                     after[entry.resource_id],
                     totals.get(endpoint_key((entry.resource_id, entry.dimension, day))),
+                    now=now,
+                    horizon=self.horizon,
                 )
+            absent_from = decided_not_accepted_from(entry.hour, self.horizon)
+            final_from = day_final_from(entry.hour, self.horizon)
             if verdict is Verdict.ACCEPTED:
                 settlements.append(
                     Settlement(
@@ -444,7 +546,7 @@ class Reporter:
                         },
                     )
                 )
-            elif verdict is Verdict.NOT_ACCEPTED and past_grace:
+            elif verdict is Verdict.NOT_ACCEPTED and now >= absent_from:
                 settlements.append(
                     Settlement(
                         entry,
@@ -452,14 +554,13 @@ class Reporter:
                         {"Reason": "Expired", "Message": f"not accepted ({why})"[:1000]},
                     )
                 )
-            elif give_up:
+            elif now >= final_from:
                 log.error(
-                    "billing event %s %s %s cannot be decided from its day's sums after %s; "
-                    "recorded unresolved (never carried forward): %s",
+                    "billing event %s %s %s cannot be decided from its day's sums, and its "
+                    "day can no longer change; recorded unresolved (never carried forward): %s",
                     entry.resource_id,
                     entry.dimension,
                     hour_key(entry.hour),
-                    UNRESOLVED_AFTER,
                     why,
                 )
                 settlements.append(
@@ -470,23 +571,21 @@ class Reporter:
                     )
                 )
             else:
+                absent = verdict is Verdict.NOT_ACCEPTED
+                until = absent_from if absent else min(now + RECHECK, final_from)
+                reason = WAIT_HORIZON if absent else WAIT_UNDECIDED
                 log.warning(
-                    "billing event %s %s %s not decided yet (%s): %s",
+                    "billing event %s %s %s not decided yet (%s; waits until %s): %s",
                     entry.resource_id,
                     entry.dimension,
                     hour_key(entry.hour),
                     verdict.value,
+                    f"{until:%Y-%m-%dT%H:%M}Z",
                     why,
                 )
-                waiting += 1
+                waiting.append(Waiting(entry.key, reason, until, why))
         self._settle(settlements, ledgers, result)
-        if waiting:
-            result.states["pending"] += waiting
-            raise TransientError(
-                f"{waiting} event(s) of {hour_key(hour)} are neither proved accepted nor "
-                "safely not accepted yet; retrying later",
-                code="BillingUndecided",
-            )
+        return waiting
 
 
 class Lookahead(Generic[Found]):
@@ -540,12 +639,15 @@ def report_message(
     after_post: AfterPost | None = None,
     account: StorageAccount | None = None,
     pool: Executor | None = None,
+    defer: Defer | None = None,
 ) -> ReportResult:
     """The queue function's work: decode the item, report it (BadInputError if malformed).
 
     The function app passes its long-lived ``client``, ``account`` and ``pool`` (so items
     reuse the endpoint's connections and each pool thread keeps its storage clients between
-    invocations); without them this call builds its own.
+    invocations); without them this call builds its own. ``defer``: how an item whose
+    events wait for their day's rows comes back (the app sends it to the queue, invisible
+    until then); without it such an item raises to be retried.
     """
     item = WorkItem.from_body(body)
     with contextlib.ExitStack() as stack:
@@ -561,5 +663,6 @@ def report_message(
             pool=pool,
             clock=clock,
             after_post=after_post,
+            defer=defer,
         )
         return reporter.report(item)

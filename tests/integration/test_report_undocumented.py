@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from devstack.clock import SettableClock
-from devstack.commerce_emulator import CommerceEmulator
+from devstack.commerce_emulator import CommerceEmulator, Fault
 from shared.billing.events import EventOutcome
 from shared.billing.ledger import LedgerState
 from shared.billing.reconcile import reconcile
@@ -79,6 +79,78 @@ def report_hours(
             report_message(body, settings, clock=clock, client=client)
 
 
+# --- 1. daily rows that lag what was accepted ----------------------------------------------
+
+
+def test_a_row_that_does_not_show_an_accepted_event_yet_proves_nothing_before_the_horizon(
+    make_settings,
+) -> None:
+    """Rows appear 30 hours after acceptance here. An accepted event whose answer was lost
+    is retried 24 h 50 min after its hour (outside the window): its day has no row yet,
+    which before the processing horizon proves nothing, so the item waits (here: raises to
+    be retried) instead of carrying the usage forward (billed twice); once the row shows
+    the event, it is settled billed."""
+    hours = [T0, T0 + 26 * HOUR]
+    settings, _account, source = prepared(make_settings, hours)
+    clock = SettableClock(T0 + HOUR + MINUTES_10)
+    with (
+        CommerceEmulator(clock=clock, row_delay=timedelta(hours=30)) as emulator,
+        fast_client(emulator) as client,
+    ):
+        collect(settings, source, [T0])
+        (lost,) = drain(settings)
+        with pytest.raises(Killed):
+            report_message(lost, settings, clock=clock, client=client, after_post=kill)
+        clock.set(T0 + 25 * HOUR)
+        with pytest.raises(TransientError, match="2026-11-22T09:15Z"):  # + the 24 h horizon
+            report_message(lost, settings, clock=clock, client=client)
+        report_hours(settings, source, clock, client, [T0 + 26 * HOUR])  # a later event
+        clock.set(T0 + 49 * HOUR)
+        assert report_message(lost, settings, clock=clock, client=client).states == {
+            "duplicate-confirmed": 3
+        }
+        accepted = accepted_by_key(emulator)
+    assert sorted(accepted[key]["quantity"] for key in accepted if key[2] == T0 + 26 * HOUR) == [
+        2.5,
+        4.0,
+        9.0,
+    ]  # only that hour's own usage: nothing was carried into it
+
+
+def test_a_day_processed_slowly_is_waited_for_not_given_up(make_settings) -> None:
+    """The day's rows stay Submitted for 55 hours. An event posted but never accepted (the
+    endpoint failed) is retried 48 hours on: its day cannot tell yet, and it is not given
+    up (unresolved, never carried: usage lost) but waits; once the day is processed its
+    absence is proved and it is carried into a later event, billed once."""
+    late = T0 + 57 * HOUR
+    hours = [T0, T0 + HOUR, late]
+    settings, account, source = prepared(make_settings, hours)
+    clock = SettableClock(T0 + HOUR + MINUTES_10)
+    with (
+        CommerceEmulator(clock=clock, processing_delay=timedelta(hours=55)) as emulator,
+        fast_client(emulator, max_attempts=2) as client,
+    ):
+        report_hours(settings, source, clock, client, [T0])
+        clock.set(T0 + 2 * HOUR + MINUTES_10)
+        collect(settings, source, [T0 + HOUR])
+        (never,) = drain(settings)
+        emulator.fail_next(Fault.SERVER_ERROR, times=2)  # posted, never accepted
+        with pytest.raises(TransientError):
+            report_message(never, settings, clock=clock, client=client)
+        clock.set(T0 + 49 * HOUR + MINUTES_10)  # 48 h after the hour: still Submitted
+        with pytest.raises(TransientError, match="neither proved"):
+            report_message(never, settings, clock=clock, client=client)
+        clock.set(T0 + 57 * HOUR)  # processed: the day holds only hour T0's events
+        assert report_message(never, settings, clock=clock, client=client).states == {"expired": 3}
+        report_hours(settings, source, clock, client, [late])
+        reconciled = reconcile(account, client, T0, T0 + HOUR)  # late's day: not processed
+        accepted = accepted_by_key(emulator)
+    assert accepted[(RESOURCE_A, WINDOWS, late)]["quantity"] == 9.0 + 10.0  # own + carried
+    assert accepted[(RESOURCE_B, WINDOWS, late)]["quantity"] == 2.5 + 2.5
+    assert not [key for key in accepted if key[2] == T0 + HOUR]
+    assert reconciled.ok, [d.line() for d in reconciled.differences]
+
+
 # --- 2. ids echoed in another case ---------------------------------------------------------
 
 
@@ -122,6 +194,59 @@ def test_ids_echoed_in_another_case_still_match_answers_and_daily_rows(make_sett
     }
     assert len(accepted) == 6
     assert reconciled.ok, [d.line() for d in reconciled.differences]
+
+
+# --- 3. counts that may include duplicates ---------------------------------------------------
+
+
+def test_a_day_that_counts_duplicates_never_proves_an_unsent_event_billed(
+    make_settings,
+) -> None:
+    """The endpoint counts duplicates in the day's rows. Hour T0 was accepted, its answer
+    lost, and re-sent (Duplicate); hour T0+1 was posted but never accepted. Where T0+1 has
+    the same quantity as T0 (4.0, 2.5), "one more event" of that quantity is T0+1 accepted
+    or T0's duplicate: it is never recorded billed (that would lose it), but named
+    unresolved once its day is final; where it differs (9.0 against 8.0), the sums prove it
+    absent, and it is carried forward."""
+    hours = [T0, T0 + HOUR]
+    settings, account, source = prepared(make_settings, hours)
+    clock = SettableClock(T0 + HOUR + MINUTES_10)
+    with (
+        CommerceEmulator(clock=clock, count_submissions=True) as emulator,
+        fast_client(emulator, max_attempts=2) as client,
+    ):
+        collect(settings, source, [T0])
+        (first,) = drain(settings)
+        with pytest.raises(Killed):  # accepted, answer lost ...
+            report_message(first, settings, clock=clock, client=client, after_post=kill)
+        assert report_message(first, settings, clock=clock, client=client).states == {
+            "duplicate-confirmed": 3  # ... and re-sent: a second submission of each
+        }
+        clock.set(T0 + 2 * HOUR + MINUTES_10)
+        collect(settings, source, [T0 + HOUR])
+        (second,) = drain(settings)
+        emulator.fail_next(Fault.SERVER_ERROR, times=2)  # posted, never accepted
+        with pytest.raises(TransientError):
+            report_message(second, settings, clock=clock, client=client)
+        clock.set(T0 - 9 * HOUR + timedelta(hours=71, minutes=16))  # the day is final
+        result = report_message(second, settings, clock=clock, client=client)
+        reconciled = reconcile(account, client, T0, T0 + HOUR)
+        accepted = accepted_by_key(emulator)
+
+    assert result.states == {"expired": 1, "unresolved": 2}
+    ledger = ledger_entries(account, {RESOURCE_A, RESOURCE_B}, T0 + HOUR, T0 + HOUR)
+    assert {key[:2]: entry.state for key, entry in ledger.items()} == {
+        (RESOURCE_A, WINDOWS): LedgerState.EXPIRED,
+        (RESOURCE_A, BASE): LedgerState.UNRESOLVED,
+        (RESOURCE_B, WINDOWS): LedgerState.UNRESOLVED,
+    }
+    assert not [key for key in accepted if key[2] == T0 + HOUR]
+    kinds = sorted((d.kind, d.resource_id, d.dimension) for d in reconciled.differences)
+    assert kinds == [
+        ("awaiting-carry", RESOURCE_A, WINDOWS),
+        ("unresolved", RESOURCE_A, BASE),
+        ("unresolved", RESOURCE_B, WINDOWS),
+    ]
 
 
 # --- 4. a whole-batch 400 for one invalid event; a 404 from a mistyped endpoint --------------
