@@ -15,7 +15,9 @@ States::
       │           │                              accepted by the day's sums: Reason DailySums)
       │           ├──────> mismatch             (accepted earlier, OTHER quantity: reported
       │           │                              by reconciliation, never silently accepted)
-      │           ├──────> rejected             (final status + the peer's reason)
+      │           ├──────> rejected             (final status + the peer's reason; refused
+      │           │                              ResourceNotActive: what of it was sent with
+      │           │                              its usage hours, SentAs, and Refused)
       │           ├──────> unresolved           (posted, answer lost, window closed, and the
       │           │                              day's sums cannot tell: never carried, shown
       │           │                              by reconciliation)
@@ -53,7 +55,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -161,6 +163,11 @@ class LedgerEntry:
     settled_at: datetime | None = None
     # A Duplicate answer came for it after another delivery had settled it (``DuplicateSeen``).
     duplicate_seen: bool = False
+    # Refused because its resource was cancelled: the parts of it sent as events of their
+    # own usage hours (``SentAs``: hour key -> quantity; see ``Ledger.send_as``).
+    sent_as: tuple[tuple[str, float], ...] = ()
+    # What of a rejected event no event carries (``Refused``; None: not recorded, all of it).
+    refused: float | None = None
 
     @property
     def key(self) -> tuple[str, str, datetime]:
@@ -209,6 +216,11 @@ class LedgerEntry:
             etag=_etag(entity) if etag is None else etag,
             settled_at=None if settled_at is None else as_utc(settled_at),
             duplicate_seen=bool(entity.get("DuplicateSeen", False)),
+            sent_as=tuple(
+                (str(key), float(quantity))
+                for key, quantity in json.loads(entity.get("SentAs") or "{}").items()
+            ),
+            refused=None if entity.get("Refused") is None else float(entity["Refused"]),
         )
 
 
@@ -538,6 +550,66 @@ class Ledger:
         )
         marker = self._marker(dimension, hour, own, plan_id)
         return [("create", entity, {}), ("create", marker, {})]
+
+    # -- a cancelled resource's usage, sent with its own hours ---------------------------
+
+    def send_as(
+        self, entry: LedgerEntry, parts: Mapping[datetime, float]
+    ) -> tuple[LedgerEntry, list[LedgerEntry]] | None:
+        """Record that ``entry`` (pending, refused ``ResourceNotActive``) is sent as events
+        of its usage's own hours: ``parts`` (usage hour -> quantity), each a new pending
+        event of this resource and dimension (own quantity 0, ``CarriedFrom`` the refused
+        hour), and ``SentAs`` on ``entry``, which stays pending until they are settled.
+
+        One transaction, under ``entry``'s ETag, creating each new event and upserting its
+        hour's guard: so a crash leaves either nothing or everything (a redelivery finds
+        ``SentAs`` and posts the parts), and an hour already holding an event of the
+        dimension fails it whole. Returns ``entry`` as now recorded and the new events, or
+        None when it failed (the caller reads again).
+        """
+        if not parts or len(parts) > MAX_CLAIMS_PER_EVENT:
+            raise ValueError(f"1 to {MAX_CLAIMS_PER_EVENT} parts, not {len(parts)}")
+        stamp = _now()
+        sent_as = {hour_key(hour): quantity for hour, quantity in sorted(parts.items())}
+        operations: list[Operation] = [
+            (
+                "update",
+                {
+                    "PartitionKey": self.partition,
+                    "RowKey": event_row_key(entry.hour, entry.dimension),
+                    "SentAs": json.dumps(sent_as),
+                    "UpdatedAt": stamp,
+                },
+                {
+                    "mode": UpdateMode.MERGE,
+                    "etag": entry.etag,
+                    "match_condition": MatchConditions.IfNotModified,
+                },
+            )
+        ]
+        created: list[Entity] = []
+        for hour, quantity in sorted(parts.items()):
+            operations.append(("upsert", self._guard(hour, stamp), {"mode": UpdateMode.REPLACE}))
+            event = self._entity(
+                hour,
+                entry.plan_id,
+                entry.dimension,
+                LedgerState.PENDING,
+                stamp,
+                Quantity=quantity,
+                OwnQuantity=0.0,
+                CarriedFrom=json.dumps([hour_key(entry.hour)]),
+            )
+            operations.append(("create", event, {}))
+            created.append(event)
+        results = self._transact(operations)
+        if results is None:
+            return None
+        recorded = replace(entry, etag=_result_etag(results[0]), sent_as=tuple(sent_as.items()))
+        return recorded, [
+            LedgerEntry.from_entity(event, _result_etag(results[2 + 2 * index]))
+            for index, event in enumerate(created)
+        ]
 
     # -- settling -----------------------------------------------------------------------
 

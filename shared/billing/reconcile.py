@@ -15,9 +15,11 @@ hours, storage against the ledger: a key is in order
 when storage's total equals the ledger's own quantity and the ledger holds it billed, or
 carried forward into a key that is billed. Otherwise: ``unreported`` (collected, no ledger
 record), ``storage-differs``, ``pending``, ``awaiting-carry`` (expired, waiting for a later
-event), ``rejected`` (with the reason), ``mismatch`` (the endpoint holds another quantity),
-``carried-unbilled``, ``unresolved`` (posted, answer lost, its day's sums could not tell:
-it may or may not be billed, and is never carried).
+event), ``rejected`` (with the reason; for a cancelled resource, what of it was refused and
+which parts went out with their usage hours: in order only when all of it did, billed),
+``mismatch`` (the endpoint holds another quantity), ``carried-unbilled``, ``unresolved``
+(posted, answer lost, its day's sums could not tell: it may or may not be billed, and is
+never carried).
 
 Per day, for every UTC day the window touches, whole (the endpoint's rows are whole days,
 so the ledger's events of those days are read whole too), the ledger against the endpoint:
@@ -252,7 +254,9 @@ def _check_hour(
     elif state is LedgerState.EXPIRED:
         found.append(("awaiting-carry", f"expired; {entry.quantity!r} waits for a later event"))
     elif state is LedgerState.REJECTED:
-        found.append(("rejected", f"{entry.reason}: {entry.message or ''}".strip()))
+        if not (entry.refused is not None and same_quantity(entry.refused, 0.0)):
+            found.append(("rejected", f"{entry.reason}: {entry.message or ''}".strip()))
+        # else: refused only as a whole; every part went out with its usage hour, billed
     elif state is LedgerState.MISMATCH:
         found.append(
             ("mismatch", f"we sent {entry.quantity!r}, endpoint holds {entry.accepted_quantity!r}")

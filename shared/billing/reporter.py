@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
@@ -46,9 +47,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from shared.billing.charges import hour_charges
+from shared.billing.charges import hour_charges, usage_hour_parts
 from shared.billing.commerce import CommerceClient
-from shared.billing.daily_sums import DayTotal, Known, Verdict, day_totals, decide
+from shared.billing.daily_sums import (
+    DayTotal,
+    Known,
+    Verdict,
+    day_totals,
+    decide,
+    same_quantity,
+)
 from shared.billing.events import (
     MAX_BATCH,
     EventOutcome,
@@ -67,7 +75,7 @@ from shared.billing.tokens import TokenProvider, token_provider_for
 from shared.billing.work_items import WorkItem
 from shared.core.config import Settings
 from shared.core.errors import CommerceUnavailableError, FinalRejectionError, TransientError
-from shared.core.hours import DAY, HOUR, floor_day, hour_key, utc_now
+from shared.core.hours import DAY, HOUR, floor_day, hour_key, parse_hour_key, utc_now
 from shared.core.http_environment import ca_bundle, proxies_for
 from shared.core.meters import ChargeableMeters
 from shared.storage.account import StorageAccount
@@ -131,6 +139,8 @@ class ReportResult:
     states: Counter[str] = field(default_factory=Counter)
     carried_in: int = 0
     split: int = 0  # batches the endpoint refused whole (400), posted again in halves
+    not_active: int = 0  # events refused ResourceNotActive (a cancelled resource)
+    sent_with_usage_hours: int = 0  # parts of them sent as events of their usage hours
     # Events whose decision waits, and for what (``WAIT_HORIZON``, ``WAIT_UNDECIDED``).
     waiting: list[Waiting] = field(default_factory=list)
     deferred_until: datetime | None = None  # when the item comes back for them
@@ -269,6 +279,28 @@ def _quantity(value: float | None, fallback: float) -> float:
     return fallback if value is None else value
 
 
+def _refused(entry: LedgerEntry, parts: Sequence[LedgerEntry]) -> Settlement:
+    """``entry``, refused ``ResourceNotActive``, as finally recorded: what of it no event
+    carries (``Refused``), and the parts sent with their usage hours and how they ended."""
+    refused = entry.quantity - math.fsum(part.quantity for part in parts if part.state.billed)
+    went = ", ".join(
+        f"{part.quantity!r} as {hour_key(part.hour)}: {part.state.value}" for part in parts
+    )
+    return Settlement(
+        entry,
+        LedgerState.REJECTED,
+        {
+            "Reason": EventStatus.RESOURCE_NOT_ACTIVE.value,
+            "Refused": 0.0 if same_quantity(refused, 0.0) else refused,
+            "Message": (
+                "the resource is not Subscribed (cancelled): only usage of hours before the "
+                f"cancellation is accepted, sent with its own hour; {refused!r} of "
+                f"{entry.quantity!r} refused" + (f"; sent with usage hours: {went}" if went else "")
+            )[:1000],
+        },
+    )
+
+
 class Reporter:
     """Reports one work item at a time to the commerce endpoint; one per invocation (the
     client, account and pool it is given outlive it)."""
@@ -330,6 +362,8 @@ class Reporter:
         opening = Lookahead(self.pool, open_events, resources, OPENS_AHEAD)
         opened: dict[str, list[LedgerEntry]] = {}
         undecided: list[Undecided] = []
+        # Refused ResourceNotActive (or found so by a delivery before): sent with usage hours.
+        inactive: list[LedgerEntry] = []
         # Outcomes are recorded before any exception leaves: pending was written first, so
         # an outcome lost to a crash is only a re-send that comes back Duplicate.
         decided: list[Settlement] = []
@@ -338,6 +372,8 @@ class Reporter:
             unposted: list[LedgerEntry] = []
             for resource_id, found in opening:
                 opened[resource_id] = found
+                inactive += [entry for entry in found if entry.sent_as]
+                found = [entry for entry in found if not entry.sent_as]
                 if not sendable:
                     undecided += [(entry, False) for entry in found]
                     continue
@@ -346,7 +382,7 @@ class Reporter:
                     unposted and resource_id == resources[-1]
                 ):
                     batch, unposted = unposted[: self.max_batch], unposted[self.max_batch :]
-                    undecided += self._post(batch, decided, result)
+                    undecided += self._post(batch, decided, result, inactive)
                     # Every opened resource with no event left to post is answered in full.
                     waiting = {entry.resource_id for entry in unposted}
                     ready = [s for s in decided if s.entry.resource_id not in waiting]
@@ -360,6 +396,8 @@ class Reporter:
             for settled in settling:
                 settled.result()
         result.carried_in = sum(len(e.carried_from) for found in opened.values() for e in found)
+        if inactive:
+            undecided += self._send_with_usage_hours(inactive, ledgers, result)
         if undecided:
             result.waiting = self._resolve(undecided, ledgers, result)
         if sendable:
@@ -403,9 +441,15 @@ class Reporter:
         )
 
     def _post(
-        self, batch: list[LedgerEntry], decided: list[Settlement], result: ReportResult
+        self,
+        batch: list[LedgerEntry],
+        decided: list[Settlement],
+        result: ReportResult,
+        inactive: list[LedgerEntry] | None = None,
     ) -> list[Undecided]:
-        """Post one batch, adding its outcomes to ``decided``; returns the undecided ones."""
+        """Post one batch, adding its outcomes to ``decided``; returns the undecided ones.
+        Events refused ``ResourceNotActive`` go to ``inactive`` when given (their usage may
+        still be sent with its own hours), else they are rejected."""
         result.calls += 1
         result.posted += len(batch)
         try:
@@ -414,7 +458,7 @@ class Reporter:
             settled = [outcome for outcome in error.settled if isinstance(outcome, EventOutcome)]
             if self.after_post is not None:
                 self.after_post(settled)
-            self._decide(batch, settled, decided, result)
+            self._decide(batch, settled, decided, result, inactive)
             raise
         except FinalRejectionError as error:
             if len(batch) > 1:
@@ -427,8 +471,8 @@ class Reporter:
                 )
                 result.split += 1
                 half = (len(batch) + 1) // 2
-                return self._post(batch[:half], decided, result) + self._post(
-                    batch[half:], decided, result
+                return self._post(batch[:half], decided, result, inactive) + self._post(
+                    batch[half:], decided, result, inactive
                 )
             log.error("commerce refused event %s: %s", batch[0].key, error)
             decided.append(
@@ -441,7 +485,7 @@ class Reporter:
             return []
         if self.after_post is not None:
             self.after_post(outcomes)
-        return self._decide(batch, outcomes, decided, result)
+        return self._decide(batch, outcomes, decided, result, inactive)
 
     def _decide(
         self,
@@ -449,6 +493,7 @@ class Reporter:
         outcomes: Sequence[EventOutcome],
         settlements: list[Settlement],
         result: ReportResult,
+        inactive: list[LedgerEntry] | None = None,
     ) -> list[Undecided]:
         by_key = {outcome.event.key: outcome for outcome in outcomes}
         undecided: list[Undecided] = []
@@ -456,6 +501,9 @@ class Reporter:
             outcome = by_key.get(entry.key)
             if outcome is None:
                 continue  # not answered (budget spent): still pending, the retry posts it
+            if outcome.status is EventStatus.RESOURCE_NOT_ACTIVE and inactive is not None:
+                inactive.append(entry)
+                continue
             settlement = settlement_for(entry, outcome)
             if settlement is None:
                 if outcome.status is EventStatus.ERROR:
@@ -465,6 +513,90 @@ class Reporter:
             else:
                 settlements.append(settlement)
         return undecided
+
+    def _send_with_usage_hours(
+        self, inactive: list[LedgerEntry], ledgers: dict[str, Ledger], result: ReportResult
+    ) -> list[Undecided]:
+        """Events refused ``ResourceNotActive``: their resource was cancelled, and the
+        endpoint accepts its usage only "for the time that was before the SaaS subscription
+        has been canceled" (Metering APIs FAQ), so only with that time. The usage of each
+        refused event is split by the hour it belongs to (late usage is of earlier hours);
+        every part whose hour is still inside the window and holds no event of ours for the
+        dimension is recorded as a pending event of that hour (``Ledger.send_as``) and
+        posted; what cannot be sent so (its hour taken or expired, carried usage, usage of
+        hours after the cancellation) stays refused. Once every part is settled, the refused
+        event is recorded ``rejected`` (Reason ``ResourceNotActive``) with the quantity no
+        event carries (``Refused``) and where the rest went (``SentAs``): reconciliation
+        names what was refused. Returns the parts' undecided outcomes."""
+        now = self.clock()
+        settlements: list[Settlement] = []
+        moving: list[tuple[LedgerEntry, list[LedgerEntry]]] = []
+        for entry in inactive:
+            ledger = ledgers[entry.resource_id]
+            if entry.sent_as:  # a delivery before recorded the parts: finish them
+                found = [
+                    ledger.get(parse_hour_key(key), entry.dimension) for key, _ in entry.sent_as
+                ]
+                moving.append((entry, [part for part in found if part is not None]))
+                continue
+            result.not_active += 1
+            parts = self._movable_parts(entry, ledger, now)
+            if not parts:
+                settlements.append(_refused(entry, ()))
+                continue
+            recorded = ledger.send_as(entry, parts)
+            if recorded is None:  # another delivery changed it, or took one of the hours
+                result.states["pending"] += 1  # posted again by the retry, decided again
+                continue
+            moving.append(recorded)
+            result.sent_with_usage_hours += len(recorded[1])
+        pending = [
+            part for _, parts in moving for part in parts if part.state is LedgerState.PENDING
+        ]
+        decided: list[Settlement] = []
+        undecided: list[Undecided] = []
+        try:
+            for start in range(0, len(pending), self.max_batch):
+                undecided += self._post(pending[start : start + self.max_batch], decided, result)
+        finally:
+            self._settle(decided, ledgers, result)
+        for entry, sent in moving:
+            ledger = ledgers[entry.resource_id]
+            ended = [ledger.get(part.hour, part.dimension) or part for part in sent]
+            if all(part.state.final for part in ended):
+                settlements.append(_refused(entry, ended))
+        self._settle(settlements, ledgers, result)
+        return undecided
+
+    def _movable_parts(
+        self, entry: LedgerEntry, ledger: Ledger, now: datetime
+    ) -> dict[datetime, float]:
+        """The parts of ``entry``'s own usage that may be sent with their own hours: hours
+        before its hour, still inside the window, holding no event of ours for the
+        dimension. Carried-in usage is older than the window by construction."""
+        if entry.own_quantity <= 0:
+            return {}
+        parts = usage_hour_parts(
+            self.account, entry.hour, entry.resource_id, entry.dimension, self.meters, self.pool
+        )
+        if not same_quantity(math.fsum(parts.values()), entry.own_quantity):
+            log.error(
+                "billing event %s %s %s: its rows (%r) no longer add up to what was sent (%r); "
+                "nothing of it is sent with its usage hours",
+                entry.resource_id,
+                entry.dimension,
+                hour_key(entry.hour),
+                math.fsum(parts.values()),
+                entry.own_quantity,
+            )
+            return {}
+        movable = {
+            hour: quantity
+            for hour, quantity in parts.items()
+            if hour < entry.hour and can_send(hour, now) and quantity > 0
+        }
+        taken = {hour for hour in movable if ledger.get(hour, entry.dimension) is not None}
+        return {hour: q for hour, q in movable.items() if hour not in taken}
 
     def _settle(
         self, settlements: list[Settlement], ledgers: dict[str, Ledger], result: ReportResult
@@ -499,10 +631,26 @@ class Reporter:
         again. Proved accepted: settled at once. Proved absent: carried forward once the
         processing horizon has passed since it could last have been accepted
         (:func:`decided_not_accepted_from`), else it waits. Neither: it waits, and is
-        ``unresolved`` once its day is final (:func:`day_final_from`).
+        ``unresolved`` once its day is final (:func:`day_final_from`). One read per UTC day
+        (the events of a refused cancelled resource's usage hours may be of another day).
         """
-        hour = undecided[0][0].hour
-        day = floor_day(hour)
+        days: dict[datetime, list[Undecided]] = defaultdict(list)
+        for found in undecided:
+            days[floor_day(found[0].hour)].append(found)
+        return [
+            waiting
+            for day, found in sorted(days.items())
+            for waiting in self._resolve_day(day, found, ledgers, result)
+        ]
+
+    def _resolve_day(
+        self,
+        day: datetime,
+        undecided: list[Undecided],
+        ledgers: dict[str, Ledger],
+        result: ReportResult,
+    ) -> list[Waiting]:
+        """``_resolve`` for the events of one UTC day."""
         now = self.clock()
         resources = sorted({entry.resource_id for entry, _ in undecided})
 

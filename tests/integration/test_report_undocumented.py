@@ -41,7 +41,7 @@ from tests.integration.test_report_support import (
     fast_client,
     ledger_entries,
 )
-from tests.scripted_source import TENANT_B, ScriptedSource
+from tests.scripted_source import TENANT_B, ScriptedSource, vm_record
 
 # Billing resources as the endpoint knows them: GUIDs (SaaS subscription ids), lower-case.
 RESOURCE_A = "7a1c0b3e-5d2f-4e6a-9b8c-0d1e2f3a4b5c"
@@ -299,6 +299,92 @@ def test_a_404_from_a_mistyped_endpoint_refuses_nothing_and_is_surfaced(make_set
         with fast_client(emulator) as client:
             result = report_message(body, settings, clock=clock, client=client)
     assert result.states == {"accepted": 3}
+
+
+# --- 5. cancelled resources ----------------------------------------------------------------
+
+
+def test_a_cancelled_resources_late_usage_is_sent_with_its_own_hour(make_settings) -> None:
+    """RESOURCE_B is cancelled from hour T0+2 on. Hour T0+2 reports its own usage (2.5) and
+    usage of hour T0+1 that came late (3.0): the endpoint refuses the event of T0+2
+    (ResourceNotActive), but accepts usage of hours before the cancellation sent with that
+    hour. The late part goes out as the event of hour T0+1 (free: nothing else of B was
+    reported then) and is billed; only the 2.5 of hour T0+2 is refused, and reconciliation
+    names that, and nothing else."""
+    hours = [T0, T0 + HOUR, T0 + 2 * HOUR]
+    settings, account, source = prepared(make_settings, hours)
+    source.by_hour[T0 + HOUR] = [
+        r for r in source.by_hour[T0 + HOUR] if r.subscription_id != TENANT_B
+    ]
+    source.by_hour[T0 + 2 * HOUR].append(
+        vm_record(TENANT_B, T0 + HOUR, name="b", quantity=3.0)  # late: of hour T0+1
+    )
+    clock = SettableClock(T0 + HOUR + MINUTES_10)
+    with (
+        CommerceEmulator(clock=clock, cancelled={RESOURCE_B: T0 + 2 * HOUR}) as emulator,
+        fast_client(emulator) as client,
+    ):
+        report_hours(settings, source, clock, client, hours)
+        reconciled = reconcile(account, client, T0, T0 + 2 * HOUR)
+        accepted = accepted_by_key(emulator)
+    assert {key[2]: event["quantity"] for key, event in accepted.items() if key[0] == RESOURCE_B} \
+        == {T0: 2.5, T0 + HOUR: 3.0}  # fmt: skip
+    ledger = ledger_entries(account, {RESOURCE_B}, T0, T0 + 2 * HOUR)
+    refused = ledger[(RESOURCE_B, WINDOWS, T0 + 2 * HOUR)]
+    assert (refused.state, refused.reason, refused.refused) == (
+        LedgerState.REJECTED,
+        "ResourceNotActive",
+        2.5,
+    )
+    sent = ledger[(RESOURCE_B, WINDOWS, T0 + HOUR)]
+    assert (sent.state, sent.quantity, sent.own_quantity) == (LedgerState.ACCEPTED, 3.0, 0.0)
+    assert [(d.kind, d.resource_id, d.hour) for d in reconciled.differences] == [
+        ("rejected", RESOURCE_B, T0 + 2 * HOUR)
+    ]
+    assert "2.5 of 5.5 refused" in reconciled.differences[0].detail
+
+
+def test_a_crash_while_sending_a_cancelled_resources_usage_is_finished_by_the_retry(
+    make_settings,
+) -> None:
+    """The process dies after the endpoint answered the part sent with its usage hour, before
+    the ledger heard: the redelivery finds the refused event's recorded parts, posts the
+    part again (Duplicate: billed once) and records the refusal, as one clean run would."""
+    hours = [T0, T0 + HOUR, T0 + 2 * HOUR]
+    settings, account, source = prepared(make_settings, hours)
+    source.by_hour[T0 + HOUR] = [
+        r for r in source.by_hour[T0 + HOUR] if r.subscription_id != TENANT_B
+    ]
+    source.by_hour[T0 + 2 * HOUR].append(vm_record(TENANT_B, T0 + HOUR, name="b", quantity=3.0))
+    posts: list[int] = []
+
+    def die_at_the_second_post(outcomes: Sequence[EventOutcome]) -> None:
+        posts.append(len(outcomes))
+        if len(posts) == 2:
+            raise Killed
+
+    clock = SettableClock(T0 + HOUR + MINUTES_10)
+    with (
+        CommerceEmulator(clock=clock, cancelled={RESOURCE_B: T0 + 2 * HOUR}) as emulator,
+        fast_client(emulator) as client,
+    ):
+        report_hours(settings, source, clock, client, hours[:2])
+        clock.set(T0 + 3 * HOUR + MINUTES_10)
+        collect(settings, source, [T0 + 2 * HOUR])
+        (body,) = drain(settings)
+        with pytest.raises(Killed):
+            report_message(
+                body, settings, clock=clock, client=client, after_post=die_at_the_second_post
+            )
+        assert ledger_entries(account, {RESOURCE_B}, T0 + HOUR, T0 + HOUR)[
+            (RESOURCE_B, WINDOWS, T0 + HOUR)
+        ].state is LedgerState.PENDING  # fmt: skip
+        result = report_message(body, settings, clock=clock, client=client)
+        accepted = accepted_by_key(emulator)
+    assert result.states == {"duplicate-confirmed": 1, "rejected": 1}
+    assert accepted[(RESOURCE_B, WINDOWS, T0 + HOUR)]["quantity"] == 3.0
+    ledger = ledger_entries(account, {RESOURCE_B}, T0, T0 + 2 * HOUR)
+    assert ledger[(RESOURCE_B, WINDOWS, T0 + 2 * HOUR)].refused == 2.5
 
 
 # --- 6. daily reads: rows of other resources, pages -------------------------------------------
