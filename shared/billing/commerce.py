@@ -50,7 +50,7 @@ import math
 import random as random_module
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -179,16 +179,22 @@ class CommerceClient:
         correlation_id = str(uuid.uuid4())
         settled: dict[int, EventOutcome] = {}
         pending = list(range(len(events)))
+        sends = [0] * len(events)
         while pending:
             body = {"request": [events[i].to_wire() for i in pending]}
-            response = self._request(
-                budget,
-                "POST",
-                "/api/batchUsageEvent",
-                json_body=body,
-                correlation_id=correlation_id,
-                settled=lambda: _in_order(settled),
-            )
+            attempts = budget.attempts
+            try:
+                response = self._request(
+                    budget,
+                    "POST",
+                    "/api/batchUsageEvent",
+                    json_body=body,
+                    correlation_id=correlation_id,
+                    settled=lambda: _in_order(settled),
+                )
+            finally:
+                for index in pending:  # every attempt of the request carried the events
+                    sends[index] += budget.attempts - attempts
             results = _batch_results(response)
             if results is None:
                 budget.last_failure = "unreadable 200 batch answer"
@@ -201,7 +207,7 @@ class CommerceClient:
                 if result is None or result.get("status") == "Error":
                     still_failing.append(index)
                 else:
-                    settled[index] = _outcome(events[index], result)
+                    settled[index] = replace(_outcome(events[index], result), sends=sends[index])
             if still_failing:
                 budget.last_failure = f"{len(still_failing)} event(s) answered Error (or nothing)"
                 self._pause(budget, None, _in_order(settled))

@@ -124,7 +124,9 @@ class EventOutcome:
     ``usage_event_id``: the accepted event's id (ours on ``Accepted``, the original's on a
     duplicate). ``accepted_quantity``: the quantity the endpoint holds for the key (echoed on
     ``Accepted``, from ``acceptedMessage`` on a duplicate), else None. ``reason`` is the
-    peer's error code, ``message`` its text.
+    peer's error code, ``message`` its text. ``sends``: how many requests of the call carried
+    the event (1: this answer is to its only send; more: an earlier send may still reach the
+    endpoint, as a duplicate, after this answer).
     """
 
     event: UsageEvent
@@ -133,3 +135,4 @@ class EventOutcome:
     accepted_quantity: float | None = None
     reason: str | None = None
     message: str | None = None
+    sends: int = 1

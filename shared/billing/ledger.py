@@ -168,6 +168,10 @@ class LedgerEntry:
     sent_as: tuple[tuple[str, float], ...] = ()
     # What of a rejected event no event carries (``Refused``; None: not recorded, all of it).
     refused: float | None = None
+    # Accepted on the answer to its only send, by the delivery that created it (``SentOnce``).
+    answered_first_send: bool = False
+    # Created by the call that returned it (not stored): no earlier delivery can have sent it.
+    opened_here: bool = False
 
     @property
     def key(self) -> tuple[str, str, datetime]:
@@ -185,10 +189,15 @@ class LedgerEntry:
 
     @property
     def sent_once(self) -> bool:
-        """True when it is known to have reached the endpoint exactly once: settled by the
-        ``Accepted`` answer to the send that was accepted (any later send of it would have
-        been answered ``Duplicate`` and marked: :meth:`Ledger.settle`)."""
-        return self.state is LedgerState.ACCEPTED and not self.duplicate_seen
+        """True when it is known to have reached the endpoint exactly once: accepted on the
+        answer to its only send, made by the delivery that created it (no earlier send that
+        timed out can arrive later as a duplicate), and no other delivery's send answered
+        ``Duplicate`` since (:meth:`Ledger.settle` marks those)."""
+        return (
+            self.state is LedgerState.ACCEPTED
+            and self.answered_first_send
+            and not self.duplicate_seen
+        )
 
     def event(self) -> UsageEvent:
         return UsageEvent(self.resource_id, self.plan_id, self.dimension, self.quantity, self.hour)
@@ -221,6 +230,7 @@ class LedgerEntry:
                 for key, quantity in json.loads(entity.get("SentAs") or "{}").items()
             ),
             refused=None if entity.get("Refused") is None else float(entity["Refused"]),
+            answered_first_send=bool(entity.get("SentOnce", False)),
         )
 
 
@@ -437,7 +447,8 @@ class Ledger:
                 for group, result in zip(groups, results, strict=True):
                     entity = group[0][1]
                     if entity["State"] == LedgerState.PENDING.value and result:
-                        pending.append(LedgerEntry.from_entity(entity, _result_etag(result[0])))
+                        created = LedgerEntry.from_entity(entity, _result_etag(result[0]))
+                        pending.append(replace(created, opened_here=True))
                 return pending
             # Lost a race with another delivery: read what won and go again.
         raise TransientError(
@@ -607,7 +618,10 @@ class Ledger:
             return None
         recorded = replace(entry, etag=_result_etag(results[0]), sent_as=tuple(sent_as.items()))
         return recorded, [
-            LedgerEntry.from_entity(event, _result_etag(results[2 + 2 * index]))
+            replace(
+                LedgerEntry.from_entity(event, _result_etag(results[2 + 2 * index])),
+                opened_here=True,
+            )
             for index, event in enumerate(created)
         ]
 

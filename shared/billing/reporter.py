@@ -249,6 +249,8 @@ def settlement_for(entry: LedgerEntry, outcome: EventOutcome) -> Settlement | No
             {
                 "UsageEventId": outcome.usage_event_id or "",
                 "AcceptedQuantity": _quantity(outcome.accepted_quantity, entry.quantity),
+                # The day's arithmetic may then rule out any duplicate of it (daily_sums).
+                "SentOnce": entry.opened_here and outcome.sends == 1,
             },
         )
     if status in (EventStatus.DUPLICATE_CONFIRMED, EventStatus.MISMATCH):

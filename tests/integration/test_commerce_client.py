@@ -142,6 +142,23 @@ def test_accept_then_drop_retry_confirms_the_duplicate(
     assert emulator.calls == {"batchUsageEvent": 2}
 
 
+def test_outcomes_count_the_sends_that_carried_each_event(
+    emulator: CommerceEmulator, recorder: SleepRecorder
+) -> None:
+    """An event answered on its only send has sends 1; one re-posted after a slow answer the
+    client gave up on has 2 (that first send may still reach the endpoint, as a duplicate,
+    after the answer the client keeps), and one re-posted after an Error has 2 as well."""
+    with make_client(emulator, recorder, read_timeout=0.2, max_attempts=6) as client:
+        (first,) = client.post_batch(usage(1))
+        emulator.fail_next(Fault.SLOW, delay=0.6)
+        (slow,) = client.post_batch(usage(1, hour=HOUR - timedelta(hours=1)))
+        emulator.fail_next(Fault.EVENT_ERROR, event_indices=[1])
+        again = client.post_batch(usage(2, hour=HOUR - timedelta(hours=2)))
+    assert (first.status, first.sends) == (EventStatus.ACCEPTED, 1)
+    assert slow.sends == 2
+    assert [o.sends for o in again] == [1, 2]
+
+
 def test_duplicate_with_other_quantity_is_a_mismatch(
     emulator: CommerceEmulator, recorder: SleepRecorder
 ) -> None:

@@ -192,6 +192,8 @@ def test_ids_echoed_in_another_case_still_match_answers_and_daily_rows(make_sett
         (RESOURCE_A, BASE, T0 + HOUR): LedgerState.DUPLICATE_CONFIRMED,
         (RESOURCE_B, WINDOWS, T0 + HOUR): LedgerState.DUPLICATE_CONFIRMED,
     }
+    # Accepted on the answer to their only send: no duplicate of them can ever be counted.
+    assert [key[2] for key, entry in ledger.items() if entry.sent_once] == [T0] * 3
     assert len(accepted) == 6
     assert reconciled.ok, [d.line() for d in reconciled.differences]
 
