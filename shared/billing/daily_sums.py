@@ -8,30 +8,44 @@ hour-level truth is the answer to a POST. So an event whose answer was lost (a c
 the POST) and whose retry comes after the 24-hour window (a re-send is only ``Expired``)
 can be decided by arithmetic over its (resource, dimension, day) alone:
 
-    the day's accepted events = those the ledger knows were accepted (quantities K)
-                              + some subset X of those whose outcome it does not know (U)
+    the day's count and sum = the events the ledger knows the endpoint holds (K)
+                            + some subset X of those whose outcome it does not know (U)
+                            [+ duplicates, if the endpoint counts them]
 
-with ``len(K) + len(X) == submittedCount`` and ``fsum(K) + fsum(X) == submittedQuantity``
-(relative tolerance 1e-9, as quantities compare everywhere). Every subset X of U that fits
-both is a possible truth. An event is **accepted** when it is in every fitting subset, **not
-accepted** when it is in none, and **cannot be told** otherwise: two unknown events of the
-day with the same quantity and only one of them accepted; no fitting subset at all (the
-endpoint holds something the ledger cannot explain); more than :data:`MAX_SUBSETS` subsets
-to try.
+Every X that makes the count and the sum come out (relative tolerance 1e-9, as quantities
+compare everywhere) is an explanation. An event is **accepted** when it is in every
+explanation, **not accepted** when it is in none, and **cannot be told** otherwise: two
+unknown events of the day with the same quantity and only one of them accepted; nothing
+explains the day (the endpoint holds something the ledger cannot explain); more than
+:data:`MAX_SUBSETS` steps to try.
+
+What the docs leave open (spec/commerce-api.md, "What the docs do not promise") is held by
+explaining the day under every reading at once, so a verdict holds whichever is true:
+
+- whether the counts include **duplicates** (and expired sends; this client never posts an
+  expired hour, so only duplicates matter): an explanation may add at least one more send
+  of every event a ``Duplicate`` answer proved sent twice, and any number of sends of any
+  held event, except one known to have reached the endpoint once (:class:`Known`);
+- **when** an accepted event shows in its row: an event held but settled within the
+  processing horizon may be missing from the row (``maybe_shown``: an explanation may count
+  it or not). That an event is absent is only acted on once the horizon has passed since it
+  could last have been accepted (the reporter's rule), because a row may lag.
 
 The day is only trusted when every billing row of it is ``Accepted`` (processed equals
 submitted): ``Submitted`` is not processed yet (its sums may still move: wait), ``Mismatch``
 and ``Rejected`` say the endpoint's processing disagrees with what it accepted (an
 operator's question, never an arithmetic input). ``TestHeaders`` and ``DryRun`` rows are not
-billing and are left out. No row at all means nothing was accepted that day.
+billing and are left out. No row at all means nothing shown that day.
 
-What makes it sound is the order of the caller's reads: the ledger's accepted events are
-read BEFORE the endpoint (each was accepted before the endpoint answered, so it is in the
-sums), and the day's other events AFTER it (an event is recorded ``pending`` before it is
-ever posted, so every event the endpoint could have counted is in that second read; those
-that were not known accepted in the first read count as unknown). An event is only declared
-not accepted once its hour is far enough past the window that no POST of it can still be
-in flight (the reporter's grace).
+What makes it sound is the order of the caller's reads: the ledger's held events are read
+BEFORE the endpoint (each was accepted before the endpoint answered, so it is in the sums
+once the horizon has passed), and the day's other events AFTER it (an event is recorded
+``pending`` before it is ever posted, so every event the endpoint could have counted is in
+that second read; those that were not known held in the first read count as unknown).
+
+Rows are read leniently (:func:`read_rows`): rows of pairs a decision does not need are
+skipped unparsed, and a needed row that cannot be parsed makes its pair undecidable by that
+read rather than failing it.
 """
 
 from __future__ import annotations
@@ -370,16 +384,25 @@ def decide(
     return verdicts, f"{where}; {ledger}; {how}"
 
 
+class Unexplained(StrEnum):
+    """Why the events the ledger holds do not explain a day (``explains``)."""
+
+    NO_READING = "no reading of the counts explains it"
+    TOO_MANY_WAYS = "too many ways to check"  # duplicates counted: the search gave up
+
+
 def explains(
     total: DayTotal, shown: Sequence[Known], maybe_shown: Sequence[Known] = ()
-) -> CountingReading | None:
+) -> CountingReading | Unexplained:
     """The counting reading under which the events the ledger holds make the day's count
-    and sum (``decide``'s explanations with nothing unknown), or None: none does, or the
-    search ran past :data:`MAX_SUBSETS` steps."""
+    and sum (``decide``'s explanations with nothing unknown), or why none was found: none
+    does, or the search ran past :data:`MAX_SUBSETS` steps (a day where many duplicates
+    may be counted cannot be checked: anything of their size fits)."""
     try:
-        return _explains(total, shown, maybe_shown, [], _Budget(MAX_SUBSETS))
+        reading = _explains(total, shown, maybe_shown, [], _Budget(MAX_SUBSETS))
     except _TooManyWaysError:
-        return None
+        return Unexplained.TOO_MANY_WAYS
+    return Unexplained.NO_READING if reading is None else reading
 
 
 def _explains(

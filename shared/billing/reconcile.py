@@ -19,7 +19,7 @@ event), ``rejected`` (with the reason; for a cancelled resource, what of it was 
 which parts went out with their usage hours: in order only when all of it did, billed),
 ``mismatch`` (the endpoint holds another quantity), ``carried-unbilled``, ``unresolved``
 (posted, answer lost, its day's sums could not tell: it may or may not be billed, and is
-never carried).
+never carried), ``carried-unresolved`` (carried into an event that is unresolved).
 
 Per day, for every UTC day the window touches, whole (the endpoint's rows are whole days,
 so the ledger's events of those days are read whole too), the ledger against the endpoint:
@@ -27,6 +27,8 @@ the events the ledger holds as billed, counted and their accepted quantities sum
 equal the day's ``submittedCount`` and ``submittedQuantity``, and the day must be processed
 as submitted. Otherwise: ``missing-at-endpoint``, ``unexpected-at-endpoint`` (the endpoint
 holds events of a day the ledger billed nothing on), ``endpoint-differs`` (counts or sums),
+``endpoint-unverifiable`` (the day counts more submissions than the ledger billed, and where
+the endpoint counts duplicates too many combinations of them fit to check),
 ``endpoint-processing`` (``Submitted``: not processed yet), ``endpoint-mismatch``
 (processed differs from submitted), ``endpoint-rejected``, ``endpoint-unreadable`` (a row
 this client cannot parse: named, never guessed at; ``*`` when even its resource cannot be
@@ -49,6 +51,7 @@ from shared.billing.daily_sums import (
     DayKey,
     DayTotal,
     ReconStatus,
+    Unexplained,
     day_totals,
     explains,
     same_quantity,
@@ -56,7 +59,7 @@ from shared.billing.daily_sums import (
 from shared.billing.events import endpoint_key
 from shared.billing.ledger import CarryIndex, Ledger, LedgerEntry, LedgerState
 from shared.billing.reporter import known_of, surely_shown
-from shared.core.hours import DAY, HOUR, floor_day, parse_hour_key, utc_now
+from shared.core.hours import DAY, HOUR, floor_day, hour_key, parse_hour_key, utc_now
 from shared.core.meters import ChargeableMeters
 from shared.storage.account import StorageAccount
 from shared.storage.hour_summary import read_hour_summary
@@ -270,7 +273,14 @@ def _check_hour(
         )
     elif state is LedgerState.CARRIED_FORWARD:
         into = _carried_into(account, entry.key, entry, ledger)
-        if into is None or not into.state.billed:
+        if into is not None and into.state is LedgerState.UNRESOLVED:
+            found.append(
+                (
+                    "carried-unresolved",
+                    f"carried into {hour_key(into.hour)}, unresolved: billed or not as it is",
+                )
+            )
+        elif into is None or not into.state.billed:
             shown = "nothing" if into is None else into.state.value
             found.append(("carried-unbilled", f"carried into {entry.carried_into}: {shown}"))
     return found
@@ -302,8 +312,18 @@ def _check_day(
         pass  # its unresolved events are named one by one; the day cannot be more exact
     elif not count:
         found.append(("unexpected-at-endpoint", f"{total.describe()}; {ours}"))
-    elif explains(total, shown, maybe) is None:
-        found.append(("endpoint-differs", f"{total.describe()}; {ours}"))
+    else:
+        reading = explains(total, shown, maybe)
+        if reading is Unexplained.NO_READING:
+            found.append(("endpoint-differs", f"{total.describe()}; {ours}"))
+        elif reading is Unexplained.TOO_MANY_WAYS:
+            found.append(
+                (
+                    "endpoint-unverifiable",
+                    f"{total.describe()}; {ours}: more submissions than billed events, in too "
+                    "many ways to tell whether they are duplicates of ours",
+                )
+            )
     if ReconStatus.SUBMITTED.value in total.statuses:
         found.append(("endpoint-processing", f"{total.describe()}: not processed yet"))
     if ReconStatus.MISMATCH.value in total.statuses:

@@ -8,17 +8,23 @@ For the item's reported hour and billing resources (``shared.billing.work_items`
    left the endpoint's 24-hour window; keys already final are skipped, so a replayed or
    redelivered item posts nothing twice;
 3. post the pending events in batches of at most 25, filled across the item's resources;
-4. record every outcome under the event's ETag: accepted, duplicate-confirmed, mismatch,
-   rejected (final statuses, with the peer's reason);
+4. record every outcome under the event's ETag: accepted (``SentOnce`` when answered on its
+   only send), duplicate-confirmed, mismatch, rejected (final statuses, with the peer's
+   reason); an event refused ``ResourceNotActive`` (its resource was cancelled) is sent
+   again as parts of its usage's own hours where the endpoint still takes them
+   (``_send_with_usage_hours``), the rest refused;
 5. decide the events no POST answer settled (``Expired``: a re-send after the window may
    follow an accept whose answer was lost, and carrying it forward then would bill it
    twice; a ``Duplicate`` without the accepted event; a pending event whose hour left the
    window before this delivery) from their day's sums, the only read the endpoint offers
-   (``shared.billing.daily_sums``): proved accepted -> ``duplicate-confirmed`` (Reason
-   ``DailySums``); proved not accepted and past the window's grace -> ``expired`` (carried
-   into a later event); cannot tell -> the item is retried later (TransientError), and
-   once the event's hour is :data:`UNRESOLVED_AFTER` old -> ``unresolved``, which is
-   never carried forward (it may have been billed) and which reconciliation shows;
+   (``shared.billing.daily_sums``), by what holds whichever way the endpoint counts
+   duplicates: proved accepted -> ``duplicate-confirmed`` (Reason ``DailySums``); proved
+   not accepted -> ``expired`` (carried into a later event), but only once the processing
+   horizon (``COMMERCE_PROCESSING_HORIZON_HOURS``) has passed since it could last have
+   been accepted, since the docs promise no latency for the rows; neither -> it waits, and
+   once its day can no longer change -> ``unresolved``, never carried forward (it may have
+   been billed), which reconciliation shows. An item whose events wait goes back to the
+   queue until they can be decided (``defer``), or raises to be retried without one;
 6. for resources that carried usage in, or had none of their own (listed only for their
    carry markers), unlist them from the carry index once no marker is left.
 
@@ -555,8 +561,11 @@ class Reporter:
         pending = [
             part for _, parts in moving for part in parts if part.state is LedgerState.PENDING
         ]
+        # A part whose hour left the window meanwhile is never posted again: its day's
+        # sums decide whether the post before was accepted.
+        undecided: list[Undecided] = [(p, False) for p in pending if not can_send(p.hour, now)]
+        pending = [part for part in pending if can_send(part.hour, now)]
         decided: list[Settlement] = []
-        undecided: list[Undecided] = []
         try:
             for start in range(0, len(pending), self.max_batch):
                 undecided += self._post(pending[start : start + self.max_batch], decided, result)
