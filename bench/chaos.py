@@ -197,8 +197,8 @@ class ChaosReport:
     modes: dict[str, Any] = field(default_factory=dict)
     waited: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     deferrals: int = 0
-    split_batches: int = 0
-    not_active: int = 0  # events refused ResourceNotActive
+    split_batches: int = 0  # as the deliveries that returned counted them (at least)
+    not_active: int = 0  # events refused ResourceNotActive (the ledger's)
     sent_with_usage_hours: int = 0  # their parts sent as events of their usage hours
     cancelled_billed: float = 0.0  # what those parts billed
     refused: dict[str, float] = field(default_factory=dict)  # rejected: key -> refused
@@ -768,8 +768,6 @@ class Chaos:
         for waiting in result.waiting:
             report.waited[waiting.reason].add(_name(*waiting.key))
         report.split_batches += result.split
-        report.not_active += result.not_active
-        report.sent_with_usage_hours += result.sent_with_usage_hours
 
     def _loses_answer(self, message: QueueMessage, now: datetime) -> bool:
         """True for the scenario's message: the hour just collected, from its step on."""
@@ -989,9 +987,12 @@ class Chaos:
                         named[(resource, entry.dimension)].append(entry.quantity)
                     refused_or_unresolved.append(entry)
                 entries[entry.key] = entry
-                sent_back = any(parse_hour_key(h) > entry.hour for h in entry.carried_from)
-                if resource == CANCELLED_RESOURCE and sent_back and entry.state.billed:
-                    report.cancelled_billed += entry.quantity  # sent with its usage hour
+                if entry.reason == "ResourceNotActive":
+                    report.not_active += 1
+                if any(parse_hour_key(h) > entry.hour for h in entry.carried_from):
+                    report.sent_with_usage_hours += 1  # a refused event's part, its own hour
+                    if entry.state.billed:
+                        report.cancelled_billed += entry.quantity
         # What was carried (perhaps through other carries) into a named event.
         folded = list(refused_or_unresolved)
         while folded:

@@ -95,8 +95,9 @@ SEND_MARGIN = timedelta(minutes=5)
 # edge: longer than any request's time budget, so no concurrent delivery can still get it
 # accepted after the daily sums said it was absent.
 SETTLE_GRACE = timedelta(minutes=15)
-# An event whose decision waits is looked at again after this long (or at its horizon),
-# its work item deferred on the queue until then (``Reporter.defer``).
+# An event whose decision waits is looked at again after this long, or a quarter of the
+# processing horizon if longer (or at its horizon, or when its day is final, if sooner):
+# its work item is deferred on the queue until then (``Reporter.defer``).
 RECHECK = timedelta(hours=1)
 LEDGER_PARALLELISM = 8
 # Billing resources an item opens ahead of the one it is posting: enough that the next
@@ -731,7 +732,8 @@ class Reporter:
                 )
             else:
                 absent = verdict is Verdict.NOT_ACCEPTED
-                until = absent_from if absent else min(now + RECHECK, final_from)
+                recheck = now + max(RECHECK, self.horizon / 4)
+                until = absent_from if absent else min(recheck, final_from)
                 reason = WAIT_HORIZON if absent else WAIT_UNDECIDED
                 log.warning(
                     "billing event %s %s %s not decided yet (%s; waits until %s): %s",
