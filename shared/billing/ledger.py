@@ -55,7 +55,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -170,8 +170,9 @@ class LedgerEntry:
     refused: float | None = None
     # Accepted on the answer to its only send, by the delivery that created it (``SentOnce``).
     answered_first_send: bool = False
-    # Created by the call that returned it (not stored): no earlier delivery can have sent it.
-    opened_here: bool = False
+    # Created by the call that returned it (not stored, not part of the record's value): no
+    # earlier delivery can have sent it.
+    opened_here: bool = field(default=False, compare=False)
 
     @property
     def key(self) -> tuple[str, str, datetime]:
