@@ -10,6 +10,10 @@ transactions, manifest, watermark). Beside it, in the same run and the same Azur
 - the naive way: a loop of one upsert per entity (a sample of 300).
 
 Timings alternate pipeline and ceiling and report medians, so a noisy machine moves both.
+Metrics: the same pipeline with the app's telemetry on (the OpenTelemetry SDK recording
+what ``shared.app`` records after each hour, collected by a reader every run, where
+production's exporter collects once a minute), alternating with it off:
+``telemetry_overhead`` is on / off (target <= 1.05).
 Memory: peak RSS of a child process collecting N rows and 10 N rows; streaming means the
 ratio stays near 1.
 """
@@ -28,6 +32,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from azure.data.tables import TableServiceClient, UpdateMode
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from bench.common import finish, median, peak_rss_mb, timed
 from devstack.azurite import Azurite
@@ -37,6 +43,7 @@ from shared.collection.collector import Collector
 from shared.collection.validation import validate
 from shared.core.config import Settings
 from shared.core.meters import catalogue
+from shared.core.telemetry import Telemetry
 from shared.storage.account import StorageAccount
 from shared.storage.transactions import submit_transaction
 from shared.storage.usage_rows import (
@@ -162,9 +169,19 @@ def main(argv: list[str]) -> int:
         # pipeline, the ceiling and the naive loop is then an upsert over existing rows.
         collector.collect_hour(HOUR)
         raw_batches(service, partitions)
-        pipeline_times, ceiling_times = [], []
+        reader = InMemoryMetricReader()
+        telemetry = Telemetry(MeterProvider(metric_readers=[reader]))
+
+        def with_metrics() -> None:
+            result = collector.collect_hour(HOUR)
+            stamp, quarantined = settings.source_name, result.quarantined_by_reason
+            telemetry.hour_collected(stamp, result.rows, quarantined)
+            reader.get_metrics_data()
+
+        pipeline_times, ceiling_times, metrics_times = [], [], []
         for _ in range(repeats):
             pipeline_times.append(timed(lambda: collector.collect_hour(HOUR)))
+            metrics_times.append(timed(with_metrics))
             ceiling_times.append(timed(lambda: raw_batches(service, partitions)))
         sample = [(table, entity) for table, entities in partitions for entity in entities][:300]
         naive_times = [timed(lambda: raw_single_upserts(service, sample)) for _ in range(3)]
@@ -187,6 +204,8 @@ def main(argv: list[str]) -> int:
             "ratio_to_ceiling": round(rows_per_s / ceiling, 3),
             "naive_rows_per_s": round(naive, 1),
             "ratio_to_naive": round(rows_per_s / naive, 2),
+            "metrics_on_rows_per_s": round(rows / median(metrics_times), 1),
+            "telemetry_overhead": round(median(metrics_times) / median(pipeline_times), 3),
             "rows_1x": int(rss_1x["rows"]),
             "peak_rss_mb": round(rss_1x["peak_rss_mb"], 1),
             "peak_rss_mb_10x": round(rss_10x["peak_rss_mb"], 1),

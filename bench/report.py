@@ -19,6 +19,10 @@ interpreter lock), and since loopback has no round trip, it adds ``--latency-ms`
 those round trips; with 0 ms the figure measures only our own storage work, which both
 sides share.
 
+Metrics: the batched run again with the app's telemetry on (the OpenTelemetry SDK recording
+what ``shared.app`` records after each item, collected by a reader every run), alternating
+with it off: ``telemetry_overhead`` is on / off (target <= 1.05).
+
 Dimensions and resources: every catalogue meter is made chargeable
 (BILLING_CHARGEABLE_OVERRIDES), so a subscription bills tens of dimensions, and active
 tenant subscriptions are mapped six at a time to one billing resource, so resources have
@@ -38,6 +42,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from azure.data.tables import TableServiceClient
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from bench.common import finish, median, timed
 from bench.emulator_process import EmulatorProcess
@@ -56,6 +62,7 @@ from shared.billing.work_items import WorkItem, work_item_enqueuer
 from shared.collection.collector import Collector
 from shared.core.config import Settings
 from shared.core.meters import catalogue
+from shared.core.telemetry import Telemetry
 from shared.storage.account import StorageAccount
 from shared.storage.queues import ensure_queue, queue_client
 from shared.storage.subscriptions import SubscriptionState, SubscriptionStore
@@ -120,15 +127,20 @@ def forward(
     pools: Pools,
     items: list[WorkItem],
     max_batch: int,
+    telemetry: Telemetry | None = None,
 ) -> int:
     """Report every item, WORKERS at a time, as the function app does: on its long-lived
-    invocation threads, through its one commerce client, storage account and ledger pool."""
+    invocation threads, through its one commerce client, storage account and ledger pool
+    (and, with ``telemetry``, recording each item's outcomes as ``shared.app`` does)."""
 
     def one(item: WorkItem) -> int:
         reporter = Reporter(
             account, client, pool=pools.ledger, clock=lambda: NOW, max_batch=max_batch
         )
-        return reporter.report(item).posted
+        result = reporter.report(item)
+        if telemetry is not None:
+            telemetry.billing_reported(result.states)
+        return result.posted
 
     return sum(pools.items.map(one, items))
 
@@ -182,14 +194,24 @@ def main(argv: list[str]) -> int:
         def run(max_batch: int) -> Callable[[], int]:
             return lambda: forward(client, account, pools, items, max_batch)
 
+        reader = InMemoryMetricReader()
+        telemetry = Telemetry(MeterProvider(metric_readers=[reader]))
+
+        def with_metrics() -> None:
+            forward(client, account, pools, items, MAX_BATCH, telemetry)
+            reader.get_metrics_data()
+
         run(MAX_BATCH)()  # warm-up: connections, tables, caches
         events = len(emulator.accepted_events())
         per_resource = Counter(e["resourceId"] for e in emulator.accepted_events())
-        batched_times, naive_times, calls = [], [], 0
+        batched_times, naive_times, metrics_times, calls = [], [], [], 0
         for _ in range(repeats):
             reset(emulator, service, settings)
             batched_times.append(timed(run(MAX_BATCH)))
             calls = emulator.total_calls
+            assert len(emulator.accepted_events()) == events
+            reset(emulator, service, settings)
+            metrics_times.append(timed(with_metrics))
             assert len(emulator.accepted_events()) == events
             reset(emulator, service, settings)
             naive_times.append(timed(run(1)))
@@ -204,6 +226,8 @@ def main(argv: list[str]) -> int:
             "events_per_s": round(events / seconds, 1),
             "naive_events_per_s": round(events / naive_seconds, 1),
             "ratio_to_naive": round(naive_seconds / seconds, 2),
+            "metrics_on_events_per_s": round(events / median(metrics_times), 1),
+            "telemetry_overhead": round(median(metrics_times) / seconds, 3),
             "calls": calls,
             "events_per_call": round(events / calls, 2),
             "work_items": len(items),

@@ -45,6 +45,7 @@ from devstack.host import LocalFunctionsHost
 from devstack.local_settings import local_values
 from devstack.sign_in import DEFAULT_PATH as SIGN_IN_PATH
 from devstack.sign_in import LocalSignIn
+from devstack.status_screen import print_status
 from devstack.tokens import LocalIssuer
 from shared.app import FunctionApp
 from shared.billing.reconcile import Reconciliation, reconcile
@@ -393,6 +394,7 @@ def first_cycle(
         "reconciled": reconciled,
     }
     (args.state_dir / "run.json").write_text(json.dumps(state, indent=2))
+    print_status(settings, result[0] if result else None)
     print(f"\nFirst cycle done in {time.monotonic() - started:.1f}s; reconciled: {reconciled}.")
     return 0 if reconciled else 1
 

@@ -142,7 +142,7 @@ class StatusReader:
         self.clock = clock
 
     def read(self, now: datetime | None = None) -> PipelineStatus:
-        at = as_utc(now or self.clock())
+        at = as_utc(now or self.clock()).replace(microsecond=0)
         stamps = [self._stamp(stamp, at) for stamp in self.settings.stamps()]
         through = collected_through(self.account, self.settings.source_names())
         delay = max(stamp.collect_delay_hours for stamp in self.settings.stamps())

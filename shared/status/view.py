@@ -168,8 +168,9 @@ def screen(doc: dict[str, Any]) -> str:
         f"{'objective':<18} {'now':<9} {'value':>9}  {'24 h':>7} {'30 d':>7}  detail",
     ]
     for objective in doc["objectives"]:
-        value = objective["value"]
-        shown = "-" if value is None else f"{value:g} {objective['unit']}".strip()
+        value, unit = objective["value"], objective["unit"]
+        unit = "" if unit.startswith("{") else unit  # counts need no unit on the screen
+        shown = "-" if value is None else f"{value:g} {unit}".strip()
         lines.append(
             f"{objective['name']:<18} {objective['state']:<9} {shown:>9}  "
             f"{_share(objective['last24h']):>7} {_share(objective['last30d']):>7}  "
