@@ -173,6 +173,7 @@ class ChaosReport:
     breached_steps: Counter[str] = field(default_factory=Counter)
     breached_calm_steps: Counter[str] = field(default_factory=Counter)
     objectives_final: dict[str, str] = field(default_factory=dict)
+    observe_seconds: float = 0.0  # the run's time spent reading the status
 
     @property
     def ok(self) -> bool:
@@ -224,6 +225,7 @@ class ChaosReport:
                 "final": self.objectives_final,
                 "breached_steps_with_faults": dict(sorted(self.breached_steps.items())),
                 "breached_steps_calm": dict(sorted(self.breached_calm_steps.items())),
+                "observe_seconds": round(self.observe_seconds, 1),
             },
             "seconds": round(self.seconds, 1),
         }
@@ -498,7 +500,9 @@ class Chaos:
 
     def _observe(self, now: datetime) -> None:
         """The objectives as an operator would see them at ``now`` (the app's reader)."""
+        started = time.monotonic()
         status = patiently(lambda: self.status.read(now), "read the status")
+        self.report.observe_seconds += time.monotonic() - started
         breaches = self.report.breached_steps if self._chaotic else self.report.breached_calm_steps
         breaches.update(objective.value for objective in status.breached)
 

@@ -232,6 +232,8 @@ class StatusReader:
         ]
 
     def _summary_keys(self, hour: datetime) -> set[tuple[str, str]]:
+        """The (resource, dimension) keys the hour's summary owes an event (a key summing to
+        0 gets none: ``Ledger.open`` skips it)."""
         table = self.account.table("summaries")
 
         def query() -> set[tuple[str, str]]:
@@ -239,7 +241,7 @@ class StatusReader:
                 rows = table.query_entities(
                     "PartitionKey eq @pk",
                     parameters={"pk": hour_key(hour)},
-                    select=["RowKey", "ResourceId", "Dimension"],
+                    select=["RowKey", "ResourceId", "Dimension", "Quantity"],
                 )
                 return {
                     (row["ResourceId"], row["Dimension"])
@@ -248,6 +250,7 @@ class StatusReader:
                     and not row["RowKey"].endswith(MARKER)
                     and row.get("ResourceId")
                     and row.get("Dimension")
+                    and float(row.get("Quantity") or 0) != 0
                 }
             except ResourceNotFoundError:
                 return set()
