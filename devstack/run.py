@@ -281,6 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timeout", type=float, default=900, help="seconds to wait for the first cycle"
     )
+    parser.add_argument(
+        "--console-metrics",
+        action="store_true",
+        help="print the app's metrics to the console every 10 s (TELEMETRY_CONSOLE=true)",
+    )
     args = parser.parse_args(argv)
     register_simulated_source()  # the local host's app collects from the simulated fleet
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -306,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             PORTAL_LOCAL_SIGN_IN_URL=SIGN_IN_PATH,
             **({} if args.tenants is None else {"FLEET_TENANTS": str(args.tenants)}),
             **stamp_values(args.stamps),
+            **({"TELEMETRY_CONSOLE": "true"} if args.console_metrics else {}),
         )
         settings = Settings.from_environ(values)
         args.state_dir.mkdir(parents=True, exist_ok=True)

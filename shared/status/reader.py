@@ -10,12 +10,12 @@ What it reads, and what each read costs (requests, whatever the size of the hist
   scanning, so its cost follows the ledger's size (pages of up to 1,000 entities or 5 s of
   server time), not the answer: the price of knowing every unsettled event without an index
   of its own (docs/operations.md says when to add one);
-- the last ``RECENT_HOURS`` stored hours: each hour's summary (one partition each) against
+- the last ``RECENT_HOURS`` stored hours: their summaries (one PartitionKey range) against
   the ledger's events of those hours (one RowKey range over the ledger), so an hour whose
   work item has not run yet counts as waiting too;
 - the poison and work queues (one properties read each);
 - the latest reconciliation record and the unresolved events -> correctness;
-- the last ``COVERAGE_HOURS`` stored hours' quarantine partitions (one each), and the
+- the last ``COVERAGE_HOURS`` stored hours' quarantine (one PartitionKey range), and the
   manifest of an hour whose quarantine is not empty -> coverage;
 - each export's latest run (a blob listing of its current and previous month) -> exports;
 - the statements' closed markers (a point read per month) -> statements.
@@ -57,15 +57,16 @@ from shared.storage.account import StorageAccount
 from shared.storage.blobs import BlobStore
 from shared.storage.hour_manifest import has_entries, read_hour
 from shared.storage.hour_summary import MARKER
-from shared.storage.quarantine import read_quarantine
 from shared.storage.queues import POISON_SUFFIX, queue_client
-from shared.storage.watermark import Watermark, billed_through, collected_through
+from shared.storage.watermark import Watermark, billed_through
 
 # Stored hours whose summaries are compared with the ledger (an item not run yet).
 RECENT_HOURS = 6
 # How far back "statements final through" looks for a closed month.
 STATEMENT_MONTHS_BACK = 24
 _UNSETTLED = (LedgerState.PENDING, LedgerState.EXPIRED, LedgerState.UNRESOLVED)
+# Per reported hour, event keys (billing resource, dimension).
+HourKeys = dict[datetime, set[tuple[str, str]]]
 
 
 def _minutes(delta: timedelta) -> float:
@@ -144,7 +145,9 @@ class StatusReader:
     def read(self, now: datetime | None = None) -> PipelineStatus:
         at = as_utc(now or self.clock()).replace(microsecond=0)
         stamps = [self._stamp(stamp, at) for stamp in self.settings.stamps()]
-        through = collected_through(self.account, self.settings.source_names())
+        marks = [stamp.watermark for stamp in stamps]
+        # What every source has written (``collected_through``, from the marks just read).
+        through = None if None in marks else min(mark for mark in marks if mark is not None)
         delay = max(stamp.collect_delay_hours for stamp in self.settings.stamps())
         unsettled = self._unsettled_events()
         waiting = self._waiting(through, unsettled, at, delay)
@@ -220,10 +223,8 @@ class StatusReader:
         if through is not None:
             first = through - (RECENT_HOURS - 1) * HOUR
             recorded = self._ledger_keys(first, through)
-            hour = first
-            while hour <= through:
-                counts[hour] += len(self._summary_keys(hour) - recorded.get(hour, set()))
-                hour += HOUR
+            for hour, owed in self._summary_keys(first, through).items():
+                counts[hour] += len(owed - recorded.get(hour, set()))
         collectable = HOUR + timedelta(hours=delay_hours)
         return [
             WaitingHour(hour, count, _minutes(at - (hour + collectable)))
@@ -231,33 +232,46 @@ class StatusReader:
             if count and (through is None or hour <= through)
         ]
 
-    def _summary_keys(self, hour: datetime) -> set[tuple[str, str]]:
-        """The (resource, dimension) keys the hour's summary owes an event (a key summing to
-        0 gets none: ``Ledger.open`` skips it)."""
-        table = self.account.table("summaries")
+    def _summary_keys(
+        self, first: datetime, last: datetime
+    ) -> dict[datetime, set[tuple[str, str]]]:
+        """Per hour first..last, the (resource, dimension) keys its summary owes an event (one
+        PartitionKey range; a key summing to 0 gets none: ``Ledger.open`` skips it)."""
+        rows = self._hour_range("summaries", first, last, ["ResourceId", "Dimension", "Quantity"])
+        keys: dict[datetime, set[tuple[str, str]]] = defaultdict(set)
+        for row in rows:
+            if (
+                "|" in row["RowKey"]
+                and not row["RowKey"].endswith(MARKER)
+                and row.get("ResourceId")
+                and row.get("Dimension")
+                and float(row.get("Quantity") or 0) != 0
+            ):
+                keys[parse_hour_key(row["PartitionKey"])].add((row["ResourceId"], row["Dimension"]))
+        return keys
 
-        def query() -> set[tuple[str, str]]:
+    def _hour_range(
+        self, role: str, first: datetime, last: datetime, select: list[str]
+    ) -> list[dict[str, Any]]:
+        """The entities of a table partitioned by hour, hours first..last (one range query:
+        its cost follows what the hours hold)."""
+        table = self.account.table(role)
+
+        def query() -> list[dict[str, Any]]:
             try:
-                rows = table.query_entities(
-                    "PartitionKey eq @pk",
-                    parameters={"pk": hour_key(hour)},
-                    select=["RowKey", "ResourceId", "Dimension", "Quantity"],
+                return list(
+                    table.query_entities(
+                        "PartitionKey ge @low and PartitionKey le @high",
+                        parameters={"low": hour_key(first), "high": hour_key(last)},
+                        select=["PartitionKey", "RowKey", *select],
+                    )
                 )
-                return {
-                    (row["ResourceId"], row["Dimension"])
-                    for row in rows
-                    if "|" in row["RowKey"]
-                    and not row["RowKey"].endswith(MARKER)
-                    and row.get("ResourceId")
-                    and row.get("Dimension")
-                    and float(row.get("Quantity") or 0) != 0
-                }
             except ResourceNotFoundError:
-                return set()
+                return []
 
-        return call_with_retry(query, what=f"read summary {hour_key(hour)}")
+        return call_with_retry(query, what=f"read {role} {hour_key(first)}..{hour_key(last)}")
 
-    def _ledger_keys(self, first: datetime, last: datetime) -> dict[datetime, set[tuple[str, str]]]:
+    def _ledger_keys(self, first: datetime, last: datetime) -> HourKeys:
         """The ledger's event keys of the hours first..last, whatever their state."""
         table = self.account.table("ledger")
 
@@ -308,17 +322,14 @@ class StatusReader:
         gaps: dict[datetime, list[str]] = {}
         if through is None:
             return gaps
-        for back in range(COVERAGE_HOURS):
-            hour = through - back * HOUR
-            named = {
-                str(row["Subscription"]).lower()
-                for row in read_quarantine(self.account, hour, select=["Subscription"])
-                if row.get("Subscription")
-            }
-            if not named:
-                continue
+        first = through - (COVERAGE_HOURS - 1) * HOUR
+        named: dict[datetime, set[str]] = defaultdict(set)
+        for row in self._hour_range("quarantine", first, through, ["Subscription"]):
+            if row.get("Subscription"):
+                named[parse_hour_key(row["PartitionKey"])].add(str(row["Subscription"]).lower())
+        for hour, subscriptions in sorted(named.items()):
             stored = {entry.subscription_id.lower() for entry in read_hour(self.account, hour)}
-            missing = sorted(named - stored)
+            missing = sorted(subscriptions - stored)
             if missing:
                 gaps[hour] = missing
         return gaps
@@ -368,28 +379,26 @@ class StatusReader:
     def _statements(
         self, through: datetime | None, at: datetime
     ) -> tuple[Month | None, tuple[Month, float] | None]:
-        """The newest month whose statements are final, and the oldest closed month past its
-        deadline without them (with the hours it is late)."""
+        """The newest month whose statements are final, and the oldest closed month with
+        usage past its deadline without them (with the hours it is late). Walks back from
+        the newest closed month as ``finalise_statements`` does: to a final month, or to one
+        with no usage (before the app's first hour)."""
         if through is None:
             return None, None
         store = StatementStore(self.account)
-        newest_closed = Month.of(through).previous
-        if through == Month.of(through).last_hour:
-            newest_closed = Month.of(through)
-        month, open_months = newest_closed, []
+        month = Month.of(through) if through == Month.of(through).last_hour else None
+        month = month or Month.of(through).previous
+        final, late = None, []
         for _ in range(STATEMENT_MONTHS_BACK):
             if store.is_closed(month):
+                final = month
                 break
-            open_months.append(month)
+            if not has_entries(self.account, month.first_hour, month.last_hour):
+                break
+            hours = (at - (month.next.first_hour + STATEMENTS_DEADLINE)).total_seconds() / 3600
+            if hours > 0:
+                late.append((month, round(hours, 1)))
             month = month.previous
-        final = month if store.is_closed(month) else None
-        if final is None:  # nothing final yet: older months may predate the app
-            open_months = open_months[:1]
-        late = []
-        for m in open_months:
-            hours = (at - (m.next.first_hour + STATEMENTS_DEADLINE)).total_seconds() / 3600
-            if hours > 0 and has_entries(self.account, m.first_hour, m.last_hour):
-                late.append((m, round(hours, 1)))
         return final, (min(late) if late else None)
 
 

@@ -5,6 +5,7 @@ back through the OpenTelemetry SDK's in-memory reader, ``ops status`` and the st
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from shared.core.config import Settings
 from shared.core.errors import TransientError
 from shared.core.hours import hour_key, last_closed_hour, utc_now
 from shared.core.telemetry import Telemetry
+from shared.export.configs import ExportConfigs, make_config
+from shared.rating.engine import Month
 from shared.status.objectives import Objective, State
 from shared.status.observer import record_gauges, remember
 from shared.status.view import History
@@ -151,7 +154,7 @@ def test_a_source_outage_breaches_freshness_and_recovery_clears_it(
 
 
 def test_ops_status_is_healthy_until_a_planted_difference_turns_correctness_red(
-    make_settings, tmp_path: Path
+    make_settings, tmp_path: Path, capsys
 ) -> None:
     """The last closed hour collected, billed and reconciled: ``ops status`` exits 0 with every
     stored-state objective met. A stored row changed afterwards (a difference planted in
@@ -159,7 +162,8 @@ def test_ops_status_is_healthy_until_a_planted_difference_turns_correctness_red(
     correctness breached, the difference named by kind in ``--json``."""
     hour = last_closed_hour(utc_now())
     settings = make_settings(COLLECT_LOOKBACK_HOURS="1")
-    source = ScriptedSource(by_hour={hour: [vm_record(TENANT_A, hour)]})
+    # Named as the settings' source, so its watermark is the one the status reads.
+    source = ScriptedSource(by_hour={hour: [vm_record(TENANT_A, hour)]}, name="simulated")
     with CommerceEmulator() as emulator:
         settings_file = _write_settings(
             settings, tmp_path / "local.settings.json", COMMERCE_BASE_URL=emulator.base_url
@@ -170,7 +174,15 @@ def test_ops_status_is_healthy_until_a_planted_difference_turns_correctness_red(
             report_message(body, settings)
         span = ["--from", f"{hour:%Y-%m-%dT%H}", "--to", f"{hour:%Y-%m-%dT%H}"]
         assert ops_main(["reconcile", "--settings-file", str(settings_file), *span]) == 0
-        assert ops_main(["status", "--settings-file", str(settings_file)]) == 0
+        capsys.readouterr()
+        assert ops_main(["status", "--settings-file", str(settings_file), "--json"]) == 0
+        states = {o["name"]: o["state"] for o in json.loads(capsys.readouterr().out)["objectives"]}
+        assert states == {
+            **dict.fromkeys(("freshness", "billing-latency", "correctness"), "met"),
+            **dict.fromkeys(("coverage", "exports", "statements"), "met"),
+            "api-availability": "unknown",  # Azure Monitor's, not stored state's
+            "api-latency": "unknown",
+        }
 
         account = StorageAccount(settings)
         table = account.table_named(usage_table_name(settings.table_prefix, TENANT_A))
@@ -288,3 +300,64 @@ def test_an_answer_lost_that_the_sums_cannot_decide_shows_as_unresolved(
 
 
 register_simulated_source()  # ops reads USAGE_SOURCE=simulated as the local stack does
+
+
+def test_statements_and_exports_objectives_follow_what_is_stored(
+    make_settings, metrics: InMemoryTelemetry
+) -> None:
+    """October's last hour collected: an hour past October's deadline (2 days after it
+    closed) with no final statements, statements are breached and overdue by 1 h; once
+    finalise_statements stores them, met and final through 2026-10. An export run an hour
+    ago is fresh; 27 hours later it is stale."""
+    october = Month(2026, 10)
+    hour = october.last_hour
+    settings = make_settings()
+    source = ScriptedSource(by_hour={hour: [vm_record(TENANT_A, hour)]}, name="simulated")
+    collect(settings, source, [hour])
+    clock = SettableClock(october.next.first_hour + timedelta(days=2, hours=1))
+    app = FunctionApp(settings, clock=clock, telemetry=metrics.telemetry)
+
+    status = app.observe_pipeline(reconcile=False)
+    statements = status.observation(Objective.STATEMENTS)
+    assert (statements.state, statements.value) == (State.BREACHED, 1.0)
+    assert status.statements_final_through is None
+    assert metrics.value("usage.statements.overdue") == 1.0
+
+    assert app.finalise_statements().months_closed == ["2026-10"]
+    container = "st" + uuid.uuid4().hex[:10]
+    ExportConfigs(app.account).put(make_config("status-focus", "admin", container=container))
+    clock.set(clock() - HOUR)
+    app.export()
+    clock.set(clock() + HOUR)
+    status = app.observe_pipeline(reconcile=False)
+    assert status.observation(Objective.STATEMENTS).state is State.MET
+    assert status.statements_final_through == october
+    assert metrics.value("usage.statements.final_through") == 202610
+    (export,) = status.exports
+    assert (export.name, export.age_hours) == ("status-focus", 1.0)
+    assert export.rows is not None
+    assert status.observation(Objective.EXPORTS).state is State.MET
+    assert metrics.value("usage.export.age", export="status-focus") == 1.0
+    assert metrics.value("usage.export.rows", export="status-focus") >= 2 * export.rows
+
+    clock.set(clock() + 26 * HOUR)
+    status = app.observe_pipeline(reconcile=False)
+    assert status.observation(Objective.EXPORTS).state is State.BREACHED
+    assert metrics.value("usage.objective.breached", objective="exports") == 1
+
+
+def test_a_subscription_whose_every_record_was_quarantined_breaches_coverage(
+    make_settings,
+) -> None:
+    """The stamp reports usage for a subscription it does not list: its records are
+    quarantined, the hour stores none of its rows, and coverage names that hour."""
+    hour = last_closed_hour(utc_now())
+    unlisted = "99999999-9999-4999-8999-999999999999"
+    records = [vm_record(TENANT_A, hour), vm_record(unlisted, hour)]
+    source = ScriptedSource(by_hour={hour: records}, name="simulated")
+    settings = make_settings()
+    collect(settings, source, [hour])
+    status = FunctionApp(settings, telemetry=Telemetry()).status_reader.read()
+    assert status.coverage_gaps == {hour: [unlisted]}
+    coverage = status.observation(Objective.COVERAGE)
+    assert (coverage.state, coverage.value) == (State.BREACHED, 1.0)
