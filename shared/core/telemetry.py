@@ -243,6 +243,12 @@ class Telemetry:
             force_flush()
 
 
+# The libraries the Azure Monitor distro instruments unless told not to (its 1.8 list).
+_DISTRO_LIBRARIES = (
+    "azure_sdk", "django", "fastapi", "flask", "httpx", "httpx2", "psycopg2", "requests",
+    "urllib", "urllib3",
+)  # fmt: skip
+
 _configure_lock = threading.Lock()
 _configured = False
 
@@ -279,6 +285,10 @@ def _configure(settings: Settings) -> None:
             disable_tracing=True,
             disable_logging=True,
             enable_live_metrics=False,
+            # No library is patched: an instrumented requests or azure-core would record a
+            # metric per storage and endpoint request, a cost per request for figures the
+            # host's own telemetry already has.
+            instrumentation_options={name: {"enabled": False} for name in _DISTRO_LIBRARIES},
         )
         log.info("telemetry: metrics go to Azure Monitor")
     elif settings.telemetry_console and settings.app_mode is AppMode.LOCAL:

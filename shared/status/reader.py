@@ -2,7 +2,7 @@
 the admin status route, the ``observe_pipeline`` timer's gauges and the chaos benchmark, so
 all four show the same values.
 
-What it reads, and what each read costs (requests, whatever the size of the history):
+What it reads, and what each read costs in requests:
 
 - each stamp's watermark (one point read per stamp) -> freshness;
 - the ledger's unsettled events: one query of the whole ledger table filtered on ``State``
@@ -11,8 +11,9 @@ What it reads, and what each read costs (requests, whatever the size of the hist
   server time), not the answer: the price of knowing every unsettled event without an index
   of its own (docs/operations.md says when to add one);
 - the last ``RECENT_HOURS`` stored hours: their summaries (one PartitionKey range) against
-  the ledger's events of those hours (one RowKey range over the ledger), so an hour whose
-  work item has not run yet counts as waiting too;
+  the ledger's events of those hours (one RowKey range across the ledger's partitions,
+  which Table storage also serves partition by partition), so an hour whose work item has
+  not run yet counts as waiting too;
 - the poison and work queues (one properties read each);
 - the latest reconciliation record and the unresolved events -> correctness;
 - the last ``COVERAGE_HOURS`` stored hours' quarantine (one PartitionKey range), and the
