@@ -185,9 +185,7 @@ def main(argv: list[str]) -> int:
         for _ in range(repeats):
             pipeline_times.append(timed(lambda: collector.collect_hour(HOUR)))
             ceiling_times.append(timed(lambda: raw_batches(service, partitions)))
-        paired = paired_runs(
-            lambda: collector.collect_hour(HOUR), with_metrics, pairs=2 * repeats + 2
-        )
+        paired = paired_runs(lambda: collector.collect_hour(HOUR), with_metrics, pairs=4 * repeats)
         recorded = collector.collect_hour(HOUR)
 
         def record_only() -> None:

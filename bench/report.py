@@ -215,7 +215,7 @@ def main(argv: list[str]) -> int:
         paired = paired_runs(
             run(MAX_BATCH),
             with_metrics,
-            pairs=4 * repeats,
+            pairs=6 * repeats,
             before_each=lambda: reset(emulator, service, settings),
         )
         assert len(emulator.accepted_events()) == events
