@@ -16,9 +16,10 @@ production's exporter collects once a minute) and off, in adjacent pairs of alte
 order. Telemetry adds no request to storage or the endpoint, only this process's CPU, so
 ``telemetry_overhead`` is median CPU seconds of this process on / off (target <= 1.05);
 ``telemetry_overhead_wall`` is the same for wall time, which on a loaded machine carries
-the noise of whole runs; ``telemetry_record_us`` times the recording alone (the calls
-``shared.app`` makes per hour, and a collection) and ``telemetry_record_share`` divides it
-by an hour's collection.
+the noise of whole runs; ``null_ratio`` and ``null_ratio_wall`` pair the pipeline with
+itself, metrics off on both sides, so they show that noise; ``telemetry_record_us`` times
+the recording alone (the calls ``shared.app`` makes per hour, and a collection) and
+``telemetry_record_share`` divides it by an hour's collection.
 """
 
 from __future__ import annotations
@@ -185,7 +186,14 @@ def main(argv: list[str]) -> int:
         for _ in range(repeats):
             pipeline_times.append(timed(lambda: collector.collect_hour(HOUR)))
             ceiling_times.append(timed(lambda: raw_batches(service, partitions)))
-        paired = paired_runs(lambda: collector.collect_hour(HOUR), with_metrics, pairs=4 * repeats)
+
+        def collect() -> None:
+            collector.collect_hour(HOUR)
+
+        paired = paired_runs(collect, with_metrics, pairs=4 * repeats)
+        # The same pairing with metrics off on both sides: how far apart two identical
+        # runs are on this machine now (the noise the ratio above is read against).
+        null = paired_runs(collect, collect, pairs=4 * repeats)
         recorded = collector.collect_hour(HOUR)
 
         def record_only() -> None:
@@ -219,6 +227,8 @@ def main(argv: list[str]) -> int:
             "metrics_on_rows_per_s": round(rows / median(paired.on_seconds), 1),
             "telemetry_overhead": round(paired.cpu_ratio, 3),
             "telemetry_overhead_wall": round(paired.wall_ratio, 3),
+            "null_ratio": round(null.cpu_ratio, 3),
+            "null_ratio_wall": round(null.wall_ratio, 3),
             "telemetry_record_us": round(record_seconds * 1e6, 1),
             "telemetry_record_share": round(record_seconds / median(pipeline_times), 6),
             "rows_1x": int(rss_1x["rows"]),

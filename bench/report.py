@@ -23,9 +23,10 @@ Metrics: the batched run with the app's telemetry on (the OpenTelemetry SDK reco
 ``shared.app`` records after each item, collected by a reader every run) and off, in
 adjacent pairs of alternating order; the endpoint's calls are the same either way, so
 ``telemetry_overhead`` is median CPU seconds of this process on / off (target <= 1.05),
-``telemetry_overhead_wall`` the same for wall time; ``telemetry_record_us`` times the
-recording alone per work item and ``telemetry_record_share`` divides the hour's recording
-by the hour's billing.
+``telemetry_overhead_wall`` the same for wall time; ``null_ratio`` and ``null_ratio_wall``
+pair the batched run with itself (metrics off on both sides), the noise those ratios are
+read against; ``telemetry_record_us`` times the recording alone per work item and
+``telemetry_record_share`` divides the hour's recording by the hour's billing.
 """
 
 from __future__ import annotations
@@ -219,6 +220,13 @@ def main(argv: list[str]) -> int:
             before_each=lambda: reset(emulator, service, settings),
         )
         assert len(emulator.accepted_events()) == events
+        # The same pairing with metrics off on both sides: the noise the ratio is read against.
+        null = paired_runs(
+            run(MAX_BATCH),
+            run(MAX_BATCH),
+            pairs=6 * repeats,
+            before_each=lambda: reset(emulator, service, settings),
+        )
         states = Counter({"accepted": events // len(items)})
 
         def record_only() -> None:
@@ -241,6 +249,8 @@ def main(argv: list[str]) -> int:
             "metrics_on_events_per_s": round(events / median(paired.on_seconds), 1),
             "telemetry_overhead": round(paired.cpu_ratio, 3),
             "telemetry_overhead_wall": round(paired.wall_ratio, 3),
+            "null_ratio": round(null.cpu_ratio, 3),
+            "null_ratio_wall": round(null.wall_ratio, 3),
             "telemetry_record_us": round(record_seconds * 1e6, 1),
             "telemetry_record_share": round(record_seconds * len(items) / seconds, 6),
             "calls": calls,
