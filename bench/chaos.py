@@ -248,8 +248,18 @@ class ChaosReport:
             and self.deferred_at_end == 0
             and not self.reconcile_differences
             and self.watermark_at_end
-            and "breached" not in self.objectives_final.values()
+            and self.objectives_in_order
         )
+
+    @property
+    def objectives_in_order(self) -> bool:
+        """Every objective stored state judges is met at the end, but correctness while the
+        run names events a person must look at (refused, unresolved): its breach is how
+        they are surfaced, so it must be breached then, and met otherwise."""
+        final = dict(self.objectives_final)
+        correctness = final.pop("correctness", None)
+        expected = "breached" if self.reconcile_named else "met"
+        return correctness == expected and "breached" not in final.values()
 
     def figures(self) -> dict[str, Any]:
         return {

@@ -18,6 +18,11 @@ from shared.storage.account import StorageAccount
 HOUR = timedelta(hours=1)
 T0 = datetime(2026, 11, 20, 9, tzinfo=UTC)
 
+# The shared run (82 simulated hours: the calm ones reach past the processing horizon of the
+# last chaotic day) is set up inside the first test: on a shared, loaded 2-core machine it
+# can outlast the suite's 300 s per test.
+pytestmark = pytest.mark.timeout(900)
+
 
 @pytest.fixture(scope="module")
 def chaos_report(tmp_path_factory: pytest.TempPathFactory) -> ChaosReport:
@@ -191,3 +196,4 @@ def test_the_objectives_name_the_faults_and_are_all_met_at_the_end(
     assert len(final) == 6
     assert final.pop("correctness") == ("breached" if report.reconcile_named else "met")
     assert set(final.values()) == {"met"}, report.objectives_final
+    assert report.ok  # the verdict python -m bench chaos exits with
