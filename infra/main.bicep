@@ -106,6 +106,14 @@ param publicBaseUrl string = ''
 @maxValue(64)
 param storageWriteParallelism int = 8
 
+@description('How table transactions and queries are sent (TABLES_TRANSPORT): empty chooses by the installed SDK versions (the fast direct path only on the versions it was proved on); "sdk" forces the SDK\'s own calls, "direct" the fast path.')
+@allowed([
+  ''
+  'sdk'
+  'direct'
+])
+param tablesTransport string = ''
+
 @description('Queue of billing work items (report_to_azure trigger); "-poison" is appended for its poison queue.')
 param reportQueueName string = 'usage-to-report'
 
@@ -306,6 +314,8 @@ module api 'app/function-app.bicep' = {
       COLLECT_DELAY_HOURS: string(collectDelayHours)
       // collect_usage: partitions written in parallel.
       STORAGE_WRITE_PARALLELISM: string(storageWriteParallelism)
+      // Every function: how table transactions and queries are sent (shared/storage/transport).
+      TABLES_TRANSPORT: tablesTransport
       // finalise_statements timer (%STATEMENTS_SCHEDULE% in its function.json) and its budget.
       STATEMENTS_SCHEDULE: statementsSchedule
       STATEMENTS_TIME_BUDGET_SECONDS: string(statementsTimeBudgetSeconds)

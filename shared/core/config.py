@@ -101,6 +101,10 @@ class Settings(BaseModel):
     # hour's answer as soon as it ends. Read it as ``collect_delay_hours``.
     collect_delay_setting: int | None = Field(None, alias="COLLECT_DELAY_HOURS", ge=0, le=72)
     write_parallelism: int = Field(8, alias="STORAGE_WRITE_PARALLELISM", ge=1, le=64)
+    # How table transactions and queries are sent (shared.storage.transport): "sdk" (the
+    # SDK's own calls) or "direct" (the fast path); unset, direct only on the SDK versions
+    # it was proved on.
+    tables_transport: Literal["sdk", "direct"] | None = Field(None, alias="TABLES_TRANSPORT")
 
     # finalise_statements: its timer (%STATEMENTS_SCHEDULE% in function.json; after the
     # hourly collection, so a month's statements are stored soon after its last hour is)
