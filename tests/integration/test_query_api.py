@@ -162,11 +162,12 @@ def test_subscriber_outside_the_providers_tenants_is_400(
 def test_forbidden_is_403_and_identical_for_missing_subscriptions(
     world: World, host: LocalFunctionsHost
 ) -> None:
-    """403 AuthorizationFailed, with the same body whether or not the subscription exists."""
-    subscription, _ = tenant_and_owner(world)
+    """403 AuthorizationFailed, with the same body whether or not the subscription exists;
+    a path id that is not a GUID is one 400 for every caller (it can name nothing)."""
+    subscription, owner = tenant_and_owner(world)
     stranger = world.token(str(uuid.uuid4()))
     bodies = []
-    for target in (subscription, str(uuid.uuid4()), "not-a-guid"):
+    for target in (subscription, str(uuid.uuid4())):
         for path in (TENANT_PATH, PROVIDER_PATH):
             body = assert_error(
                 call(host.base_url, path.format(target), window(), stranger),
@@ -175,6 +176,13 @@ def test_forbidden_is_403_and_identical_for_missing_subscriptions(
             )
             bodies.append(body)
     assert all(body == bodies[0] for body in bodies)
+    malformed = [
+        assert_error(call(host.base_url, path.format("not-a-guid"), window(), token), 400,
+                     "InvalidProperty")
+        for path in (TENANT_PATH, PROVIDER_PATH)
+        for token in (stranger, world.token(owner), world.admin_token())
+    ]  # fmt: skip
+    assert all(body == malformed[0] for body in malformed)
 
 
 def test_unknown_resource_is_404_in_the_arm_envelope(

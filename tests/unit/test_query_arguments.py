@@ -216,9 +216,11 @@ def test_next_link_is_built_from_the_base_url_and_our_own_spelling() -> None:
         "&reportedEndTime=2026-11-21T00%3A00%3A00%2B00%3A00"
         "&aggregationGranularity=Daily&showDetails=false&continuationToken=a.b%2B%2F%3D"
     )
-    odd = parse_query(parse_path("/a>b,<c/providers/microsoft.commerce/usageaggregates"),
-                      BASE, NOW)  # fmt: skip
-    assert "/subscriptions/a%3Eb%2C%3Cc/providers/" in next_page_url("https://h", odd, "t")
+    # A path subscription that is not a GUID never reaches a link: it is refused first.
+    with pytest.raises(BadInputError) as refused:
+        parse_path("/a>b,<c/providers/microsoft.commerce/usageaggregates")
+    assert (refused.value.code, refused.value.target) == ("InvalidProperty", "subscriptionId")
+    assert "a>b" not in refused.value.message
 
 
 def test_repeated_arguments_are_refused_whatever_their_spelling() -> None:
