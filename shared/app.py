@@ -1,7 +1,7 @@
 """The function app's composition root: every collaborator built once, from settings.
 
 Entry points (``collect_usage``, ``collect_slice``, ``report_to_azure``, ``query_usage``,
-``finalise_statements``, ``export_usage``, ``portal``) hold one
+``commerce_operations``, ``finalise_statements``, ``export_usage``, ``portal``) hold one
 :class:`LazyApp` each; its first use reads the app settings from the environment and
 builds a :class:`FunctionApp`, which keeps what is worth keeping between invocations of
 one worker process: the storage account (its per-thread table clients and connections),
@@ -45,6 +45,7 @@ from shared.portal.site import PortalAnswer, PortalRequest, PortalSite
 from shared.query import charges_api
 from shared.query.arm_responses import HttpAnswer
 from shared.query.charges_api import ChargesApi
+from shared.query.operations import OperationsApi
 from shared.query.usage_api import HttpCall, UsageApi
 from shared.rating.statement_store import FinaliseRun, Statements
 from shared.storage.account import StorageAccount
@@ -110,6 +111,10 @@ class FunctionApp:
             meters=catalogue(),
             clock=self._clock,
         )
+
+    @cached_property
+    def operations_api(self) -> OperationsApi:
+        return OperationsApi(self.usage_api.validator)
 
     def collector(self, stamp: Settings) -> Collector:
         """A collector of one usage source (``stamp``: its settings, one of ``stamps()``).
@@ -186,6 +191,10 @@ class FunctionApp:
         if charges_api.handles(call.route_path):
             return self.charges_api.answer(call)
         return self.usage_api.answer(call)
+
+    def answer_operations_request(self, call: HttpCall) -> HttpAnswer:
+        """One ``commerce_operations`` request (ARM's operations list); never raises."""
+        return self.operations_api.answer(call)
 
     def answer_portal_request(self, request: PortalRequest) -> PortalAnswer:
         """One request for the portal's page or files; never raises."""
