@@ -46,14 +46,22 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from bench.common import finish, median
-from bench.query import FIRST_HOUR, fill, functions_host, get_page, p99, rows_per_subscription
+from bench.query import (
+    FIRST_HOUR,
+    fill,
+    functions_host,
+    get_page,
+    p99,
+    page_tenant,
+    rows_per_subscription,
+)
 from devstack.azurite import Azurite
 from devstack.fleet import SimulatedFleet, options_for_rows
 from devstack.local_settings import local_values
 from devstack.tokens import LocalIssuer
 from shared.core.config import Settings
 from shared.storage.account import StorageAccount
-from shared.storage.subscriptions import SubscriptionState, SubscriptionStore
+from shared.storage.subscriptions import SubscriptionStore
 from shared.storage.watermark import Watermark
 
 HOUR = timedelta(hours=1)
@@ -342,16 +350,7 @@ def main(argv: list[str]) -> int:
         store.sync(listed, store.all())
         by_id = {s.subscription_id.lower(): s for s in listed}
         counts = rows_per_subscription(fleet, hours)
-        readable = [
-            (count, sid)
-            for sid, count in counts.items()
-            if by_id.get(sid) is not None
-            and by_id[sid].owners
-            and by_id[sid].state is SubscriptionState.ACTIVE
-        ]
-        tenant_rows, tenant = max(readable)
-        if tenant_rows < 1000:
-            raise RuntimeError(f"no tenant fills a page ({tenant_rows} rows at most)")
+        _, tenant = page_tenant(counts, by_id)
         owner = by_id[tenant].owners[0]
         victim = next(s for s in sorted(by_id) if owner not in by_id[s].owners)
         rows = fill(account, fleet, hours, lambda sid: True)
