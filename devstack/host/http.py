@@ -21,8 +21,10 @@ web page they visit can reach loopback:
   once answer 400 and close the connection: a body read one way by us and another by a proxy
   in front is how a second, hidden request gets smuggled in.
 - **Host is checked, never used.** Only loopback names are answered (``127.0.0.1``,
-  ``localhost``, ``[::1]``, with this host's port or none): anything else is 400, so a page
-  that rebinds its own name to 127.0.0.1 cannot call the app (or the local sign-in). Routing
+  ``localhost``, ``[::1]``, with a port or none): anything else is 400, so a page that
+  rebinds its own name to 127.0.0.1 cannot call the app (or the local sign-in): its
+  requests keep naming its own host. (Any port: a loopback proxy in front, such as the
+  Azure Stack round-trip test's stamp, forwards its own ``Host``.) Routing
   uses the request target's path alone (origin-form only: ``/path?query``), and the URL a
   function sees is the host's own address plus that target, never the ``Host`` text.
 - **Every answer of its own is JSON** (400, 404, 413, 414, 431, 500, ...): ARM's error
@@ -196,8 +198,9 @@ _MAX_LENGTH = 2**63 - 1
 MAX_REQUEST_BODY = 104_857_600
 
 
-# The only Host names answered (RFC 9110 host, lower case), with this host's port or none.
+# The only Host names answered (RFC 9110 host, lower case), with a port or none.
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
+_PORT = re.compile(r"[0-9]{1,5}")
 # Headers on every answer the host writes itself (its functions' answers carry their own).
 OWN_ANSWER_HEADERS = (
     ("Content-Type", "application/json; charset=utf-8"),
@@ -308,7 +311,7 @@ class _HttpHandler(http.server.BaseHTTPRequestHandler):
             name, port = value, ""
         else:
             name, _, port = value.rpartition(":")
-        return name in LOOPBACK_NAMES and port in ("", str(self.server.server_address[1]))
+        return name in LOOPBACK_NAMES and (port == "" or _PORT.fullmatch(port) is not None)
 
     def _dispatch(self) -> None:
         host = self.server.host

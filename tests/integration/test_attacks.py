@@ -907,7 +907,8 @@ def test_9_the_local_host_refuses_ambiguous_framing_and_foreign_hosts(
         + str(port).encode() + b"?api-version=x&y=\r\n\r\n",
         "rebound name": sign_in + b"Host: evil.example\r\nContent-Type: text/plain\r\n"
         b"Content-Length: 22\r\n\r\n" + b'{"principal":"admin"}\n',
-        "another port": b"GET /openapi.json HTTP/1.1\r\nHost: 127.0.0.1:1\r\n\r\n",
+        "a port that is not one": b"GET /openapi.json HTTP/1.1\r\nHost: 127.0.0.1:80x\r\n\r\n",
+        "a loopback suffix": b"GET /openapi.json HTTP/1.1\r\nHost: localhost.evil.example\r\n\r\n",
         "two hosts": b"GET /openapi.json HTTP/1.1\r\n" + here + here + b"\r\n",
         "absolute form": b"GET http://evil.example/openapi.json HTTP/1.1\r\n" + here + b"\r\n",
     }.items():  # fmt: skip
