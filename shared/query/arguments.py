@@ -203,7 +203,7 @@ def parse_query(
         )
     token = args.get("continuationtoken")
     if token and TOKEN_SHAPE.fullmatch(token) is None:
-        raise _malformed("continuationtoken")
+        raise malformed_argument("continuationtoken")
     return UsageQuery(
         path=path,
         start=start,
@@ -222,7 +222,7 @@ def versioned_arguments(arguments: Iterable[tuple[str, str]]) -> dict[str, str]:
     args = _case_insensitive(arguments)
     for name, value in args.items():
         if len(value) > MAX_LENGTHS.get(name, len(value)):
-            raise _malformed(name)
+            raise malformed_argument(name)
     api_version = args.get("api-version")
     if not api_version:
         raise BadInputError(
@@ -231,7 +231,7 @@ def versioned_arguments(arguments: Iterable[tuple[str, str]]) -> dict[str, str]:
             target="api-version",
         )
     if api_version != API_VERSION:
-        raise _malformed("api-version")
+        raise malformed_argument("api-version")
     return args
 
 
@@ -242,12 +242,13 @@ def subscriber_argument(args: Mapping[str, str]) -> str | None:
     if not value:
         return None
     if not is_guid(value):
-        raise _malformed("subscriberid")
+        raise malformed_argument("subscriberid")
     return value.lower()
 
 
-def _malformed(name: str) -> BadInputError:
-    """The error of a malformed argument ``name`` (a lower-case key of MAX_LENGTHS)."""
+def malformed_argument(name: str) -> BadInputError:
+    """The error of a malformed argument ``name`` (a lower-case key of MAX_LENGTHS), with its
+    code and a fixed message (one for a continuation token, whatever check refused it)."""
     spelled = ARGUMENT_NAMES[name]
     code = ARGUMENT_CODES.get(name, "InvalidProperty")
     messages = {
@@ -292,7 +293,7 @@ def _granularity(value: str | None) -> Granularity:
     if value.isascii():
         with contextlib.suppress(ValueError):
             return Granularity(value.lower())
-    raise _malformed("aggregationgranularity")
+    raise malformed_argument("aggregationgranularity")
 
 
 def _show_details(value: str | None) -> bool:

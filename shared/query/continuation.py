@@ -29,7 +29,7 @@ from typing import Any, Final
 
 from shared.core.errors import BadInputError
 from shared.core.hours import as_utc
-from shared.query.arguments import TOKEN_SHAPE, UsageQuery
+from shared.query.arguments import TOKEN_SHAPE, UsageQuery, malformed_argument
 from shared.query.caller_scope import CallerScope
 
 VERSION: Final = 1
@@ -58,11 +58,7 @@ class PageState:
 
 
 def _invalid() -> BadInputError:
-    return BadInputError(
-        "the continuation token is invalid, expired or belongs to another query",
-        code="InvalidContinuationToken",
-        target="continuationToken",
-    )
+    return malformed_argument("continuationtoken")
 
 
 def _binding(scope: CallerScope, query: UsageQuery) -> list[str]:
