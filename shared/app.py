@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 
 from shared.billing.commerce import CommerceClient
@@ -36,7 +36,7 @@ from shared.billing.reporter import (
     report_message,
 )
 from shared.billing.tokens import TokenProvider, token_provider_for
-from shared.billing.work_items import work_item_enqueuer
+from shared.billing.work_items import WorkItem, work_item_deferrer, work_item_enqueuer
 from shared.collection.collector import CollectionRun, Collector, HourResult
 from shared.collection.planner import Plan, plan_source
 from shared.collection.slices import CollectionSlice
@@ -187,7 +187,8 @@ class FunctionApp:
         return result
 
     def report_message(self, body: bytes | str) -> ReportResult:
-        """One queue message: its billing work item reported to the commerce endpoint."""
+        """One queue message: its billing work item reported to the commerce endpoint (an
+        item whose events wait for their day's rows comes back on the queue later)."""
         result = report_message(
             body,
             self.settings,
@@ -195,9 +196,14 @@ class FunctionApp:
             client=self._commerce,
             account=self.account,
             pool=self._pool,
+            defer=self._defer_report,
         )
         self.telemetry.billing_reported(result.states)
         return result
+
+    @cached_property
+    def _defer_report(self) -> Callable[[WorkItem, timedelta], None]:
+        return work_item_deferrer(self.settings)
 
     @cached_property
     def blobs(self) -> BlobStore:
