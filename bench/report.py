@@ -13,7 +13,7 @@ ledger table is emptied, so every repeat bills the whole hour again. Medians of 
 repeats are reported.
 
 The endpoint is remote in production (marketplaceapi.microsoft.com), so the emulator runs
-in a process of its own (``bench.emulator_process``: its work never holds this process's
+in a process of its own (``devstack.emulator_process``: its work never holds this process's
 interpreter lock), and since loopback has no round trip, it adds ``--latency-ms``
 (default 25 ms, a short Internet round trip) before every answer. Batching exists to save
 those round trips; with 0 ms the figure measures only our own storage work, which both
@@ -40,8 +40,8 @@ from datetime import UTC, datetime, timedelta
 from azure.data.tables import TableServiceClient
 
 from bench.common import finish, median, timed
-from bench.emulator_process import EmulatorProcess
 from devstack.azurite import Azurite
+from devstack.emulator_process import EmulatorProcess
 from devstack.fleet import SimulatedFleet, options_for_rows
 from devstack.local_settings import local_values
 from shared.billing.commerce import CommerceClient
@@ -164,7 +164,7 @@ def main(argv: list[str]) -> int:
     latency = args.latency_ms / 1000
     with contextlib.ExitStack() as stack:
         azurite = stack.enter_context(Azurite())
-        emulator = stack.enter_context(EmulatorProcess(NOW, latency))
+        emulator = stack.enter_context(EmulatorProcess(now=NOW, latency=latency))
         settings = settings_for(azurite.connection_string, emulator.base_url)
         print(
             f"report: one reported hour of ~{target:,} rows, {WORKERS} items at a time, "
