@@ -14,6 +14,7 @@ as a heap exhausted, lands there) and sizes Node's heap (``heap_mb``, from
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from devstack.supervision import stop_process_group
+from devstack.supervision import die_with_parent, stop_process_group
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite"
@@ -76,6 +77,7 @@ class Azurite:
     blob_port: int = field(default_factory=free_port)
     log_path: Path | None = None  # its output (None: discarded)
     heap_mb: int | None = None  # Node's old-space limit (None: Node's default)
+    die_with_parent: bool = False  # SIGTERM it if the process that launched it dies
     _process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -146,9 +148,8 @@ class Azurite:
                 self._process = self._popen(command, environment, log)
         return self._process
 
-    @staticmethod
     def _popen(
-        command: list[str], environment: dict[str, str] | None, output: Any
+        self, command: list[str], environment: dict[str, str] | None, output: Any
     ) -> subprocess.Popen[bytes]:
         return subprocess.Popen(  # noqa: S603  # fixed argv, no shell
             command,
@@ -157,6 +158,9 @@ class Azurite:
             stderr=subprocess.STDOUT if output is not subprocess.DEVNULL else output,
             env=environment,
             start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM)
+            if self.die_with_parent
+            else None,  # one prctl call (resolved before the fork)
         )
 
     def wait_until_serving(self, deadline_seconds: float = 30.0) -> None:

@@ -114,13 +114,12 @@ class StoreLimit:
 
     @property
     def wall(self) -> str:
-        """Why it is no higher, in a few words."""
+        """What happens at ``entities``, in a few words."""
         if self.string_entities <= self.heap_entities:
             return (
-                f"its table store is saved as one string of at most "
-                f"{self.max_string_length:,} characters"
+                f"its table store passes V8's longest string, {self.max_string_length:,} characters"
             )
-        return f"Node's heap of {self.heap_mb:,} MB"
+        return f"Node's heap of {self.heap_mb:,} MB is full"
 
 
 def store_limit(heap_mb: int, max_string_length: int) -> StoreLimit:
@@ -185,12 +184,14 @@ def plan_catch_up(
     needed = catch_up_entities(tenants * stamps, wanted, last)
     fleet = f"{tenants:,} tenants" + (f" x {stamps} stamps" if stamps > 1 else "")
     stored = f" beside the ~{stored_entities:,} stored" if stored_entities else ""
-    holds = f"the local Azurite holds ~{int(limit.entities * FILL):,} ({limit.wall})"
+    holds = (
+        f"the local Azurite holds ~{int(limit.entities * FILL):,} ({FILL:.0%} of the "
+        f"~{limit.entities:,} at which {limit.wall})"
+    )
     if needed <= room:
+        line = f"Catch-up: {wanted} hours of {fleet}, ~{needed:,} table entities{stored}; {holds}"
         return CatchUp(
-            wanted,
-            needed,
-            f"Catch-up: {wanted} hours of {fleet}, ~{needed:,} table entities{stored}; {holds}.",
+            wanted, needed, line + serving(tenants * stamps, needed, stored_entities, limit)
         )
     fitting_hours = max(
         (h for h in range(1, wanted) if catch_up_entities(tenants * stamps, h, last) <= room),
@@ -198,11 +199,14 @@ def plan_catch_up(
     )
     if hours is None and fitting_hours:
         narrowed = catch_up_entities(tenants * stamps, fitting_hours, last)
+        line = (
+            f"Catch-up narrowed to {fitting_hours} hours: {wanted} hours of {fleet} need "
+            f"~{needed:,} table entities{stored}, {holds}"
+        )
         return CatchUp(
             fitting_hours,
             narrowed,
-            f"Catch-up narrowed to {fitting_hours} hours: {wanted} hours of {fleet} "
-            f"(~{needed:,} table entities{stored}) would pass what {holds}.",
+            line + serving(tenants * stamps, narrowed, stored_entities, limit),
         )
     options = [f"--hours {fitting_hours}"] if fitting_hours else []
     fitting_tenants = largest_fleet(wanted, last, room) // stamps
@@ -211,9 +215,17 @@ def plan_catch_up(
     largest = " or ".join(options) if options else "nothing"
     fresh = "; --fresh starts empty" if stored_entities else ""
     raise DoesNotFitError(
-        f"{wanted} hours of {fleet} need ~{needed:,} table entities{stored}, past what "
-        f"{holds}; the largest that fits is {largest}{fresh}."
+        f"{wanted} hours of {fleet} need ~{needed:,} table entities{stored}, and {holds}; "
+        f"the largest that fits is {largest}{fresh}."
     )
+
+
+def serving(tenants: int, caught_up: int, stored: int, limit: StoreLimit) -> str:
+    """The end of the plan's line: how long the stack can serve (collecting every hour)
+    before its store reaches the wall."""
+    per_hour = tenants * ENTITIES_PER_TENANT_HOUR
+    hours = int((limit.entities - stored - caught_up) / per_hour)
+    return f"; serving adds ~{per_hour:,.0f} an hour: room for ~{hours:,} hours."
 
 
 def largest_fleet(hours: int, last: datetime, room: int) -> int:

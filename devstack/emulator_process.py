@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import subprocess
 import sys
 from datetime import datetime
@@ -26,7 +27,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from devstack.commerce_emulator import DEFAULT_TOKEN, CommerceEmulator
-from devstack.supervision import stop_process_group
+from devstack.supervision import die_with_parent, stop_process_group
 
 
 def _serve(emulator: CommerceEmulator, commands: IO[str], answers: IO[str]) -> None:
@@ -107,6 +108,7 @@ class EmulatorProcess:
             stderr=errors,
             text=True,
             start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM),  # one prctl call (resolved before the fork)
         )
 
     def wait_until_serving(self) -> None:

@@ -1,8 +1,10 @@
 """The README's run command: the whole app running locally, as Azure Functions would run it.
 
-Starts Azurite (data kept in ``.local/azurite``; ``--fresh`` starts empty), the commerce
-emulator (what it accepted kept in ``.local/commerce``, as the real endpoint keeps it) and
-the local Functions host (``devstack.host``) over the real function folders:
+Starts three child processes, each logging to ``.local/{azurite,commerce,host}.log``:
+Azurite (data kept in ``.local/azurite``; ``--fresh`` starts empty; Node's heap sized from
+the machine's memory), the commerce emulator (what it accepted kept in ``.local/commerce``,
+as the real endpoint keeps it) and the local Functions host (``devstack.host``) over the
+real function folders:
 the ``collect_usage`` timer plans the last 24 closed hours at start (and then every hour),
 ``collect_slice`` collects them from the collection queue, several at once, as instances
 would (``--stamps N`` runs N simulated stamps, each with its own watermark),
@@ -13,6 +15,13 @@ billed it prints what is stored, what was billed and the reconciliation, then wh
 and the portal listen, tokens for the admin, a delegated provider and a tenant, and
 copy-paste example requests; and it keeps running until Ctrl-C. ``--once`` stops after
 that first cycle and exits non-zero if reconciliation found a difference (for scripts).
+
+What the catch-up writes must fit in the local Azurite (``devstack.capacity``): without
+``--hours`` the window shrinks to what fits, saying so in one line; hours given that do not
+fit, or a fleet too large for one hour, are refused (exit 2) naming the largest that fits.
+The children are supervised (``devstack.supervision``): one that exits ends the run (exit
+3) naming it, its status and its log's last lines; SIGINT and SIGTERM stop every child
+within seconds whatever the run is doing (exit 0 while serving, 128 + the signal before).
 
 Everything a script needs to talk to the running stack is written to
 ``{state dir}/run.json`` once it is ready, and the app settings in use to
@@ -72,8 +81,13 @@ from shared.storage.usage_rows import read_hourly_rows
 from shared.storage.watermark import collected_through
 
 log = logging.getLogger("devstack.run")
-# Azurite loads a store kept from earlier runs before it listens: ~40 s for 450 MB here.
+# Azurite loads a store kept from earlier runs before it listens: 37-63 s for 450-475 MB here.
 AZURITE_START_SECONDS = 300.0
+# The first cycle's default deadline: this, plus a second per CATCH_UP_FLOOR_RATE entities the
+# catch-up writes (a 300-tenant catch-up wrote ~280 a second on this machine when it was
+# loaded five times over; a quiet machine writes several times more).
+FIRST_CYCLE_SECONDS = 900.0
+CATCH_UP_FLOOR_RATE = 200
 
 
 def wait_for(
@@ -295,7 +309,12 @@ def main(argv: list[str] | None = None) -> int:
         "--state-dir", type=Path, default=REPO_ROOT / ".local", help="data, keys, logs, run.json"
     )
     parser.add_argument(
-        "--timeout", type=float, default=900, help="seconds to wait for the first cycle"
+        "--timeout",
+        type=float,
+        default=None,
+        help=f"seconds to wait for the catch-up, and then for its billing (default "
+        f"{FIRST_CYCLE_SECONDS:.0f}, plus a second per {CATCH_UP_FLOOR_RATE} table entities "
+        "it writes)",
     )
     args = parser.parse_args(argv)
     if args.hours is not None and args.hours < 1:
@@ -314,7 +333,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     limit = store_limit(node_heap_mb(available_memory_mb()), node_max_string_length())
     # Both keep their data between runs, as storage and the real endpoint do.
-    azurite = Azurite(location=data, log_path=state_dir / "azurite.log", heap_mb=limit.heap_mb)
+    azurite = Azurite(
+        location=data,
+        log_path=state_dir / "azurite.log",
+        heap_mb=limit.heap_mb,
+        die_with_parent=True,
+    )
     emulator = EmulatorProcess(state_file=accepted, log_path=state_dir / "commerce.log")
     issuer = LocalIssuer(state_dir / "auth")
     values = local_values(
@@ -340,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(plan.line, flush=True)
     values["COLLECT_LOOKBACK_HOURS"] = str(plan.hours)
+    if args.timeout is None:
+        args.timeout = FIRST_CYCLE_SECONDS + plan.entities / CATCH_UP_FLOOR_RATE
     stored = azurite.table_store_chars() // CHARS_PER_ENTITY  # kept from earlier runs
 
     supervisor = Supervisor()

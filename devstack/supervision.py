@@ -14,6 +14,10 @@ its first cycle's timeout, and the dead process stayed a zombie. Now:
   itself stops the children and leaves, rather than raising into code that may be waiting
   on a thread pool or retrying against storage for a minute. Stopping while serving is
   the normal end (exit 0); before that the first cycle was cut short (``128 + signal``).
+- **Never outliving the run.** A run killed outright (SIGKILL, which no handler sees) takes
+  its children with it: each asks the kernel for a signal when its parent dies
+  (``die_with_parent``, Linux's ``PR_SET_PDEATHSIG``): SIGTERM for Azurite (it saves its
+  data), SIGKILL for the host (whose SIGTERM waits for its invocations).
 - **Stopped in order, in bounded time.** Each child runs in a session of its own, so a
   Ctrl-C at the terminal reaches the run command only; the run stops the host first (so
   nothing writes while storage stops), then the emulator, then Azurite (which saves its
@@ -26,6 +30,7 @@ being stopped, changes nothing.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -46,6 +51,22 @@ STOP_SECONDS = 4.0
 KILL_SECONDS = 0.3
 # Lines of a dead child's log quoted in the run's message.
 TAIL_LINES = 15
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None]:
+    """A ``preexec_fn`` for a child: ``signum`` to it when the process that started it dies
+    (Linux; nothing elsewhere). SIGKILL for a child whose SIGTERM may wait a long time
+    (the host finishing its invocations), SIGTERM for one that should save its data."""
+
+    def ask() -> None:  # runs in the child, between fork and exec: one system call
+        if _LIBC is not None:
+            _LIBC.prctl(_PR_SET_PDEATHSIG, signum)
+
+    return ask
 
 
 def stop_process_group(process: subprocess.Popen[Any], grace: float) -> None:

@@ -13,6 +13,7 @@ line, to ``echo`` (the terminal) as it did when the host ran in the run command.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from devstack.azurite import free_port, wait_for_port
-from devstack.supervision import stop_process_group
+from devstack.supervision import die_with_parent, stop_process_group
 
 
 class HostProcess:
@@ -78,6 +79,7 @@ class HostProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGKILL),  # one prctl call (resolved before the fork)
         )
         self._pump = threading.Thread(
             target=self._copy_output, args=(self._process.stdout,), name="host-log", daemon=True

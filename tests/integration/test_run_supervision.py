@@ -125,9 +125,13 @@ def catching_up(tmp_path: Path) -> Iterator[Run]:
         run.wait_for_line(CATCH_UP)
         yield run
     finally:
-        if run.process.poll() is None:
-            run.process.kill()
-            run.process.wait()
+        if run.process.poll() is None:  # a failed test: stop it as a user would
+            run.process.terminate()
+            try:
+                run.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                run.process.kill()
+                run.process.wait()
 
 
 def assert_gone(children: dict[str, int]) -> None:
@@ -165,6 +169,25 @@ def test_a_signal_during_the_catch_up_stops_every_child_within_5s(
     assert seconds < 5
     assert f"{signum.name} during the catch-up: stopping the local stack" in catching_up.text()
     assert_gone(children)
+
+
+def test_a_run_killed_outright_takes_its_children_with_it(catching_up: Run) -> None:
+    """SIGKILL (no handler sees it) to the run: the kernel stops its children anyway."""
+    children = catching_up.children()
+    assert children.keys() == PARTS.keys()
+    catching_up.process.kill()
+    catching_up.wait(deadline_seconds=5)
+
+    def exited(pid: int) -> bool:  # gone, or a zombie of an init that does not reap
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+        except FileNotFoundError:
+            return True
+
+    deadline = time.monotonic() + 30
+    while not all(exited(pid) for pid in children.values()) and time.monotonic() < deadline:
+        threading.Event().wait(0.1)
+    assert {part: exited(pid) for part, pid in children.items()} == dict.fromkeys(PARTS, True)
 
 
 def test_a_fleet_past_the_local_limit_is_refused_naming_what_fits(tmp_path: Path) -> None:

@@ -31,10 +31,10 @@ LIMIT = store_limit(heap_mb=8_192, max_string_length=NODE_MAX_STRING_LENGTH)
 def test_the_string_is_the_wall_on_a_large_machine_and_the_heap_on_a_small_one() -> None:
     """With a large heap the saved string bounds the store; with a small one, the heap."""
     assert LIMIT.entities == NODE_MAX_STRING_LENGTH // CHARS_PER_ENTITY
-    assert "one string of at most 536,870,888 characters" in LIMIT.wall
+    assert "passes V8's longest string, 536,870,888 characters" in LIMIT.wall
     small = store_limit(heap_mb=1_024, max_string_length=NODE_MAX_STRING_LENGTH)
     assert small.entities < LIMIT.entities
-    assert small.wall == "Node's heap of 1,024 MB"
+    assert small.wall == "Node's heap of 1,024 MB is full"
 
 
 def test_node_gets_half_the_available_memory_within_bounds() -> None:
@@ -66,6 +66,8 @@ def test_a_small_fleet_keeps_the_default_window() -> None:
     plan = plan_catch_up(tenants=12, hours=None, last=LAST, limit=LIMIT)
     assert plan.hours == DEFAULT_HOURS
     assert plan.line.startswith("Catch-up: 24 hours of 12 tenants, ~")
+    hours_left = (LIMIT.entities - plan.entities) // (12 * 72)  # 72 entities a tenant-hour
+    assert plan.line.endswith(f"serving adds ~864 an hour: room for ~{hours_left} hours.")
 
 
 def test_a_large_fleet_without_hours_is_narrowed_to_what_fits() -> None:
