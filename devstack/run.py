@@ -477,7 +477,7 @@ def first_cycle(
     account = StorageAccount(settings)
     last = last_closed_hour(utc_now())
     first = last - (hours - 1) * HOUR
-    supervisor.phase = "catch-up"
+    supervisor.phase = "catching up"
     print(
         f"Catching up reported hours {first:%Y-%m-%d %H:00}..{last:%Y-%m-%d %H:00} UTC "
         f"(the host's log: {args.state_dir / 'host.log'})",
@@ -495,6 +495,7 @@ def first_cycle(
         print("collection did not catch up in time; see the log above", file=sys.stderr)
         return 1
     supervisor.phase = "billing"
+    print("Collected; waiting for the billing of the caught-up hours", flush=True)
     result: list[Reconciliation] = []
 
     def billed() -> bool:
@@ -505,7 +506,7 @@ def first_cycle(
         return outcome.ok
 
     reconciled = wait_for(billed, "billing of the caught-up hours", args.timeout, every=3)
-    supervisor.phase = "summary"
+    supervisor.phase = "printing the summary"
     print_usage_summary(account, first, last)
     if result:
         print_billing(result[0], emulator.total_calls)

@@ -206,7 +206,7 @@ class Supervisor:
             return  # asked to stop, or the run is ending anyway
         child.stop(0.0)  # nothing to stop: its own clean-up (a log still being copied)
         lines = [
-            f"{child.name} exited ({exit_status(returncode)}) during the {self.phase}; "
+            f"{child.name} exited ({exit_status(returncode)}) while {self.phase}; "
             f"the run stops. The end of its log, {child.log_path}:"
         ]
         lines += [f"  | {line}" for line in log_tail(child.log_path)] or ["  | (empty)"]
@@ -217,7 +217,7 @@ class Supervisor:
             return  # already stopping, within its bound
         name = signal.Signals(signum).name
         code = 0 if self.phase == "serving" else 128 + signum
-        self._end(code, f"{name} during the {self.phase}: stopping the local stack")
+        self._end(code, f"{name} while {self.phase}: stopping the local stack")
 
     def _begin_ending(self) -> bool:
         """True for the one caller that gets to end the run."""

@@ -150,7 +150,7 @@ def test_azurite_dying_mid_catch_up_ends_the_run_naming_it_and_its_log(catching_
     assert code == CHILD_EXITED
     assert seconds < 10
     log = catching_up.state_dir / "azurite.log"
-    assert "Azurite exited (killed by SIGKILL (9)) during the catch-up" in output
+    assert "Azurite exited (killed by SIGKILL (9)) while catching up" in output
     assert f"The end of its log, {log}:" in output
     assert "  | Azurite Table service is successfully listening" in output
     assert_gone(children)
@@ -167,7 +167,7 @@ def test_a_signal_during_the_catch_up_stops_every_child_within_5s(
     code, seconds = catching_up.wait(deadline_seconds=5)
     assert code == 128 + signum
     assert seconds < 5
-    assert f"{signum.name} during the catch-up: stopping the local stack" in catching_up.text()
+    assert f"{signum.name} while catching up: stopping the local stack" in catching_up.text()
     assert_gone(children)
 
 
@@ -235,7 +235,7 @@ def test_a_child_exit_ends_the_run_and_later_exits_change_nothing(tmp_path: Path
     while not ended and time.monotonic() < deadline:
         threading.Event().wait(0.05)
     assert ended == [CHILD_EXITED]
-    assert said[0].startswith("dying exited (status 7) during the billing; the run stops.")
+    assert said[0].startswith("dying exited (status 7) while billing; the run stops.")
     assert "  | out of memory" in said[0]
     assert stopped == ["dying", "second", "first"]  # its own clean-up, then newest first
     assert first.process.returncode is not None
