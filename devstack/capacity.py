@@ -189,7 +189,9 @@ def plan_catch_up(
         f"~{limit.entities:,} at which {limit.wall})"
     )
     if needed <= room:
-        line = f"Catch-up: {wanted} hours of {fleet}, ~{needed:,} table entities{stored}; {holds}"
+        line = (
+            f"Catch-up: {hours_of(wanted)} of {fleet}, ~{needed:,} table entities{stored}; {holds}"
+        )
         return CatchUp(
             wanted, needed, line + serving(tenants * stamps, needed, stored_entities, limit)
         )
@@ -200,7 +202,7 @@ def plan_catch_up(
     if hours is None and fitting_hours:
         narrowed = catch_up_entities(tenants * stamps, fitting_hours, last)
         line = (
-            f"Catch-up narrowed to {fitting_hours} hours: {wanted} hours of {fleet} need "
+            f"Catch-up narrowed to {hours_of(fitting_hours)}: {hours_of(wanted)} of {fleet} need "
             f"~{needed:,} table entities{stored}, {holds}"
         )
         return CatchUp(
@@ -215,7 +217,7 @@ def plan_catch_up(
     largest = " or ".join(options) if options else "nothing"
     fresh = "; --fresh starts empty" if stored_entities else ""
     raise DoesNotFitError(
-        f"{wanted} hours of {fleet} need ~{needed:,} table entities{stored}, and {holds}; "
+        f"{hours_of(wanted)} of {fleet} need ~{needed:,} table entities{stored}, and {holds}; "
         f"the largest that fits is {largest}{fresh}."
     )
 
@@ -225,7 +227,11 @@ def serving(tenants: int, caught_up: int, stored: int, limit: StoreLimit) -> str
     before its store reaches the wall."""
     per_hour = tenants * ENTITIES_PER_TENANT_HOUR
     hours = int((limit.entities - stored - caught_up) / per_hour)
-    return f"; serving adds ~{per_hour:,.0f} an hour: room for ~{hours:,} hours."
+    return f"; serving adds ~{per_hour:,.0f} an hour: room for ~{hours_of(hours)}."
+
+
+def hours_of(count: int) -> str:
+    return f"{count:,} hour" if count == 1 else f"{count:,} hours"
 
 
 def largest_fleet(hours: int, last: datetime, room: int) -> int:

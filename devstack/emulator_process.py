@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from devstack.azurite import free_port
 from devstack.commerce_emulator import DEFAULT_TOKEN, CommerceEmulator
 from devstack.supervision import die_with_parent, stop_process_group
 
@@ -54,7 +55,8 @@ class EmulatorProcess:
 
     ``now`` fixes its clock (benchmarks; None: the real time), ``latency`` adds seconds
     before every answer, ``state_file`` keeps what it accepted between runs (the run
-    command's), ``log_path`` receives its standard error (None: the caller's).
+    command's), ``log_path`` receives its standard error (None: the caller's). The port is
+    picked here (0: a free one), so ``base_url`` is known before the child listens.
     """
 
     def __init__(
@@ -65,16 +67,17 @@ class EmulatorProcess:
         state_file: Path | None = None,
         token: str = DEFAULT_TOKEN,
         log_path: Path | None = None,
+        port: int = 0,
     ) -> None:
         self.token = token
         self.log_path = log_path
-        self._arguments = ["--latency", str(latency), "--token", token]
+        self.port = port or free_port()
+        self._arguments = ["--port", str(self.port), "--latency", str(latency), "--token", token]
         if now is not None:
             self._arguments += ["--now", now.isoformat()]
         if state_file is not None:
             self._arguments += ["--state-file", str(state_file)]
         self._process: subprocess.Popen[str] | None = None
-        self._base_url: str | None = None
 
     @property
     def process(self) -> subprocess.Popen[str]:
@@ -84,9 +87,7 @@ class EmulatorProcess:
 
     @property
     def base_url(self) -> str:
-        if self._base_url is None:
-            raise RuntimeError("the commerce emulator is not serving yet")
-        return self._base_url
+        return f"http://127.0.0.1:{self.port}"
 
     def launch(self) -> subprocess.Popen[str]:
         """Start the child in a session of its own (not serving yet: ``wait_until_serving``)."""
@@ -112,8 +113,9 @@ class EmulatorProcess:
         )
 
     def wait_until_serving(self) -> None:
-        """Read the base URL the child prints once it listens."""
-        self._base_url = self._read()
+        """Read the base URL the child prints once it listens (``base_url``)."""
+        if self._read() != self.base_url:
+            raise ChildProcessError(f"the commerce emulator is not on {self.base_url}")
 
     def _read(self) -> Any:
         stdout = self.process.stdout
@@ -177,6 +179,7 @@ class EmulatorProcess:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack.emulator_process")
+    parser.add_argument("--port", type=int, default=0, help="loopback port (0: any free one)")
     parser.add_argument("--now", type=datetime.fromisoformat, help="a fixed clock")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before answers")
     parser.add_argument("--token", default=DEFAULT_TOKEN, help="the bearer token to require")
@@ -188,6 +191,7 @@ def main(argv: list[str]) -> int:
         clock=None if now is None else (lambda: now),
         latency=args.latency,
         state_file=args.state_file,
+        port=args.port,
     )
     _serve(emulator, sys.stdin, sys.stdout)
     return 0

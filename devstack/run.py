@@ -280,7 +280,7 @@ def reconcile_now(settings: Settings, first: datetime, last: datetime) -> Reconc
         return None
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="./dev run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--fresh", action="store_true", help="wipe local Azurite data first")
     parser.add_argument("--once", action="store_true", help="run one cycle, print, and exit")
@@ -319,6 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.hours is not None and args.hours < 1:
         parser.error("--hours must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
     register_simulated_source()  # the run reads what the simulated fleet wrote
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
@@ -343,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     issuer = LocalIssuer(state_dir / "auth")
     values = local_values(
         azurite.connection_string,
-        COMMERCE_BASE_URL="http://127.0.0.1:0",  # the emulator's, once it listens
+        COMMERCE_BASE_URL=emulator.base_url,
         COMMERCE_STATIC_TOKEN=emulator.token,
         AUTH_JWKS_URI=str(issuer.jwks_path),
         PORTAL_LOCAL_SIGN_IN_URL=SIGN_IN_PATH,
@@ -351,9 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         **stamp_values(args.stamps),
     )
     try:
-        tenants = Settings.from_environ(values).fleet_tenants
+        settings = Settings.from_environ(values)
         plan = plan_catch_up(
-            tenants=tenants,
+            tenants=settings.fleet_tenants,
             stamps=args.stamps,
             hours=args.hours,
             last=last_closed_hour(utc_now()),
@@ -364,53 +369,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(plan.line, flush=True)
     values["COLLECT_LOOKBACK_HOURS"] = str(plan.hours)
+    settings = Settings.from_environ(values)
     if args.timeout is None:
         args.timeout = FIRST_CYCLE_SECONDS + plan.entities / CATCH_UP_FLOOR_RATE
     stored = azurite.table_store_chars() // CHARS_PER_ENTITY  # kept from earlier runs
 
     supervisor = Supervisor()
     with supervisor, supervisor.handling_signals():
-        azurite.launch()
-        supervisor.watch(Child("Azurite", azurite.process, state_dir / "azurite.log", azurite.stop))
-        print(
-            f"Azurite on 127.0.0.1:{azurite.table_port} (tables), data in {data}, "
-            f"Node heap {limit.heap_mb:,} MB, log {state_dir / 'azurite.log'}",
-            flush=True,
-        )
-        azurite.wait_until_serving(AZURITE_START_SECONDS)
-        if stored and not fits_beside_stored(
-            Settings.from_environ(values), stored, plan.hours, tenants, args.stamps, limit
-        ):
+        start_storage(supervisor, azurite, limit)
+        if stored and not fits_beside_stored(settings, stored, plan.hours, args.stamps, limit):
             return 2
-        emulator.launch()
-        supervisor.watch(
-            Child(
-                "The commerce emulator",
-                emulator.process,
-                state_dir / "commerce.log",
-                emulator.stop,
-                1.0,
-            )
-        )
-        emulator.wait_until_serving()
-        print(f"Commerce emulator on {emulator.base_url}, log {state_dir / 'commerce.log'}")
-        values["COMMERCE_BASE_URL"] = emulator.base_url
-        settings = Settings.from_environ(values)
-        # The same settings for the host and operator commands (python -m ops ...).
-        settings_file = state_dir / "local.settings.json"
-        settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": values}, indent=2))
-        host = HostProcess(
-            REPO_ROOT,
-            settings_file,
-            port=args.port,
-            tls=args.tls,
-            tls_dir=state_dir / "tls",
-            log_path=state_dir / "host.log",
-            echo=sys.stderr.buffer,
-        )
-        host.launch()
-        supervisor.watch(Child("The local host", host.process, host.log_path, host.stop, 1.5))
-        host.wait_until_serving()
+        host = start_app(supervisor, emulator, values, args)
         code = first_cycle(
             settings, args, plan.hours, supervisor, host.base_url, emulator, issuer, started
         )
@@ -423,20 +392,72 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def start_storage(supervisor: Supervisor, azurite: Azurite, limit: StoreLimit) -> None:
+    """Azurite, watched from its launch (a kept store takes a while to load)."""
+    log_path = azurite.log_path
+    assert log_path is not None
+    azurite.launch()
+    supervisor.watch(Child("Azurite", azurite.process, log_path, azurite.stop))
+    print(
+        f"Azurite on 127.0.0.1:{azurite.table_port} (tables), data in {azurite.location}, "
+        f"Node heap {limit.heap_mb:,} MB, log {log_path}",
+        flush=True,
+    )
+    azurite.wait_until_serving(AZURITE_START_SECONDS)
+
+
+def start_app(
+    supervisor: Supervisor,
+    emulator: EmulatorProcess,
+    values: dict[str, str],
+    args: argparse.Namespace,
+) -> HostProcess:
+    """The commerce emulator, then the host over the app settings ``values`` (written to
+    ``local.settings.json`` for it and for operator commands), each watched from launch."""
+    state_dir: Path = args.state_dir
+    emulator.launch()
+    supervisor.watch(
+        Child(
+            "The commerce emulator",
+            emulator.process,
+            state_dir / "commerce.log",
+            emulator.stop,
+            1.0,
+        )
+    )
+    emulator.wait_until_serving()
+    print(f"Commerce emulator on {emulator.base_url}, log {state_dir / 'commerce.log'}")
+    settings_file = state_dir / "local.settings.json"
+    settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": values}, indent=2))
+    host = HostProcess(
+        REPO_ROOT,
+        settings_file,
+        port=args.port,
+        tls=args.tls,
+        tls_dir=state_dir / "tls",
+        log_path=state_dir / "host.log",
+        echo=sys.stderr.buffer,
+    )
+    host.launch()
+    supervisor.watch(Child("The local host", host.process, host.log_path, host.stop, 1.5))
+    host.wait_until_serving()
+    return host
+
+
 def print_local_storage(azurite: Azurite, limit: StoreLimit) -> None:
     """How full the local Azurite is and the most memory it took (docs/scale.md quotes it)."""
     resident, peak = azurite.memory_mb()
     chars = azurite.table_store_chars()
     print(
         f"Azurite: peak memory {peak:,} MB (now {resident:,} MB); table store saved at "
-        f"{chars / 1e6:,.0f} MB, ~{chars // CHARS_PER_ENTITY:,} of the ~{limit.entities:,} "
+        f"{chars / 1e6:,.1f} MB, ~{chars // CHARS_PER_ENTITY:,} of the ~{limit.entities:,} "
         "table entities it holds",
         flush=True,
     )
 
 
 def fits_beside_stored(
-    settings: Settings, stored: int, hours: int, tenants: int, stamps: int, limit: StoreLimit
+    settings: Settings, stored: int, hours: int, stamps: int, limit: StoreLimit
 ) -> bool:
     """Whether this run's catch-up fits beside the ``stored`` entities of a store kept from
     earlier runs; says what it adds, or why it does not fit. A store with a watermark
@@ -449,7 +470,7 @@ def fits_beside_stored(
     pending = hours if mark is None else max(1, int((last - mark) / HOUR))
     try:
         plan = plan_catch_up(
-            tenants=tenants,
+            tenants=settings.fleet_tenants,
             stamps=stamps,
             hours=pending,
             last=last,
