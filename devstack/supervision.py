@@ -21,7 +21,9 @@ its first cycle's timeout, and the dead process stayed a zombie. Now:
 - **Stopped in order, in bounded time.** Each child runs in a session of its own, so a
   Ctrl-C at the terminal reaches the run command only; the run stops the host first (so
   nothing writes while storage stops), then the emulator, then Azurite (which saves its
-  data on SIGTERM), each within its share of ``STOP_SECONDS``, after which it is killed.
+  data on SIGTERM), each within its share of ``STOP_SECONDS`` (``CLEAN_STOP_SECONDS`` at
+  the normal end of ``--once``, so a large store is saved whole), after which it is
+  killed. A signal during that normal end kills the children at once.
 
 Whatever ends the run first wins; a second signal, or a child exiting while the children are
 being stopped, changes nothing.
@@ -47,6 +49,9 @@ from typing import Any
 CHILD_EXITED = 3
 # Seconds from a signal (or a child's death) to every child stopped and reaped.
 STOP_SECONDS = 4.0
+# Seconds the normal ending (--once done) gives the children: Azurite saves its whole store
+# on SIGTERM (30 s for 474 MB here). A signal meanwhile kills what is left at once.
+CLEAN_STOP_SECONDS = 120.0
 # What is left for SIGKILL and reaping once a child's grace is over.
 KILL_SECONDS = 0.3
 # Lines of a dead child's log quoted in the run's message.
@@ -86,7 +91,9 @@ def stop_process_group(process: subprocess.Popen[Any], grace: float) -> None:
         if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    # SIGKILL takes effect at once; bounded all the same, so a stop can never hang.
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=KILL_SECONDS * 10)
 
 
 def exit_status(returncode: int) -> str:
@@ -156,6 +163,9 @@ class Supervisor:
         # Reentrant: a signal handler may run while the main thread holds it (in watch).
         self._lock = threading.RLock()
         self._ending = False
+        self._stopping_cleanly = False  # the normal ending, which a signal may hurry
+        self._ended = threading.Event()  # every child stopped
+        self._watchers: list[threading.Thread] = []
 
     @property
     def ending(self) -> bool:
@@ -164,16 +174,24 @@ class Supervisor:
 
     def watch(self, child: Child) -> None:
         """Supervise ``child`` from now on: its unexpected exit ends the run."""
+        watcher = threading.Thread(
+            target=self._wait_for, args=(child,), name=f"watch-{child.name}", daemon=True
+        )
         with self._lock:
             self._children.append(child)
-        threading.Thread(
-            target=self._wait_for, args=(child,), name=f"watch-{child.name}", daemon=True
-        ).start()
+            self._watchers.append(watcher)
+        watcher.start()
 
     def stop_all(self) -> None:
-        """Stop every child (the normal ending); later exits and signals change nothing."""
+        """Stop every child (the normal ending), giving each the time it needs to stop
+        cleanly; later exits change nothing, a signal kills what is left. If another ending
+        is under way, wait for it."""
         if self._begin_ending():
-            self._stop_children()
+            self._stopping_cleanly = True
+            self._stop_children(seconds=CLEAN_STOP_SECONDS)
+            self._ended.set()
+        else:
+            self._ended.wait(timeout=self._stop_seconds + 1)
 
     @contextlib.contextmanager
     def handling_signals(self) -> Iterator[None]:
@@ -213,9 +231,12 @@ class Supervisor:
         self._end(CHILD_EXITED, "\n".join(lines), stopped=child)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if not self._begin_ending():
-            return  # already stopping, within its bound
         name = signal.Signals(signum).name
+        if not self._begin_ending():
+            if self._stopping_cleanly:
+                self._stopping_cleanly = False
+                self._hurry(128 + signum, f"{name} while stopping: killing what is left")
+            return  # already stopping, within its bound
         code = 0 if self.phase == "serving" else 128 + signum
         self._end(code, f"{name} while {self.phase}: stopping the local stack")
 
@@ -232,10 +253,26 @@ class Supervisor:
         self._report(message)
         self._stop_children(besides=stopped)
         self._report(f"stopped in {time.monotonic() - started:.1f}s")
+        self._ended.set()
         self._exit_process(code)
 
-    def _stop_children(self, besides: Child | None = None) -> None:
-        deadline = time.monotonic() + self._stop_seconds
+    def _hurry(self, code: int, message: str) -> None:
+        """Kill every child now and leave, once their watchers have reaped them. (The main
+        thread, interrupted, may be waiting on one of them: nothing here waits on a
+        process itself.)"""
+        self._report(message)
+        with self._lock:
+            children, watchers = list(self._children), list(self._watchers)
+        for child in children:
+            if child.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.process.pid, signal.SIGKILL)
+        for watcher in watchers:
+            watcher.join(timeout=KILL_SECONDS * 3)
+        self._exit_process(code)
+
+    def _stop_children(self, besides: Child | None = None, seconds: float | None = None) -> None:
+        deadline = time.monotonic() + (self._stop_seconds if seconds is None else seconds)
         with self._lock:
             children = [child for child in reversed(self._children) if child is not besides]
         for child in children:

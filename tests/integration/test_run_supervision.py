@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.supervision import CHILD_EXITED, Child, Supervisor
+from devstack.supervision import CHILD_EXITED, Child, Supervisor, stop_process_group
 
 REPO = Path(__file__).resolve().parents[2]
 CATCH_UP = "Catching up reported hours"
@@ -242,3 +242,39 @@ def test_a_child_exit_ends_the_run_and_later_exits_change_nothing(tmp_path: Path
     assert second.process.returncode is not None
     supervisor.stop_all()
     assert stopped == ["dying", "second", "first"]
+
+
+def test_a_signal_during_the_normal_end_kills_what_is_left(tmp_path: Path) -> None:
+    """The normal end waits for a slow child (Azurite saving a large store); SIGTERM
+    meanwhile kills it at once and ends the run with 128 + SIGTERM."""
+    ended: list[int] = []
+    supervisor = Supervisor(exit_process=ended.append, report=lambda message: None)
+    log = tmp_path / "slow.log"
+    stubborn = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('saving', flush=True); time.sleep(120)"
+    )
+    with log.open("wb") as output:
+        process = subprocess.Popen(  # noqa: S603  # fixed argv
+            [sys.executable, "-c", stubborn], stdout=output, start_new_session=True
+        )
+    wait_for_line_in(log, "saving")
+
+    def stop(grace: float) -> None:
+        stop_process_group(process, grace)
+
+    supervisor.watch(Child("slow", process, log, stop))
+    started = time.monotonic()
+    with supervisor.handling_signals():
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        supervisor.stop_all()  # would wait CLEAN_STOP_SECONDS for it
+    assert ended == [128 + signal.SIGTERM]
+    assert process.returncode == -signal.SIGKILL
+    assert time.monotonic() - started < 5
+
+
+def wait_for_line_in(path: Path, text: str, deadline_seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + deadline_seconds
+    while text not in path.read_text():
+        assert time.monotonic() < deadline, f"no {text!r} in {path}"
+        threading.Event().wait(0.05)
