@@ -61,6 +61,18 @@ HEAP_FLOOR_MB = 1_024
 HEAP_CEILING_MB = 8_192
 # What ``--hours`` is when not given.
 DEFAULT_HOURS = 24
+# App settings the run command gives its host. One Azurite thread serves the whole stack:
+# host.json's concurrency (8 slices at once, 4 more fetched, 8 partitions each: up to 96
+# transactions in flight) only queues in it, and near the wall, where each save blocks it
+# for seconds, the queue outgrew the storage client's 30 s read timeout: 15 of the first
+# 19 slices of a 300-tenant catch-up failed that way and waited 5 minutes to be retried.
+# Locally one worker writes about as fast as four (docs/scale.md, "Fan-out"), so: 2 slices
+# at once and 1 more fetched, 4 partitions each (12 transactions in flight at most).
+LOCAL_CONCURRENCY = {
+    "AzureFunctionsJobHost__extensions__queues__batchSize": "2",
+    "AzureFunctionsJobHost__extensions__queues__newBatchThreshold": "1",
+    "STORAGE_WRITE_PARALLELISM": "4",
+}
 
 
 def available_memory_mb(meminfo: Path = Path("/proc/meminfo")) -> int:

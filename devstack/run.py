@@ -47,6 +47,7 @@ from devstack.azurite import REPO_ROOT, Azurite
 from devstack.capacity import (
     CHARS_PER_ENTITY,
     DEFAULT_HOURS,
+    LOCAL_CONCURRENCY,
     DoesNotFitError,
     StoreLimit,
     available_memory_mb,
@@ -352,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         COMMERCE_STATIC_TOKEN=emulator.token,
         AUTH_JWKS_URI=str(issuer.jwks_path),
         PORTAL_LOCAL_SIGN_IN_URL=SIGN_IN_PATH,
+        **LOCAL_CONCURRENCY,
         **({} if args.tenants is None else {"FLEET_TENANTS": str(args.tenants)}),
         **stamp_values(args.stamps),
     )

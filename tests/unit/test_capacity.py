@@ -13,6 +13,7 @@ from devstack.capacity import (
     FILL,
     HEAP_CEILING_MB,
     HEAP_FLOOR_MB,
+    LOCAL_CONCURRENCY,
     NODE_MAX_STRING_LENGTH,
     DoesNotFitError,
     available_memory_mb,
@@ -22,7 +23,9 @@ from devstack.capacity import (
     plan_catch_up,
     store_limit,
 )
+from devstack.host import _HostOptions
 
+REPO = Path(__file__).resolve().parents[2]
 LAST = datetime(2026, 11, 26, 17, tzinfo=UTC)  # 18 hours of the day are closed
 # This machine's walls: Node 20's longest string, a heap far above what it needs.
 LIMIT = store_limit(heap_mb=8_192, max_string_length=NODE_MAX_STRING_LENGTH)
@@ -113,3 +116,18 @@ def test_what_is_stored_already_counts_and_fresh_is_suggested() -> None:
     room = int(LIMIT.entities * FILL)
     with pytest.raises(DoesNotFitError, match=r"beside the ~.* stored.*--fresh starts empty"):
         plan_catch_up(tenants=12, hours=24, last=LAST, limit=LIMIT, stored_entities=room - 10)
+
+
+def test_the_run_narrows_the_hosts_concurrency_through_app_settings() -> None:
+    """AzureFunctionsJobHost__ settings override host.json, as the Functions host does: the
+    run's host takes 2 slices at once (1 more fetched), not host.json's 8 (and 4)."""
+    deployed = _HostOptions.load(REPO / "host.json")
+    local = _HostOptions.load(REPO / "host.json", LOCAL_CONCURRENCY)
+    assert (deployed.queues.batch_size, deployed.queues.threshold) == (8, 4)
+    assert (local.queues.batch_size, local.queues.threshold) == (2, 1)
+    assert local.queues.visibility_timeout == deployed.queues.visibility_timeout
+    assert local.route_prefix == deployed.route_prefix
+    spelled = _HostOptions.load(
+        REPO / "host.json", {"azurefunctionsjobhost__Extensions__Queues__BatchSize": "3"}
+    )
+    assert spelled.queues.batch_size == 3
