@@ -378,10 +378,10 @@ def main(argv: list[str] | None = None) -> int:
 
     supervisor = Supervisor()
     with supervisor, supervisor.handling_signals():
-        start_storage(supervisor, azurite, limit)
+        start_storage(supervisor, azurite, emulator, limit)
         if stored and not fits_beside_stored(settings, stored, plan.hours, args.stamps, limit):
             return 2
-        host = start_app(supervisor, emulator, values, args)
+        host = start_host(supervisor, values, args)
         code = first_cycle(
             settings, args, plan.hours, supervisor, host.base_url, emulator, issuer, started
         )
@@ -394,41 +394,36 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def start_storage(supervisor: Supervisor, azurite: Azurite, limit: StoreLimit) -> None:
-    """Azurite, watched from its launch (a kept store takes a while to load)."""
-    log_path = azurite.log_path
-    assert log_path is not None
+def start_storage(
+    supervisor: Supervisor, azurite: Azurite, emulator: EmulatorProcess, limit: StoreLimit
+) -> None:
+    """Azurite and the commerce emulator, watched from their launch; the emulator starts
+    while Azurite loads (a kept store takes a while)."""
+    azurite_log, emulator_log = azurite.log_path, emulator.log_path
+    assert azurite_log is not None
+    assert emulator_log is not None
     azurite.launch()
-    supervisor.watch(Child("Azurite", azurite.process, log_path, azurite.stop))
+    supervisor.watch(Child("Azurite", azurite.process, azurite_log, azurite.stop))
+    emulator.launch()
+    supervisor.watch(
+        Child("The commerce emulator", emulator.process, emulator_log, emulator.stop, 1.0)
+    )
     print(
         f"Azurite on 127.0.0.1:{azurite.table_port} (tables), data in {azurite.location}, "
-        f"Node heap {limit.heap_mb:,} MB, log {log_path}",
+        f"Node heap {limit.heap_mb:,} MB, log {azurite_log}",
         flush=True,
     )
     azurite.wait_until_serving(AZURITE_START_SECONDS)
-
-
-def start_app(
-    supervisor: Supervisor,
-    emulator: EmulatorProcess,
-    values: dict[str, str],
-    args: argparse.Namespace,
-) -> HostProcess:
-    """The commerce emulator, then the host over the app settings ``values`` (written to
-    ``local.settings.json`` for it and for operator commands), each watched from launch."""
-    state_dir: Path = args.state_dir
-    emulator.launch()
-    supervisor.watch(
-        Child(
-            "The commerce emulator",
-            emulator.process,
-            state_dir / "commerce.log",
-            emulator.stop,
-            1.0,
-        )
-    )
     emulator.wait_until_serving()
-    print(f"Commerce emulator on {emulator.base_url}, log {state_dir / 'commerce.log'}")
+    print(f"Commerce emulator on {emulator.base_url}, log {emulator_log}", flush=True)
+
+
+def start_host(
+    supervisor: Supervisor, values: dict[str, str], args: argparse.Namespace
+) -> HostProcess:
+    """The host over the app settings ``values`` (written to ``local.settings.json`` for it
+    and for operator commands), watched from its launch."""
+    state_dir: Path = args.state_dir
     settings_file = state_dir / "local.settings.json"
     settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": values}, indent=2))
     host = HostProcess(
