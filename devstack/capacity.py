@@ -8,12 +8,13 @@ stack's limit"; ``python -m bench azurite``):
 
 - **The longest string.** V8 refuses a string longer than ``MAX_STRING_LENGTH`` (2**29 - 24
   characters in Node 20, asked of Node at run time). At ``CHARS_PER_ENTITY`` characters an
-  entity, the table store can be saved up to about 490,000 entities, whatever the heap:
-  past that, the save fails and Azurite dies.
-- **The heap.** Azurite holds ``RSS_MB_PER_100K`` MB per 100,000 entities at rest and needs
-  ``PEAK_MB_PER_100K`` at the peak of a save (the string and its parts); Node's default
-  old-space limit (4,144 MB on a 24 GB machine) leaves little room above that. The run gives
-  Node ``HEAP_SHARE`` of the memory available at start, up to ``HEAP_CEILING_MB``.
+  entity, the table store can be saved up to about 497,000 entities, whatever the heap:
+  past that, ``JSON.stringify`` aborts Node (SIGTRAP, "trap int3").
+- **The heap.** Azurite needs ``PEAK_MB_PER_100K`` MB per 100,000 entities at the peak of
+  loading or saving the store (the string and its parse; 135-330 MB at rest): Node's
+  default old-space limit (4,144 MB on a 24 GB machine) holds a little more than the string
+  lets through, a smaller machine's less. The run gives Node ``HEAP_SHARE`` of the memory
+  available at start, up to ``HEAP_CEILING_MB``; below ~7 GB available the heap is the wall.
 
 A catch-up may fill ``FILL`` of the lower wall: the stack goes on collecting every hour
 while it serves. What a fleet writes is counted per directory tenant of the simulated fleet
@@ -34,20 +35,22 @@ from pathlib import Path
 # V8's longest string in Node 20 (``require("buffer").constants.MAX_STRING_LENGTH``); Node
 # is asked at run time, this is what it answered here.
 NODE_MAX_STRING_LENGTH = 2**29 - 24
-# Characters of the saved table store per entity: 1,050 in the mix a run writes (1,062 for
-# a usage row, ~500-1,000 for the indexes, summaries and ledger), rounded up.
+# Characters of the saved table store per entity: 1,050-1,056 in the mix a run writes
+# (1,065 for a usage row, 500-1,000 for the indexes, summaries and ledger), rounded up.
 CHARS_PER_ENTITY = 1_080
-# Entities a directory tenant (~1.65 subscriptions with usage) adds per reported hour (63
-# usage rows measured, 68 on the fleet's average, and the hour's manifest entries), per UTC
-# day that closes in the window (its daily rows, 62 measured) and once (subscriptions and
-# their index, 14; the activity index of the day still open).
+# Entities a directory tenant (~1.8 subscriptions with usage) adds per reported hour, per
+# UTC day that closes in the window and once. Counted in the store of a 300-tenant run
+# (453,617 entities, 20 hours, one day closed): 69.7 usage rows and 1.8 manifest entries a
+# tenant-hour; 61.3 daily rows a closed day; 14.4 subscription and index entries and 3.6
+# activity entries (two days) once.
 ENTITIES_PER_TENANT_HOUR = 72.0
 ENTITIES_PER_TENANT_DAY = 66.0
-ENTITIES_PER_TENANT = 16.0
-# Azurite's resident memory: empty, and what 100,000 entities add at rest (GC-dependent:
-# 230-330) and at the peak of loading or saving the store (the string and its parse).
+ENTITIES_PER_TENANT = 18.0
+# Azurite's resident memory empty, and what 100,000 entities add to its peak, the load or
+# save of the store (the string and its parse): 548-584 filling (python -m bench azurite),
+# 584 in the 300-tenant run, 640 reloading 420,576 entities; the highest is used. At rest
+# they take 135-330 MB, as V8 last collected.
 AZURITE_BASE_MB = 120
-RSS_MB_PER_100K = 330
 PEAK_MB_PER_100K = 640
 
 # --- chosen -------------------------------------------------------------------------------
