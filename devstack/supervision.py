@@ -1,9 +1,10 @@
 """The run command's children: watched while they run, stopped in order, never left behind.
 
 The local stack is three processes beside the run command: Azurite, the commerce emulator
-and the local Functions host. Any of them can die under it (Node exhausting its heap, a
-port taken, a bug); before this module the run went on retrying against a closed port until
-its first cycle's timeout, and the dead process stayed a zombie. Now:
+and the local Functions host. Any of them can die under it (Node aborting when the store
+outgrows its longest string, a port taken, a bug); before this module the run went on
+retrying against a closed port until its first cycle's timeout, and the dead process stayed
+a zombie. Now:
 
 - **A child that exits stops the run.** A thread per child waits for its exit (and so reaps
   it at once: no zombie). An exit the run did not ask for stops the other children and ends
@@ -65,7 +66,9 @@ _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") el
 def die_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None]:
     """A ``preexec_fn`` for a child: ``signum`` to it when the process that started it dies
     (Linux; nothing elsewhere). SIGKILL for a child whose SIGTERM may wait a long time
-    (the host finishing its invocations), SIGTERM for one that should save its data."""
+    (the host finishing its invocations), SIGTERM for one that should save its data. The
+    kernel sends it when the *thread* that started the child ends: start children from the
+    main thread."""
 
     def ask() -> None:  # runs in the child, between fork and exec: one system call
         if _LIBC is not None:
@@ -76,7 +79,7 @@ def die_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None]:
 
 def stop_process_group(process: subprocess.Popen[Any], grace: float) -> None:
     """SIGTERM the child's process group, SIGKILL it after ``grace`` seconds (at once when
-    ``grace`` is 0); always reaped.
+    ``grace`` is 0), then reap it (a wait bounded too, so a stop never hangs).
 
     Children of the local stack run in sessions of their own, so their process group is
     their pid. A child that already exited is only reaped: its pid may be another
