@@ -3,6 +3,7 @@ refuses a fleet the local Azurite cannot hold: real runs of ``python -m devstack
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -117,12 +118,12 @@ def start_run(state_dir: Path, *arguments: str) -> Run:
     return run
 
 
-@pytest.fixture
-def catching_up(tmp_path: Path) -> Iterator[Run]:
-    """A small run (4 tenants, 3 hours) that has just begun its catch-up."""
-    run = start_run(tmp_path, "--tenants", "4", "--hours", "3", "--once")
+@contextlib.contextmanager
+def run_until(state_dir: Path, line: str, *arguments: str) -> Iterator[Run]:
+    """A small run (4 tenants) that has just printed ``line``; stopped if a test fails."""
+    run = start_run(state_dir, "--tenants", "4", *arguments)
     try:
-        run.wait_for_line(CATCH_UP)
+        run.wait_for_line(line)
         yield run
     finally:
         if run.process.poll() is None:  # a failed test: stop it as a user would
@@ -132,6 +133,13 @@ def catching_up(tmp_path: Path) -> Iterator[Run]:
             except subprocess.TimeoutExpired:
                 run.process.kill()
                 run.process.wait()
+
+
+@pytest.fixture
+def catching_up(tmp_path: Path) -> Iterator[Run]:
+    """A small run (4 tenants, 3 hours) that has just begun its catch-up."""
+    with run_until(tmp_path, CATCH_UP, "--hours", "3", "--once") as run:
+        yield run
 
 
 def assert_gone(children: dict[str, int]) -> None:
@@ -168,6 +176,38 @@ def test_a_signal_during_the_catch_up_stops_every_child_within_5s(
     assert code == 128 + signum
     assert seconds < 5
     assert f"{signum.name} while catching up: stopping the local stack" in catching_up.text()
+    assert_gone(children)
+
+
+# Each phase: the line the run prints as it begins, and the run's arguments.
+PHASES = {
+    "starting": ("Azurite on ", ("--hours", "1", "--once")),
+    "billing": ("Collected; waiting for the billing", ("--hours", "2", "--once")),
+    "serving": ("Running; Ctrl-C stops.", ("--hours", "1")),
+}
+
+
+@pytest.mark.parametrize(
+    ("phase", "signum"),
+    [("starting", signal.SIGINT), ("billing", signal.SIGTERM), ("serving", signal.SIGTERM)],
+    ids=["starting-SIGINT", "billing-SIGTERM", "serving-SIGTERM"],
+)
+def test_a_signal_in_the_other_phases_stops_every_child_within_5s(
+    tmp_path: Path, phase: str, signum: signal.Signals
+) -> None:
+    """SIGINT or SIGTERM while starting, billing or serving: every child stopped and
+    reaped, the run gone in 5 s (exit 0 once serving). The catch-up is tested above, and
+    SIGINT while serving in test_run_end_to_end."""
+    line, arguments = PHASES[phase]
+    with run_until(tmp_path, line, *arguments) as run:
+        children = run.children()
+        assert set(children) <= PARTS.keys()
+        assert "azurite" in children
+        run.process.send_signal(signum)
+        code, seconds = run.wait(deadline_seconds=5)
+    assert code == (0 if phase == "serving" else 128 + signum)
+    assert seconds < 5
+    assert f"{signum.name} while {phase}: stopping the local stack" in run.text()
     assert_gone(children)
 
 
