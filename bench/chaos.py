@@ -91,6 +91,8 @@ from shared.core.config import Settings
 from shared.core.hours import HOUR, floor_hour, hour_key, parse_hour_key
 from shared.core.meters import ChargeableMeters
 from shared.core.usage import UsageRecord
+from shared.status.observer import remember
+from shared.status.reader import StatusReader
 from shared.storage.account import StorageAccount
 from shared.storage.queues import POISON_SUFFIX, ensure_queue, queue_client
 from shared.storage.subscriptions import Subscription, SubscriptionStore
@@ -166,6 +168,12 @@ class ChaosReport:
     quiet_from: str | None = None
     quiet_carried: int = 0  # hours of the quiet resource carried forward
     quiet_billed_after: float = 0.0  # what was billed to it after it went quiet
+    # The objectives (docs/operations.md), read by the app's status reader after every step:
+    # the steps each was breached in while faults were on, and after; their final states.
+    breached_steps: Counter[str] = field(default_factory=Counter)
+    breached_calm_steps: Counter[str] = field(default_factory=Counter)
+    objectives_final: dict[str, str] = field(default_factory=dict)
+    observe_seconds: float = 0.0  # the run's time spent reading the status
 
     @property
     def ok(self) -> bool:
@@ -178,6 +186,7 @@ class ChaosReport:
             and self.reconciliation is not None
             and self.reconciliation.ok
             and self.watermark_at_end
+            and "breached" not in self.objectives_final.values()
         )
 
     def figures(self) -> dict[str, Any]:
@@ -212,6 +221,12 @@ class ChaosReport:
             "reconcile_differences": (
                 -1 if self.reconciliation is None else len(self.reconciliation.differences)
             ),
+            "objectives": {
+                "final": self.objectives_final,
+                "breached_steps_with_faults": dict(sorted(self.breached_steps.items())),
+                "breached_steps_calm": dict(sorted(self.breached_calm_steps.items())),
+                "observe_seconds": round(self.observe_seconds, 1),
+            },
             "seconds": round(self.seconds, 1),
         }
 
@@ -359,6 +374,7 @@ class Chaos:
             )
         )
         StorageAccount(self.settings).ensure_tables()
+        self.status = StatusReader(self.settings, StorageAccount(self.settings), clock=self.clock)
         for name in (self.settings.usage_queue_name, self.poison_name):
             ensure_queue(queue_client(self.settings, name))
         self.mapping = self._map_subscriptions()
@@ -480,6 +496,15 @@ class Chaos:
         if step in self.schedule.requeues or step == self.options.days * 24 + 1:
             self.report.requeued += requeue_poison(self.settings)
             self._drain(now + timedelta(minutes=30), mid_restart=False)
+        self._observe(now + timedelta(minutes=45))
+
+    def _observe(self, now: datetime) -> None:
+        """The objectives as an operator would see them at ``now`` (the app's reader)."""
+        started = time.monotonic()
+        status = patiently(lambda: self.status.read(now), "read the status")
+        self.report.observe_seconds += time.monotonic() - started
+        breaches = self.report.breached_steps if self._chaotic else self.report.breached_calm_steps
+        breaches.update(objective.value for objective in status.breached)
 
     def _collect(self, now: datetime, *, mid_restart: bool) -> None:
         self.report.collection_runs += 1
@@ -657,6 +682,11 @@ class Chaos:
         report.left_in_poison = poison.get_queue_properties().approximate_message_count
         with self.client() as client:
             report.reconciliation = reconcile(account, client, first, last)
+        remember(account, report.reconciliation, last + 3 * HOUR)
+        final = self.status.read(last + HOUR + timedelta(minutes=10))  # the last step's time
+        report.objectives_final = {
+            obs.objective.value: obs.state.value for obs in final.observations
+        }
 
     def _settle_queue(self, queue: QueueClient, at: datetime) -> int:
         """Drain until the queue is empty (a message hidden by a lost visibility update

@@ -63,6 +63,7 @@ from devstack.fleet import register_simulated_source
 from devstack.host.process import HostProcess
 from devstack.local_settings import local_values
 from devstack.sign_in import DEFAULT_PATH as SIGN_IN_PATH
+from devstack.status_screen import print_status
 from devstack.supervision import Child, Supervisor
 from devstack.tokens import LocalIssuer
 from shared.app import FunctionApp
@@ -318,6 +319,11 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         f"{FIRST_CYCLE_SECONDS:.0f}, plus a second per {CATCH_UP_FLOOR_RATE} table entities "
         "it writes)",
     )
+    parser.add_argument(
+        "--console-metrics",
+        action="store_true",
+        help="print the app's metrics to the console every 10 s (TELEMETRY_CONSOLE=true)",
+    )
     args = parser.parse_args(argv)
     if args.hours is not None and args.hours < 1:
         parser.error("--hours must be at least 1")
@@ -357,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         **LOCAL_CONCURRENCY,
         **({} if args.tenants is None else {"FLEET_TENANTS": str(args.tenants)}),
         **stamp_values(args.stamps),
+        **({"TELEMETRY_CONSOLE": "true"} if args.console_metrics else {}),
     )
     try:
         settings = Settings.from_environ(values)
@@ -554,6 +561,7 @@ def first_cycle(
         "reconciled": reconciled,
     }
     (args.state_dir / "run.json").write_text(json.dumps(state, indent=2))
+    print_status(settings, result[0] if result else None)
     print(f"\nFirst cycle done in {time.monotonic() - started:.1f}s; reconciled: {reconciled}.")
     return 0 if reconciled else 1
 

@@ -40,6 +40,7 @@ COMMANDS = {
     "exports": "exports",
     "prices": "prices",
     "statements": "statements",
+    "status": "status",
 }
 
 

@@ -35,6 +35,10 @@ LOCAL_PLACEHOLDER_PREFIX = "local-only-"
 # Where the local Functions host (and `func start`) listens by default.
 LOCAL_PUBLIC_BASE_URL = "http://127.0.0.1:7071"
 
+# Queue names: lower-case letters and digits, single hyphens between them; 3-56 characters,
+# so "{name}-poison" (the host's poison queue) is still within the service's 63.
+QUEUE_NAME = r"^[a-z0-9](-?[a-z0-9])+$"
+
 # A stamp's name keys its watermark and its work items and is spelled upper-case in its
 # settings' names (STAMP_{NAME}__...), so it is short, plain and must never change.
 STAMP_NAME = r"^[a-z][a-z0-9]{0,15}$"
@@ -101,6 +105,10 @@ class Settings(BaseModel):
     # hour's answer as soon as it ends. Read it as ``collect_delay_hours``.
     collect_delay_setting: int | None = Field(None, alias="COLLECT_DELAY_HOURS", ge=0, le=72)
     write_parallelism: int = Field(8, alias="STORAGE_WRITE_PARALLELISM", ge=1, le=64)
+    # How table transactions and queries are sent (shared.storage.transport): "sdk" (the
+    # SDK's own calls) or "direct" (the fast path); unset, direct only on the SDK versions
+    # it was proved on.
+    tables_transport: Literal["sdk", "direct"] | None = Field(None, alias="TABLES_TRANSPORT")
 
     # finalise_statements: its timer (%STATEMENTS_SCHEDULE% in function.json; after the
     # hourly collection, so a month's statements are stored soon after its last hour is)
@@ -181,7 +189,9 @@ class Settings(BaseModel):
     usage_queue_name: str = Field(
         "usage-to-report",
         alias="USAGE_QUEUE_NAME",
-        pattern=r"^[a-z0-9][a-z0-9-]{1,55}[a-z0-9]$",
+        pattern=QUEUE_NAME,
+        min_length=3,
+        max_length=56,
     )
     # collect_usage: the queue of collection work items (one per source, hour and slice).
     # Its own queue: billing and collection messages are different work with different
@@ -189,7 +199,9 @@ class Settings(BaseModel):
     collect_queue_name: str = Field(
         "collect-work",
         alias="COLLECT_QUEUE_NAME",
-        pattern=r"^[a-z0-9][a-z0-9-]{1,55}[a-z0-9]$",
+        pattern=QUEUE_NAME,
+        min_length=3,
+        max_length=56,
     )
     # Subscriptions per work item: small enough that one message's work fits a function run.
     report_subscriptions_per_message: int = Field(
@@ -241,6 +253,17 @@ class Settings(BaseModel):
         None, validation_alias=AliasChoices("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
     )
 
+    # Metrics (shared/core/telemetry.py, docs/operations.md): Application Insights' connection
+    # string, which the Bicep sets for the host too; with it the app sends its metrics to
+    # Azure Monitor. TELEMETRY_CONSOLE (local mode only) prints them instead.
+    applicationinsights_connection_string: SecretStr | None = Field(
+        None, alias="APPLICATIONINSIGHTS_CONNECTION_STRING"
+    )
+    telemetry_console: bool = Field(False, alias="TELEMETRY_CONSOLE")
+    # observe_pipeline: how often the objectives are read from stored state and their gauges
+    # recorded (%STATUS_SCHEDULE% in its function.json); alerts evaluate every 5 minutes.
+    status_schedule: str = Field("0 */5 * * * *", alias="STATUS_SCHEDULE")
+
     # One Settings per stamp, built by ``from_environ`` (the only place that sees the raw
     # STAMP_ variables); None when built any other way.
     _stamps: tuple[Settings, ...] | None = PrivateAttr(None)
@@ -287,6 +310,8 @@ class Settings(BaseModel):
             raise ValueError("STATEMENTS_SCHEDULE must be a six-field NCRONTAB expression")
         if len(self.export_schedule.split()) != 6:
             raise ValueError("EXPORT_SCHEDULE must be a six-field NCRONTAB expression")
+        if len(self.status_schedule.split()) != 6:
+            raise ValueError("STATUS_SCHEDULE must be a six-field NCRONTAB expression")
         key = self.continuation_token_key.get_secret_value()
         if len(key) < 32:
             raise ValueError("CONTINUATION_TOKEN_KEY must be at least 32 characters")
@@ -321,6 +346,8 @@ class Settings(BaseModel):
             raise ValueError("COMMERCE_AUTH=static (the emulator's token) is local-only")
         if self.portal_local_sign_in_url is not None:
             raise ValueError("PORTAL_LOCAL_SIGN_IN_URL (demo tokens) is local-only")
+        if self.telemetry_console:
+            raise ValueError("TELEMETRY_CONSOLE (metrics printed to the console) is local-only")
         if self.portal_authority is not None and not self.portal_authority.startswith("https://"):
             raise ValueError("PORTAL_AUTHORITY must be an https URL in production")
         for name, url in (("AUTH_JWKS_URI", self.auth_jwks_uri), ("COMMERCE_BASE_URL",
