@@ -5,6 +5,7 @@ from __future__ import annotations
 LOCAL_VALUES = {
     "APP_MODE": "local",
     "USAGE_SOURCE": "simulated",
+    "RATING_SCHEDULE": "0 */10 * * * *",
     "STATEMENTS_SCHEDULE": "0 35 * * * *",
     "EXPORT_SCHEDULE": "0 30 0 * * *",
     "AUTH_ISSUER": "https://login.local.usage-reporter/00000000-0000-4000-8000-00000000a11c/v2.0",

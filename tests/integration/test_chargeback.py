@@ -1,5 +1,5 @@
-"""Chargeback against a real Azurite: the sheet store, finalising statements, late usage
-after a month closed, two-level roll-ups, and the operator CLI."""
+"""Chargeback against a real Azurite: the sheet store, rating into the ledger, finalising,
+late usage after a month closed, two-level roll-ups, and the operator CLI."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from shared.app import FunctionApp
 from shared.collection.collector import Collector
 from shared.core.config import Settings
 from shared.core.errors import SheetRejectedError
@@ -21,7 +22,6 @@ from shared.rating.engine import Level, Month
 from shared.rating.sheet_files import read_json_sheet
 from shared.rating.sheet_store import ROLE as PRICES
 from shared.rating.sheet_store import SheetStore, StoreOutcome
-from shared.rating.statement_store import Statements
 from shared.storage.account import StorageAccount
 from shared.storage.subscriptions import SubscriptionStore
 from tests.integration.test_ops_cli import run_ops, settings_file_for
@@ -120,24 +120,31 @@ def test_a_finalised_statement_never_changes_when_late_usage_arrives(
     subscriptions = SubscriptionStore(account)
     SheetStore(account).put(priced({WIN: "0.05"}), subscriptions)
     SheetStore(account).put(priced({WIN: "0.07"}, effective="2026-12-01"), subscriptions)
-    statements = Statements(account, catalogue(), ["simulated"])
+    app = FunctionApp(settings)
+    statements = app.statements
     known = subscriptions.all()
 
+    assert app.rate_usage().rated_through == last
     preview = statements.statement(TENANT_A, NOV, Level.RETAIL, known)
     assert preview is not None
     assert preview["status"] == "provisional"
-    run = statements.finalise_due(60)
+    run = app.finalise_statements()
     assert run.months_closed == ["2026-11"]
-    assert run.statements_stored == 1
+    assert run.statements_frozen == 1
     final = statements.statement(TENANT_A, NOV, Level.RETAIL, known)
     assert final is not None
     assert final["status"] == "final"
     assert final["total"] == "0.80" == preview["total"]  # 16 hours x 0.05
 
     collect(settings, scripted, [DEC.first_hour])
-    assert statements.statement(TENANT_A, NOV, Level.RETAIL, known) == final
-    again = statements.finalise_due(60)
-    assert (again.months_closed, again.statements_stored) == ([], 0)
+    app.rate_usage()
+    again_final = statements.statement(TENANT_A, NOV, Level.RETAIL, known)
+    assert again_final is not None
+    assert {k: v for k, v in again_final.items() if k != "computedAt"} == {
+        k: v for k, v in final.items() if k != "computedAt"
+    }
+    again = app.finalise_statements()
+    assert (again.months_closed, again.statements_frozen) == ([], 0)
     december = statements.statement(TENANT_A, DEC, Level.RETAIL, known)
     assert december is not None
     late = [line for line in december["lines"] if line["late"]]
@@ -165,16 +172,28 @@ def test_two_levels_are_finalised_and_rolled_up_per_provider(
     subscriptions = SubscriptionStore(account)
     SheetStore(account).put(priced({WIN: "1"}), subscriptions)
     SheetStore(account).put(priced({WIN: "1.25"}, scope=f"provider:{DELEGATED}"), subscriptions)
-    statements = Statements(account, catalogue(), ["simulated"])
-    assert statements.finalise_due(60).statements_stored == 3  # A retail, C retail + wholesale
+    app = FunctionApp(settings)
+    app.rate_usage()
+    assert app.finalise_statements().statements_frozen == 3  # A retail, C retail + wholesale
     known = subscriptions.all()
-    reseller = statements.rollup(known[DELEGATED], NOV, known, [TENANT_C])
-    assert (reseller["status"], reseller["total"]) == ("final", "12.50")
+    reseller = app.rollups.rollup(known[DELEGATED], NOV, known, [TENANT_C])
+    assert (reseller["status"], reseller["kind"], reseller["directTenantsTotal"]) == (
+        "final",
+        "delegated",
+        "12.50",
+    )
     assert (reseller["wholesaleTotal"], reseller["margin"]) == ("10.00", "2.50")
-    root = statements.rollup(known[PROVIDER], NOV, known, [TENANT_A, DELEGATED])
-    by_id = {tenant["subscriptionId"]: tenant for tenant in root["tenants"]}
-    assert by_id[DELEGATED]["resoldWholesaleTotal"] == "10.00"
-    assert Decimal(root["total"]) == Decimal("11.00")  # A's 1.00 + the reseller's 10.00
+    assert reseller["grandTotal"] == "12.50"
+    root = app.rollups.rollup(known[PROVIDER], NOV, known, [TENANT_A, DELEGATED])
+    assert [t["subscriptionId"] for t in root["tenants"]] == [TENANT_A]
+    assert [(r["subscriptionId"], r["wholesaleTotal"]) for r in root["resellers"]] == [
+        (DELEGATED, "10.00")
+    ]
+    assert (root["directTenantsTotal"], root["resellersTotal"]) == ("1.00", "10.00")
+    assert Decimal(root["grandTotal"]) == Decimal("11.00")  # A's 1.00 + the reseller's 10.00
+    cloud = app.rollups.cloud(NOV, known)
+    # Every tenant once, at what it is charged: A 1.00 + C 12.50 (C's wholesale is not added).
+    assert cloud["cloudTotal"] == "13.50"
 
 
 def test_ops_prices_refuses_a_bad_file_whole_and_statements_prints_the_month(
@@ -233,6 +252,9 @@ def test_ops_prices_refuses_a_bad_file_whole_and_statements_prints_the_month(
     )
     assert code == 0
     assert "stored" in out
+    code, out, _ = run_ops(capsys, "statements", "rate", "--settings-file", settings_file)
+    assert code == 0, out
+    assert "rated through 2026-11-02T00Z" in out
     for output in ("table", "json", "csv"):
         code, out, _ = run_ops(
             capsys,
@@ -260,7 +282,7 @@ def test_ops_prices_refuses_a_bad_file_whole_and_statements_prints_the_month(
         "--settings-file",
         settings_file,
     )
-    assert json.loads(out)["total"] == "0.40"
+    assert json.loads(out)["grandTotal"] == "0.40"
     code, out, _ = run_ops(
         capsys, "prices", "show", "--subscription", TENANT_A, "--settings-file", settings_file
     )

@@ -109,8 +109,16 @@ def test_providers_roll_up_exactly_their_direct_tenants(
         assert listed
         delegated = provider.provider_subscription_id is not None
         assert (rollup["wholesaleTotal"] is not None) is delegated
+        assert (rollup["resellersTotal"] is None) is delegated
+        assert "cloud" not in rollup  # the whole cloud is the admin's
+        totals = sum((Decimal(t["total"]) for t in rollup["tenants"]), Decimal(0))
+        assert Decimal(rollup["directTenantsTotal"]) == totals
+        resold = sum((Decimal(r["wholesaleTotal"]) for r in rollup["resellers"]), Decimal(0))
+        assert Decimal(rollup["grandTotal"]) == totals + resold
         if delegated:
             assert Decimal(rollup["margin"]) > 0  # resale at 1.3 x wholesale
+            wholesale = sum((Decimal(t["wholesaleTotal"]) for t in rollup["tenants"]), Decimal(0))
+            assert Decimal(rollup["wholesaleTotal"]) == wholesale
             tenant = sorted(listed)[0]
             one = call(host.base_url, path, {**ARGS, "subscriberId": tenant}, token).json()
             validate(one, "SubscriberStatement")
@@ -128,11 +136,35 @@ def test_providers_roll_up_exactly_their_direct_tenants(
 def test_the_admin_reads_every_roll_up_and_statement(
     priced: World, host: LocalFunctionsHost
 ) -> None:
-    """The admin role reads every provider's roll-up and any tenant's statement."""
+    """The admin role reads every provider's roll-up and any tenant's statement; on the
+    default provider's roll-up, the whole cloud: every subscription once, at what its
+    statement says it is charged (a delegated provider's tenants are not counted twice)."""
     token = priced.admin_token()
+    rollups = {}
     for provider in priced.providers():
         path = ROLLUP_PATH.format(provider.subscription_id)
-        assert call(host.base_url, path, ARGS, token).status_code == 200
+        response = call(host.base_url, path, ARGS, token)
+        assert response.status_code == 200
+        rollups[provider.subscription_id.lower()] = response.json()
+    root = rollups[priced.fleet.default_provider.subscription_id.lower()]
+    validate(root, "Rollup")
+    cloud = root["cloud"]
+    by_provider = {p["providerSubscriptionId"]: p for p in cloud["providers"]}
+    assert set(by_provider) == set(rollups)
+    for provider_id, rollup in rollups.items():
+        assert by_provider[provider_id]["directTenantsTotal"] == rollup["directTenantsTotal"]
+        assert by_provider[provider_id]["grandTotal"] == rollup["grandTotal"]
+    statements = Decimal(0)
+    for subscription in priced.subscriptions:
+        response = call(host.base_url, STATEMENT_PATH.format(subscription), ARGS, token)
+        assert response.status_code == 200, response.text
+        statements += Decimal(response.json()["total"])
+    assert Decimal(cloud["cloudTotal"]) == statements
+    direct = sum((Decimal(r["directTenantsTotal"]) for r in rollups.values()), Decimal(0))
+    assert Decimal(cloud["cloudTotal"]) == direct
+    resold = sum((Decimal(r["wholesaleTotal"]) for r in rollups.values() if r["wholesaleTotal"]),
+                 Decimal(0))  # fmt: skip
+    assert Decimal(root["resellersTotal"]) == resold
     for subscription_id, _ in readers(priced)[:3]:
         path = STATEMENT_PATH.format(subscription_id)
         assert call(host.base_url, path, ARGS, token).json()["subscriptionId"] == subscription_id
