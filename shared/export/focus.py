@@ -180,7 +180,7 @@ COLUMNS: Final[tuple[tuple[str, pa.DataType, bool], ...]] = (
     ("SubAccountName", STRING, True),
     ("SubAccountType", STRING, True),
     ("Tags", STRING, True),
-    ("x_MeterId", STRING, False),
+    ("x_MeterId", STRING, True),  # null on adjustment rows (no meter)
     ("x_MeterName", STRING, True),
     ("x_AzureStackUnit", STRING, True),
     ("x_ReportedPeriodStart", TIMESTAMP, False),

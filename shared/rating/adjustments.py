@@ -194,28 +194,28 @@ class AdjustmentStore:
         return call_with_retry(read, what=what)
 
     def of_month(self, month: Month) -> list[Adjustment]:
-        """Every adjustment of ``month`` (one partition), in key order."""
-        return [
+        """Every adjustment of ``month`` (one partition), in the order they were added."""
+        return _in_order(
             _adjustment(entity)
             for entity in self._read(
                 "PartitionKey eq @pk", {"pk": month.key}, f"read adjustments {month}"
             )
             if entity["RowKey"] != GUARD
-        ]
+        )
 
     def of_subscription(
         self, subscription_id: str, month: Month, level: Level | None = None
     ) -> list[Adjustment]:
         """The subscription's adjustments of ``month`` (one level, or both): one range read."""
         prefix = f"{subscription_id.lower()}_{level.value + '_' if level else ''}"
-        return [
+        return _in_order(
             _adjustment(entity)
             for entity in self._read(
                 "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high",
                 {"pk": month.key, "low": prefix, "high": prefix + "~"},
                 f"read adjustments {month} of {subscription_id}",
             )
-        ]
+        )
 
     def get(self, adjustment_id: str) -> Adjustment | None:
         month = month_of_id(adjustment_id)
@@ -346,6 +346,11 @@ class AdjustmentStore:
                         raise
 
         call_with_retry(write, what=f"close adjustments of {month}")
+
+
+def _in_order(adjustments: Iterable[Adjustment]) -> list[Adjustment]:
+    """Adjustments in the order they were added (ids break ties)."""
+    return sorted(adjustments, key=lambda a: (a.created_at, a.adjustment_id))
 
 
 def _etag(entity: dict[str, Any]) -> str:

@@ -18,6 +18,8 @@ from devstack.demo_tokens import demo_principal
 from devstack.example_prices import load_example_prices
 from devstack.host import LocalFunctionsHost
 from shared.query.charges_api import FILTER_MESSAGE
+from shared.rating.adjustments import AdjustmentStore, Category
+from shared.rating.engine import Level, Month
 from shared.storage.subscriptions import SubscriptionState
 from tests.integration.test_query_api import assert_error, validate
 from tests.integration.test_query_isolation import (
@@ -29,6 +31,7 @@ from tests.integration.test_query_isolation import (
 from tests.integration.test_query_support import API_VERSION, World, call
 
 BASE_VM = "FAB6EB84-500B-4A09-A8CA-7358F8BBAEA5"
+DEC = Month(2026, 12)
 ARGS = {"api-version": API_VERSION}
 
 
@@ -240,3 +243,74 @@ def test_azures_own_python_client_reads_the_rate_card(
     assert refused.value.status_code == 400
     assert refused.value.error is not None
     assert refused.value.error.code == "InvalidFilter"
+
+
+ADJUSTMENTS = "/subscriptions/{}/providers/Microsoft.Commerce/adjustments/2026-12"
+SUBSCRIBER_ADJUSTMENTS = (
+    "/subscriptions/{}/providers/Microsoft.Commerce.Admin/subscriberAdjustments/2026-12"
+)
+
+
+def test_adjustments_are_read_per_scope_and_are_on_the_statement(
+    priced: World, host: LocalFunctionsHost
+) -> None:
+    """December's adjustments (the operator CLI's): a tenant reads its own retail ones; a
+    delegated provider its tenants' retail ones and the wholesale ones it is charged; the
+    default provider its direct tenants' retail ones; the admin every one; the statement
+    carries them as lines, and its total is their sum (no usage in December)."""
+    store = AdjustmentStore(priced.account)
+    default = priced.fleet.default_provider.subscription_id.lower()
+    delegated = priced.fleet.delegated_providers[0].subscription_id.lower()
+    owned = dict(readers(priced))
+    direct = sorted(s for s in priced.direct_tenants(default) if s in owned)[0]
+    resold = sorted(s for s in priced.direct_tenants(delegated) if s in owned)[0]
+    made = {
+        (subscription, level): store.add(
+            subscription_id=subscription, level=level, month=DEC, category=Category.CREDIT,
+            amount=Decimal(amount), currency="USD", reason="SLA credit", created_by="op",
+        ).adjustment_id
+        for subscription, level, amount in (
+            (direct, Level.RETAIL, "-1.25"),
+            (resold, Level.RETAIL, "-2.00"),
+            (resold, Level.WHOLESALE, "-0.75"),
+        )
+    }  # fmt: skip
+
+    def ids(path: str, token: str, **params: str) -> set[str]:
+        response = call(host.base_url, path, {**ARGS, **params}, token)
+        assert response.status_code == 200, response.text
+        validate(response.json(), "AdjustmentList")
+        return {a["id"] for a in response.json()["value"]}
+
+    assert ids(ADJUSTMENTS.format(direct), priced.token(owned[direct])) == {
+        made[(direct, Level.RETAIL)]
+    }
+    assert ids(ADJUSTMENTS.format(resold), priced.token(owned[resold])) == {
+        made[(resold, Level.RETAIL)]
+    }
+    reseller = priced.token(priced.fleet.delegated_providers[0].owners[0])
+    assert ids(SUBSCRIBER_ADJUSTMENTS.format(delegated), reseller) == {
+        made[(resold, Level.RETAIL)],
+        made[(resold, Level.WHOLESALE)],
+    }
+    root = priced.token(priced.fleet.default_provider.owners[0])
+    assert ids(SUBSCRIBER_ADJUSTMENTS.format(default), root) == {made[(direct, Level.RETAIL)]}
+    assert call(host.base_url, ADJUSTMENTS.format(resold), ARGS, root).status_code == 403
+    admin = priced.admin_token()
+    assert ids(SUBSCRIBER_ADJUSTMENTS.format(delegated), admin, subscriberId=resold) == {
+        made[(resold, Level.RETAIL)],
+        made[(resold, Level.WHOLESALE)],
+    }
+    statement = call(
+        host.base_url, STATEMENT_PATH.replace("2026-11", "2026-12").format(resold), ARGS, reseller
+    )
+    assert statement.status_code == 403  # the tenant route is the tenant's (and the admin's)
+    statement = call(
+        host.base_url,
+        STATEMENT_PATH.replace("2026-11", "2026-12").format(resold),
+        ARGS,
+        priced.token(owned[resold]),
+    ).json()
+    validate(statement, "Statement")
+    assert [a["id"] for a in statement["adjustments"]] == [made[(resold, Level.RETAIL)]]
+    assert (statement["adjustmentsTotal"], statement["total"]) == ("-2.00", "-2.00")
