@@ -48,7 +48,7 @@ from shared.export.files import PART_ROWS, ROW_GROUP_ROWS, PartWriter, WrittenBl
 from shared.export.focus import ADMIN_ISSUER_NAME, Buyer, SubscriptionMonth
 from shared.rating.adjustments import Adjustment, AdjustmentStore
 from shared.rating.engine import Level, Month, PriceBook
-from shared.rating.ledger import Ledger
+from shared.rating.ledger import ChargeLedger
 from shared.rating.marks import RatingMarks
 from shared.rating.sheet_store import SheetStore
 from shared.storage.account import StorageAccount
@@ -256,7 +256,7 @@ class Exporter:
         """The subscriptions with charges in ``month`` the export covers, sorted: all of
         them, or a delegated provider's direct tenants."""
         provider = config.provider_id
-        index = Ledger(self.account).indexed(month, provider)
+        index = ChargeLedger(self.account).indexed(month, provider)
         found = {s for subscriptions_of in index.values() for s in subscriptions_of}
         found |= {a.subscription_id for a in adjustments}
         if provider is None:
@@ -296,7 +296,7 @@ class Exporter:
             self.meters,
         )
         # The month's charge lines: one range read of the ledger (a day's lines per entity).
-        days = Ledger(self.account).day_charges(subscription_id, month, level)
+        days = ChargeLedger(self.account).day_charges(subscription_id, month, level)
         own = [a for a in adjustments if a.subscription_id == subscription_id and a.level is level]
         rows = month_rows.rows(days, own)
         for focus_row in rows:

@@ -33,7 +33,7 @@ from typing import Final
 from shared.core.hours import utc_now
 from shared.rating.adjustments import AdjustmentStore
 from shared.rating.engine import Month
-from shared.rating.ledger import CONFLICT_ATTEMPTS, Ledger, LedgerConflictError
+from shared.rating.ledger import CONFLICT_ATTEMPTS, ChargeLedger, LedgerConflictError
 from shared.rating.marks import RatingMarks
 from shared.rating.rater import Rater
 from shared.storage.account import StorageAccount
@@ -75,7 +75,7 @@ class Finaliser:
     ) -> None:
         self.account = account
         self.rater = rater
-        self.ledger = Ledger(account)
+        self.ledger = ChargeLedger(account)
         self.marks = RatingMarks(account)
         self.adjustments = AdjustmentStore(account, clock=clock)
         self._clock = clock

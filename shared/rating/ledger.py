@@ -18,7 +18,7 @@ documents are split over properties of at most ``CHUNK_UTF16`` bytes (Table stor
 string property as UTF-16, at most 64 KiB) and entities stay under ``ENTITY_LIMIT`` bytes
 (the service's 1 MiB), so the ledger holds any month a fleet can produce.
 
-**Writes** (:meth:`Ledger.save`) are entity-group transactions in the month's partition, every
+**Writes** (:meth:`ChargeLedger.save`) are entity-group transactions in the month's partition, every
 entity guarded by the ETag it was read with (or created if new), the month entities last.
 A subscription-hour of a normal subscription is one transaction. A concurrent writer makes
 the transaction fail whole (``LedgerConflictError``: reload and redo). When a write needs several
@@ -35,7 +35,7 @@ roll-ups and the exports visit those subscriptions, never a table with nothing i
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, localcontext
@@ -259,11 +259,24 @@ class LoadedMonth:
         return found
 
 
-class Ledger:
-    """Reads and writes the ledger (see the module docstring)."""
+class ChargeLedger:
+    """Reads and writes the ledger (see the module docstring).
 
-    def __init__(self, account: StorageAccount) -> None:
+    ``max_operations`` caps a write's transactions (the service allows ``MAX_BATCH``; the
+    chaos suite lowers it so a write of a few days spans several transactions) and
+    ``after_transaction``, called after each committed one, is where it kills the process.
+    """
+
+    def __init__(
+        self,
+        account: StorageAccount,
+        *,
+        max_operations: int = MAX_BATCH,
+        after_transaction: Callable[[], None] | None = None,
+    ) -> None:
         self.account = account
+        self._max_operations = max_operations
+        self._after_transaction = after_transaction
 
     def _table(self, subscription_id: str) -> Any:
         name = usage_table_name(self.account.settings.table_prefix, subscription_id)
@@ -453,8 +466,10 @@ class Ledger:
             follow.append((month_row_key(level), level))
         table = self._table(loaded.subscription_id)
         targets = dict(follow)
-        for batch in _transactions(operations):
+        for batch in _transactions(operations, self._max_operations):
             answers = self._submit(table, loaded, batch)
+            if self._after_transaction is not None:
+                self._after_transaction()
             for operation, answer in zip(batch, answers, strict=True):
                 row_key = operation[1]["RowKey"]
                 target = targets[row_key]
@@ -573,15 +588,17 @@ def _delete(partition: str, row_key: str, etag: str) -> tuple[Any, ...]:
     )
 
 
-def _transactions(operations: list[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
-    """Operations cut into transactions of at most ``MAX_BATCH`` operations and about
+def _transactions(
+    operations: list[tuple[Any, ...]], max_operations: int = MAX_BATCH
+) -> list[list[tuple[Any, ...]]]:
+    """Operations cut into transactions of at most ``max_operations`` operations and about
     ``MAX_BATCH_BYTES``, in order (so the month entities, last, commit last)."""
     batches: list[list[tuple[Any, ...]]] = []
     batch: list[tuple[Any, ...]] = []
     used = 0
     for operation in operations:
         cost = entity_bytes(operation[1])
-        if batch and (len(batch) == MAX_BATCH or used + cost > MAX_BATCH_BYTES):
+        if batch and (len(batch) == max_operations or used + cost > MAX_BATCH_BYTES):
             batches.append(batch)
             batch, used = [], 0
         batch.append(operation)

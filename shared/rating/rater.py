@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,7 +45,7 @@ from shared.rating.charges import MonthCharges
 from shared.rating.engine import Level, Month, MonthRater, PriceBook, Pricing, exact
 from shared.rating.ledger import (
     CONFLICT_ATTEMPTS,
-    Ledger,
+    ChargeLedger,
     LedgerConflictError,
     LedgerFinalError,
     LoadedMonth,
@@ -146,9 +146,10 @@ class Rater:
         *,
         clock: Callable[[], datetime] = utc_now,
         parallelism: int | None = None,
+        ledger: ChargeLedger | None = None,
     ) -> None:
         self.account = account
-        self.ledger = Ledger(account)
+        self.ledger = ledger or ChargeLedger(account)
         self.marks = RatingMarks(account)
         self._source_names = tuple(source_names)
         self._clock = clock
@@ -277,25 +278,8 @@ class Rater:
                 self.ledger.ensure_indexed(month, subscription_id, provider)
             raters[level] = MonthRater(pricing, charges.used)
         changed: set[tuple[Level, datetime]] = set(loaded.days) if full else set()
-        rated = 0
-        for reported, row in rows:
-            for level, rater in raters.items():
-                charges = loaded.months[level]
-                if charges.through is not None and reported <= charges.through:
-                    continue  # rated before (a rerun of this batch)
-                result = rater.rate(row.meter_id, row.usage_start, exact(row.quantity))
-                charges.add(row, result)
-                rated += level is Level.RETAIL
-                day_key = (level, floor_day(row.usage_start))
-                day = loaded.day(*day_key).charges
-                already = (
-                    day.through is not None
-                    and day.fingerprint == charges.fingerprint
-                    and reported <= day.through
-                )
-                if not already:  # (a crash after this day was written, before its month)
-                    day.add(reported, row, result)
-                    changed.add(day_key)
+        rated, touched = rate_into(loaded, rows, raters)
+        changed |= touched
         for level in raters:
             loaded.months[level].through = last
         for key in changed:
@@ -410,6 +394,38 @@ class Rater:
                     "charges of %s %s changed meanwhile; re-rating again", subscription_id, month
                 )
         raise LedgerConflictError(f"charges of {subscription_id} {month} kept changing")
+
+
+def rate_into(
+    loaded: LoadedMonth,
+    rows: Iterable[tuple[datetime, UsageRow]],
+    raters: Mapping[Level, MonthRater],
+) -> tuple[int, set[tuple[Level, datetime]]]:
+    """Rate ``rows`` (reported-hour order) at every level of ``raters`` into ``loaded``'s
+    month states and days; rows its month state already holds (``through``) are skipped,
+    and so is a day that already holds the hour (a crash between writing the day and its
+    month). Returns (rows rated, the days changed). Pure: nothing is read or written."""
+    changed: set[tuple[Level, datetime]] = set()
+    rated = 0
+    for reported, row in rows:
+        for level, rater in raters.items():
+            charges = loaded.months[level]
+            if charges.through is not None and reported <= charges.through:
+                continue  # rated before (a rerun of this batch)
+            result = rater.rate(row.meter_id, row.usage_start, exact(row.quantity))
+            charges.add(row, result)
+            rated += level is Level.RETAIL
+            day_key = (level, floor_day(row.usage_start))
+            day = loaded.day(*day_key).charges
+            already = (
+                day.through is not None
+                and day.fingerprint == charges.fingerprint
+                and reported <= day.through
+            )
+            if not already:
+                day.add(reported, row, result)
+                changed.add(day_key)
+    return rated, changed
 
 
 def _through(loaded: LoadedMonth) -> datetime | None:

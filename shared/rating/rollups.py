@@ -40,7 +40,7 @@ from typing import Any, Final
 from shared.core.hours import iso, utc_now
 from shared.rating.adjustments import AdjustmentStore, totals
 from shared.rating.engine import RATING_CONTEXT, Level, Month
-from shared.rating.ledger import Ledger
+from shared.rating.ledger import ChargeLedger
 from shared.rating.sheets import ZERO
 from shared.rating.statements import FINAL, PROVISIONAL, MonthStatus, Statements, money
 from shared.storage.account import StorageAccount
@@ -84,7 +84,7 @@ class Rollups:
     ) -> None:
         self.account = account
         self.statements = statements
-        self.ledger = Ledger(account)
+        self.ledger = ChargeLedger(account)
         self.adjustments = AdjustmentStore(account)
         self._clock = clock
 

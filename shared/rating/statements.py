@@ -35,7 +35,7 @@ from shared.core.meters import MeterCatalogue
 from shared.rating.adjustments import Adjustment, AdjustmentStore
 from shared.rating.charges import LinePart, MonthCharges, StatementLine, text
 from shared.rating.engine import RATING_CONTEXT, Level, Month, MonthRater, PriceBook, Pricing, exact
-from shared.rating.ledger import Ledger, line_amount, usage_totals
+from shared.rating.ledger import ChargeLedger, line_amount, usage_totals
 from shared.rating.marks import RatingMarks
 from shared.rating.rounding import ROUNDING_RULE, round_amount
 from shared.rating.sheet_store import SheetStore
@@ -196,7 +196,7 @@ class Statements:
     ) -> None:
         self.account = account
         self.meters = meters
-        self.ledger = Ledger(account)
+        self.ledger = ChargeLedger(account)
         self.adjustments = AdjustmentStore(account, clock=clock)
         self.marks = RatingMarks(account)
         self._clock = clock
