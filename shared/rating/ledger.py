@@ -97,6 +97,12 @@ def day_row_key(level: Level, day: datetime, shard: int) -> str:
     return f"{_DAY_PREFIX}{level.value}_{day_key(day)}_{shard:02d}"
 
 
+def _month_of_partition(partition: str) -> Month:
+    month = Month.parse(f"{partition[1:5]}-{partition[5:]}")
+    assert month is not None  # a C{YYYYMM} partition
+    return month
+
+
 def _parse_day_row_key(row_key: str) -> tuple[Level, datetime, int]:
     _, level, day, shard = row_key.split("_")
     return Level(level), parse_hour_key(day + "00"), int(shard)
@@ -399,22 +405,52 @@ class ChargeLedger:
         return found
 
     def day_charges(self, subscription_id: str, month: Month, level: Level) -> list[DayCharges]:
-        """Every usage day's charge lines of the month at ``level``, by day (one range read)."""
-        days: dict[datetime, DayCharges] = {}
-        partition = month_partition(month)
+        """Every usage day's charge lines of statement month ``month`` at ``level``, by day
+        (one range read): what a FOCUS export of the month reads."""
+        return [
+            day
+            for (_, _), day in sorted(
+                self.days_between(subscription_id, level, month, month).items(),
+                key=lambda item: item[0][1],
+            )
+        ]
+
+    def days_between(
+        self,
+        subscription_id: str,
+        level: Level,
+        first: Month,
+        last: Month,
+        usage_days: tuple[datetime, datetime] | None = None,
+    ) -> dict[tuple[Month, datetime], DayCharges]:
+        """The charge lines of statement months ``first``..``last`` at ``level``, by
+        (statement month, usage day); of usage days ``usage_days`` (first, last) only if
+        given. One read for the whole span: a cost series of a subscription's days reads the
+        statement months its days were reported in (late usage: a later one, on its own),
+        not a row of usage."""
+        low_day, high_day = usage_days or (None, None)
         prefix = f"{_DAY_PREFIX}{level.value}_"
+        parameters = {
+            "first": month_partition(first),
+            "last": month_partition(last),
+            "low": prefix + (day_key(low_day) if low_day else ""),
+            "high": prefix + day_key(high_day) + "`" if high_day else prefix[:-1] + "`",
+        }
+        found: dict[tuple[Month, datetime], DayCharges] = {}
         for entity in self._query(
             subscription_id.lower(),
-            "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
-            {"pk": partition, "low": prefix, "high": prefix[:-1] + "`"},
-            what=f"read charge days {partition} of {subscription_id}",
+            "PartitionKey ge @first and PartitionKey le @last and RowKey ge @low "
+            "and RowKey lt @high",
+            parameters,
+            what=f"read charge days {first}..{last} of {subscription_id}",
         ):
             _, usage_day, _ = _parse_day_row_key(entity["RowKey"])
-            day = days.get(usage_day)
+            statement_month = _month_of_partition(entity["PartitionKey"])
+            day = found.get((statement_month, usage_day))
             if day is None:
-                day = days[usage_day] = DayCharges(usage_day)
+                day = found[(statement_month, usage_day)] = DayCharges(usage_day)
             day.load_shard(_document(entity))
-        return [days[day] for day in sorted(days)]
+        return found
 
     # --- writing -------------------------------------------------------------------------
 

@@ -219,3 +219,34 @@ def test_a_day_too_big_for_one_entity_is_split_and_read_back_whole(priced: Setti
         assert all(len(str(v).encode("utf-16-le")) <= 64 * 1024 for v in entity.values())
     again = ledger.load(TENANT_C, NOV, None).days[key].charges
     assert again.shards(10**9) == day.shards(10**9)
+
+
+def test_a_subscriptions_days_are_one_read_across_statement_months(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """30 November's usage reported on 30 November and, late, on 1 December: one read of
+    the two statement months' day entities, narrowed to the day, finds both (what a daily
+    cost series reads), and nothing of other days."""
+    settings = make_settings()
+    scripted = source()
+    last, december = NOV.last_hour, NOV.next.first_hour
+    scripted.by_hour[last - HOUR] = [vm_record(TENANT_A, last - 26 * HOUR, quantity=1.0)]
+    scripted.by_hour[last] = [vm_record(TENANT_A, last, quantity=2.0)]
+    scripted.by_hour[december] = [
+        vm_record(TENANT_A, last - HOUR, name="late", quantity=3.0),
+        vm_record(TENANT_A, december, quantity=4.0),
+    ]
+    collect(settings, scripted, [last - HOUR, last, december])
+    account = StorageAccount(settings)
+    SheetStore(account).put(
+        sheet([{"meterId": WIN, "unitPrice": "0.5"}], effective="2026-01-01"),
+        SubscriptionStore(account),
+    )
+    assert Rater(account, SOURCES).rate_due(60).rated_through == december
+    day = datetime(2026, 11, 30, tzinfo=UTC)
+    found = ChargeLedger(account).days_between(
+        TENANT_A, Level.RETAIL, NOV, NOV.next, usage_days=(day, day)
+    )
+    assert sorted(found) == [(NOV, day), (NOV.next, day)]
+    quantities = {key: sum(line.quantity for line in d.lines.values()) for key, d in found.items()}
+    assert quantities == {(NOV, day): 2, (NOV.next, day): 3}
