@@ -26,7 +26,9 @@ the HTTP API reads them, per the caller's scope.
 
 from __future__ import annotations
 
+import random
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,6 +50,8 @@ from shared.storage.queries import query_entities
 from shared.storage.transactions import submit_transaction
 
 ROLE: Final = "adjustments"
+GUARD_ATTEMPTS: Final = 20  # adds racing for one month's guard (each retry reads it again)
+_JITTER = random.Random()  # jitter, not security
 GUARD: Final = "~month"
 MAX_REASON: Final = 500
 
@@ -306,7 +310,7 @@ class AdjustmentStore:
                 )
             submit_transaction(self._table(), operations)
 
-        for _ in range(5):
+        for attempt in range(1, GUARD_ATTEMPTS + 1):
             try:
                 call_with_retry(write, what=f"add adjustment {adjustment.adjustment_id}")
                 return adjustment
@@ -315,7 +319,9 @@ class AdjustmentStore:
             except TableTransactionError as error:
                 if error.status_code not in (409, 412):
                     raise
-                # Another add, or the finaliser, changed the guard: decide again on what it is.
+                # Another add, or the finaliser, changed the guard: decide again on what it
+                # is, after a jittered pause so that racing adds do not collide in step.
+                time.sleep(_JITTER.uniform(0, 0.05 * 2 ** min(attempt, 5)))
         raise BadInputError(f"adjustments of {month} are changing too fast; try again")
 
     def close(self, month: Month, at: datetime) -> None:

@@ -81,26 +81,29 @@ class Finaliser:
         self._clock = clock
 
     def due_months(self) -> list[Month]:
-        """Closed months not finalised yet, oldest first."""
+        """Closed months not finalised yet, oldest first: those after the ``finalised``
+        mark, or before the first finalisation every month from the oldest with charges
+        (looking back at most ``MAX_MONTHS_BACK`` months, across months without any)."""
         rated = self.marks.rated_through()
         if rated is None:
             return []
         newest = Month.of(rated) if rated == Month.of(rated).last_hour else Month.of(rated).previous
         finalised = self.marks.finalised_through()
-        due: list[Month] = []
-        month = newest
-        for _ in range(MAX_MONTHS_BACK):
-            if finalised is not None and month <= finalised:
-                break
-            if (
-                finalised is None
-                and not self.ledger.indexed(month)
-                and not (self.adjustments.of_month(month))
-            ):
-                break  # before the first month with charges: nothing was ever rated there
+        if finalised is not None:
+            first = finalised.next
+        else:
+            first = newest.next  # nothing due unless a month with charges is found below
+            month = newest
+            for _ in range(MAX_MONTHS_BACK):
+                if self.ledger.indexed(month) or self.adjustments.of_month(month):
+                    first = month
+                month = month.previous
+        due = []
+        month = first
+        while month <= newest:
             due.append(month)
-            month = month.previous
-        return list(reversed(due))
+            month = month.next
+        return due
 
     def finalise_due(self, budget_seconds: float) -> FinaliseRun:
         """Finalise every closed month not finalised yet, oldest first, within the budget."""
