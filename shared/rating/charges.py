@@ -25,13 +25,12 @@ when a statement line is shown. The documents are compact JSON (decimals as text
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, localcontext
 from typing import Any, Final
 
-from shared.core.hours import floor_day, hour_key, parse_hour_key
+from shared.core.hours import hour_key, parse_hour_key
 from shared.rating.engine import RATING_CONTEXT, Level, Month, Rated
 from shared.rating.sheets import ZERO
 from shared.storage.usage_rows import UsageRow, resource_hash
@@ -452,14 +451,3 @@ def _charge_line(day: datetime, item: list[Any], resources: dict[str, str]) -> C
 def _day_document(resources: dict[str, str], items: list[list[Any]]) -> str:
     return json.dumps({"v": VERSION, "r": resources, "l": items}, separators=(",", ":"),
                       ensure_ascii=False)  # fmt: skip
-
-
-def usage_day(row: UsageRow) -> datetime:
-    """The usage day a row's charge lines belong to (its usage start's UTC day)."""
-    return floor_day(row.usage_start)
-
-
-def lines_of(days: Iterator[DayCharges] | list[DayCharges]) -> list[ChargeLine]:
-    """Every charge line of ``days``, in (usage day, key) order."""
-    ordered = sorted(days, key=lambda day: day.usage_day)
-    return [line for day in ordered for line in day.ordered()]

@@ -326,14 +326,18 @@ class Rater:
         return rerated
 
     def _rerate_open(self, prices: Prices, rated_through: datetime) -> list[str]:
+        """Re-rate what the sheets changed in every open month: those after the finalised
+        mark up to the rated one (at most ``MAX_MONTHS_BACK``), each subscription with
+        charges in it (the index) checked against its fingerprint."""
         finalised = self.marks.finalised_through()
         month = Month.of(rated_through)
         open_months = []
-        while finalised is None or month > finalised:
-            index = self.ledger.indexed(month)
-            if not index:
+        for _ in range(MAX_MONTHS_BACK):
+            if finalised is not None and month <= finalised:
                 break
-            open_months.append((month, sorted({s for subs in index.values() for s in subs})))
+            index = self.ledger.indexed(month)
+            if index:
+                open_months.append((month, sorted({s for subs in index.values() for s in subs})))
             month = month.previous
         rerated: list[str] = []
         for month, subscriptions in reversed(open_months):
