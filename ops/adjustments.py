@@ -23,7 +23,7 @@ import getpass
 import json
 import sys
 
-from ops.actions import action_adder
+from ops.actions import action_adder, month_argument
 from shared.app import FunctionApp
 from shared.core.config import Settings
 from shared.core.errors import BadInputError
@@ -45,30 +45,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     action = action_adder(parser)
     add = action("add", "add an adjustment to an open month's statement")
     add.add_argument("--subscription", help="the subscription whose statement it is on")
-    add.add_argument("--month", type=_month, help="the statement's month (default: this one)")
+    add.add_argument(
+        "--month", type=month_argument, help="the statement's month (default: this one)"
+    )
     add.add_argument("--category", choices=[c.value for c in Category])
     add.add_argument("--amount", help="signed, as it changes the bill: a credit is negative")
     add.add_argument("--currency", help="the deployment's currency (its price sheets')")
     add.add_argument("--reason", required=True, help="why (shown on the statement)")
-    add.add_argument("--corrects", type=_month, help="the earlier month it corrects")
+    add.add_argument("--corrects", type=month_argument, help="the earlier month it corrects")
     add.add_argument("--level", choices=[lvl.value for lvl in Level], default="retail")
     add.add_argument("--reverses", help="the id of an adjustment to reverse (its opposite)")
     add.add_argument("--by", help="who adds it (default: the operator's login)")
     listed = action("list", "a month's adjustments")
-    listed.add_argument("--month", type=_month, required=True)
+    listed.add_argument("--month", type=month_argument, required=True)
     who = listed.add_mutually_exclusive_group()
     who.add_argument("--subscription")
     who.add_argument("--provider", help="a provider subscription: its direct tenants'")
     listed.add_argument("--output", choices=("table", "json"), default="table")
     show = action("show", "one adjustment, as stored")
     show.add_argument("id")
-
-
-def _month(text: str) -> Month:
-    month = Month.parse(text)
-    if month is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a month (yyyy-MM)")
-    return month
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

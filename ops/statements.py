@@ -23,10 +23,11 @@ import argparse
 import json
 from typing import Any
 
+from ops.actions import month_argument
 from shared.app import FunctionApp
 from shared.core.config import Settings
 from shared.core.errors import BadInputError
-from shared.rating.engine import Level, Month
+from shared.rating.engine import Level
 from shared.rating.rollups import LABELS, rollup_csv
 from shared.rating.statements import statement_csv
 from shared.storage.subscriptions import SubscriptionStore
@@ -40,16 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     who.add_argument("--subscription", help="a subscription's statement")
     who.add_argument("--provider", help="a provider subscription's roll-up")
     who.add_argument("--cloud", action="store_true", help="every provider, every tenant once")
-    parser.add_argument("--month", type=_month, help="yyyy-MM, e.g. 2026-11")
+    parser.add_argument("--month", type=month_argument, help="yyyy-MM, e.g. 2026-11")
     parser.add_argument("--wholesale", action="store_true", help="the provider's cost instead")
     parser.add_argument("--output", choices=("table", "json", "csv"), default="table")
-
-
-def _month(text: str) -> Month:
-    month = Month.parse(text)
-    if month is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a month (yyyy-MM)")
-    return month
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
