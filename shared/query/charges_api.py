@@ -298,6 +298,8 @@ class ChargesApi:
         ones it is charged for them."""
         path = scope.path
         provider = subscriptions.get(path.subscription_id) if path.route is Route.PROVIDER else None
+        if path.route is Route.PROVIDER and provider is None:
+            raise UnknownResourceError(f"subscription {path.subscription_id} is not known")
         delegated = provider is not None and provider.provider_subscription_id is not None
         levels = {Level.RETAIL, Level.WHOLESALE} if delegated else {Level.RETAIL}
         value = [

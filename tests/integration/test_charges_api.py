@@ -297,6 +297,8 @@ def test_adjustments_are_read_per_scope_and_are_on_the_statement(
     assert ids(SUBSCRIBER_ADJUSTMENTS.format(default), root) == {made[(direct, Level.RETAIL)]}
     assert call(host.base_url, ADJUSTMENTS.format(resold), ARGS, root).status_code == 403
     admin = priced.admin_token()
+    unknown = SUBSCRIBER_ADJUSTMENTS.format("0badc0de-0000-4000-8000-000000000000")
+    assert_error(call(host.base_url, unknown, ARGS, admin), 404, "NotFound")
     assert ids(SUBSCRIBER_ADJUSTMENTS.format(delegated), admin, subscriberId=resold) == {
         made[(resold, Level.RETAIL)],
         made[(resold, Level.WHOLESALE)],
