@@ -4,12 +4,16 @@ One reported hour of a simulated fleet sized to about N rows is collected into A
 through the real ``Collector.collect_hour`` (source, validation, keys, parallel
 transactions, manifest, watermark). Beside it, in the same run and the same Azurite:
 
-- the ceiling: the same entities written as bare transactions (``submit_transaction``, the
-  app's own encoder, which is faster than the SDK's), batches of 100 per partition, the same
-  parallelism, no domain logic;
+- the same pipeline on the SDK's tables transport (``TABLES_TRANSPORT=sdk``, into tables of
+  its own), so ``sdk_ratio`` (direct rows/s over the SDK path's) shows what the direct
+  transport gains, measured again in every run;
+- the ceiling: the same entities written as bare transactions (the direct transport's
+  ``submit_transaction``), batches of 100 per partition, the same parallelism, no domain
+  logic;
 - the naive way: a loop of one upsert per entity (a sample of 300).
 
-Timings alternate pipeline and ceiling and report medians, so a noisy machine moves both.
+Timings alternate pipeline, SDK pipeline and ceiling and report medians, so a noisy machine
+moves all three.
 Metrics: the same pipeline with the app's telemetry on (the OpenTelemetry SDK recording
 what ``shared.app`` records after each hour, collected by a reader every run, where
 production's exporter collects once a minute) and off, in adjacent pairs of alternating
@@ -20,6 +24,8 @@ the noise of whole runs; ``null_ratio`` and ``null_ratio_wall`` pair the pipelin
 itself, metrics off on both sides, so they show that noise; ``telemetry_record_us`` times
 the recording alone (the calls ``shared.app`` makes per hour, and a collection) and
 ``telemetry_record_share`` divides it by an hour's collection.
+Memory: peak RSS of a child process collecting N rows and 10 N rows; streaming means the
+ratio stays near 1.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from shared.core.config import Settings
 from shared.core.meters import catalogue
 from shared.core.telemetry import Telemetry
 from shared.storage.account import StorageAccount
-from shared.storage.transactions import submit_transaction
+from shared.storage.transport import tables_transport
 from shared.storage.usage_rows import (
     UsageRow,
     hourly_partition,
@@ -61,12 +67,13 @@ HOUR = datetime(2026, 11, 2, 14, tzinfo=UTC)  # a Monday afternoon: VMs running
 PARALLELISM = 8
 
 
-def settings_for(connection_string: str) -> Settings:
+def settings_for(connection_string: str, transport: str = "direct") -> Settings:
     return Settings.from_environ(
         local_values(
             connection_string,
             USAGE_TABLE_PREFIX="b" + uuid.uuid4().hex[:10],
             STORAGE_WRITE_PARALLELISM=str(PARALLELISM),
+            TABLES_TRANSPORT=transport,
         )
     )
 
@@ -101,14 +108,17 @@ def entities_at(fleet: SimulatedFleet, table_prefix: str, hour: datetime) -> lis
 def raw_batches(
     service: TableServiceClient, partitions: Sequence[Partition], parallelism: int = PARALLELISM
 ) -> None:
-    """The ceiling: batches of 100 per partition, ``parallelism`` partitions at once."""
+    """The ceiling: batches of 100 per partition, ``parallelism`` partitions at once, through
+    the direct transport."""
+    transport = tables_transport("direct")
 
     def write(partition: Partition) -> None:
         table, entities = partition
         client = service.get_table_client(table)
         for start in range(0, len(entities), 100):
             batch = entities[start : start + 100]
-            submit_transaction(client, [("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch])
+            operations = [("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch]
+            transport.submit_transaction(client, operations)
 
     with ThreadPoolExecutor(parallelism) as pool:
         list(pool.map(write, partitions))
@@ -165,6 +175,10 @@ def main(argv: list[str]) -> int:
         account = StorageAccount(settings)
         account.ensure_tables()
         collector = Collector(settings, account, fleet)
+        sdk_settings = settings_for(conn, "sdk")
+        sdk_account = StorageAccount(sdk_settings)
+        sdk_account.ensure_tables()
+        sdk_collector = Collector(sdk_settings, sdk_account, fleet)
         partitions = entities_at(fleet, settings.table_prefix, HOUR)
         rows = sum(len(entities) for _, entities in partitions)
         service = TableServiceClient.from_connection_string(conn)
@@ -172,6 +186,7 @@ def main(argv: list[str]) -> int:
         # Warm-up: connections, the subscriptions' tables, caches. Every later write of the
         # pipeline, the ceiling and the naive loop is then an upsert over existing rows.
         collector.collect_hour(HOUR)
+        sdk_collector.collect_hour(HOUR)
         raw_batches(service, partitions)
         reader = InMemoryMetricReader()
         telemetry = Telemetry(MeterProvider(metric_readers=[reader]))
@@ -182,9 +197,10 @@ def main(argv: list[str]) -> int:
             telemetry.hour_collected(stamp, result.rows, quarantined)
             reader.get_metrics_data()
 
-        pipeline_times, ceiling_times = [], []
+        pipeline_times, sdk_times, ceiling_times = [], [], []
         for _ in range(repeats):
             pipeline_times.append(timed(lambda: collector.collect_hour(HOUR)))
+            sdk_times.append(timed(lambda: sdk_collector.collect_hour(HOUR)))
             ceiling_times.append(timed(lambda: raw_batches(service, partitions)))
 
         def collect() -> None:
@@ -212,6 +228,7 @@ def main(argv: list[str]) -> int:
         fanout = measure(conn, target, HOUR, PARALLELISM, repeats)
 
     rows_per_s = rows / median(pipeline_times)
+    sdk_rows_per_s = rows / median(sdk_times)
     ceiling = rows / median(ceiling_times)
     naive = len(sample) / median(naive_times)
     finish(
@@ -219,6 +236,8 @@ def main(argv: list[str]) -> int:
             "rows": rows,
             "seconds": round(median(pipeline_times), 3),
             "rows_per_s": round(rows_per_s, 1),
+            "sdk_rows_per_s": round(sdk_rows_per_s, 1),
+            "sdk_ratio": round(rows_per_s / sdk_rows_per_s, 2),
             "ceiling_rows_per_s": round(ceiling, 1),
             "ratio_to_ceiling": round(rows_per_s / ceiling, 3),
             "naive_rows_per_s": round(naive, 1),

@@ -142,6 +142,21 @@ def rows_per_subscription(fleet: SimulatedFleet, hours: list[datetime]) -> Count
     return counts
 
 
+def page_tenant(counts: Counter[str], by_id: dict[str, Subscription]) -> tuple[int, str]:
+    """(rows, id) of the active, owned subscription with the most rows: its owner's first
+    page is the benchmarks' normal 1,000-row page (RuntimeError if none fills one)."""
+    tenant_rows, tenant = max(
+        (count, sid)
+        for sid, count in counts.items()
+        if by_id.get(sid) is not None
+        and by_id[sid].owners
+        and by_id[sid].state is SubscriptionState.ACTIVE
+    )
+    if tenant_rows < 1000:
+        raise RuntimeError(f"no tenant fills a page ({tenant_rows} rows at most)")
+    return tenant_rows, tenant
+
+
 def url(base: str, path: str, params: dict[str, str]) -> str:
     return base + path + "?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items())
 
@@ -241,18 +256,8 @@ def main(argv: list[str]) -> int:
         listed = fleet.subscriptions(hours[-1])
         store.sync(listed, store.all())
         by_id = {s.subscription_id.lower(): s for s in listed}
-
         counts = rows_per_subscription(fleet, hours)
-        candidates = [
-            (count, sid)
-            for sid, count in counts.items()
-            if by_id.get(sid) is not None
-            and by_id[sid].owners
-            and by_id[sid].state is SubscriptionState.ACTIVE
-        ]
-        tenant_rows, tenant = max(candidates)
-        if tenant_rows < 1000:
-            raise RuntimeError(f"no tenant fills a page ({tenant_rows} rows at most)")
+        tenant_rows, tenant = page_tenant(counts, by_id)
         others = sorted(sid for sid in counts if sid != tenant)
         first_share = set(others[: max(1, len(others) // 11)])
         print(

@@ -8,9 +8,11 @@ billing resources), the items processed 8 at a time as the Functions host would
 (host.json batchSize), on long-lived threads, through one commerce client, storage account
 and ledger pool, as the function app keeps them between invocations. Beside it, in the same
 run, the naive way: the same pipeline posting one event per call (its ledger writes are
-the same transactions). Between repeats the emulator forgets what it accepted and the
-ledger table is emptied, so every repeat bills the whole hour again. Medians of alternating
-repeats are reported.
+the same transactions); and the batched pipeline again on the SDK's tables transport
+(``TABLES_TRANSPORT=sdk``, same tables), so ``sdk_ratio`` (direct events/s over the SDK
+path's) shows what the direct transport gains, measured again in every run. Between
+repeats the emulator forgets what it accepted and the ledger table is emptied, so every
+repeat bills the whole hour again. Medians of alternating repeats are reported.
 
 The endpoint is remote in production (marketplaceapi.microsoft.com), so the emulator runs
 in a process of its own (``bench.emulator_process``: its work never holds this process's
@@ -82,6 +84,7 @@ def settings_for(connection_string: str, base_url: str) -> Settings:
             USAGE_QUEUE_NAME="r" + uuid.uuid4().hex[:10],
             COMMERCE_BASE_URL=base_url,
             BILLING_CHARGEABLE_OVERRIDES=overrides,
+            TABLES_TRANSPORT="direct",
         )
     )
 
@@ -185,14 +188,15 @@ def main(argv: list[str]) -> int:
         items = prepare(settings, SimulatedFleet(options_for_rows(target)))
         service = TableServiceClient.from_connection_string(azurite.connection_string)
         account = StorageAccount(settings)
+        sdk_account = StorageAccount(settings.model_copy(update={"tables_transport": "sdk"}))
         client = stack.enter_context(commerce_client(settings, pool_size=COMMERCE_CONNECTIONS))
         pools = Pools(
             items=stack.enter_context(ThreadPoolExecutor(WORKERS)),
             ledger=stack.enter_context(ThreadPoolExecutor(LEDGER_PARALLELISM)),
         )
 
-        def run(max_batch: int) -> Callable[[], int]:
-            return lambda: forward(client, account, pools, items, max_batch)
+        def run(max_batch: int, on: StorageAccount = account) -> Callable[[], int]:
+            return lambda: forward(client, on, pools, items, max_batch)
 
         reader = InMemoryMetricReader()
         telemetry = Telemetry(MeterProvider(metric_readers=[reader]))
@@ -202,9 +206,11 @@ def main(argv: list[str]) -> int:
             reader.get_metrics_data()
 
         run(MAX_BATCH)()  # warm-up: connections, tables, caches
+        reset(emulator, service, settings)
+        run(MAX_BATCH, sdk_account)()
         events = len(emulator.accepted_events())
         per_resource = Counter(e["resourceId"] for e in emulator.accepted_events())
-        batched_times, naive_times, calls = [], [], 0
+        batched_times, naive_times, sdk_times, calls = [], [], [], 0
         for _ in range(repeats):
             reset(emulator, service, settings)
             batched_times.append(timed(run(MAX_BATCH)))
@@ -212,6 +218,9 @@ def main(argv: list[str]) -> int:
             assert len(emulator.accepted_events()) == events
             reset(emulator, service, settings)
             naive_times.append(timed(run(1)))
+            assert len(emulator.accepted_events()) == events
+            reset(emulator, service, settings)
+            sdk_times.append(timed(run(MAX_BATCH, sdk_account)))
             assert len(emulator.accepted_events()) == events
         paired = paired_runs(
             run(MAX_BATCH),
@@ -238,6 +247,7 @@ def main(argv: list[str]) -> int:
 
     seconds = median(batched_times)
     naive_seconds = median(naive_times)
+    sdk_seconds = median(sdk_times)
     finish(
         {
             "events": events,
@@ -253,6 +263,8 @@ def main(argv: list[str]) -> int:
             "null_ratio_wall": round(null.wall_ratio, 3),
             "telemetry_record_us": round(record_seconds * 1e6, 1),
             "telemetry_record_share": round(record_seconds * len(items) / seconds, 6),
+            "sdk_events_per_s": round(events / sdk_seconds, 1),
+            "sdk_ratio": round(sdk_seconds / seconds, 2),
             "calls": calls,
             "events_per_call": round(events / calls, 2),
             "work_items": len(items),

@@ -15,6 +15,14 @@ other origin in its Content-Security-Policy:
   principal from the local issuer (``devstack.demo_tokens``), in the response body only.
 
 Tokens never appear in a URL or a log line (the host logs the method and path only).
+
+It mints admin tokens, so what it accepts is narrow: ``POST token`` must be
+``Content-Type: application/json`` (a page on another origin can send ``text/plain`` without
+asking, but not JSON without a CORS preflight, which this endpoint never grants), its body at
+most :data:`MAX_BODY_BYTES` and nested at most :data:`MAX_DEPTH` deep (checked in one pass
+before ``json.loads``, which recursed until Python's limit on ``[`` x 100,000: an empty 500).
+Every answer is JSON with ``nosniff``, ``Cache-Control: no-store`` and a CSP that loads and
+frames nothing; other verbs are 405 and other paths 404, in the API's error envelope.
 """
 
 from __future__ import annotations
@@ -38,6 +46,14 @@ from shared.storage.subscriptions import SubscriptionState
 
 DEFAULT_PATH: Final = "/local-sign-in"
 TENANTS_LISTED: Final = 4
+MAX_BODY_BYTES: Final = 1024
+MAX_DEPTH: Final = 2  # {"principal": "..."} is one level; nothing legitimate needs more
+ANSWER_HEADERS: Final = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+}
+_ALLOWED = {"principals": "GET", "token": "POST"}
 
 
 @dataclass(frozen=True)
@@ -83,26 +99,66 @@ class LocalSignIn:
         return LocalHttpRoute(
             name="local_sign_in",
             route=f"{path.strip('/')}/{{*action}}",
-            methods=frozenset({"GET", "POST"}),
+            methods=frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}),
             handler=self.handle,
         )
 
     def handle(self, req: func.HttpRequest) -> func.HttpResponse:
         action = (req.route_params.get("action") or "").strip("/")
-        if action == "principals" and req.method.upper() == "GET":
+        allowed = _ALLOWED.get(action)
+        if allowed is None:
+            return _error(404, "NotFound", "the local sign-in has no such endpoint")
+        if req.method.upper() != allowed:
+            return _error(405, "MethodNotAllowed", f"only {allowed} is supported", allowed)
+        if action == "principals":
             return _json(200, {"principals": [c.document() for c in self._choices.values()]})
-        if action == "token" and req.method.upper() == "POST":
-            try:
-                key = json.loads(req.get_body() or b"{}").get("principal")
-            except (ValueError, AttributeError):
-                key = None
-            choice = self._choices.get(key) if isinstance(key, str) else None
-            if choice is None:
-                return _json(400, {"error": "unknown principal"})
-            principal = choice.principal
-            token = self._issuer.mint(principal.object_id, roles=principal.app_roles)
-            return _json(200, {"accessToken": token, "principal": choice.document()})
-        return _json(404, {"error": "not found"})
+        media_type = (req.headers.get("Content-Type") or "").partition(";")[0].strip().lower()
+        if media_type != "application/json":
+            return _error(415, "UnsupportedMediaType", "the body must be application/json")
+        body = req.get_body() or b""
+        if len(body) > MAX_BODY_BYTES:
+            return _error(413, "RequestEntityTooLarge", f"the body is over {MAX_BODY_BYTES} bytes")
+        choice = self._choices.get(_principal_key(body))
+        if choice is None:
+            return _error(400, "UnknownPrincipal", "unknown principal")
+        principal = choice.principal
+        token = self._issuer.mint(principal.object_id, roles=principal.app_roles)
+        return _json(200, {"accessToken": token, "principal": choice.document()})
+
+
+def _principal_key(body: bytes) -> str:
+    """The ``principal`` of a ``{"principal": "<key>"}`` body, or "" for anything else
+    (not JSON, not an object, nested deeper than ``MAX_DEPTH``)."""
+    if _depth(body) > MAX_DEPTH:
+        return ""
+    try:
+        document = json.loads(body or b"{}")
+    except ValueError:
+        return ""
+    key = document.get("principal") if isinstance(document, dict) else None
+    return key if isinstance(key, str) else ""
+
+
+def _depth(body: bytes) -> int:
+    """The deepest nesting of ``[`` and ``{`` in JSON text, outside strings (one pass)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
 
 
 def sign_in_route(values: Mapping[str, str]) -> LocalHttpRoute | None:
@@ -118,13 +174,21 @@ def sign_in_route(values: Mapping[str, str]) -> LocalHttpRoute | None:
     return LocalSignIn(settings, issuer).route(path)
 
 
-def _json(status: int, document: dict[str, Any]) -> func.HttpResponse:
+def _json(
+    status: int, document: dict[str, Any], headers: dict[str, str] | None = None
+) -> func.HttpResponse:
     return func.HttpResponse(
         json.dumps(document),
         status_code=status,
         mimetype="application/json",
-        headers={"Cache-Control": "no-store"},
+        headers={**ANSWER_HEADERS, **(headers or {})},
     )
+
+
+def _error(status: int, code: str, message: str, allow: str | None = None) -> func.HttpResponse:
+    """The API's error envelope (code repeated in ``x-ms-error-code``); fixed text only."""
+    headers = {"x-ms-error-code": code, **({"Allow": allow} if allow else {})}
+    return _json(status, {"error": {"code": code, "message": message}}, headers)
 
 
 def _choices(settings: Settings, at: datetime | None, tenants: int) -> list[SignInChoice]:

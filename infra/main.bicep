@@ -21,7 +21,7 @@ param location string
 @description('Object id of the deploying user (azd sets it), granted data access for debugging. Empty: none.')
 param principalId string = ''
 
-@description('App tables are "{prefix}{role}", usage tables "{prefix}u{subscription}" (USAGE_TABLE_PREFIX).')
+@description('App tables are "{prefix}{role}", usage tables "{prefix}u{subscription}" (USAGE_TABLE_PREFIX): a letter, then letters and digits, as table names are.')
 @minLength(3)
 @maxLength(24)
 param tablePrefix string = 'usage'
@@ -121,10 +121,22 @@ param publicBaseUrl string = ''
 @maxValue(64)
 param storageWriteParallelism int = 8
 
-@description('Queue of billing work items (report_to_azure trigger); "-poison" is appended for its poison queue.')
+@description('How table transactions and queries are sent (TABLES_TRANSPORT): empty chooses by the installed SDK versions (the fast direct path only on the versions it was proved on); "sdk" forces the SDK\'s own calls, "direct" the fast path.')
+@allowed([
+  ''
+  'sdk'
+  'direct'
+])
+param tablesTransport string = ''
+
+@description('Queue of billing work items (report_to_azure trigger); "-poison" is appended for its poison queue. Lower-case letters, digits and single hyphens, starting and ending with a letter or digit.')
+@minLength(3)
+@maxLength(56)
 param reportQueueName string = 'usage-to-report'
 
-@description('Queue of collection work items (collect_slice trigger, COLLECT_QUEUE_NAME): one per source, reported hour and slice; "-poison" is appended for its poison queue.')
+@description('Queue of collection work items (collect_slice trigger, COLLECT_QUEUE_NAME): one per source, reported hour and slice; "-poison" is appended for its poison queue. Named as reportQueueName.')
+@minLength(3)
+@maxLength(56)
 param collectQueueName string = 'collect-work'
 
 @description('Slices of subscriptions each reported hour of a source is cut into, one collection work item each (COLLECT_SLICES). An Azure Stack Hub slice reads the stamp\'s whole hour and keeps its own subscriptions, so raise it only for stamps whose writes dominate (docs/scale.md).')
@@ -199,6 +211,36 @@ param azureStackClientSecret string = ''
 @description('Key that signs query_usage continuation tokens, stored in Key Vault (azd reuses or generates it).')
 param continuationTokenSigningKey string
 
+// Bicep has no pattern decorator, so the names built from parameters are checked against
+// the services' naming rules here (tests/unit/test_infra.py evaluates these functions on
+// good and bad names): a bad one stops the template with fail() before anything deploys,
+// instead of failing a table or queue halfway through a deployment.
+@description('True when every character of value is one of allowed.')
+func onlyCharacters(value string, allowed string) bool =>
+  empty(filter(range(0, length(value)), i => !contains(allowed, substring(value, i, 1))))
+
+@description('Table names: ^[A-Za-z][A-Za-z0-9]{2,62}$.')
+func isTableName(name string) bool =>
+  contains(range(3, 61), length(name)) && onlyCharacters(toLower(take(name, 1)), 'abcdefghijklmnopqrstuvwxyz') && onlyCharacters(toLower(name), 'abcdefghijklmnopqrstuvwxyz0123456789')
+
+@description('Queue names: 3-63 lower-case letters, digits and hyphens, a letter or digit first and last, no two hyphens in a row.')
+func isQueueName(name string) bool =>
+  contains(range(3, 61), length(name)) && onlyCharacters(name, 'abcdefghijklmnopqrstuvwxyz0123456789-') && !(startsWith(name, '-') || endsWith(name, '-') || contains(name, '--'))
+
+@description('A work-item queue\'s name: its own and its poison queue\'s ("{name}-poison") are queue names.')
+func isWorkQueueName(name string) bool =>
+  isQueueName(name) && isQueueName('${name}-poison')
+
+@description('Resource group names: 1-90 letters, digits, hyphens, underscores, periods and parentheses, not ending with a period.')
+func isResourceGroupName(name string) bool =>
+  contains(range(1, 90), length(name)) && onlyCharacters(toLower(name), 'abcdefghijklmnopqrstuvwxyz0123456789-_.()') && !endsWith(name, '.')
+
+// The longest table name is "{prefix}u{subscription id without hyphens}": 24 + 1 + 32.
+var checkedTablePrefix = isTableName(tablePrefix) ? tablePrefix : fail('tablePrefix must be a letter, then letters and digits (3-24): table names are ^[A-Za-z][A-Za-z0-9]{2,62}$.')
+var checkedReportQueueName = isWorkQueueName(reportQueueName) ? reportQueueName : fail('reportQueueName must be lower-case letters, digits and single hyphens, starting and ending with a letter or digit (3-56).')
+var checkedCollectQueueName = isWorkQueueName(collectQueueName) ? collectQueueName : fail('collectQueueName must be lower-case letters, digits and single hyphens, starting and ending with a letter or digit (3-56).')
+var resourceGroupName = isResourceGroupName('rg-${environmentName}') ? 'rg-${environmentName}' : fail('environmentName must be letters, digits, hyphens, underscores, periods and parentheses, not ending with a period (it names the resource group).')
+
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
   'azd-env-name': environmentName
@@ -206,7 +248,7 @@ var tags = {
 var functionAppName = 'func-api-${resourceToken}'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
-  name: 'rg-${environmentName}'
+  name: resourceGroupName
   location: location
   tags: tags
 }
@@ -228,10 +270,10 @@ module storage 'app/storage.bicep' = {
     name: 'st${resourceToken}'
     location: location
     tags: tags
-    tablePrefix: tablePrefix
+    tablePrefix: checkedTablePrefix
     deploymentContainerName: 'app-package-${resourceToken}'
-    reportQueueName: reportQueueName
-    collectQueueName: collectQueueName
+    reportQueueName: checkedReportQueueName
+    collectQueueName: checkedCollectQueueName
   }
 }
 
@@ -307,7 +349,7 @@ module api 'app/function-app.bicep' = {
       // queue; collect_slice collects each).
       USAGE_SOURCE: usageSource
       USAGE_STAMPS: usageStamps
-      COLLECT_QUEUE_NAME: collectQueueName
+      COLLECT_QUEUE_NAME: checkedCollectQueueName
       COLLECT_SLICES: string(collectSlices)
       // collect_usage, USAGE_SOURCE=azurestack: the stamp and the identity that reads it.
       AZURESTACK_ADMIN_ARM_ENDPOINT: azureStackAdminArmEndpoint
@@ -320,7 +362,7 @@ module api 'app/function-app.bicep' = {
       AZURESTACK_CLIENT_SECRET: empty(azureStackClientSecret) ? '' : keyVault.outputs.azureStackClientSecretReference
       AZURESTACK_TIMEOUT_SECONDS: string(azureStackTimeoutSeconds)
       // collect_usage, query_usage, report_to_azure: the usage table names.
-      USAGE_TABLE_PREFIX: tablePrefix
+      USAGE_TABLE_PREFIX: checkedTablePrefix
       // collect_usage timer schedule (%COLLECT_SCHEDULE% in collect_usage/function.json).
       COLLECT_SCHEDULE: collectSchedule
       // export_usage timer schedule (%EXPORT_SCHEDULE% in export_usage/function.json).
@@ -337,6 +379,8 @@ module api 'app/function-app.bicep' = {
       RATING_TIME_BUDGET_SECONDS: string(ratingTimeBudgetSeconds)
       // observe_pipeline timer (%STATUS_SCHEDULE%): the objectives' gauges and history.
       STATUS_SCHEDULE: statusSchedule
+      // Every function: how table transactions and queries are sent (shared/storage/transport).
+      TABLES_TRANSPORT: tablesTransport
       // finalise_statements timer (%STATEMENTS_SCHEDULE% in its function.json) and its budget.
       STATEMENTS_SCHEDULE: statementsSchedule
       STATEMENTS_TIME_BUDGET_SECONDS: string(statementsTimeBudgetSeconds)
@@ -349,7 +393,7 @@ module api 'app/function-app.bicep' = {
       CONTINUATION_TOKEN_KEY: keyVault.outputs.continuationTokenSigningKeyReference
       CONTINUATION_TOKEN_TTL_SECONDS: string(continuationTokenTtlSeconds)
       // collect_usage enqueues and report_to_azure consumes billing work items here.
-      USAGE_QUEUE_NAME: reportQueueName
+      USAGE_QUEUE_NAME: checkedReportQueueName
       REPORT_SUBSCRIPTIONS_PER_MESSAGE: string(reportSubscriptionsPerMessage)
       // report_to_azure: the commerce endpoint and its credentials.
       COMMERCE_BASE_URL: commerceBaseUrl

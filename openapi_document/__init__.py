@@ -1,4 +1,5 @@
-"""HTTP trigger: ``GET /openapi.json``, the shipped OpenAPI 3 description of the usage API."""
+"""HTTP trigger: ``GET /openapi.json``, the shipped OpenAPI 3 description of the usage API
+(every verb reaches it; another than GET is a 405 of the app's, not the host's 404)."""
 
 import azure.functions as func
 
@@ -6,11 +7,4 @@ from shared.query.openapi import openapi_answer
 
 
 def main(req: func.HttpRequest) -> func.HttpResponse:
-    answer = openapi_answer()
-    return func.HttpResponse(
-        body=answer.body,
-        status_code=answer.status,
-        headers=answer.headers,
-        mimetype=answer.mimetype,
-        charset="utf-8",
-    )
+    return func.HttpResponse(**openapi_answer(req.method).response_arguments())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from devstack.demo_tokens import ROLES, DemoPrincipal, fleet_of, mint_demo_token
@@ -23,6 +24,7 @@ from devstack.tokens import DEFAULT_DIRECTORY
 from shared.core.config import AppMode, Settings
 from shared.core.errors import BadInputError, ConfigurationError
 from shared.core.hours import last_closed_hour, utc_now
+from shared.query.caller_scope import reads_on_tenant_route
 
 HELP = "mint a local bearer token for a simulated fleet principal (local mode only)"
 
@@ -74,15 +76,20 @@ def issuer_directory(settings: Settings) -> Path:
     return Path(uri).parent
 
 
-def readable(settings: Settings, principal: DemoPrincipal) -> str:
-    """The subscriptions ``principal`` may read, per route, as the fleet lists them now.
+def readable(settings: Settings, principal: DemoPrincipal, at: datetime | None = None) -> str:
+    """The subscriptions ``principal`` may read, per route, as the fleet lists them now, by
+    the API's own rule (``reads_on_tenant_route``: a deleted subscription is not readable on
+    the tenant route; the provider route lists every direct tenant, deleted ones included);
+    ``at`` is the moment of the listing (now by default).
 
     Operator-granted readers live in storage and are not shown (``subscriptions list``).
     """
     if settings.auth_admin_role in principal.app_roles:
         return "every subscription, on both routes (admin app role)"
-    listed = fleet_of(settings).subscriptions(last_closed_hour(utc_now()))
-    owned = sorted(s.subscription_id.lower() for s in listed if principal.object_id in s.owners)
+    listed = fleet_of(settings).subscriptions(last_closed_hour(at or utc_now()))
+    owned = sorted(
+        s.subscription_id.lower() for s in listed if reads_on_tenant_route(principal.object_id, s)
+    )
     parts = [f"tenant route: {', '.join(owned) or 'none'}"]
     if principal.role in ("provider", "delegated"):
         provider = principal.subscription_id.lower()

@@ -1,8 +1,9 @@
 """HTTP trigger: the tenant and provider usage APIs (spec/usage-api.md).
 
 The route is a catch-all under ``subscriptions/`` so that paths with an empty or missing
-subscription segment reach ``shared.query.usage_api`` (400 SubscriptionIdMissingInRequest).
-``authLevel`` is anonymous because every call is authenticated by its bearer token.
+subscription segment reach ``shared.query.usage_api`` (400 SubscriptionIdMissingInRequest),
+and it takes every verb so that one the API does not serve is its 405, not the host's bare
+404. ``authLevel`` is anonymous because every call is authenticated by its bearer token.
 Settings that fail to load answer an ARM 500 with a correlation id (logged), like any
 other unexpected error.
 """
@@ -13,7 +14,7 @@ import uuid
 import azure.functions as func
 
 from shared.app import LazyApp
-from shared.query.arm_responses import HttpAnswer, internal_error
+from shared.query.arm_responses import internal_error
 from shared.query.usage_api import HttpCall
 
 app = LazyApp()
@@ -33,14 +34,4 @@ def main(req: func.HttpRequest) -> func.HttpResponse:
         correlation_id = str(uuid.uuid4())
         logging.exception("query_usage: unexpected error [%s]", correlation_id)
         answer = internal_error(correlation_id)
-    return to_response(answer)
-
-
-def to_response(answer: HttpAnswer) -> func.HttpResponse:
-    return func.HttpResponse(
-        body=answer.body,
-        status_code=answer.status,
-        headers=answer.headers,
-        mimetype=answer.mimetype,
-        charset="utf-8",
-    )
+    return func.HttpResponse(**answer.response_arguments())

@@ -1,8 +1,8 @@
 """The function app's composition root: every collaborator built once, from settings.
 
 Entry points (``collect_usage``, ``collect_slice``, ``report_to_azure``, ``query_usage``,
-``rate_usage``, ``finalise_statements``, ``export_usage``, ``portal``, ``pipeline_status``,
-``observe_pipeline``) hold one
+``commerce_operations``, ``rate_usage``, ``finalise_statements``, ``export_usage``,
+``portal``, ``pipeline_status``, ``observe_pipeline``) hold one
 :class:`LazyApp` each; its first use reads the app settings from the environment and
 builds a :class:`FunctionApp`, which keeps what is worth keeping between invocations of
 one worker process: the storage account (its per-thread table clients and connections),
@@ -51,6 +51,7 @@ from shared.portal.site import PortalAnswer, PortalRequest, PortalSite
 from shared.query import charges_api
 from shared.query.arm_responses import HttpAnswer
 from shared.query.charges_api import ChargesApi
+from shared.query.operations import OperationsApi
 from shared.query.route_names import route_family
 from shared.query.usage_api import HttpCall, UsageApi
 from shared.rating.finaliser import Finaliser, FinaliseRun
@@ -141,6 +142,10 @@ class FunctionApp:
             meters=catalogue(),
             clock=self._clock,
         )
+
+    @cached_property
+    def operations_api(self) -> OperationsApi:
+        return OperationsApi(self.usage_api.validator)
 
     def collector(self, stamp: Settings) -> Collector:
         """A collector of one usage source (``stamp``: its settings, one of ``stamps()``).
@@ -272,6 +277,13 @@ class FunctionApp:
             except UsageReporterError as error:
                 log.warning("observe_pipeline: the daily reconciliation failed: %s", error)
         return observe(self.status_reader, self.telemetry, moment)
+
+    def answer_operations_request(self, call: HttpCall) -> HttpAnswer:
+        """One ``commerce_operations`` request (ARM's operations list); never raises."""
+        started = time.perf_counter()
+        answer = self.operations_api.answer(call)
+        self.telemetry.api_answered("operations", answer.status, time.perf_counter() - started)
+        return answer
 
     def answer_portal_request(self, request: PortalRequest) -> PortalAnswer:
         """One request for the portal's page or files; never raises."""

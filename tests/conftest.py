@@ -21,6 +21,25 @@ from tests.scripted_source import tables_of
 # Tests run the app as the local stack does: USAGE_SOURCE=simulated is the fleet.
 register_simulated_source()
 
+TABLES_TRANSPORTS = ("sdk", "direct")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--tables-transport",
+        choices=[*TABLES_TRANSPORTS, "both"],
+        default="both",
+        help="the tables transports the contract suite (tests/contract) runs on",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``transport_name``: every transport ``--tables-transport`` names (both by default)."""
+    if "transport_name" in metafunc.fixturenames:
+        chosen = metafunc.config.getoption("--tables-transport")
+        names = TABLES_TRANSPORTS if chosen == "both" else (chosen,)
+        metafunc.parametrize("transport_name", names)
+
 
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[Azurite]:

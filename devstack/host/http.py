@@ -6,12 +6,31 @@ Mirrors the host's ASP.NET Core routing:
     ``{param?}``, ``{param:int}``-style constraints and ``{*catchAll}``; literal segments win
     over parameters, parameters over catch-alls. ``methods`` restricts the verbs (absent:
     all). As in the real host, a verb not listed simply does not match, so it answers 404
-    (Azure/azure-functions-host#10098), not 405. A function that raises answers an empty 500;
-    the host keeps serving. A body length that cannot be read answers 400; a body over the
+    (Azure/azure-functions-host#10098), not 405. A function that raises answers 500; the
+    host keeps serving. A body length that cannot be read answers 400; a body over the
     host's request length limit (100 MB, 104,857,600 bytes, as Azure Functions' HTTP
     trigger) answers 413 before any of it is read, so a huge but well-formed Content-Length
     or chunk size costs nothing. Optional TLS with a self-signed certificate made with
     ``cryptography``.
+
+Where it is stricter than the real host, because developers run it on their laptops, where a
+web page they visit can reach loopback:
+
+- **Framing is never ambiguous.** Several ``Content-Length`` values, a ``Transfer-Encoding``
+  other than exactly ``chunked`` (``xchunked``, ``chunked, identity``), or both headers at
+  once answer 400 and close the connection: a body read one way by us and another by a proxy
+  in front is how a second, hidden request gets smuggled in.
+- **Host is checked, never used.** Only loopback names are answered (``127.0.0.1``,
+  ``localhost``, ``[::1]``, with a port or none): anything else is 400, so a page that
+  rebinds its own name to 127.0.0.1 cannot call the app (or the local sign-in): its
+  requests keep naming its own host. (Any port: a loopback proxy in front, such as the
+  Azure Stack round-trip test's stamp, forwards its own ``Host``.) Routing
+  uses the request target's path alone (origin-form only: ``/path?query``), and the URL a
+  function sees is the host's own address plus that target, never the ``Host`` text.
+- **Every answer of its own is JSON** (400, 404, 413, 414, 431, 500, ...): ARM's error
+  envelope with ``x-ms-error-code``, ``X-Content-Type-Options: nosniff``,
+  ``Content-Security-Policy: default-src 'none'; frame-ancestors 'none'`` and
+  ``Cache-Control: no-store``, never ``http.server``'s HTML error page.
 
 ``_Route`` compiles one route template; ``_HttpTriggers``, a mixin of ``LocalFunctionsHost``
 (in ``app``), starts the server over the routes of the loaded functions; ``_HttpHandler``
@@ -23,13 +42,14 @@ from __future__ import annotations
 import datetime as dt
 import http.server
 import ipaddress
+import json
 import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 import azure.functions as func
 
@@ -178,8 +198,40 @@ _MAX_LENGTH = 2**63 - 1
 MAX_REQUEST_BODY = 104_857_600
 
 
+# The only Host names answered (RFC 9110 host, lower case), with a port or none.
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
+_PORT = re.compile(r"[0-9]{1,5}")
+# Headers on every answer the host writes itself (its functions' answers carry their own).
+OWN_ANSWER_HEADERS = (
+    ("Content-Type", "application/json; charset=utf-8"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
+    ("Cache-Control", "no-store"),
+)
+# What the host's own answers say, per status: fixed text, nothing of the request.
+_OWN_ERRORS = {
+    400: ("BadRequest", "the request is malformed, its framing ambiguous or its Host not loopback"),
+    404: ("NotFound", "no function answers this path and method"),
+    408: ("RequestTimeout", "the request was not received in time"),
+    413: ("RequestEntityTooLarge", "the request body is over the host's limit"),
+    414: ("RequestUriTooLong", "the request line is over the host's limit"),
+    431: ("RequestHeaderFieldsTooLarge", "the request headers are over the host's limits"),
+    500: ("InternalServerError", "the function failed; see the host's log"),
+    501: ("NotImplemented", "the method is not supported"),
+    505: ("HttpVersionNotSupported", "only HTTP/1.0 and HTTP/1.1 are supported"),
+}
+
+
+def own_answer(status: int) -> tuple[list[tuple[str, str]], bytes]:
+    """The headers and JSON body of an answer the host writes itself."""
+    code, message = _OWN_ERRORS.get(status, ("Error", "the request could not be served"))
+    body = json.dumps({"error": {"code": code, "message": message}}).encode("utf-8")
+    return [*OWN_ANSWER_HEADERS, ("x-ms-error-code", code)], body
+
+
 class _FramingError(Exception):
-    """A Content-Length or chunk size that is not a length: where the body ends is unknown."""
+    """A Content-Length or chunk size that is not a length, several lengths, or a transfer
+    coding other than ``chunked``: where the body ends is unknown or ambiguous."""
 
 
 class _BodyTooLargeError(Exception):
@@ -219,9 +271,18 @@ class _HttpHandler(http.server.BaseHTTPRequestHandler):
         self.server.host.log.debug("%s " + format, self.address_string(), *args)
 
     def _read_body(self) -> bytes:
-        """The request body; ``_FramingError`` when its length cannot be read,
-        ``_BodyTooLargeError`` when it (or the chunks so far) exceed ``MAX_REQUEST_BODY``."""
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        """The request body; ``_FramingError`` when its length cannot be read or is
+        ambiguous, ``_BodyTooLargeError`` when it (or the chunks so far) exceed
+        ``MAX_REQUEST_BODY``."""
+        codings = self.headers.get_all("Transfer-Encoding") or []
+        lengths = self.headers.get_all("Content-Length") or []
+        if codings and lengths:
+            raise _FramingError("both Transfer-Encoding and Content-Length")
+        if len(codings) > 1 or (codings and codings[0].strip().lower() != "chunked"):
+            raise _FramingError("a transfer coding other than exactly chunked")
+        if len(lengths) > 1:
+            raise _FramingError("several Content-Length headers")
+        if codings:
             chunks = []
             total = 0
             while True:
@@ -240,49 +301,66 @@ class _HttpHandler(http.server.BaseHTTPRequestHandler):
             raise _BodyTooLargeError(f"Content-Length {length} is over {MAX_REQUEST_BODY} bytes")
         return self.rfile.read(length) if length else b""
 
+    def _loopback_host(self) -> bool:
+        """True if the request names this host by one loopback name (module docstring)."""
+        names = self.headers.get_all("Host") or []
+        if len(names) != 1:
+            return False
+        value = names[0].strip(" \t").lower()
+        if value.endswith("]") or ":" not in value:  # no port (a bare IPv6 address has ":")
+            name, port = value, ""
+        else:
+            name, _, port = value.rpartition(":")
+        return name in LOOPBACK_NAMES and (port == "" or _PORT.fullmatch(port) is not None)
+
     def _dispatch(self) -> None:
         host = self.server.host
-        parts = urlsplit(self.path)
+        if not self.path.startswith("/") or self.path.startswith("//"):
+            # Origin-form only: an absolute-form target names a host, and "//x/y" would be
+            # read as one by URL parsers.
+            self._refuse(400, "Bad request: request target is not origin-form")
+            return
+        if not self._loopback_host():
+            self._refuse(400, "Bad request: Host is not a loopback name of this host")
+            return
+        path, _, query = self.path.partition("?")
         try:
             body = self._read_body()
         except _FramingError as error:
             # As Kestrel: where the body ends is unknown, so answer 400 and drop the connection.
-            self.log_message("Bad request: %s", error)
-            self._send(400, [], b"", close=True)
+            self._refuse(400, f"Bad request: {error}")
             return
         except _BodyTooLargeError as error:
             # As the real host: 413, and the connection closes (the body was never read).
-            self.log_message("Request body too large: %s", error)
-            self._send(413, [], b"", close=True)
+            self._refuse(413, f"Request body too large: {error}")
             return
         matched = next(
             (
                 (fn, params)
                 for route, fn in self.server.routes
-                if (params := route.match(self.command, parts.path)) is not None
+                if (params := route.match(self.command, path)) is not None
             ),
             None,
         )
         if matched is None:  # no route, or a verb the function does not list (as the host)
-            self._send(404, [], b"")
+            self._send(404, *own_answer(404))
             return
         fn, route_params = matched
         headers: dict[str, str] = {}
         for name, value in self.headers.items():
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        scheme = "https" if host._tls else "http"
         request = func.HttpRequest(
             self.command,
-            f"{scheme}://{self.headers.get('Host', '127.0.0.1')}{self.path}",
+            f"{host.base_url}{self.path}",
             headers=headers,
-            params=dict(parse_qsl(parts.query, keep_blank_values=True)),
+            params=dict(parse_qsl(query, keep_blank_values=True)),
             route_params=route_params,
             body=body,
         )
-        invocation = host._invoke(fn, request, f" {self.command} {parts.path}")
+        invocation = host._invoke(fn, request, f" {self.command} {path}")
         response = invocation.result
         if invocation.error is not None:
-            self._send(500, [], b"")
+            self._send(500, *own_answer(500))
         elif isinstance(response, func.HttpResponse):
             pairs = list(response.headers.items())
             if not any(name.lower() == "content-type" for name, _ in pairs):
@@ -293,6 +371,19 @@ class _HttpHandler(http.server.BaseHTTPRequestHandler):
             self._send(200, [("Content-Type", "text/plain; charset=utf-8")], data)
         else:
             self._send(204, [], b"")
+
+    def _refuse(self, status: int, reason: str) -> None:
+        """The host's own refusal: logged with its reason, answered with fixed JSON, closed
+        (what follows on the connection cannot be trusted to be a request)."""
+        self.log_message("%s", reason)
+        self._send(status, *own_answer(status), close=True)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """``http.server``'s own refusals (414, 431, a bad request line, HTTP/2.0): JSON as
+        every answer of this host, never its HTML page, and never the request's text."""
+        self.log_message("refused %d: %s", code, message or "")
+        self.close_connection = True
+        self._send(code, *own_answer(code), close=True)
 
     def _send(
         self, status: int, headers: list[tuple[str, str]], body: bytes, *, close: bool = False

@@ -13,9 +13,9 @@ param location string
 @description('Tags for the account.')
 param tags object = {}
 
-@description('Prefix of every usage table name, "{prefix}{role}" (USAGE_TABLE_PREFIX).')
+@description('Prefix of every usage table name, "{prefix}{role}" (USAGE_TABLE_PREFIX); main.bicep checks it against the table-name rule.')
 @minLength(3)
-@maxLength(40)
+@maxLength(24)
 param tablePrefix string
 
 @description('Blob container that holds the Flex Consumption deployment package.')

@@ -67,8 +67,6 @@ from shared.core.errors import TransientError
 from shared.core.hours import HOUR, as_utc, hour_key, parse_hour_key
 from shared.core.retry import call_with_retry
 from shared.storage.account import StorageAccount
-from shared.storage.queries import query_entities
-from shared.storage.transactions import submit_transaction
 
 ROLE = "ledger"
 MARKER_PREFIX = "~carry_"
@@ -249,7 +247,7 @@ class Ledger:
         def query() -> list[Entity]:
             table = self._account.table_named(self._table_name)
             try:
-                return query_entities(
+                return self._account.transport.query_entities(
                     table,
                     "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
                     parameters={"pk": self.partition, "low": low, "high": high},
@@ -285,7 +283,7 @@ class Ledger:
         def query() -> list[Entity]:
             table = self._account.table_named(self._table_name)
             try:
-                return query_entities(
+                return self._account.transport.query_entities(
                     table,
                     # The SDK substitutes @names split on spaces: keep one before ")".
                     "PartitionKey eq @pk and ((RowKey ge @low and RowKey lt @high ) or "
@@ -595,11 +593,11 @@ class Ledger:
         def submit() -> list[Any]:
             table = self._account.table_named(self._table_name)
             try:
-                return submit_transaction(table, operations)
+                return self._account.transport.submit_transaction(table, operations)
             except HttpResponseError as error:
                 if error.status_code == 404 and "TableNotFound" in str(error):
                     self._account.create_table(self._table_name)
-                    return submit_transaction(table, operations)
+                    return self._account.transport.submit_transaction(table, operations)
                 raise
 
         try:
@@ -652,7 +650,7 @@ class CarryIndex:
         def query() -> list[str]:
             table = self._account.table_named(self._table_name)
             try:
-                rows = query_entities(
+                rows = self._account.transport.query_entities(
                     table, "PartitionKey eq @pk", parameters={"pk": CARRY_INDEX_PARTITION}
                 )
                 return [str(row["ResourceId"]) for row in rows]

@@ -35,6 +35,10 @@ LOCAL_PLACEHOLDER_PREFIX = "local-only-"
 # Where the local Functions host (and `func start`) listens by default.
 LOCAL_PUBLIC_BASE_URL = "http://127.0.0.1:7071"
 
+# Queue names: lower-case letters and digits, single hyphens between them; 3-56 characters,
+# so "{name}-poison" (the host's poison queue) is still within the service's 63.
+QUEUE_NAME = r"^[a-z0-9](-?[a-z0-9])+$"
+
 # A stamp's name keys its watermark and its work items and is spelled upper-case in its
 # settings' names (STAMP_{NAME}__...), so it is short, plain and must never change.
 STAMP_NAME = r"^[a-z][a-z0-9]{0,15}$"
@@ -101,6 +105,10 @@ class Settings(BaseModel):
     # hour's answer as soon as it ends. Read it as ``collect_delay_hours``.
     collect_delay_setting: int | None = Field(None, alias="COLLECT_DELAY_HOURS", ge=0, le=72)
     write_parallelism: int = Field(8, alias="STORAGE_WRITE_PARALLELISM", ge=1, le=64)
+    # How table transactions and queries are sent (shared.storage.transport): "sdk" (the
+    # SDK's own calls) or "direct" (the fast path); unset, direct only on the SDK versions
+    # it was proved on.
+    tables_transport: Literal["sdk", "direct"] | None = Field(None, alias="TABLES_TRANSPORT")
 
     # rate_usage: its timer (%RATING_SCHEDULE% in function.json; often, so the ledger follows
     # collection within minutes) and the time one run may spend (the next run continues).
@@ -187,7 +195,9 @@ class Settings(BaseModel):
     usage_queue_name: str = Field(
         "usage-to-report",
         alias="USAGE_QUEUE_NAME",
-        pattern=r"^[a-z0-9][a-z0-9-]{1,55}[a-z0-9]$",
+        pattern=QUEUE_NAME,
+        min_length=3,
+        max_length=56,
     )
     # collect_usage: the queue of collection work items (one per source, hour and slice).
     # Its own queue: billing and collection messages are different work with different
@@ -195,7 +205,9 @@ class Settings(BaseModel):
     collect_queue_name: str = Field(
         "collect-work",
         alias="COLLECT_QUEUE_NAME",
-        pattern=r"^[a-z0-9][a-z0-9-]{1,55}[a-z0-9]$",
+        pattern=QUEUE_NAME,
+        min_length=3,
+        max_length=56,
     )
     # Subscriptions per work item: small enough that one message's work fits a function run.
     report_subscriptions_per_message: int = Field(

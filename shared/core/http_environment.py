@@ -1,22 +1,28 @@
 """The storage and commerce clients' proxies and CA bundle, resolved once per client.
 
-A ``requests`` session that trusts the environment (the default) resolves, for every
-request, the proxies (``HTTP(S)_PROXY``, ``NO_PROXY``), the CA bundle
-(``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``) and ``.netrc`` credentials: it walks the whole
-environment twice and probes the file system. Under ``python -m bench report`` that was
-about 4% of the app's CPU, and a Functions worker's environment (its app settings) is
-larger than this machine's. So the clients do not trust the environment: the settings
-carry those variables (``Settings.http_proxy`` and its neighbours), and the clients are
-built with what ``requests`` would have resolved from them for the one host they talk to.
-``.netrc`` is left out on purpose: both services authenticate with their own headers,
-which a ``.netrc`` entry would replace.
+azure-core's own environment handling (``use_env_settings``, on by default) is requests'
+``trust_env``: for every request it resolves the proxies (``HTTP(S)_PROXY``, ``NO_PROXY``),
+the CA bundle (``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``) and ``.netrc`` credentials,
+walking the whole environment twice and probing the file system. Under ``python -m bench
+report`` that was about 4% of the app's CPU, and a Functions worker's environment (its app
+settings) is larger than this machine's; and a ``.netrc`` entry for a storage or commerce
+host would replace the Authorization header both services authenticate with. So the
+clients turn it off (``use_env_settings=False``) and take the same values through
+azure-core's documented options instead: ``connection_verify`` for the CA bundle, and
+``proxies`` for the proxies that apply to the one host they talk to (requests' ``verify``
+and ``proxies`` for the commerce client), read once with the settings
+(``Settings.http_proxy`` and its neighbours).
+
+Hand-written, because neither library offers it without reading the process environment:
+which proxies apply to a URL given a ``no_proxy`` value (:func:`proxies_for`), rule for rule
+requests' ``get_environ_proxies``; ``tests/unit/test_http_environment.py`` holds it to what
+a requests session trusting the environment resolves.
 """
 
 from __future__ import annotations
 
 from typing import Any
 from urllib.parse import urlparse
-from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]
 
 from requests.utils import address_in_network, is_ipv4_address, is_valid_cidr
 
@@ -52,9 +58,11 @@ def transport_options(url: str, settings: Settings) -> dict[str, Any]:
 
 
 def _bypassed(url: str, no_proxy: str | None) -> bool:
-    """``requests.utils.should_bypass_proxies`` with ``no_proxy`` given rather than read
-    from the environment: addresses and CIDR blocks, hosts (with or without the port and
-    a leading dot, matching the host or a domain above it), then urllib's own rules."""
+    """requests' ``should_bypass_proxies`` with ``no_proxy`` given rather than read from the
+    environment (requests would set ``os.environ["no_proxy"]`` around the check, under every
+    thread). Its rules: IPv4 addresses and CIDR blocks; host names with or without the port
+    and a leading dot, matching the host or a domain above it; then urllib's, which it ends
+    with: ``*`` for every host, and names (or address endings) compared without case."""
     parsed = urlparse(url)
     host = parsed.hostname
     if host is None:
@@ -75,7 +83,7 @@ def _bypassed(url: str, no_proxy: str | None) -> bool:
                 return True
             if host.endswith("." + entry) or with_port.endswith("." + entry):
                 return True
-    try:
-        return bool(proxy_bypass_environment(host, {"no": no_proxy}))
-    except TypeError:
-        return False
+    if no_proxy == "*":
+        return True
+    names = [entry.strip().lstrip(".").lower() for entry in no_proxy.split(",") if entry.strip()]
+    return any(host == name or host.endswith("." + name) for name in names)

@@ -20,6 +20,11 @@ What it guarantees, and how:
 - **Configuration, not data.** ``config.json`` tells the page how to sign in (local demo
   sign-in, Entra ID, or not configured) and which scope to ask for. Usage and charges are
   never served here: the page calls the API itself, with the caller's token.
+- **Nothing else.** Every answer that is not a file (404, 405, the redirect) is a small JSON
+  document with the same headers, and the redirect from ``/portal`` to ``/portal/`` is
+  built from ``PUBLIC_BASE_URL``, never from the request (whose ``Host`` the caller writes:
+  ``Host: x/\\evil.example`` once made it ``Location: /\\evil.example/portal/``, which
+  browsers follow to another origin).
 """
 
 from __future__ import annotations
@@ -90,9 +95,15 @@ class Asset:
 class PortalSite:
     """The portal's files and headers, built once per process from the settings."""
 
-    def __init__(self, assets: Mapping[str, Asset], security_headers: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        assets: Mapping[str, Asset],
+        security_headers: Mapping[str, str],
+        page_url: str = "/portal/",
+    ) -> None:
         self._assets = dict(assets)
         self._security_headers = dict(security_headers)
+        self._page_url = page_url
 
     @classmethod
     def from_settings(cls, settings: Settings, root: Path = STATIC_ROOT) -> PortalSite:
@@ -100,22 +111,22 @@ class PortalSite:
         config = portal_config(settings)
         text = json.dumps(config, separators=(",", ":")).encode("utf-8")
         assets[CONFIG_FILE] = Asset.of(text, CONTENT_TYPES[".json"])
-        return cls(assets, security_headers(config))
+        return cls(assets, security_headers(config), f"{settings.api_base_url}/portal/")
 
     def answer(self, request: PortalRequest) -> PortalAnswer:
         """The answer to ``request``; never raises."""
         if request.method.upper() not in ALLOWED_METHODS:
-            return self._plain(405, "method not allowed", {"Allow": ", ".join(ALLOWED_METHODS)})
+            allow = {"Allow": ", ".join(ALLOWED_METHODS)}
+            return self._error(405, "MethodNotAllowed", "only GET and HEAD are supported", allow)
         name = request.path
         if name in ("", "/"):
-            page = urlsplit(request.url).path
-            if not page.endswith("/"):
+            if not urlsplit(request.url).path.endswith("/"):
                 # /portal -> /portal/, so the page's relative links resolve under /portal/.
-                return self._plain(308, "moved", {"Location": page + "/"})
+                return self._json(308, {"location": self._page_url}, {"Location": self._page_url})
             name = INDEX_FILE
         asset = self._assets.get(name)
         if asset is None:
-            return self._plain(404, "not found")
+            return self._error(404, "NotFound", "the portal has no such file")
         headers = {
             **self._security_headers,
             "Cache-Control": "no-cache",
@@ -126,11 +137,19 @@ class PortalSite:
         body = b"" if request.method.upper() == "HEAD" else asset.body
         return PortalAnswer(200, body, asset.content_type, headers)
 
-    def _plain(
-        self, status: int, text: str, extra: Mapping[str, str] | None = None
+    def _error(
+        self, status: int, code: str, message: str, extra: Mapping[str, str] | None = None
     ) -> PortalAnswer:
-        headers = {**self._security_headers, "Cache-Control": "no-store", **(extra or {})}
-        return PortalAnswer(status, text.encode("utf-8"), "text/plain; charset=utf-8", headers)
+        """An ARM-shaped error, as the API answers (code repeated in ``x-ms-error-code``)."""
+        document = {"error": {"code": code, "message": message}}
+        return self._json(status, document, {"x-ms-error-code": code, **(extra or {})})
+
+    def _json(
+        self, status: int, document: Mapping[str, object], extra: Mapping[str, str]
+    ) -> PortalAnswer:
+        headers = {**self._security_headers, "Cache-Control": "no-store", **extra}
+        body = json.dumps(document, separators=(",", ":")).encode("utf-8")
+        return PortalAnswer(status, body, CONTENT_TYPES[".json"], headers)
 
 
 def load_assets(root: Path) -> dict[str, Asset]:

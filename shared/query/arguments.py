@@ -3,14 +3,22 @@
 Turns the raw path remainder and query arguments of a request into a :class:`UsageQuery`,
 or refuses with ``BadInputError`` carrying the spec's code (spec/usage-api.md, Arguments):
 
-- argument *names* are case-insensitive (clients send ``reportedstarttime`` and
+- argument *names* are case-insensitive ASCII (clients send ``reportedstarttime`` and
   ``ReportedStartTime``); a name given twice in one request, in the same or another
   spelling, is ambiguous -> 400 (never "the last one wins"). Arguments are read from the
   raw query string (:func:`query_arguments`), because a mapping has already lost repeats;
-- times are UTC ISO 8601. A ``+`` that was not URL-escaped arrives as a space (form
-  decoding), and some clients escape twice (``%253a``): both are repaired before parsing;
+- every value has an exact shape and a maximum length (:data:`MAX_LENGTHS`), checked before
+  it is converted and before anything reads storage: ASCII digits only (``shared.core.shapes``:
+  Python's ``\\d`` and ``int()`` take any Unicode digit), a GUID for ``subscriberId`` and the
+  path's subscription, the token's exact encoding for ``continuationToken``;
+- times are UTC ISO 8601 (``yyyy-MM-dd[THH[:mm[:ss[.fffffff]]]]``, ``Z`` or an offset). A ``+``
+  that was not URL-escaped arrives as a space (form decoding), and some clients escape twice
+  (``%253a``): both are repaired before the shape is checked;
 - the window is inclusive start, exclusive end, aligned to the granularity (on the hour;
   on UTC midnight for daily), start < end, end not in the future.
+
+Errors name the argument in our own spelling and never send back what the request held: an
+argument this API does not read is described, not named.
 
 The route is recognised from the path after ``/subscriptions`` (the function's catch-all),
 so a request with an empty or missing subscription segment still reaches us and gets
@@ -19,6 +27,7 @@ so a request with an empty or missing subscription segment still reaches us and 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -29,23 +38,68 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from shared.core.errors import BadInputError, UnknownResourceError
 from shared.core.hours import DAY, HOUR, as_utc
+from shared.core.shapes import is_guid
 
 API_VERSION: Final = "2015-06-01-preview"
-_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_PATH = re.compile(
-    r"^/?(?P<subscription>[^/]*)/providers/"
+# Every argument a route of this API reads, by lower-case name, in our spelling.
+ARGUMENT_NAMES: Final = {
+    name.lower(): name
+    for name in (
+        "api-version",
+        "reportedStartTime",
+        "reportedEndTime",
+        "aggregationGranularity",
+        "showDetails",
+        "subscriberId",
+        "continuationToken",
+        "$filter",
+    )
+}
+# The longest value each argument may have, checked before anything else looks at it: a
+# time escaped twice is ~45 characters; a continuation token is MAX_TOKEN_CHARS.
+MAX_TOKEN_CHARS: Final = 2048
+MAX_FILTER_CHARS: Final = 1024
+MAX_LENGTHS: Final = {
+    "api-version": len(API_VERSION),
+    "reportedstarttime": 100,
+    "reportedendtime": 100,
+    "aggregationgranularity": len("hourly"),
+    "showdetails": len("false"),
+    "subscriberid": 36,
+    "continuationtoken": MAX_TOKEN_CHARS,
+    "$filter": MAX_FILTER_CHARS,
+}
+# The code each argument answers when it is malformed (spec/usage-api.md, Errors).
+ARGUMENT_CODES: Final = {
+    "api-version": "InvalidApiVersionParameter",
+    "aggregationgranularity": "InvalidAggregationGranularity",
+    "continuationtoken": "InvalidContinuationToken",
+    "subscriberid": "SubscriberIdIsNotDirectTenant",
+    "$filter": "InvalidFilter",
+}
+# A continuation token as ContinuationCodec spells it: base64url payload (no padding), ".",
+# the 32-byte HMAC in base64url (43 characters, no padding).
+TOKEN_SHAPE: Final = re.compile(r"[A-Za-z0-9_-]{1,2000}\.[A-Za-z0-9_-]{43}")
+# The path's resource: the tenant route, the provider route in both of Microsoft's spellings
+# (Microsoft.Commerce.Admin, and Microsoft.Commerce in the first azsadmin description and the
+# clients generated from it).
+_RESOURCES = (
     r"(?P<resource>microsoft\.commerce/usageaggregates"
-    r"|microsoft\.commerce\.admin/subscriberusageaggregates)/?$",
-    re.IGNORECASE,
+    r"|microsoft\.commerce\.admin/subscriberusageaggregates"
+    r"|microsoft\.commerce/subscriberusageaggregates)/?$"
 )
+_PATH = re.compile(r"^/?(?P<subscription>[^/]*)/providers/" + _RESOURCES, re.IGNORECASE)
 # The same resource with no subscription segment at all: /subscriptions/providers/...
-_PATH_WITHOUT_SUBSCRIPTION = re.compile(
-    r"^/?providers/(microsoft\.commerce/usageaggregates"
-    r"|microsoft\.commerce\.admin/subscriberusageaggregates)/?$",
-    re.IGNORECASE,
-)
+_PATH_WITHOUT_SUBSCRIPTION = re.compile(r"^/?providers/" + _RESOURCES, re.IGNORECASE)
 # A space (a "+" decoded as form data) before a UTC offset at the end of a time.
-_SPACE_OFFSET = re.compile(r" (\d{2}:?\d{2})$")
+_SPACE_OFFSET = re.compile(r" ([0-9]{2}:?[0-9]{2})\Z")
+# ISO 8601 as the API takes it: a date, optionally a time (hours, minutes, seconds, up to
+# seven fraction digits as .NET writes them), optionally Z or an offset. ASCII digits only.
+_TIME_SHAPE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:[Tt][0-9]{2}(?::[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,7})?)?)?)?"
+    r"(?:[Zz]|[+-][0-9]{2}:?[0-9]{2})?"
+)
 
 
 class Route(StrEnum):
@@ -72,7 +126,7 @@ class ApiPath:
     @property
     def is_guid(self) -> bool:
         """Only a GUID can name a stored subscription (and a table); anything else is absent."""
-        return _GUID.fullmatch(self.subscription_id) is not None
+        return is_guid(self.subscription_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +150,22 @@ def parse_path(remainder: str) -> ApiPath:
         if _PATH_WITHOUT_SUBSCRIPTION.match(remainder):
             raise _missing_subscription()
         raise UnknownResourceError("the requested resource does not exist", code="NotFound")
-    subscription = match.group("subscription").strip()
-    if not subscription:
-        raise _missing_subscription()
     resource = match.group("resource").lower()
-    route = Route.TENANT if resource.startswith("microsoft.commerce/") else Route.PROVIDER
-    return ApiPath(route=route, subscription_id=subscription.lower())
+    route = Route.TENANT if resource.endswith("/usageaggregates") else Route.PROVIDER
+    return ApiPath(route=route, subscription_id=path_subscription(match.group("subscription")))
+
+
+def path_subscription(segment: str) -> str:
+    """The path's subscription id, lower case: a GUID, or 400 before anything is looked up."""
+    if not segment.strip(" "):
+        raise _missing_subscription()
+    if not is_guid(segment):
+        raise BadInputError(
+            "the subscription id in the path must be a GUID",
+            code="InvalidProperty",
+            target="subscriptionId",
+        )
+    return segment.lower()
 
 
 def _missing_subscription() -> BadInputError:
@@ -137,70 +201,105 @@ def parse_query(
             code="RequestEndTimeIsInFuture",
             target="reportedEndTime",
         )
-    subscriber = args.get("subscriberid") if path.route is Route.PROVIDER else None
     token = args.get("continuationtoken")
+    if token and TOKEN_SHAPE.fullmatch(token) is None:
+        raise malformed_argument("continuationtoken")
     return UsageQuery(
         path=path,
         start=start,
         end=end,
         granularity=granularity,
         show_details=_show_details(args.get("showdetails")),
-        subscriber_id=(subscriber or "").strip().lower() or None,
+        subscriber_id=subscriber_argument(args) if path.route is Route.PROVIDER else None,
         continuation_token=token if token else None,
     )
 
 
 def versioned_arguments(arguments: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Arguments by lower-case name; a repeated name (any spelling) or a missing or other
-    ``api-version`` is 400, as every route of this API answers it."""
+    """Arguments by lower-case name, each within its maximum length; a repeated name (any
+    spelling), an over-long value, or a missing or other ``api-version`` is 400, as every
+    route of this API answers it."""
     args = _case_insensitive(arguments)
+    for name, value in args.items():
+        if len(value) > MAX_LENGTHS.get(name, len(value)):
+            raise malformed_argument(name)
     api_version = args.get("api-version")
-    if api_version is None or not api_version.strip():
+    if not api_version:
         raise BadInputError(
             f"the api-version query argument is required; use {API_VERSION}",
             code="NoApiVersion",
             target="api-version",
         )
-    if api_version.strip() != API_VERSION:
-        raise BadInputError(
-            f"api-version is not supported; use {API_VERSION}",
-            code="InvalidApiVersionParameter",
-            target="api-version",
-        )
+    if api_version != API_VERSION:
+        raise malformed_argument("api-version")
     return args
 
 
+def subscriber_argument(args: Mapping[str, str]) -> str | None:
+    """``subscriberId``, lower case, or None when absent or empty; a value that is not a
+    GUID cannot be a direct tenant (400, before any lookup)."""
+    value = args.get("subscriberid")
+    if not value:
+        return None
+    if not is_guid(value):
+        raise malformed_argument("subscriberid")
+    return value.lower()
+
+
+def malformed_argument(name: str) -> BadInputError:
+    """The error of a malformed argument ``name`` (a lower-case key of MAX_LENGTHS), with its
+    code and a fixed message (one for a continuation token, whatever check refused it)."""
+    spelled = ARGUMENT_NAMES[name]
+    code = ARGUMENT_CODES.get(name, "InvalidProperty")
+    messages = {
+        "api-version": f"api-version is not supported; use {API_VERSION}",
+        "aggregationgranularity": "aggregationGranularity must be Daily or Hourly",
+        "continuationtoken": (
+            "the continuation token is invalid, expired or belongs to another query"
+        ),
+        "subscriberid": "subscriberId is not a direct tenant of this provider subscription",
+        "$filter": f"$filter is malformed or longer than {MAX_FILTER_CHARS} characters",
+    }
+    message = messages.get(name, f"{spelled} is malformed or too long")
+    return BadInputError(message, code=code, target=spelled)
+
+
 def _case_insensitive(arguments: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Arguments by lower-case name. Only ASCII names can be this API's (``str.lower`` maps
+    the Kelvin sign to ``k``); a repeated name is named in our spelling if it is one of
+    ours, else described, never sent back."""
     args: dict[str, str] = {}
     for name, value in arguments:
-        key = name.strip().lower()
+        key = name.strip(" ").lower() if name.isascii() else name
         if key in args:
+            spelled = ARGUMENT_NAMES.get(key)
+            if spelled is None:
+                raise BadInputError(
+                    "a query argument this API does not read is given more than once",
+                    code="InvalidProperty",
+                )
             raise BadInputError(
-                f"query argument {key[:64]!r} is given more than once",
+                f"query argument {spelled} is given more than once",
                 code="InvalidProperty",
-                target=key,
+                target=spelled,
             )
         args[key] = value
     return args
 
 
 def _granularity(value: str | None) -> Granularity:
-    if value is None or not value.strip():
+    if not value:
         return Granularity.DAILY
-    try:
-        return Granularity(value.strip().lower())
-    except ValueError:
-        raise BadInputError(
-            "aggregationGranularity must be Daily or Hourly",
-            code="InvalidAggregationGranularity",
-            target="aggregationGranularity",
-        ) from None
+    if value.isascii():
+        with contextlib.suppress(ValueError):
+            return Granularity(value.lower())
+    raise malformed_argument("aggregationgranularity")
 
 
 def _show_details(value: str | None) -> bool:
-    if value is None or not value.strip():
+    if not value:
         return True
-    text = value.strip().lower()
+    text = value.lower() if value.isascii() else value
     if text not in ("true", "false"):
         raise BadInputError(
             "showDetails must be true or false", code="InvalidProperty", target="showDetails"
@@ -210,7 +309,7 @@ def _show_details(value: str | None) -> bool:
 
 def _time(args: Mapping[str, str], name: str, granularity: Granularity) -> datetime:
     raw = args.get(name.lower())
-    if raw is None or not raw.strip():
+    if not raw:
         raise BadInputError(f"{name} is required", code="InvalidProperty", target=name)
     moment = parse_time(raw)
     if moment is None:
@@ -233,17 +332,20 @@ def _time(args: Mapping[str, str], name: str, granularity: Granularity) -> datet
 
 
 def parse_time(raw: str) -> datetime | None:
-    """An ISO 8601 time as UTC, repairing URL-escaping damage; None if it is not one.
+    """An ISO 8601 time as UTC, repairing URL-escaping damage; None if it is not one (of
+    the exact shape ``_TIME_SHAPE``, in at most 100 characters as sent).
 
     A time without an offset is taken as UTC (the API's times are UTC by definition).
     """
-    text = raw.strip()
+    if len(raw) > MAX_LENGTHS["reportedstarttime"]:
+        return None
+    text = raw
     for _ in range(2):  # escaped once more than the host decoded (%3a, %2b, %253a)
         if "%" not in text:
             break
         text = unquote(text)
-    text = _SPACE_OFFSET.sub(r"+\1", text.strip())
-    if len(text) > 40:
+    text = _SPACE_OFFSET.sub(r"+\1", text)
+    if _TIME_SHAPE.fullmatch(text) is None:
         return None
     try:
         moment = datetime.fromisoformat(text)

@@ -18,6 +18,14 @@ Every answer is ``{"error": {"code", "message", "target"?}}`` with the code repe
 ``x-ms-error-code`` and a correlation id in ``x-ms-correlation-request-id``. Unexpected
 errors are logged with their stack trace under that id; the body carries only the id, never
 the trace or the exception text (which may hold storage URLs or request content).
+
+Every answer of every API route, success or error, leaves through :func:`answered` (or
+:func:`secured` for the few answers made outside it), which adds :data:`SECURITY_HEADERS`:
+``X-Content-Type-Options: nosniff`` (a browser never guesses HTML into a JSON or CSV body),
+``Content-Security-Policy: default-src 'none'; frame-ancestors 'none'`` (an answer opened
+as a page can load nothing and be framed by nobody), and ``Cache-Control: no-store`` unless
+the route chose its own (answers are per caller: no shared cache may keep one). A new route
+served through :func:`answered` gets them without asking.
 """
 
 from __future__ import annotations
@@ -40,6 +48,11 @@ log = logging.getLogger(__name__)
 
 JSON_MIMETYPE = "application/json"
 DEFAULT_RETRY_AFTER_SECONDS = 5
+API_CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'"
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": API_CONTENT_SECURITY_POLICY,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +63,17 @@ class HttpAnswer:
     body: bytes
     mimetype: str = JSON_MIMETYPE
     headers: dict[str, str] = field(default_factory=dict)
+
+    def response_arguments(self) -> dict[str, Any]:
+        """The keyword arguments of the Functions SDK's ``HttpResponse`` for this answer
+        (``func.HttpResponse(**answer.response_arguments())`` in an entry point)."""
+        return {
+            "body": self.body,
+            "status_code": self.status,
+            "headers": self.headers,
+            "mimetype": self.mimetype,
+            "charset": "utf-8",
+        }
 
 
 def json_answer(status: int, document: Any, headers: dict[str, str] | None = None) -> HttpAnswer:
@@ -128,18 +152,29 @@ def error_answer(error: BaseException, correlation_id: str) -> HttpAnswer:
 
 
 def internal_error(correlation_id: str) -> HttpAnswer:
-    return arm_error(
-        500,
-        "InternalServerError",
-        f"an unexpected error occurred; correlation id {correlation_id}",
-        correlation_id,
+    return secured(
+        arm_error(
+            500,
+            "InternalServerError",
+            f"an unexpected error occurred; correlation id {correlation_id}",
+            correlation_id,
+        )
     )
+
+
+def secured(answer: HttpAnswer) -> HttpAnswer:
+    """``answer`` with :data:`SECURITY_HEADERS`, and ``Cache-Control: no-store`` unless it
+    names its own caching (the module docstring says why)."""
+    for name, value in (*SECURITY_HEADERS.items(), ("Cache-Control", "no-store")):
+        if not any(key.lower() == name.lower() for key in answer.headers):
+            answer.headers[name] = value
+    return answer
 
 
 def answered(method: str, serve: Callable[[str], HttpAnswer]) -> HttpAnswer:
     """The answer of one API request: ``serve(correlation_id)`` for a GET, 405 otherwise;
-    any exception becomes its ARM answer (never raised), and the correlation id is sent
-    back in ``x-ms-correlation-request-id``."""
+    any exception becomes its ARM answer (never raised), the correlation id is sent back in
+    ``x-ms-correlation-request-id``, and every answer is :func:`secured`."""
     correlation_id = str(uuid.uuid4())
     if method.upper() != "GET":
         answer = arm_error(
@@ -153,6 +188,6 @@ def answered(method: str, serve: Callable[[str], HttpAnswer]) -> HttpAnswer:
         try:
             answer = serve(correlation_id)
         except Exception as error:
-            return error_answer(error, correlation_id)
+            answer = error_answer(error, correlation_id)
     answer.headers["x-ms-correlation-request-id"] = correlation_id
-    return answer
+    return secured(answer)

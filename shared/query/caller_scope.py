@@ -111,14 +111,20 @@ def _is_one_of(caller: Caller, object_ids: tuple[str, ...]) -> bool:
     return any(object_id.lower() == wanted for object_id in object_ids)
 
 
+def reads_on_tenant_route(object_id: str, subscription: Subscription) -> bool:
+    """Whether a principal without the admin role may read ``subscription`` on the tenant
+    route: one of its owners or readers, and the subscription is not deleted. The one rule
+    the API applies and ``ops token --verbose`` shows."""
+    wanted = object_id.lower()
+    return subscription.state is not SubscriptionState.DELETED and any(
+        principal.lower() == wanted for principal in (*subscription.owners, *subscription.readers)
+    )
+
+
 def _tenant_scope(caller: Caller, target: Subscription | None) -> list[str]:
     if caller.is_admin:
         return [target.subscription_id.lower()] if target is not None else []
-    if (
-        target is None
-        or target.state is SubscriptionState.DELETED
-        or not _is_one_of(caller, (*target.owners, *target.readers))
-    ):
+    if target is None or not reads_on_tenant_route(caller.object_id, target):
         raise _forbidden()
     return [target.subscription_id.lower()]
 

@@ -9,10 +9,10 @@ same ARM-shaped errors (``shared.query.arm_responses``):
   RegionInfo eq 'US'``: the prices that apply to the subscription now (its retail pricing:
   its provider's or the default sheet, its override applied), in Azure's
   ``ResourceRateCardInfo`` shape (``spec/rating.md``). The ``$filter`` is checked as Azure
-  checks it: only ``eq`` and ``and``, all four terms, each once; ``OfferDurableId`` as
-  ``MS-AZR-nnnnP``, a known ``Currency`` (the sheets' one), a locale, a two-letter region.
-  Anything else is 400 with Azure's message. Every offer id reads the same sheet: a
-  subscription's prices here do not depend on the offer named.
+  checks it (``shared.query.rate_card_filter``): only ``eq`` and ``and``, all four terms,
+  each once; ``OfferDurableId`` as ``MS-AZR-nnnnP``, a known ``Currency`` (the sheets' one),
+  a locale, a two-letter region. Anything else is 400 with Azure's message. Every offer id
+  reads the same sheet: a subscription's prices here do not depend on the offer named.
 - ``GET /subscriptions/{id}/providers/Microsoft.Commerce/statements/{yyyy-MM}``: the
   subscription's statement of that month (tenant scope: the admin, its owners and
   readers); final once finalised, else provisional.
@@ -31,29 +31,39 @@ same ARM-shaped errors (``shared.query.arm_responses``):
 
 Every figure is read from the ledger (``shared.rating``); nothing is rated here. Statements
 and roll-ups answer JSON, or CSV with ``Accept: text/csv``. A tenant never sees a wholesale
-figure: those are on the provider routes only.
+figure: those are on the provider routes only. Every argument (the path's subscription, the
+month, ``subscriberId``, ``$filter``) is checked for its exact shape before the caller's
+scope is resolved (``shared.query.arguments``): a malformed one is the same 400 on any
+subscription, and costs no storage call.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any
 
 from shared.core.errors import BadInputError, UnknownResourceError
 from shared.core.hours import iso, utc_now
 from shared.core.meters import MeterCatalogue
-from shared.query.arguments import ApiPath, Route, query_arguments, versioned_arguments
+from shared.query.arguments import (
+    ApiPath,
+    Route,
+    path_subscription,
+    query_arguments,
+    subscriber_argument,
+    versioned_arguments,
+)
 from shared.query.arm_responses import HttpAnswer, answered, json_answer
 from shared.query.auth import TokenValidator
 from shared.query.caller_scope import CallerScope, resolve_scope
+from shared.query.rate_card_filter import RateCardFilter, filter_error, parse_rate_card_filter
 from shared.query.usage_api import CSV_MIMETYPE, HttpCall, wants_csv
 from shared.rating.engine import Level, Month, PriceBook, ResolvedPrice
 from shared.rating.rollups import Rollups, rollup_csv
-from shared.rating.sheets import CURRENCY_MINOR_UNITS
 from shared.rating.statements import Statements, adjustment_line, statement_csv
 from shared.storage.account import StorageAccount
 from shared.storage.subscriptions import Subscription, SubscriptionStore
@@ -81,17 +91,6 @@ _SUBSCRIBER_ADJUSTMENTS = re.compile(
 )
 _TENANT_ROUTES = (_RATE_CARD, _STATEMENT, _ADJUSTMENTS)
 _ROUTES = (*_TENANT_ROUTES, _ROLLUP, _SUBSCRIBER_ADJUSTMENTS)
-# Azure's own answer to a $filter it cannot use (the text its RateCard API returns).
-FILTER_MESSAGE: Final = (
-    "Invalid query specified. Please specify valid values for OfferDurableId, Currency, "
-    "Locale and RegionInfo."
-)
-FILTER_TERMS: Final = ("OfferDurableId", "Currency", "Locale", "RegionInfo")
-_TERM = re.compile(r"^\s*(?P<name>[A-Za-z]+)\s+(?P<op>\S+)\s+'(?P<value>[^']*)'\s*$")
-_AND = re.compile(r"\s+and\s+", re.IGNORECASE)
-_OFFER = re.compile(r"^MS-AZR-\d{4}P(-\d{4}P)*$", re.IGNORECASE)
-_LOCALE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
-_REGION = re.compile(r"^[A-Za-z]{2}$")
 
 
 def handles(route_path: str) -> bool:
@@ -136,23 +135,15 @@ class ChargesApi:
         if not matched:
             raise UnknownResourceError("the requested resource does not exist")
         pattern, match = matched[0]
-        subscription_id = match.group("subscription").strip().lower()
-        if not subscription_id:
-            raise BadInputError(
-                "the request path has no subscription id",
-                code="SubscriptionIdMissingInRequest",
-                target="subscriptionId",
-            )
+        subscription_id = path_subscription(match.group("subscription"))
         caller = self._validator.validate(call.header("Authorization"))
         args = versioned_arguments(query_arguments(call.url))
         route = Route.TENANT if pattern in _TENANT_ROUTES else Route.PROVIDER
-        subscriber = (args.get("subscriberid") or "").strip().lower() or None
-        request = ChargesRequest(
-            ApiPath(route, subscription_id), subscriber if route is Route.PROVIDER else None
-        )
+        subscriber = subscriber_argument(args) if route is Route.PROVIDER else None
+        request = ChargesRequest(ApiPath(route, subscription_id), subscriber)
         store = SubscriptionStore(self._account)
         if pattern is _RATE_CARD:
-            terms = _rate_card_filter(args.get("$filter"))
+            terms = parse_rate_card_filter(args.get("$filter"))
             scope = resolve_scope(caller, request, store, _tenant_route)
             return self._rate_card(scope, terms)
         month = self._month(match.group("month"))
@@ -187,15 +178,15 @@ class ChargesApi:
     ) -> dict[str, Subscription]:
         subscriptions = known if known is not None else SubscriptionStore(self._account).all()
         if not scope.subscription_ids and scope.path.route is Route.TENANT:
-            raise UnknownResourceError(f"subscription {scope.path.subscription_id} is not known")
+            raise UnknownResourceError("the subscription is not known")
         return subscriptions
 
-    def _rate_card(self, scope: CallerScope, terms: Mapping[str, str]) -> HttpAnswer:
+    def _rate_card(self, scope: CallerScope, terms: RateCardFilter) -> HttpAnswer:
         subscriptions = self._subscriptions(scope)
         book = self._statements.price_book()
-        currency = terms["currency"].upper()
+        currency = terms.currency
         if book.currency is not None and currency != book.currency:
-            raise _filter_error()
+            raise filter_error()
         (subscription_id,) = scope.subscription_ids
         pricing = book.pricing(subscription_id, subscriptions, Level.RETAIL)
         assert pricing is not None  # every subscription has a retail price level
@@ -207,7 +198,7 @@ class ChargesApi:
         prices: list[ResolvedPrice],
         book: PriceBook,
         currency: str,
-        terms: Mapping[str, str],
+        terms: RateCardFilter,
     ) -> dict[str, Any]:
         meters: list[dict[str, Any]] = []
         for price in prices:
@@ -232,7 +223,7 @@ class ChargesApi:
             "OfferTerms": [],
             "Meters": meters,
             "Currency": book.currency or currency,
-            "Locale": terms["locale"],
+            "Locale": terms.locale,
             "IsTaxIncluded": False,
         }
 
@@ -259,7 +250,7 @@ class ChargesApi:
     ) -> HttpAnswer:
         provider = subscriptions.get(scope.path.subscription_id)
         if provider is None:
-            raise UnknownResourceError(f"subscription {scope.path.subscription_id} is not known")
+            raise UnknownResourceError("the subscription is not known")
         csv_wanted = wants_csv(call.header("Accept"))
         if scope.subscriber_id is not None:
             status = self._statements.status()
@@ -299,7 +290,7 @@ class ChargesApi:
         path = scope.path
         provider = subscriptions.get(path.subscription_id) if path.route is Route.PROVIDER else None
         if path.route is Route.PROVIDER and provider is None:
-            raise UnknownResourceError(f"subscription {path.subscription_id} is not known")
+            raise UnknownResourceError("the subscription is not known")
         delegated = provider is not None and provider.provider_subscription_id is not None
         levels = {Level.RETAIL, Level.WHOLESALE} if delegated else {Level.RETAIL}
         value = [
@@ -315,36 +306,6 @@ class ChargesApi:
 def _number(value: Decimal) -> float | int:
     """A sheet decimal as a JSON number, as RateCard clients read it (<= 15 digits: exact)."""
     return int(value) if value == value.to_integral_value() else float(value)
-
-
-def _filter_error() -> BadInputError:
-    return BadInputError(FILTER_MESSAGE, code="InvalidFilter", target="$filter")
-
-
-def _rate_card_filter(text: str | None) -> dict[str, str]:
-    """The four terms of a RateCard ``$filter`` by lower-case name (400 as Azure answers)."""
-    if text is None or not text.strip():
-        raise _filter_error()
-    terms: dict[str, str] = {}
-    for clause in _AND.split(text.strip()):
-        match = _TERM.match(clause)
-        if match is None or match.group("op").lower() != "eq":
-            raise _filter_error()
-        name = match.group("name").lower()
-        if name not in {term.lower() for term in FILTER_TERMS} or name in terms:
-            raise _filter_error()
-        terms[name] = match.group("value").strip()
-    if len(terms) != len(FILTER_TERMS):
-        raise _filter_error()
-    valid = (
-        _OFFER.match(terms["offerdurableid"])
-        and terms["currency"].upper() in CURRENCY_MINOR_UNITS
-        and _LOCALE.match(terms["locale"])
-        and _REGION.match(terms["regioninfo"])
-    )
-    if not valid:
-        raise _filter_error()
-    return terms
 
 
 def _tenant_route(provider: str) -> set[str]:

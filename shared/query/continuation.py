@@ -6,7 +6,9 @@ pages never see hours collected meanwhile; that is what keeps paging stable whil
 collection writes later hours). It is opaque to clients but not secret: base64url JSON,
 then ``.``, then HMAC-SHA256 over those bytes with ``CONTINUATION_TOKEN_KEY``.
 
-Opening a token checks, in this order: size and shape, the signature (constant-time),
+Opening a token checks, in this order: size and exact shape (``TOKEN_SHAPE``: unpadded
+base64url only, so no second spelling of a genuine token passes), the signature
+(constant-time, compared as the text we would have written),
 the version, the expiry, and the binding: the caller's object id, route, path subscription,
 ``subscriberId``, window, granularity and ``showDetails`` must equal the request's. Any
 failure is ``400 InvalidContinuationToken`` with one fixed message, so a probe learns
@@ -27,11 +29,10 @@ from typing import Any, Final
 
 from shared.core.errors import BadInputError
 from shared.core.hours import as_utc
-from shared.query.arguments import UsageQuery
+from shared.query.arguments import TOKEN_SHAPE, UsageQuery, malformed_argument
 from shared.query.caller_scope import CallerScope
 
 VERSION: Final = 1
-MAX_TOKEN_CHARS: Final = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +58,7 @@ class PageState:
 
 
 def _invalid() -> BadInputError:
-    return BadInputError(
-        "the continuation token is invalid, expired or belongs to another query",
-        code="InvalidContinuationToken",
-        target="continuationToken",
-    )
+    return malformed_argument("continuationtoken")
 
 
 def _binding(scope: CallerScope, query: UsageQuery) -> list[str]:
@@ -115,13 +112,13 @@ class ContinuationCodec:
 
     def open(self, token: str, scope: CallerScope, query: UsageQuery, now: datetime) -> PageState:
         """The state ``token`` carries, if it is genuine, current and this query's."""
-        if len(token) > MAX_TOKEN_CHARS or token.count(".") != 1:
+        if TOKEN_SHAPE.fullmatch(token) is None:
             raise _invalid()
         payload, _, signature = token.partition(".")
+        expected = _b64(self._sign(payload.encode("ascii")))
+        if not hmac.compare_digest(expected, signature):
+            raise _invalid()
         try:
-            expected = self._sign(payload.encode("ascii"))
-            if not hmac.compare_digest(expected, _unb64(signature)):
-                raise _invalid()
             body = json.loads(_unb64(payload))
         except (UnicodeError, binascii.Error, ValueError):
             raise _invalid() from None

@@ -10,7 +10,7 @@ from functools import cache
 from pathlib import Path
 from typing import Final
 
-from shared.query.arm_responses import HttpAnswer
+from shared.query.arm_responses import HttpAnswer, answered
 
 DOCUMENT: Final = Path(__file__).with_name("openapi.json")
 
@@ -20,11 +20,15 @@ def _document_bytes() -> bytes:
     return DOCUMENT.read_bytes()
 
 
-def openapi_answer() -> HttpAnswer:
-    """The document, cacheable for an hour (it changes only with a deployment)."""
-    return HttpAnswer(
-        200,
-        _document_bytes(),
-        "application/json",
-        {"Cache-Control": "public, max-age=3600"},
+def openapi_answer(method: str = "GET") -> HttpAnswer:
+    """The document, cacheable for an hour (it changes only with a deployment and holds no
+    caller's data), with every API answer's headers; another verb is 405."""
+    return answered(
+        method,
+        lambda _: HttpAnswer(
+            200,
+            _document_bytes(),
+            "application/json",
+            {"Cache-Control": "public, max-age=3600"},
+        ),
     )

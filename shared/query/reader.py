@@ -128,6 +128,23 @@ def visible_bound(granularity: Granularity, watermark: datetime | None) -> str:
     return partition_key(granularity, floor_day(as_utc(watermark) + HOUR) - DAY)
 
 
+def incomplete_day(query: UsageQuery, watermark: datetime | None) -> datetime | None:
+    """The reported day inside a daily ``query``'s window that is collected only in part (the
+    watermark stands before its 23:00 hour), or None.
+
+    Daily rows are written when a day's last hour is, so such a day has hourly rows (which
+    hourly queries and statements count) and no daily ones: a daily answer would leave it
+    out in silence. ``UsageApi`` refuses the query instead, saying which day and why.
+    """
+    if query.granularity is not Granularity.DAILY or watermark is None:
+        return None
+    moment = as_utc(watermark)
+    if moment.hour == 23:
+        return None
+    day = floor_day(moment)
+    return day if as_utc(query.start) <= day < as_utc(query.end) else None
+
+
 class UsageReader:
     """Reads pages of usage rows from the per-subscription tables."""
 

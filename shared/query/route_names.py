@@ -12,7 +12,8 @@ import re
 _FAMILIES = (
     (
         "subscriberUsageAggregates",
-        r"/providers/microsoft\.commerce\.admin/subscriberusageaggregates/?$",
+        # the Admin namespace, and the first azsadmin spelling under Microsoft.Commerce
+        r"/providers/microsoft\.commerce(\.admin)?/subscriberusageaggregates/?$",
     ),
     ("usageAggregates", r"/providers/microsoft\.commerce/usageaggregates/?$"),
     (
@@ -20,10 +21,15 @@ _FAMILIES = (
         r"/providers/microsoft\.commerce\.admin/subscriberstatements/[^/]*/?$",
     ),
     ("statements", r"/providers/microsoft\.commerce/statements/[^/]*/?$"),
+    (
+        "subscriberAdjustments",
+        r"/providers/microsoft\.commerce\.admin/subscriberadjustments/[^/]*/?$",
+    ),
+    ("adjustments", r"/providers/microsoft\.commerce/adjustments/[^/]*/?$"),
     ("RateCard", r"/providers/microsoft\.commerce/ratecard/?$"),
 )
 _PATTERNS = tuple((name, re.compile(r"^/?[^/]*" + tail, re.IGNORECASE)) for name, tail in _FAMILIES)
-ROUTE_FAMILIES = (*(name for name, _ in _FAMILIES), "pipelineStatus", "other")
+ROUTE_FAMILIES = (*(name for name, _ in _FAMILIES), "pipelineStatus", "operations", "other")
 
 
 def route_family(route_path: str) -> str:

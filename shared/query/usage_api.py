@@ -6,18 +6,23 @@ nothing raises out of it (``shared.query.arm_responses`` maps every error).
 
 The steps, in order, and why that order:
 
-1. the path: which route, which subscription (404 / ``SubscriptionIdMissingInRequest``);
+1. the path: which route, which subscription (404 / ``SubscriptionIdMissingInRequest`` /
+   400 for a subscription that is not a GUID); the provider route answers under both of
+   Microsoft's spellings, ``Microsoft.Commerce.Admin/subscriberUsageAggregates`` and the
+   first azsadmin description's ``Microsoft.Commerce/subscriberUsageAggregates``;
 2. the bearer token (401): nothing is looked up for an unauthenticated caller;
 3. the arguments (400s of the spec);
 4. the caller's scope, resolved once (403 / ``SubscriberIdIsNotDirectTenant``);
 5. the continuation token, checked against that scope and query, or, on a first page, the
-   watermark that freezes what the whole paging run may see;
+   watermark that freezes what the whole paging run may see (a daily window holding a day
+   collected only in part is refused: that day has hourly rows and no daily ones yet);
 6. one page read inside the scope, rendered as JSON or (``Accept: text/csv``) CSV, with
    ``nextLink`` and a ``Link: <...>; rel="next"`` header when there is more.
 
 Links are built, never copied: ``PUBLIC_BASE_URL`` (not the request's ``Host`` header, which
-the caller controls), the route's path for the path's subscription, and the validated
-arguments spelled by us, each percent-encoded. Nothing a client sent can add a second link
+the caller controls), the route's path for the path's subscription (in our spelling, the
+older provider spelling included), and the validated arguments spelled by us, each
+percent-encoded. Nothing a client sent can add a second link
 to ``Link`` or point a client that follows it (with its bearer token) elsewhere.
 """
 
@@ -31,7 +36,7 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from shared.core.config import AppMode, Settings
-from shared.core.errors import ConfigurationError
+from shared.core.errors import BadInputError, ConfigurationError
 from shared.core.hours import as_utc, iso, utc_now
 from shared.core.meters import MeterCatalogue, catalogue
 from shared.query.arguments import (
@@ -46,7 +51,7 @@ from shared.query.arm_responses import HttpAnswer, answered
 from shared.query.auth import FileJwksSource, HttpJwksSource, JwksSource, TokenValidator
 from shared.query.caller_scope import CallerScope, resolve_scope
 from shared.query.continuation import ContinuationCodec, PageState
-from shared.query.reader import UsagePage, UsageReader, visible_bound
+from shared.query.reader import UsagePage, UsageReader, incomplete_day, visible_bound
 from shared.query.rows import page_csv, page_json
 from shared.storage.account import StorageAccount
 from shared.storage.activity import active_tenants
@@ -151,6 +156,15 @@ class UsageApi:
         if query.continuation_token is not None:
             return self._codec.open(query.continuation_token, scope, query, now)
         watermark = collected_through(self._account, self._source_names)
+        day = incomplete_day(query, watermark)
+        if day is not None and watermark is not None:
+            raise BadInputError(
+                f"the reported day {day:%Y-%m-%d} is collected only through "
+                f"{as_utc(watermark):%H}:00 UTC, so it has no daily rows yet; end the window "
+                f"at {iso(day)} or ask for Hourly granularity",
+                code="InvalidProperty",
+                target="reportedEndTime",
+            )
         return PageState(bound=visible_bound(query.granularity, watermark), cursor=None)
 
     def _next_link(

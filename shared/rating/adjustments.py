@@ -46,8 +46,6 @@ from shared.core.retry import call_with_retry
 from shared.rating.engine import Level, Month
 from shared.rating.sheets import CURRENCY_MINOR_UNITS, parse_amount
 from shared.storage.account import StorageAccount
-from shared.storage.queries import query_entities
-from shared.storage.transactions import submit_transaction
 
 ROLE: Final = "adjustments"
 GUARD_ATTEMPTS: Final = 20  # adds racing for one month's guard (each retry reads it again)
@@ -191,7 +189,9 @@ class AdjustmentStore:
     def _read(self, query: str, parameters: dict[str, Any], what: str) -> list[dict[str, Any]]:
         def read() -> list[dict[str, Any]]:
             try:
-                return query_entities(self._table(), query, parameters=parameters)
+                return self._account.transport.query_entities(
+                    self._table(), query, parameters=parameters
+                )
             except ResourceNotFoundError:
                 return []
 
@@ -308,7 +308,7 @@ class AdjustmentStore:
                         },
                     )
                 )
-            submit_transaction(self._table(), operations)
+            self._account.transport.submit_transaction(self._table(), operations)
 
         for attempt in range(1, GUARD_ATTEMPTS + 1):
             try:

@@ -45,6 +45,7 @@ from enum import StrEnum
 from typing import Final
 
 from shared.core.hours import HOUR
+from shared.core.shapes import month_parts
 from shared.rating.sheets import HUNDRED, ZERO, PriceSheet, Scope, Tier
 from shared.storage.subscriptions import Subscription
 
@@ -65,12 +66,13 @@ class Month:
 
     @classmethod
     def parse(cls, text: str) -> Month | None:
-        """``yyyy-MM`` (e.g. ``2026-11``), or None."""
-        head, dash, tail = text.strip().partition("-")
-        if not dash or len(head) != 4 or len(tail) != 2 or not (head + tail).isdigit():
+        """Exactly ``yyyy-MM`` in ASCII digits (e.g. ``2026-11``), 1970-01 to 9998-12, or None
+        (``shared.core.shapes``: ``²`` or a full-width digit is not a digit here)."""
+        parts = month_parts(text)
+        if parts is None:
             return None
-        year, month = int(head), int(tail)
-        return cls(year, month) if 1 <= month <= 12 and year >= 1970 else None
+        year, month = parts
+        return cls(year, month) if 1970 <= year <= 9998 else None
 
     @classmethod
     def of(cls, moment: datetime) -> Month:

@@ -53,9 +53,7 @@ from shared.rating.engine import RATING_CONTEXT, Level, Month
 from shared.rating.rounding import round_amount
 from shared.rating.sheets import ZERO
 from shared.storage.account import StorageAccount
-from shared.storage.queries import query_entities
 from shared.storage.table_writer import MAX_BATCH, MAX_BATCH_BYTES, entity_bytes
-from shared.storage.transactions import submit_transaction
 from shared.storage.usage_rows import usage_table_name
 
 log = logging.getLogger(__name__)
@@ -301,7 +299,9 @@ class ChargeLedger:
 
         def read() -> list[dict[str, Any]]:
             try:
-                return query_entities(table, query_filter, parameters=parameters, select=select)
+                return self.account.transport.query_entities(
+                    table, query_filter, parameters=parameters, select=select
+                )
             except ResourceNotFoundError:
                 return []  # the subscription never had usage: no table, no charges
 
@@ -528,11 +528,11 @@ class ChargeLedger:
 
         def submit() -> list[dict[str, str]]:
             try:
-                return submit_transaction(table, batch)
+                return self.account.transport.submit_transaction(table, batch)
             except HttpResponseError as error:
                 if error.status_code == 404 and "TableNotFound" in str(error):
                     self.account.create_table(table.table_name)
-                    return submit_transaction(table, batch)
+                    return self.account.transport.submit_transaction(table, batch)
                 raise
 
         try:
@@ -571,7 +571,7 @@ class ChargeLedger:
 
         def read() -> dict[str, set[str]]:
             try:
-                entities = query_entities(
+                entities = self.account.transport.query_entities(
                     table, query, parameters=parameters, select=["PartitionKey", "RowKey"],
                     plain=True,
                 )  # fmt: skip

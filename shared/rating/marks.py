@@ -27,7 +27,6 @@ from shared.core.hours import as_utc
 from shared.core.retry import call_with_retry
 from shared.rating.engine import Month
 from shared.storage.account import StorageAccount
-from shared.storage.queries import query_entities
 
 ROLE: Final = "state"
 PARTITION: Final = "rating"
@@ -60,7 +59,7 @@ class RatingMarks:
 
         def read() -> dict[str, dict[str, Any]]:
             try:
-                entities = query_entities(
+                entities = self._account.transport.query_entities(
                     self._account.table(ROLE), "PartitionKey eq @pk", parameters={"pk": PARTITION}
                 )
             except ResourceNotFoundError:

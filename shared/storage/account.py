@@ -33,6 +33,7 @@ from azure.data.tables import TableClient, TableServiceClient
 from shared.core.config import Settings
 from shared.core.http_environment import transport_options
 from shared.core.retry import call_with_retry
+from shared.storage.transport import TablesTransport, tables_transport
 
 TABLE_ROLES = (
     "hours",
@@ -73,11 +74,14 @@ class StorageAccount:
     """Builds and caches table clients; one per (role, thread) for parallel writers.
 
     ``request_hook`` (azure-core's ``raw_request_hook``) sees every request before it is
-    sent: the storage-level counter that proves which tables a read touches.
+    sent: the storage-level counter that proves which tables a read touches. ``transport``
+    sends transactions and queries on those clients (``TABLES_TRANSPORT``; both transports
+    send through the clients' pipeline, so the hook sees them alike).
     """
 
     def __init__(self, settings: Settings, *, request_hook: Callable[[Any], None] | None = None):
         self.settings = settings
+        self.transport: TablesTransport = tables_transport(settings.tables_transport)
         self._request_hook = request_hook
         self._local = threading.local()
 

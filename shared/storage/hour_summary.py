@@ -49,10 +49,8 @@ from azure.data.tables import UpdateMode
 from shared.core.hours import hour_key
 from shared.core.retry import call_with_retry
 from shared.storage.account import StorageAccount
-from shared.storage.queries import query_entities
 from shared.storage.subscriptions import BillingTarget
 from shared.storage.table_writer import MAX_BATCH, Entity, PartitionWriter
-from shared.storage.transactions import submit_transaction
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +174,7 @@ def write_hour_summary(
         ]
         table = account.table(ROLE)
         call_with_retry(
-            partial(submit_transaction, table, operations),
+            partial(account.transport.submit_transaction, table, operations),
             what=f"write hour summary {partition}/{part}",
         )
         return
@@ -277,7 +275,7 @@ def _get(account: StorageAccount, partition: str, row_key: str) -> Any:
 
     def get() -> Any:
         try:
-            found = query_entities(
+            found = account.transport.query_entities(
                 account.table(ROLE),
                 "PartitionKey eq @pk and RowKey eq @rk",
                 parameters={"pk": partition, "rk": row_key},
@@ -296,7 +294,7 @@ def _range_rows(
 
     def query() -> list[Entity]:
         try:
-            return query_entities(
+            return account.transport.query_entities(
                 account.table(ROLE),
                 "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
                 # "`" follows "_": the end of the highest digest's keys.

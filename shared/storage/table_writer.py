@@ -40,7 +40,6 @@ from azure.data.tables import TableClient, UpdateMode
 from shared.core.errors import BadInputError
 from shared.core.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
 from shared.storage.account import StorageAccount
-from shared.storage.transactions import submit_transaction
 
 Entity = dict[str, Any]
 MAX_BATCH = 100
@@ -169,12 +168,12 @@ class PartitionWriter:
 
         def submit() -> None:
             try:
-                submit_transaction(table, operations)
+                self._account.transport.submit_transaction(table, operations)
             except HttpResponseError as error:
                 if not _table_missing(error):
                     raise
                 self._account.create_table(table_name)
-                submit_transaction(table, operations)
+                self._account.transport.submit_transaction(table, operations)
 
         try:
             call_with_retry(
@@ -258,7 +257,9 @@ def delete_keys(
             ("delete", {"PartitionKey": partition, "RowKey": key}) for key in batch
         ]
         try:
-            call_with_retry(partial(submit_transaction, table, operations), what=what)
+            call_with_retry(
+                partial(account.transport.submit_transaction, table, operations), what=what
+            )
             deleted += len(batch)
         except HttpResponseError as error:
             if error.status_code != 404:

@@ -17,7 +17,7 @@ from azure.mgmt.commerce import UsageManagementClient
 from devstack.demo_tokens import demo_principal
 from devstack.example_prices import load_example_prices
 from devstack.host import LocalFunctionsHost
-from shared.query.charges_api import FILTER_MESSAGE
+from shared.query.rate_card_filter import FILTER_MESSAGE
 from shared.rating.adjustments import AdjustmentStore, Category
 from shared.rating.engine import Level, Month
 from shared.storage.subscriptions import SubscriptionState

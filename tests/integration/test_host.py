@@ -346,8 +346,12 @@ def test_route_matches_case_insensitively_with_params_and_query(web: LocalFuncti
 
 
 def test_unknown_route_is_404(web: LocalFunctionsHost) -> None:
-    """A path no route matches answers 404, as does a route prefix the app removed."""
-    assert request(f"{web.base_url}/nothing/here")[0] == 404
+    """A path no route matches answers 404 (the host's own JSON error), as does a route
+    prefix the app removed."""
+    status, headers, body = request(f"{web.base_url}/nothing/here")
+    assert status == 404
+    assert headers["content-type"] == "application/json; charset=utf-8"
+    assert json.loads(body)["error"]["code"] == headers["x-ms-error-code"] == "NotFound"
     assert request(f"{web.base_url}/api/things/42")[0] == 404
     assert request(f"{web.base_url}/things/42/extra")[0] == 404
 
@@ -400,7 +404,8 @@ def raw_exchange(base_url: str, data: bytes) -> bytes:
 def test_malformed_request_framing_is_400_and_host_keeps_serving(
     web: LocalFunctionsHost, framing: bytes, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A body length the host cannot read answers an empty 400 and closes; no traceback."""
+    """A body length the host cannot read answers 400 (the host's own JSON error, fixed text)
+    and closes; no traceback."""
     answer = raw_exchange(web.base_url, b"POST /submit HTTP/1.1\r\nHost: 127.0.0.1\r\n" + framing)
     head, _, body = answer.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
@@ -409,9 +414,10 @@ def test_malformed_request_framing_is_400_and_host_keeps_serving(
         for name, _, value in (line.partition(":") for line in header_lines)
     }
     assert status_line.startswith("HTTP/1.1 400 ")
-    assert headers["content-length"] == "0"
+    assert headers["content-length"] == str(len(body))
     assert headers["connection"] == "close"
-    assert body == b""
+    assert headers["x-content-type-options"] == "nosniff"
+    assert json.loads(body)["error"]["code"] == headers["x-ms-error-code"] == "BadRequest"
     assert "Traceback" not in capsys.readouterr().err  # socketserver prints one for a crash
     assert request(f"{web.base_url}/things/1")[0] == 200
 
@@ -429,14 +435,15 @@ def test_malformed_request_framing_is_400_and_host_keeps_serving(
 def test_a_body_over_the_request_length_limit_is_413_before_it_is_read(
     web: LocalFunctionsHost, framing: bytes, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A huge, well-formed Content-Length or chunk size (a petabyte, a terabyte) answers an
-    empty 413 and closes, as the real host does, instead of allocating it (MemoryError)."""
+    """A huge, well-formed Content-Length or chunk size (a petabyte, a terabyte) answers 413
+    (the host's own JSON error) and closes, as the real host does, instead of allocating it
+    (MemoryError)."""
     answer = raw_exchange(web.base_url, b"POST /submit HTTP/1.1\r\nHost: 127.0.0.1\r\n" + framing)
     head, _, body = answer.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     assert status_line.startswith("HTTP/1.1 413 ")
     assert "Connection: close" in header_lines
-    assert body == b""
+    assert json.loads(body)["error"]["code"] == "RequestEntityTooLarge"
     assert "Traceback" not in capsys.readouterr().err
     assert request(f"{web.base_url}/things/1")[0] == 200
 

@@ -36,6 +36,7 @@ from tests.integration.test_query_support import (
     World,
     call,
     deleted,
+    follow,
     serving,
     window,
 )
@@ -162,11 +163,12 @@ def test_subscriber_outside_the_providers_tenants_is_400(
 def test_forbidden_is_403_and_identical_for_missing_subscriptions(
     world: World, host: LocalFunctionsHost
 ) -> None:
-    """403 AuthorizationFailed, with the same body whether or not the subscription exists."""
-    subscription, _ = tenant_and_owner(world)
+    """403 AuthorizationFailed, with the same body whether or not the subscription exists;
+    a path id that is not a GUID is one 400 for every caller (it can name nothing)."""
+    subscription, owner = tenant_and_owner(world)
     stranger = world.token(str(uuid.uuid4()))
     bodies = []
-    for target in (subscription, str(uuid.uuid4()), "not-a-guid"):
+    for target in (subscription, str(uuid.uuid4())):
         for path in (TENANT_PATH, PROVIDER_PATH):
             body = assert_error(
                 call(host.base_url, path.format(target), window(), stranger),
@@ -175,6 +177,13 @@ def test_forbidden_is_403_and_identical_for_missing_subscriptions(
             )
             bodies.append(body)
     assert all(body == bodies[0] for body in bodies)
+    malformed = [
+        assert_error(call(host.base_url, path.format("not-a-guid"), window(), token), 400,
+                     "InvalidProperty")
+        for path in (TENANT_PATH, PROVIDER_PATH)
+        for token in (stranger, world.token(owner), world.admin_token())
+    ]  # fmt: skip
+    assert all(body == malformed[0] for body in malformed)
 
 
 def test_unknown_resource_is_404_in_the_arm_envelope(
@@ -345,6 +354,69 @@ def test_openapi_document_is_served_and_describes_both_routes(host: LocalFunctio
         "/subscriptions/{subscriptionId}/providers/Microsoft.Commerce/usageAggregates",
         "/subscriptions/{subscriptionId}/providers/Microsoft.Commerce.Admin/subscriberUsageAggregates",
     }
+
+
+LEGACY_PROVIDER_PATH = "/subscriptions/{}/providers/Microsoft.Commerce/subscriberUsageAggregates"
+OPERATIONS_PATH = "/providers/Microsoft.Commerce.Admin/operations"
+
+
+def test_the_provider_route_answers_under_the_first_azsadmin_spelling(
+    world: World, host: LocalFunctionsHost
+) -> None:
+    """``Microsoft.Commerce/subscriberUsageAggregates`` (the first azsadmin description's
+    path, which the first Azs.Commerce.Admin modules call) answers exactly what the provider
+    route answers, page for page, with links in the Microsoft.Commerce.Admin spelling; a
+    stranger is refused the same way; both paths are in the OpenAPI document."""
+    provider = world.fleet.delegated_providers[0]
+    token = world.token(provider.owners[0])
+    tenants = sorted(
+        world.direct_tenants(provider.subscription_id) & world.reported_subscriptions()
+    )
+    six_hours = window(DAY, DAY + 6 * HOUR)
+    for params in (six_hours, {**six_hours, "subscriberId": tenants[0]}):
+        legacy = call(host.base_url, LEGACY_PROVIDER_PATH.format(provider.subscription_id),
+                      params, token)  # fmt: skip
+        current = call(host.base_url, PROVIDER_PATH.format(provider.subscription_id),
+                       params, token)  # fmt: skip
+        assert legacy.status_code == current.status_code == 200
+        legacy_rows, legacy_pages = follow(legacy, token)
+        current_rows, _ = follow(current, token)
+        assert legacy_rows == current_rows
+        assert legacy_rows
+        assert len(legacy_pages) > 1 or "subscriberId" in params  # the links are exercised
+        for page in legacy_pages[:-1]:
+            assert "/Microsoft.Commerce.Admin/subscriberUsageAggregates?" in page.json()["nextLink"]
+    stranger = world.token(str(uuid.uuid4()))
+    assert_error(
+        call(host.base_url, LEGACY_PROVIDER_PATH.format(provider.subscription_id), window(),
+             stranger),
+        403,
+        "AuthorizationFailed",
+    )  # fmt: skip
+    assert LEGACY_PROVIDER_PATH.format("{subscriptionId}") in OPENAPI["paths"]
+
+
+def test_the_admin_namespace_lists_its_operations_in_arms_shape(
+    world: World, host: LocalFunctionsHost
+) -> None:
+    """``GET /providers/Microsoft.Commerce.Admin/operations``: ARM's OperationList (name and
+    display per operation) for any authenticated caller, 401 without a token, the
+    api-version rules of every route, and described in the OpenAPI document."""
+    for token in (world.admin_token(), world.token(str(uuid.uuid4()))):
+        response = call(host.base_url, OPERATIONS_PATH, {"api-version": "2015-06-01-preview"},
+                        token)  # fmt: skip
+        assert response.status_code == 200
+        body = response.json()
+        validate(body, "OperationList")
+        names = {operation["name"] for operation in body["value"]}
+        assert "Microsoft.Commerce.Admin/operations/read" in names
+        assert "Microsoft.Commerce.Admin/subscriberUsageAggregates/read" in names
+        assert all(set(op["display"]) == {"provider", "resource", "operation", "description"}
+                   for op in body["value"])  # fmt: skip
+    assert_error(call(host.base_url, OPERATIONS_PATH, {"api-version": "2015-06-01-preview"}),
+                 401, "InvalidAuthenticationToken")  # fmt: skip
+    assert_error(call(host.base_url, OPERATIONS_PATH, {}, world.admin_token()), 400, "NoApiVersion")
+    assert OPERATIONS_PATH in OPENAPI["paths"]
 
 
 def test_real_responses_validate_against_the_openapi_document(

@@ -9,6 +9,7 @@ import json
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from bench.chaos import ledger_differences
 from shared.core.config import Settings
 from shared.core.meters import catalogue
+from shared.rating.adjustments import AdjustmentStore, Category
 from shared.rating.engine import Level, Month
 from shared.rating.ledger import (
     INDEX_ROLE,
@@ -26,6 +28,7 @@ from shared.rating.marks import ROLE as MARKS_ROLE
 from shared.rating.rater import Rater
 from shared.rating.sheet_files import read_json_sheet
 from shared.rating.sheet_store import SheetStore
+from shared.rating.statements import Statements
 from shared.storage.account import StorageAccount
 from shared.storage.subscriptions import SubscriptionStore
 from shared.storage.usage_rows import usage_table_name
@@ -52,7 +55,12 @@ def sheet(meters: list[dict[str, Any]], *, scope: str = "default", effective: st
 def priced(make_settings: Callable[..., Settings]) -> Settings:
     """Four reported hours across midnight, late rows among them, two tenants (one of a
     delegated provider: two levels), a tiered meter with an included quantity."""
-    settings = make_settings()
+    return priced_settings(make_settings)
+
+
+def priced_settings(make_settings: Callable[..., Settings], **values: str) -> Settings:
+    """``priced``'s usage and sheets, stored with settings of ``values``."""
+    settings = make_settings(**values)
     scripted = source()
     for n in range(4):
         hour = FIRST + n * HOUR
@@ -250,3 +258,43 @@ def test_a_subscriptions_days_are_one_read_across_statement_months(
     assert sorted(found) == [(NOV, day), (NOV.next, day)]
     quantities = {key: sum(line.quantity for line in d.lines.values()) for key, d in found.items()}
     assert quantities == {(NOV, day): 2, (NOV.next, day): 3}
+
+
+def test_the_ledger_is_the_same_on_either_tables_transport(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The same rows rated, re-rated for a new sheet and adjusted with TABLES_TRANSPORT=sdk
+    and =direct: each ledger equals rating the rows once, and both transports give the same
+    statements, line for line and to the cent."""
+    shown: dict[str, list[Any]] = {}
+    for name in ("sdk", "direct"):
+        settings = priced_settings(make_settings, TABLES_TRANSPORT=name)
+        account = StorageAccount(settings)
+        assert account.transport.name == name
+        assert Rater(account, SOURCES).rate_due(60).rated_through == LAST
+        SheetStore(account).put(
+            sheet([{"meterId": WIN, "unitPrice": "1"}], effective="2026-11-20T23:00"),
+            SubscriptionStore(account),
+        )
+        assert f"{TENANT_A} {NOV}" in Rater(account, SOURCES).rerate_open_months()
+        assert ledger_differences(account, SOURCES, FIRST, LAST) == (2, [])
+        AdjustmentStore(account).add(
+            subscription_id=TENANT_C, level=Level.WHOLESALE, month=NOV,
+            category=Category.CREDIT, amount=Decimal("-0.75"), currency="USD",
+            reason="SLA credit", created_by="op",
+        )  # fmt: skip
+        statements = Statements(account, catalogue())
+        subscriptions = SubscriptionStore(account).all()
+        shown[name] = [
+            (
+                document["lines"],
+                [(a["amount"], a["category"]) for a in document["adjustments"]],
+                document["usageTotal"],
+                document["total"],
+            )
+            for subscription in (TENANT_A, TENANT_C)
+            for level in (Level.RETAIL, Level.WHOLESALE)
+            if (document := statements.statement(subscription, NOV, level, subscriptions))
+        ]
+    assert len(shown["sdk"]) == 3  # A retail; C retail and wholesale
+    assert shown["direct"] == shown["sdk"]

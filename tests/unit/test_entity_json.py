@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 from azure.data.tables import EdmType
-from azure.data.tables._serialize import _add_entity_properties
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.storage.transactions import entity_json
+from shared.storage.transport.direct import entity_json, sdk_entity_json
 
 
 class Colour(enum.Enum):
@@ -24,7 +23,7 @@ class Colour(enum.Enum):
 
 def sdk(entity: dict[str, Any]) -> str | type[Exception]:
     try:
-        return json.dumps(_add_entity_properties(entity))
+        return sdk_entity_json(entity)
     except TypeError:
         return TypeError
 

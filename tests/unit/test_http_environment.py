@@ -38,6 +38,10 @@ def per_request(url: str) -> dict[str, object]:
             "REQUESTS_CA_BUNDLE": "/etc/corp-ca.pem",
         },
         {"CURL_CA_BUNDLE": "/etc/curl-ca.pem"},
+        {"HTTPS_PROXY": "http://proxy.corp:3128", "NO_PROXY": "*"},
+        {"HTTPS_PROXY": "http://proxy.corp:3128", "NO_PROXY": "Table.Core.Windows.NET"},
+        {"HTTP_PROXY": "http://proxy.corp:3128", "NO_PROXY": " 127.0.0.1 , example.com"},
+        {"HTTP_PROXY": "http://proxy.corp:3128", "NO_PROXY": "0.0.1"},
     ],
 )
 @pytest.mark.parametrize("url", [STORAGE, LOCAL])

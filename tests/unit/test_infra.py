@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,9 @@ from pycep import BicepParser
 from pydantic import AliasChoices
 
 from shared.core.config import Settings
+from shared.core.errors import ConfigurationError
 from shared.storage.account import TABLE_ROLES
+from tests.app_settings import LOCAL_VALUES
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
@@ -140,7 +142,10 @@ def _resolve(value: Any, path: Path) -> list[tuple[Any, Path]]:
         return [(value, path)]
     document = parsed(path)
     if value in document.get("variables", {}):
-        return _resolve(document["variables"][value]["value"], path)
+        expression = document["variables"][value]["value"]
+        if _failed_otherwise(expression):  # "check ? value : fail(...)": the value
+            return _resolve(expression["operator"]["operands"]["true_value"], path)
+        return _resolve(expression, path)
     if value in document.get("parameters", {}):
         default = document["parameters"][value].get("default")
         calls = [
@@ -156,6 +161,15 @@ def _resolve(value: Any, path: Path) -> list[tuple[Any, Path]]:
                 resolved.append((default, path))
         return resolved
     return [(value, path)]
+
+
+def _failed_otherwise(expression: Any) -> bool:
+    """``condition ? value : fail(...)``: a value checked before anything deploys."""
+    operator = expression.get("operator", {}) if isinstance(expression, dict) else {}
+    if operator.get("type") != "conditional":
+        return False
+    otherwise = operator["operands"]["false_value"]
+    return isinstance(otherwise, dict) and otherwise.get("function", {}).get("type") == "fail"
 
 
 def _object_keys(value: Any, path: Path) -> set[str]:
@@ -528,3 +542,140 @@ def test_no_deployment_defaults_to_the_simulator() -> None:
     ):
         assert declared[name]["default"] is None, name
         assert given[name] == f"${{{setting}}}", name
+
+
+# -- names built from parameters ---------------------------------------------------------------
+
+# The services' naming rules (Azure naming rules for Microsoft.Storage tables and queues and
+# Microsoft.Resources resource groups; ASCII only here).
+TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+QUEUE_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+RESOURCE_GROUP_NAME = re.compile(r"^[-\w.()]{1,90}$(?<!\.)", re.ASCII)
+_BICEP_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "empty": lambda value: len(value) == 0,
+    "range": lambda start, count: list(range(start, start + count)),
+    "length": len,
+    "contains": lambda container, item: item in container,
+    "substring": lambda text, start, count: text[start : start + count],
+    "to_lower": str.lower,
+    "take": lambda value, count: value[:count],
+    "starts_with": str.startswith,
+    "ends_with": str.endswith,
+}
+
+
+def bicep_call(name: str, *arguments: Any) -> Any:
+    """Evaluate main.bicep's user-defined function ``name`` on ``arguments`` (pycep's tree of
+    it, read as Bicep reads it: the functions, operators and lambdas it uses)."""
+    functions = parsed(MAIN)["functions"]
+
+    def value(node: Any, scope: dict[str, Any]) -> Any:
+        if isinstance(node, str):  # a name in scope, else a literal (interpolated)
+            if node in scope:
+                return scope[node]
+            return re.sub(r"\$\{(\w+)\}", lambda m: str(scope[m.group(1)]), node)
+        if not isinstance(node, dict):
+            return node
+        if "operator" in node:
+            kind, operands = node["operator"]["type"], list(node["operator"]["operands"].values())
+            if kind == "and":
+                return all(value(operand, scope) for operand in operands)
+            if kind == "or":
+                return any(value(operand, scope) for operand in operands)
+            assert kind == "not", kind
+            return not value(operands[0], scope)
+        kind, parameters = node["function"]["type"], list(node["function"]["parameters"].values())
+        if kind == "filter":
+            items, lambda_ = value(parameters[0], scope), parameters[1]["detail"]
+            return [
+                x for x in items if value(lambda_["expression"], {**scope, lambda_["var_1"]: x})
+            ]
+        arguments = [value(parameter, scope) for parameter in parameters]
+        if kind in functions:
+            function = functions[kind]
+            return value(
+                function["expression"], dict(zip(function["args"], arguments, strict=True))
+            )
+        return _BICEP_FUNCTIONS[kind](*arguments)
+
+    return value({"function": {"type": name, "parameters": dict(enumerate(arguments))}}, {})
+
+
+def test_names_built_from_parameters_are_checked_before_anything_deploys() -> None:
+    """The table prefix, the queue names and the resource group name reach the resources
+    and app settings only through a check that fails the template otherwise."""
+    variables = parsed(MAIN)["variables"]
+    for checked, parameter, check in (
+        ("checkedTablePrefix", "tablePrefix", "isTableName"),
+        ("checkedReportQueueName", "reportQueueName", "isWorkQueueName"),
+        ("checkedCollectQueueName", "collectQueueName", "isWorkQueueName"),
+    ):
+        expression = variables[checked]["value"]
+        assert _failed_otherwise(expression), checked
+        operands = expression["operator"]["operands"]
+        assert operands["condition"]["function"] == {
+            "type": check,
+            "parameters": {"arg_1": parameter},
+        }
+        assert operands["true_value"] == parameter
+    group = variables["resourceGroupName"]["value"]
+    assert _failed_otherwise(group)
+    assert group["operator"]["operands"]["condition"]["function"]["type"] == "isResourceGroupName"
+    code = re.sub(r"'(?:[^'\\]|\\.)*'", "''", _strip_comments(MAIN.read_text()))  # no strings
+    for parameter in ("tablePrefix", "reportQueueName", "collectQueueName"):
+        uses = re.findall(rf"\b{parameter}\b(?!:)", code)
+        # The declaration, then the check's condition and its value: nothing else.
+        assert len(uses) == 3, (parameter, uses)
+    ((app_path, app),) = _resources("Microsoft.Web/sites/config")
+    assert _object_value(app["properties"], app_path, "USAGE_TABLE_PREFIX") == ["usage"]
+
+
+TABLE_PREFIXES = ["usage", "Usage1", "abc", "x" * 24, "ab", "us-age", "us_age", "1usage",
+                  "usäge", "us age", "x" * 25]  # fmt: skip
+QUEUE_NAMES = ["usage-to-report", "collect-work", "abc", "a1-b2", "x" * 56, "x" * 57, "ab",
+               "-abc", "abc-", "a--b", "Abc", "a_b", "a.b"]  # fmt: skip
+ENVIRONMENTS = ["dev", "my-env_1.(x)", "x" * 64, "dev.", "dev env", "dév", "a/b"]
+
+
+def test_the_bicep_checks_are_the_services_naming_rules_and_the_codes() -> None:
+    """Evaluated on good and bad names, the Bicep's checks (with the parameters' length
+    limits) accept exactly what the app's settings accept, and nothing the service's naming
+    rule refuses (queue names: exactly what it accepts, poison queue included)."""
+    parameters = parsed(MAIN)["parameters"]
+
+    def within(parameter: str, name: str) -> bool:
+        decorators = {d["type"]: d["argument"] for d in parameters[parameter]["decorators"]}
+        return decorators["min_length"] <= len(name) <= decorators["max_length"]
+
+    def settings_accept(name: str, value: str) -> bool:
+        try:
+            Settings.from_environ(  # the two queues differ, as the settings require
+                {
+                    **LOCAL_VALUES,
+                    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+                    "USAGE_QUEUE_NAME": "one",
+                    "COLLECT_QUEUE_NAME": "two",
+                    name: value,
+                }
+            )
+        except ConfigurationError:
+            return False
+        return True
+
+    for prefix in TABLE_PREFIXES:
+        bicep = within("tablePrefix", prefix) and bicep_call("isTableName", prefix)
+        longest = f"{prefix}u{'0' * 32}"
+        service = bool(TABLE_NAME.match(prefix)) and bool(TABLE_NAME.match(longest))
+        assert bicep == settings_accept("USAGE_TABLE_PREFIX", prefix), prefix
+        assert service or not bicep, prefix
+    for queue in QUEUE_NAMES:
+        for parameter, setting in (("reportQueueName", "USAGE_QUEUE_NAME"),
+                                   ("collectQueueName", "COLLECT_QUEUE_NAME")):  # fmt: skip
+            bicep = within(parameter, queue) and bicep_call("isWorkQueueName", queue)
+            service = bool(QUEUE_NAME.match(queue)) and bool(QUEUE_NAME.match(f"{queue}-poison"))
+            assert bicep == service == settings_accept(setting, queue), (setting, queue)
+    for environment in ENVIRONMENTS:
+        bicep = within("environmentName", environment) and bicep_call(
+            "isResourceGroupName", f"rg-{environment}"
+        )
+        assert bicep == bool(RESOURCE_GROUP_NAME.match(f"rg-{environment}")), environment

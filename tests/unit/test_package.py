@@ -36,6 +36,7 @@ def test_the_package_holds_the_functions_and_shared_code() -> None:
         "collect_usage/function.json",
         "report_to_azure/__init__.py",
         "query_usage/__init__.py",
+        "commerce_operations/function.json",
         "shared/app.py",
         "shared/core/meters.csv",
         "shared/query/openapi.json",

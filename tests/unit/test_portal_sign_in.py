@@ -23,12 +23,18 @@ VALUES = {
 }
 
 
-def call(endpoint: LocalSignIn, method: str, action: str, body: bytes = b"") -> func.HttpResponse:
+def call(
+    endpoint: LocalSignIn,
+    method: str,
+    action: str,
+    body: bytes = b"",
+    content_type: str = "application/json",
+) -> func.HttpResponse:
     return endpoint.handle(
         func.HttpRequest(
             method,
             f"http://localhost/local-sign-in/{action}",
-            headers={},
+            headers={"Content-Type": content_type} if body else {},
             params={},
             route_params={"action": action},
             body=body,
@@ -68,24 +74,37 @@ def test_principals_are_the_fleets_and_tokens_validate(tmp_path: Path) -> None:
     assert caller.object_id == fleet.admin_object_id
 
 
+ADMIN = b'{"principal": "admin"}'
+
+
 @pytest.mark.parametrize(
-    ("method", "action", "body"),
+    ("method", "action", "body", "content_type", "status"),
     [
-        ("POST", "token", b'{"principal": "root"}'),
-        ("POST", "token", b"not json"),
-        ("POST", "token", b'["admin"]'),
-        ("GET", "token", b""),
-        ("GET", "anything", b""),
+        ("POST", "token", b'{"principal": "root"}', "application/json", 400),
+        ("POST", "token", b"not json", "application/json", 400),
+        ("POST", "token", b'["admin"]', "application/json", 400),
+        ("POST", "token", b'{"principal": "admin", "x": [[[]]]}', "application/json", 400),
+        ("POST", "token", b"[" * 100_000 + b"]" * 100_000, "application/json", 413),
+        ("POST", "token", b"[" * 500 + b"]" * 500, "application/json", 400),
+        ("POST", "token", ADMIN, "text/plain", 415),  # what a page may send cross-origin
+        ("POST", "token", ADMIN, "application/x-www-form-urlencoded", 415),
+        ("GET", "token", b"", "application/json", 405),
+        ("GET", "anything", b"", "application/json", 404),
     ],
 )
 def test_anything_else_is_refused_without_a_token(
-    tmp_path: Path, method: str, action: str, body: bytes
+    tmp_path: Path, method: str, action: str, body: bytes, content_type: str, status: int
 ) -> None:
-    """Unknown principals, bad bodies, other verbs and paths: 400/404, no token."""
+    """Unknown principals, bad, deep or huge bodies, other media types, verbs and paths:
+    the API's JSON error envelope with nosniff and no-store, and no token."""
     endpoint = LocalSignIn(Settings.from_environ(VALUES), LocalIssuer(tmp_path))
-    answer = call(endpoint, method, action, body)
-    assert answer.status_code in (400, 404)
+    answer = call(endpoint, method, action, body, content_type)
+    assert answer.status_code == status
     assert b"accessToken" not in answer.get_body()
+    code = json.loads(answer.get_body())["error"]["code"]
+    assert answer.headers["x-ms-error-code"] == code
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    assert answer.headers["Cache-Control"] == "no-store"
 
 
 def test_refused_outside_local_mode(tmp_path: Path) -> None:

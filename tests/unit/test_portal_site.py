@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -51,10 +52,13 @@ def test_the_page_is_served_with_a_strict_policy() -> None:
 
 
 def test_the_bare_path_redirects_so_relative_links_resolve() -> None:
-    """/portal answers 308 to /portal/ (the page's links are relative to it)."""
-    answer = get(site(), "", url="https://app.example/portal")
-    assert answer.status == 308
-    assert answer.headers["Location"] == "/portal/"
+    """/portal answers 308 to /portal/ (the page's links are relative to it), at
+    PUBLIC_BASE_URL whatever host or path the request names."""
+    for url in ("https://app.example/portal", "http://x/\\evil.example/portal"):
+        answer = get(site(PUBLIC_BASE_URL="http://127.0.0.1:7071"), "", url=url)
+        assert answer.status == 308
+        assert answer.headers["Location"] == "http://127.0.0.1:7071/portal/"
+        assert answer.mimetype == "application/json"
 
 
 @pytest.mark.parametrize(
@@ -79,7 +83,12 @@ def test_anything_but_the_portals_own_files_is_not_found(path: str) -> None:
     """Traversal, absolute, hidden and unknown paths are 404 with the same strict headers."""
     answer = get(site(), path)
     assert answer.status == 404
-    assert answer.body == b"not found"
+    assert answer.mimetype == "application/json"
+    assert json.loads(answer.body) == {
+        "error": {"code": "NotFound", "message": "the portal has no such file"}
+    }
+    assert answer.headers["x-ms-error-code"] == "NotFound"
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
     assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
 
 
@@ -105,6 +114,7 @@ def test_head_has_no_body_and_other_methods_are_refused() -> None:
     post = get(portal, "portal.css", method="POST")
     assert post.status == 405
     assert post.headers["Allow"] == "GET, HEAD"
+    assert json.loads(post.body)["error"]["code"] == "MethodNotAllowed"
 
 
 def test_config_names_the_local_sign_in_only_when_set() -> None:

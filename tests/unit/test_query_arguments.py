@@ -27,6 +27,7 @@ from shared.query.continuation import ContinuationCodec, Cursor, PageState
 from shared.query.reader import CollapsedRow, StoredRow, partition_key, visible_bound
 from shared.query.rows import page_csv, usage_aggregate
 from shared.query.usage_api import next_page_url, wants_csv
+from shared.rating.engine import Month
 from shared.storage.usage_rows import UsageRow
 
 NOW = datetime(2026, 11, 27, 8, 30, tzinfo=UTC)
@@ -123,6 +124,61 @@ def test_time_forms(text: str) -> None:
     assert parse_time(text) == datetime(2026, 11, 20, tzinfo=UTC)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-20T00:00:00Z\n",
+        " 2026-11-20T00:00:00Z",
+        "2026-11-20T00:00:00Z\u00a0",
+        "\uff12\uff10\uff12\uff16-11-20T00:00:00Z",  # full-width digits
+        "2026-11-20T0\u0660:00:00Z",  # an Arabic-Indic zero
+        "2026-W47-5",  # week dates: fromisoformat takes them, the API does not
+        "20261120T000000Z",
+        "2026-11-20 00:00:00Z",
+        "2026-11-20T00:00:00.00000000Z",  # eight fraction digits
+        "2026-11-20T00:00:00Z" + "0" * 100,
+    ],
+)
+def test_times_outside_the_exact_shape_are_refused(text: str) -> None:
+    """ASCII digits in the documented ISO 8601 shape only: anything else is not a time."""
+    assert parse_time(text) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-1\u00b2",
+        "\uff12\uff10\uff12\uff16-\uff11\uff11",
+        "\u0662\u0660\u0662\u0666-\u0661\u0661",
+        "2026-11\n",
+        "2026-11 ",
+        " 2026-11",
+        "+2026-11",
+        "2026-13",
+        "1969-12",
+        "9999-12",
+        "2026-1",
+    ],
+)
+def test_months_are_exactly_yyyy_mm_in_ascii_digits(text: str) -> None:
+    """``2026-1²`` passed isdigit() and failed int() (a 500); other digits, spaces and
+    newlines passed both. Only ``yyyy-MM`` in ASCII digits is a month."""
+    assert Month.parse(text) is None
+    assert Month.parse("2026-11") == Month(2026, 11)
+
+
+def test_a_repeated_argument_is_named_only_if_it_is_ours() -> None:
+    """One of ours is named in our spelling; any other name is described, never echoed."""
+    for name in ("<img src=x onerror=alert(1)>", "n" * 5000, "caf\u00e9", "\u212aey"):
+        with pytest.raises(BadInputError) as caught:
+            parse_query(TENANT, [*BASE.items(), (name, "1"), (name, "2")], NOW)
+        assert caught.value.target is None
+        assert name[:20] not in caught.value.message
+    with pytest.raises(BadInputError) as caught:
+        parse_query(TENANT, [*BASE.items(), ("SHOWDETAILS", "true"), ("showdetails", "x")], NOW)
+    assert caught.value.target == "showDetails"
+
+
 @given(st.dictionaries(st.text(max_size=25), st.text(max_size=40), max_size=8))
 def test_parse_query_only_ever_raises_bad_input(params: dict[str, str]) -> None:
     """Arbitrary arguments either parse or raise BadInputError (never another exception)."""
@@ -193,7 +249,12 @@ def test_tokens_round_trip_and_refuse_every_alteration() -> None:
         ("", scope_for(), query, NOW),
         ("a.b.c", scope_for(), query, NOW),
         ("x" * 5000, scope_for(), query, NOW),
-    ):
+        # The same bytes in another spelling: padded, standard base64, a trailing newline.
+        (f"{token}=", scope_for(), query, NOW),
+        (f"{payload}.{base64.b64encode(base64.urlsafe_b64decode(signature + '='))}",
+         scope_for(), query, NOW),
+        (f"{token}\n", scope_for(), query, NOW),
+    ):  # fmt: skip
         with pytest.raises(BadInputError) as caught:
             codec.open(bad, scope, q, now)
         assert caught.value.code == "InvalidContinuationToken"
@@ -216,9 +277,11 @@ def test_next_link_is_built_from_the_base_url_and_our_own_spelling() -> None:
         "&reportedEndTime=2026-11-21T00%3A00%3A00%2B00%3A00"
         "&aggregationGranularity=Daily&showDetails=false&continuationToken=a.b%2B%2F%3D"
     )
-    odd = parse_query(parse_path("/a>b,<c/providers/microsoft.commerce/usageaggregates"),
-                      BASE, NOW)  # fmt: skip
-    assert "/subscriptions/a%3Eb%2C%3Cc/providers/" in next_page_url("https://h", odd, "t")
+    # A path subscription that is not a GUID never reaches a link: it is refused first.
+    with pytest.raises(BadInputError) as refused:
+        parse_path("/a>b,<c/providers/microsoft.commerce/usageaggregates")
+    assert (refused.value.code, refused.value.target) == ("InvalidProperty", "subscriptionId")
+    assert "a>b" not in refused.value.message
 
 
 def test_repeated_arguments_are_refused_whatever_their_spelling() -> None:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from shared.core.errors import BadInputError, SheetRejectedError
 from shared.core.meters import catalogue
-from shared.query.charges_api import FILTER_MESSAGE, _rate_card_filter
+from shared.query.rate_card_filter import FILTER_MESSAGE, parse_rate_card_filter
 from shared.rating.engine import Level, Month, PriceBook
 from shared.rating.rounding import allocate, round_amount
 from shared.rating.sheet_files import read_csv_sheet, read_json_sheet, sheet_csv, sheet_json
@@ -456,20 +456,37 @@ GOOD = (
         GOOD + " and Currency eq 'USD'",
         GOOD.replace("Locale", "Language"),
         GOOD.replace("'en-US'", "en-US"),
+        GOOD.replace(" and ", "\u00a0and\u00a0", 1),  # non-breaking spaces
+        GOOD.replace(" and ", "\nand ", 1),
+        GOOD.replace(" eq ", "\teq ", 1),
+        GOOD.replace("0003", "\uff10\uff10\uff10\uff13"),  # full-width digits
+        GOOD.replace("'USD'", "'U\u017fD'"),  # a long s, which upper-cases to S
+        GOOD.replace("'en-US'", "'en-" + "-".join(["abcdefgh"] * 4) + "'"),  # over 35
+        GOOD.replace("'en-US'", "'en-aa-bb-cc-dd'"),  # five subtags
+        "OfferDurableId" + " " * 1_000 + "x",
     ],
 )
 def test_rate_card_filters_azure_refuses_are_refused_with_its_message(text: str | None) -> None:
     """Missing terms, other operators, bad values, repeats: 400 InvalidFilter, Azure's text."""
     with pytest.raises(BadInputError) as refused:
-        _rate_card_filter(text)
+        parse_rate_card_filter(text)
     assert refused.value.code == "InvalidFilter"
     assert refused.value.message == FILTER_MESSAGE
 
 
 def test_rate_card_filter_accepts_azures_own_example_in_any_letter_case() -> None:
     """The spec's example filter, and the same with other letter cases, are read."""
-    assert _rate_card_filter(GOOD)["currency"] == "USD"
-    terms = _rate_card_filter(
+    assert parse_rate_card_filter(GOOD).currency == "USD"
+    terms = parse_rate_card_filter(
         GOOD.replace(" and ", " AND ").replace("OfferDurableId", "offerdurableid")
     )
-    assert terms["offerdurableid"] == "MS-AZR-0003P"
+    assert terms.offer_durable_id == "MS-AZR-0003P"
+
+
+@pytest.mark.parametrize(
+    ("sent", "answered"),
+    [("en-US", "en-US"), ("EN-us", "en-US"), ("zh-hant-tw", "zh-Hant-TW"), ("de", "de")],
+)
+def test_rate_card_locale_is_answered_in_its_canonical_spelling(sent: str, answered: str) -> None:
+    """The Locale the answer carries is built from the parsed tag, not the text as sent."""
+    assert parse_rate_card_filter(GOOD.replace("'en-US'", f"'{sent}'")).locale == answered

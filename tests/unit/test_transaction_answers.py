@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.storage.transactions import _responses
+from shared.storage.transport.direct import _responses
 
 CONTENT_TYPE = "multipart/mixed; boundary=batchresponse_b1"
 FIRST = "W/\"datetime'2026-12-03T16%3A52%3A46.5501079Z'\""
