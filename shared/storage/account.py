@@ -12,7 +12,9 @@ other tables, by role (the name is ``{USAGE_TABLE_PREFIX}{role}``):
 - ``activity``: which of a provider's tenants had rows in a reported day;
 - ``summaries``: an hour's chargeable sums per (billing resource, dimension);
 - ``subscriptions``, ``state`` (watermarks), ``quarantine``, ``ledger``;
-- ``prices`` (price sheets) and ``statements`` (final statements), written by ``shared.rating``;
+- ``prices`` (price sheets), ``charges`` (which subscriptions have rated charges in a month;
+  the charges themselves live in each subscription's table) and ``adjustments`` (credits,
+  corrections, one-off charges), written by ``shared.rating``;
 - ``exports``: export configurations (``shared.export.configs``).
 """
 
@@ -42,7 +44,8 @@ TABLE_ROLES = (
     "activity",
     "summaries",
     "prices",
-    "statements",
+    "charges",
+    "adjustments",
     "exports",
 )
 
