@@ -425,26 +425,6 @@ def test_a_run_that_started_earlier_but_finishes_later_never_removes_the_newer(
     assert read_run(blobs, config.container, latest).num_rows == newer_run.rows
 
 
-def test_late_usage_appears_in_the_next_run(priced_world: World, blobs: BlobStore) -> None:
-    """An hour collected after a run adds its rows (late ones on their usage day) to the next.
-
-    Last in the module: it collects one more reported hour into the module's world."""
-    clock = SettableClock(NOW)
-    exporter = Exporter(priced_world.account, blobs, clock=clock)
-    config = new_config()
-    before = run_and_read(exporter, blobs, config).to_pylist()
-    assert max(r["x_ReportedPeriodEnd"] for r in before) == DAY + timedelta(days=1)
-    priced_world.collect(DAY + timedelta(hours=24))  # still November
-    clock.advance(timedelta(hours=1))
-    after = run_and_read(exporter, blobs, config).to_pylist()
-    newest = [r for r in after if r["x_ReportedPeriodEnd"] == DAY + timedelta(hours=25)]
-    assert newest
-    late = [r for r in newest if r["ChargePeriodStart"] < DAY + timedelta(days=1)]
-    assert late, "the fleet reports some of DAY's usage in the next hour"
-    quantity = sum((r["ConsumedQuantity"] for r in after), Decimal(0))
-    assert quantity > sum((r["ConsumedQuantity"] for r in before), Decimal(0))
-
-
 # --- the FinOps Foundation's validator -------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -596,3 +576,23 @@ def test_two_racing_runs_leave_exactly_the_one_that_started_later(
     assert all(n.startswith(newer_run.folder.split("/", 1)[1] + "/") for n in names), names
     latest = latest_manifest(blobs, config)
     assert read_run(blobs, config.container, latest).num_rows == newer_run.rows > 0
+
+
+def test_late_usage_appears_in_the_next_run(priced_world: World, blobs: BlobStore) -> None:
+    """An hour collected after a run adds its rows (late ones on their usage day) to the next.
+
+    Last in the module: it collects one more reported hour into the module's world."""
+    clock = SettableClock(NOW)
+    exporter = Exporter(priced_world.account, blobs, clock=clock)
+    config = new_config()
+    before = run_and_read(exporter, blobs, config).to_pylist()
+    assert max(r["x_ReportedPeriodEnd"] for r in before) == DAY + timedelta(days=1)
+    priced_world.collect(DAY + timedelta(hours=24))  # still November
+    clock.advance(timedelta(hours=1))
+    after = run_and_read(exporter, blobs, config).to_pylist()
+    newest = [r for r in after if r["x_ReportedPeriodEnd"] == DAY + timedelta(hours=25)]
+    assert newest
+    late = [r for r in newest if r["ChargePeriodStart"] < DAY + timedelta(days=1)]
+    assert late, "the fleet reports some of DAY's usage in the next hour"
+    quantity = sum((r["ConsumedQuantity"] for r in after), Decimal(0))
+    assert quantity > sum((r["ConsumedQuantity"] for r in before), Decimal(0))
