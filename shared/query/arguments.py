@@ -20,7 +20,7 @@ so a request with an empty or missing subscription segment still reaches us and 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -150,20 +150,23 @@ def parse_query(
     )
 
 
-def versioned_arguments(arguments: Iterable[tuple[str, str]]) -> dict[str, str]:
+def versioned_arguments(
+    arguments: Iterable[tuple[str, str]], supported: Sequence[str] = (API_VERSION,)
+) -> dict[str, str]:
     """Arguments by lower-case name; a repeated name (any spelling) or a missing or other
-    ``api-version`` is 400, as every route of this API answers it."""
+    ``api-version`` than ``supported`` (the route's; the usage API's by default) is 400, as
+    every route of this API answers it."""
     args = _case_insensitive(arguments)
     api_version = args.get("api-version")
     if api_version is None or not api_version.strip():
         raise BadInputError(
-            f"the api-version query argument is required; use {API_VERSION}",
+            f"the api-version query argument is required; use {supported[-1]}",
             code="NoApiVersion",
             target="api-version",
         )
-    if api_version.strip() != API_VERSION:
+    if api_version.strip() not in supported:
         raise BadInputError(
-            f"api-version is not supported; use {API_VERSION}",
+            f"api-version is not supported; use {supported[-1]}",
             code="InvalidApiVersionParameter",
             target="api-version",
         )
