@@ -108,6 +108,8 @@ from shared.rating.rater import Rater, rate_into
 from shared.rating.sheet_files import read_json_sheet, sheet_json
 from shared.rating.sheet_store import SheetStore
 from shared.rating.sheets import Scope
+from shared.status.observer import remember
+from shared.status.reader import StatusReader
 from shared.storage.account import StorageAccount
 from shared.storage.hour_manifest import read_manifest
 from shared.storage.queues import POISON_SUFFIX, ensure_queue, queue_client
@@ -191,6 +193,12 @@ class ChaosReport:
     quiet_from: str | None = None
     quiet_carried: int = 0  # hours of the quiet resource carried forward
     quiet_billed_after: float = 0.0  # what was billed to it after it went quiet
+    # The objectives (docs/operations.md), read by the app's status reader after every step:
+    # the steps each was breached in while faults were on, and after; their final states.
+    breached_steps: Counter[str] = field(default_factory=Counter)
+    breached_calm_steps: Counter[str] = field(default_factory=Counter)
+    objectives_final: dict[str, str] = field(default_factory=dict)
+    observe_seconds: float = 0.0  # the run's time spent reading the status
 
     @property
     def ok(self) -> bool:
@@ -205,6 +213,7 @@ class ChaosReport:
             and self.watermark_at_end
             and not self.ledger_differences
             and self.rated_at_end
+            and "breached" not in self.objectives_final.values()
         )
 
     def figures(self) -> dict[str, Any]:
@@ -243,6 +252,12 @@ class ChaosReport:
             "reconcile_differences": (
                 -1 if self.reconciliation is None else len(self.reconciliation.differences)
             ),
+            "objectives": {
+                "final": self.objectives_final,
+                "breached_steps_with_faults": dict(sorted(self.breached_steps.items())),
+                "breached_steps_calm": dict(sorted(self.breached_calm_steps.items())),
+                "observe_seconds": round(self.observe_seconds, 1),
+            },
             "seconds": round(self.seconds, 1),
         }
 
@@ -390,6 +405,7 @@ class Chaos:
             )
         )
         StorageAccount(self.settings).ensure_tables()
+        self.status = StatusReader(self.settings, StorageAccount(self.settings), clock=self.clock)
         for name in (self.settings.usage_queue_name, self.poison_name):
             ensure_queue(queue_client(self.settings, name))
         self.mapping = self._map_subscriptions()
@@ -516,6 +532,15 @@ class Chaos:
         if step in self.schedule.requeues or step == self.options.days * 24 + 1:
             self.report.requeued += requeue_poison(self.settings)
             self._drain(now + timedelta(minutes=30), mid_restart=False)
+        self._observe(now + timedelta(minutes=45))
+
+    def _observe(self, now: datetime) -> None:
+        """The objectives as an operator would see them at ``now`` (the app's reader)."""
+        started = time.monotonic()
+        status = patiently(lambda: self.status.read(now), "read the status")
+        self.report.observe_seconds += time.monotonic() - started
+        breaches = self.report.breached_steps if self._chaotic else self.report.breached_calm_steps
+        breaches.update(objective.value for objective in status.breached)
 
     def _kill_rating(self) -> None:
         if self._chaotic and self.rng.random() < self.options.rating_kill_rate:
@@ -735,6 +760,11 @@ class Chaos:
         report.ledger_months, report.ledger_differences = ledger_differences(
             account, self.settings.source_names(), first, last
         )
+        remember(account, report.reconciliation, last + 3 * HOUR)
+        final = self.status.read(last + HOUR + timedelta(minutes=10))  # the last step's time
+        report.objectives_final = {
+            obs.objective.value: obs.state.value for obs in final.observations
+        }
 
     def _settle_queue(self, queue: QueueClient, at: datetime) -> int:
         """Drain until the queue is empty (a message hidden by a lost visibility update

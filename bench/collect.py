@@ -10,8 +10,16 @@ transactions, manifest, watermark). Beside it, in the same run and the same Azur
 - the naive way: a loop of one upsert per entity (a sample of 300).
 
 Timings alternate pipeline and ceiling and report medians, so a noisy machine moves both.
-Memory: peak RSS of a child process collecting N rows and 10 N rows; streaming means the
-ratio stays near 1.
+Metrics: the same pipeline with the app's telemetry on (the OpenTelemetry SDK recording
+what ``shared.app`` records after each hour, collected by a reader every run, where
+production's exporter collects once a minute) and off, in adjacent pairs of alternating
+order. Telemetry adds no request to storage or the endpoint, only this process's CPU, so
+``telemetry_overhead`` is median CPU seconds of this process on / off (target <= 1.05);
+``telemetry_overhead_wall`` is the same for wall time, which on a loaded machine carries
+the noise of whole runs; ``null_ratio`` and ``null_ratio_wall`` pair the pipeline with
+itself, metrics off on both sides, so they show that noise; ``telemetry_record_us`` times
+the recording alone (the calls ``shared.app`` makes per hour, and a collection) and
+``telemetry_record_share`` divides it by an hour's collection.
 """
 
 from __future__ import annotations
@@ -28,8 +36,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from azure.data.tables import TableServiceClient, UpdateMode
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from bench.common import finish, median, peak_rss_mb, timed
+from bench.common import finish, median, paired_runs, peak_rss_mb, timed
 from devstack.azurite import Azurite
 from devstack.fleet import SimulatedFleet, options_for_rows
 from devstack.local_settings import local_values
@@ -37,6 +47,7 @@ from shared.collection.collector import Collector
 from shared.collection.validation import validate
 from shared.core.config import Settings
 from shared.core.meters import catalogue
+from shared.core.telemetry import Telemetry
 from shared.storage.account import StorageAccount
 from shared.storage.transactions import submit_transaction
 from shared.storage.usage_rows import (
@@ -162,10 +173,35 @@ def main(argv: list[str]) -> int:
         # pipeline, the ceiling and the naive loop is then an upsert over existing rows.
         collector.collect_hour(HOUR)
         raw_batches(service, partitions)
+        reader = InMemoryMetricReader()
+        telemetry = Telemetry(MeterProvider(metric_readers=[reader]))
+
+        def with_metrics() -> None:
+            result = collector.collect_hour(HOUR)
+            stamp, quarantined = settings.source_name, result.quarantined_by_reason
+            telemetry.hour_collected(stamp, result.rows, quarantined)
+            reader.get_metrics_data()
+
         pipeline_times, ceiling_times = [], []
         for _ in range(repeats):
             pipeline_times.append(timed(lambda: collector.collect_hour(HOUR)))
             ceiling_times.append(timed(lambda: raw_batches(service, partitions)))
+
+        def collect() -> None:
+            collector.collect_hour(HOUR)
+
+        paired = paired_runs(collect, with_metrics, pairs=4 * repeats)
+        # The same pairing with metrics off on both sides: how far apart two identical
+        # runs are on this machine now (the noise the ratio above is read against).
+        null = paired_runs(collect, collect, pairs=4 * repeats)
+        recorded = collector.collect_hour(HOUR)
+
+        def record_only() -> None:
+            for _ in range(1000):
+                telemetry.hour_collected("bench", recorded.rows, recorded.quarantined_by_reason)
+                reader.get_metrics_data()
+
+        record_seconds = median([timed(record_only) for _ in range(3)]) / 1000
         sample = [(table, entity) for table, entities in partitions for entity in entities][:300]
         naive_times = [timed(lambda: raw_single_upserts(service, sample)) for _ in range(3)]
 
@@ -187,6 +223,14 @@ def main(argv: list[str]) -> int:
             "ratio_to_ceiling": round(rows_per_s / ceiling, 3),
             "naive_rows_per_s": round(naive, 1),
             "ratio_to_naive": round(rows_per_s / naive, 2),
+            "metrics_off_rows_per_s": round(rows / median(paired.off_seconds), 1),
+            "metrics_on_rows_per_s": round(rows / median(paired.on_seconds), 1),
+            "telemetry_overhead": round(paired.cpu_ratio, 3),
+            "telemetry_overhead_wall": round(paired.wall_ratio, 3),
+            "null_ratio": round(null.cpu_ratio, 3),
+            "null_ratio_wall": round(null.wall_ratio, 3),
+            "telemetry_record_us": round(record_seconds * 1e6, 1),
+            "telemetry_record_share": round(record_seconds / median(pipeline_times), 6),
             "rows_1x": int(rss_1x["rows"]),
             "peak_rss_mb": round(rss_1x["peak_rss_mb"], 1),
             "peak_rss_mb_10x": round(rss_10x["peak_rss_mb"], 1),

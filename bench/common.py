@@ -7,6 +7,7 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -19,6 +20,50 @@ def timed(operation: Callable[[], object]) -> float:
 
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
+
+
+@dataclass(frozen=True)
+class Paired:
+    """The same work with something off and on, in adjacent pairs of runs."""
+
+    off_seconds: list[float]
+    on_seconds: list[float]
+    off_cpu: list[float]  # this process's CPU seconds (every thread) per run
+    on_cpu: list[float]
+
+    @property
+    def wall_ratio(self) -> float:
+        return median(self.on_seconds) / median(self.off_seconds)
+
+    @property
+    def cpu_ratio(self) -> float:
+        return median(self.on_cpu) / median(self.off_cpu)
+
+
+def paired_runs(
+    off: Callable[[], object],
+    on: Callable[[], object],
+    pairs: int,
+    before_each: Callable[[], object] | None = None,
+) -> Paired:
+    """``pairs`` adjacent pairs of runs, their order alternating (off-on, on-off, ...), so a
+    machine whose load drifts moves both sides alike; wall and CPU time of each run.
+    ``before_each`` runs untimed before every run."""
+    result = Paired([], [], [], [])
+    for index in range(pairs):
+        for side in ("off", "on") if index % 2 == 0 else ("on", "off"):
+            if before_each is not None:
+                before_each()
+            cpu = time.process_time()
+            seconds = timed(off if side == "off" else on)
+            cpu = time.process_time() - cpu
+            if side == "off":
+                result.off_seconds.append(seconds)
+                result.off_cpu.append(cpu)
+            else:
+                result.on_seconds.append(seconds)
+                result.on_cpu.append(cpu)
+    return result
 
 
 def peak_rss_mb() -> float:

@@ -19,10 +19,14 @@ interpreter lock), and since loopback has no round trip, it adds ``--latency-ms`
 those round trips; with 0 ms the figure measures only our own storage work, which both
 sides share.
 
-Dimensions and resources: every catalogue meter is made chargeable
-(BILLING_CHARGEABLE_OVERRIDES), so a subscription bills tens of dimensions, and active
-tenant subscriptions are mapped six at a time to one billing resource, so resources have
-more than 25 events per hour (the issue's target regime).
+Metrics: the batched run with the app's telemetry on (the OpenTelemetry SDK recording what
+``shared.app`` records after each item, collected by a reader every run) and off, in
+adjacent pairs of alternating order; the endpoint's calls are the same either way, so
+``telemetry_overhead`` is median CPU seconds of this process on / off (target <= 1.05),
+``telemetry_overhead_wall`` the same for wall time; ``null_ratio`` and ``null_ratio_wall``
+pair the batched run with itself (metrics off on both sides), the noise those ratios are
+read against; ``telemetry_record_us`` times the recording alone per work item and
+``telemetry_record_share`` divides the hour's recording by the hour's billing.
 """
 
 from __future__ import annotations
@@ -38,8 +42,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from azure.data.tables import TableServiceClient
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from bench.common import finish, median, timed
+from bench.common import finish, median, paired_runs, timed
 from bench.emulator_process import EmulatorProcess
 from devstack.azurite import Azurite
 from devstack.fleet import SimulatedFleet, options_for_rows
@@ -56,6 +62,7 @@ from shared.billing.work_items import WorkItem, work_item_enqueuer
 from shared.collection.collector import Collector
 from shared.core.config import Settings
 from shared.core.meters import catalogue
+from shared.core.telemetry import Telemetry
 from shared.storage.account import StorageAccount
 from shared.storage.queues import ensure_queue, queue_client
 from shared.storage.subscriptions import SubscriptionState, SubscriptionStore
@@ -120,15 +127,20 @@ def forward(
     pools: Pools,
     items: list[WorkItem],
     max_batch: int,
+    telemetry: Telemetry | None = None,
 ) -> int:
     """Report every item, WORKERS at a time, as the function app does: on its long-lived
-    invocation threads, through its one commerce client, storage account and ledger pool."""
+    invocation threads, through its one commerce client, storage account and ledger pool
+    (and, with ``telemetry``, recording each item's outcomes as ``shared.app`` does)."""
 
     def one(item: WorkItem) -> int:
         reporter = Reporter(
             account, client, pool=pools.ledger, clock=lambda: NOW, max_batch=max_batch
         )
-        return reporter.report(item).posted
+        result = reporter.report(item)
+        if telemetry is not None:
+            telemetry.billing_reported(result.states)
+        return result.posted
 
     return sum(pools.items.map(one, items))
 
@@ -182,6 +194,13 @@ def main(argv: list[str]) -> int:
         def run(max_batch: int) -> Callable[[], int]:
             return lambda: forward(client, account, pools, items, max_batch)
 
+        reader = InMemoryMetricReader()
+        telemetry = Telemetry(MeterProvider(metric_readers=[reader]))
+
+        def with_metrics() -> None:
+            forward(client, account, pools, items, MAX_BATCH, telemetry)
+            reader.get_metrics_data()
+
         run(MAX_BATCH)()  # warm-up: connections, tables, caches
         events = len(emulator.accepted_events())
         per_resource = Counter(e["resourceId"] for e in emulator.accepted_events())
@@ -194,6 +213,28 @@ def main(argv: list[str]) -> int:
             reset(emulator, service, settings)
             naive_times.append(timed(run(1)))
             assert len(emulator.accepted_events()) == events
+        paired = paired_runs(
+            run(MAX_BATCH),
+            with_metrics,
+            pairs=6 * repeats,
+            before_each=lambda: reset(emulator, service, settings),
+        )
+        assert len(emulator.accepted_events()) == events
+        # The same pairing with metrics off on both sides: the noise the ratio is read against.
+        null = paired_runs(
+            run(MAX_BATCH),
+            run(MAX_BATCH),
+            pairs=6 * repeats,
+            before_each=lambda: reset(emulator, service, settings),
+        )
+        states = Counter({"accepted": events // len(items)})
+
+        def record_only() -> None:
+            for _ in range(1000):
+                telemetry.billing_reported(states)
+                reader.get_metrics_data()
+
+        record_seconds = median([timed(record_only) for _ in range(3)]) / 1000
 
     seconds = median(batched_times)
     naive_seconds = median(naive_times)
@@ -204,6 +245,14 @@ def main(argv: list[str]) -> int:
             "events_per_s": round(events / seconds, 1),
             "naive_events_per_s": round(events / naive_seconds, 1),
             "ratio_to_naive": round(naive_seconds / seconds, 2),
+            "metrics_off_events_per_s": round(events / median(paired.off_seconds), 1),
+            "metrics_on_events_per_s": round(events / median(paired.on_seconds), 1),
+            "telemetry_overhead": round(paired.cpu_ratio, 3),
+            "telemetry_overhead_wall": round(paired.wall_ratio, 3),
+            "null_ratio": round(null.cpu_ratio, 3),
+            "null_ratio_wall": round(null.wall_ratio, 3),
+            "telemetry_record_us": round(record_seconds * 1e6, 1),
+            "telemetry_record_share": round(record_seconds * len(items) / seconds, 6),
             "calls": calls,
             "events_per_call": round(events / calls, 2),
             "work_items": len(items),

@@ -45,6 +45,7 @@ from devstack.host import LocalFunctionsHost
 from devstack.local_settings import local_values
 from devstack.sign_in import DEFAULT_PATH as SIGN_IN_PATH
 from devstack.sign_in import LocalSignIn
+from devstack.status_screen import print_status
 from devstack.tokens import LocalIssuer
 from shared.app import FunctionApp
 from shared.billing.reconcile import Reconciliation, reconcile
@@ -277,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timeout", type=float, default=900, help="seconds to wait for the first cycle"
     )
+    parser.add_argument(
+        "--console-metrics",
+        action="store_true",
+        help="print the app's metrics to the console every 10 s (TELEMETRY_CONSOLE=true)",
+    )
     args = parser.parse_args(argv)
     register_simulated_source()  # the local host's app collects from the simulated fleet
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -302,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             PORTAL_LOCAL_SIGN_IN_URL=SIGN_IN_PATH,
             **({} if args.tenants is None else {"FLEET_TENANTS": str(args.tenants)}),
             **stamp_values(args.stamps),
+            **({"TELEMETRY_CONSOLE": "true"} if args.console_metrics else {}),
         )
         settings = Settings.from_environ(values)
         args.state_dir.mkdir(parents=True, exist_ok=True)
@@ -399,6 +406,7 @@ def first_cycle(
         "reconciled": reconciled,
     }
     (args.state_dir / "run.json").write_text(json.dumps(state, indent=2))
+    print_status(settings, result[0] if result else None)
     print(f"\nFirst cycle done in {time.monotonic() - started:.1f}s; reconciled: {reconciled}.")
     return 0 if reconciled else 1
 

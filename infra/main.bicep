@@ -93,6 +93,13 @@ param ratingSchedule string = '0 */10 * * * *'
 @maxValue(3600)
 param ratingTimeBudgetSeconds int = 420
 
+@description('NCRONTAB (six fields, UTC) of the observe_pipeline timer (STATUS_SCHEDULE): reads the objectives and records the gauges the alerts evaluate every 5 minutes.')
+param statusSchedule string = '0 */5 * * * *'
+
+@minLength(3)
+@description('Email address the pipeline\'s alerts are sent to (docs/operations.md: one runbook per alert).')
+param alertEmail string
+
 @description('NCRONTAB (six fields, UTC) of the finalise_statements timer (STATEMENTS_SCHEDULE).')
 param statementsSchedule string = '0 35 * * * *'
 
@@ -239,6 +246,17 @@ module monitoring 'app/monitoring.bicep' = {
   }
 }
 
+module alerts 'app/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    location: location
+    tags: tags
+    alertEmail: alertEmail
+  }
+}
+
 module keyVault 'app/keyvault.bicep' = {
   name: 'keyvault'
   scope: rg
@@ -317,6 +335,8 @@ module api 'app/function-app.bicep' = {
       // rate_usage timer (%RATING_SCHEDULE% in its function.json) and its budget.
       RATING_SCHEDULE: ratingSchedule
       RATING_TIME_BUDGET_SECONDS: string(ratingTimeBudgetSeconds)
+      // observe_pipeline timer (%STATUS_SCHEDULE%): the objectives' gauges and history.
+      STATUS_SCHEDULE: statusSchedule
       // finalise_statements timer (%STATEMENTS_SCHEDULE% in its function.json) and its budget.
       STATEMENTS_SCHEDULE: statementsSchedule
       STATEMENTS_TIME_BUDGET_SECONDS: string(statementsTimeBudgetSeconds)

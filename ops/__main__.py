@@ -41,6 +41,7 @@ COMMANDS = {
     "prices": "prices",
     "statements": "statements",
     "adjustments": "adjustments",
+    "status": "status",
 }
 
 

@@ -2,7 +2,8 @@
 chargeable totals in storage against the billing ledger; per (billing resource, dimension,
 UTC day), the ledger against the commerce endpoint's daily rows (GET usageEvents, the only
 read it offers; the days the hours fall in are compared whole). Print every difference,
-named (``shared.billing.reconcile``). Exit 0 when all is in order, 1 when anything differs."""
+named (``shared.billing.reconcile``), and keep the result as the latest reconciliation
+(``ops status``'s correctness). Exit 0 when all is in order, 1 when anything differs."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from shared.billing.reconcile import reconcile
 from shared.billing.reporter import commerce_client
 from shared.core.config import Settings
 from shared.core.errors import BadInputError
-from shared.core.hours import HOUR, floor_hour, is_on_hour
+from shared.core.hours import HOUR, floor_hour, is_on_hour, utc_now
+from shared.status.observer import remember
 from shared.storage.account import StorageAccount
 
 HELP = "compare storage and ledger per hour, ledger and endpoint per day, for a range of hours"
@@ -65,8 +67,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if (last - first) // HOUR + 1 > MAX_HOURS:
         raise BadInputError(f"at most {MAX_HOURS} hours at a time")
     print(f"reconciling reported hours {first:%Y-%m-%dT%H}Z..{last:%Y-%m-%dT%H}Z", file=sys.stderr)
+    account = StorageAccount(settings)
     with commerce_client(settings) as client:
-        result = reconcile(StorageAccount(settings), client, first, last, progress=_progress)
+        result = reconcile(account, client, first, last, progress=_progress)
+    remember(account, result, utc_now())
     for difference in result.differences:
         print(difference.line())
     print(result.summary_line())

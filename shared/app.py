@@ -1,13 +1,16 @@
 """The function app's composition root: every collaborator built once, from settings.
 
 Entry points (``collect_usage``, ``collect_slice``, ``report_to_azure``, ``query_usage``,
-``rate_usage``, ``finalise_statements``, ``export_usage``, ``portal``) hold one
+``rate_usage``, ``finalise_statements``, ``export_usage``, ``portal``, ``pipeline_status``,
+``observe_pipeline``) hold one
 :class:`LazyApp` each; its first use reads the app settings from the environment and
 builds a :class:`FunctionApp`, which keeps what is worth keeping between invocations of
 one worker process: the storage account (its per-thread table clients and connections),
 the thread pool billing reads and writes with, the commerce client (its connections to the
 endpoint) and token provider (its cached token), the usage API (its JWKS cache) and the
-portal (its files, read once). Nothing below this module builds any of them behind the
+portal (its files, read once) and the app's telemetry (its instruments, created once; the
+metrics of every piece of work are recorded here, one call each, from what the work
+returns). Nothing below this module builds any of them behind the
 caller's back, so a test builds its own ``FunctionApp`` from its own settings and nothing
 process-wide has to be cleared.
 
@@ -16,7 +19,9 @@ This is the one module that sees every capability; the capabilities never import
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -37,9 +42,10 @@ from shared.collection.planner import Plan, plan_source
 from shared.collection.slices import CollectionSlice
 from shared.collection.sources import SOURCES, SourceRegistry
 from shared.core.config import Settings
-from shared.core.errors import BadInputError
+from shared.core.errors import BadInputError, UsageReporterError
 from shared.core.hours import utc_now
 from shared.core.meters import catalogue
+from shared.core.telemetry import Telemetry, configure_process
 from shared.export.exporter import Exporter, ExportRun
 from shared.portal.site import PortalAnswer, PortalRequest, PortalSite
 from shared.query import charges_api, cost_query, subscriptions_list
@@ -47,15 +53,21 @@ from shared.query.arm_responses import HttpAnswer
 from shared.query.charges_api import ChargesApi
 from shared.query.continuation import ContinuationCodec
 from shared.query.cost_query import CostQueryApi
+from shared.query.route_names import route_family
 from shared.query.subscriptions_list import SubscriptionsList
 from shared.query.usage_api import HttpCall, UsageApi
 from shared.rating.finaliser import Finaliser, FinaliseRun
 from shared.rating.rater import Rater, RatingRun
 from shared.rating.rollups import Rollups
 from shared.rating.statements import Statements
+from shared.status.api import StatusApi
+from shared.status.observer import observe, reconcile_previous_day
+from shared.status.reader import PipelineStatus, StatusReader
 from shared.storage.account import StorageAccount
 from shared.storage.blobs import BlobStore
 from shared.storage.watermark import Watermark
+
+log = logging.getLogger(__name__)
 
 
 class FunctionApp:
@@ -67,11 +79,15 @@ class FunctionApp:
         *,
         sources: SourceRegistry = SOURCES,
         clock: Callable[[], datetime] = utc_now,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings
         self.account = StorageAccount(settings)
         self._sources = sources
         self._clock = clock
+        # The process's meter provider (Azure Monitor, the console, or none: records
+        # nothing) unless a test or benchmark brings its own.
+        self.telemetry = telemetry or Telemetry(configure_process(settings))
 
     @classmethod
     def from_environment(cls) -> FunctionApp:
@@ -165,9 +181,15 @@ class FunctionApp:
         """Every due hour of every source collected here, in order, billing work enqueued
         (the local run and ``ops collect``; the deployed timer fans out instead)."""
         moment = now or self._clock()
-        return CollectionRun.combined(
-            [self.collector(stamp).collect_due_hours(moment) for stamp in self.settings.stamps()]
-        )
+        runs = []
+        for stamp in self.settings.stamps():
+            run = self.collector(stamp).collect_due_hours(moment)
+            for hour in run.hours:
+                self.telemetry.hour_collected(
+                    stamp.source_name, hour.rows, hour.quarantined_by_reason
+                )
+            runs.append(run)
+        return CollectionRun.combined(runs)
 
     def plan_collection(self, now: datetime | None = None) -> list[Plan]:
         """One ``collect_usage`` timer run: every source's due slices sent to the collection
@@ -191,11 +213,13 @@ class FunctionApp:
         if work.part in Watermark(self.account, work.source).done_parts(work.hour):
             collector.closer.close(work.hour)
             return None
-        return collector.collect_slice(work)
+        result = collector.collect_slice(work)
+        self.telemetry.hour_collected(work.source, result.rows, result.quarantined_by_reason)
+        return result
 
     def report_message(self, body: bytes | str) -> ReportResult:
         """One queue message: its billing work item reported to the commerce endpoint."""
-        return report_message(
+        result = report_message(
             body,
             self.settings,
             clock=self._clock,
@@ -203,6 +227,8 @@ class FunctionApp:
             account=self.account,
             pool=self._pool,
         )
+        self.telemetry.billing_reported(result.states)
+        return result
 
     @cached_property
     def blobs(self) -> BlobStore:
@@ -214,19 +240,64 @@ class FunctionApp:
 
     def export(self) -> list[ExportRun]:
         """One export_usage run: every configured export's due months (see ``due_months``)."""
-        return self.exporter().run_due(execution="Scheduled")
+        runs = self.exporter().run_due(execution="Scheduled")
+        for run in runs:
+            self.telemetry.export_written(run.config, run.rows)
+        return runs
 
     def answer_usage_request(self, call: HttpCall) -> HttpAnswer:
         """One ``query_usage`` request (the usage API, the subscriptions list, the cost query,
         or the RateCard and statement routes under the same catch-all); never raises (errors
         become ARM-shaped answers)."""
+        started = time.perf_counter()
         if subscriptions_list.handles(call.route_path):
-            return self.subscriptions_list.answer(call)
-        if cost_query.handles(call.route_path):
-            return self.cost_query.answer(call)
-        if charges_api.handles(call.route_path):
-            return self.charges_api.answer(call)
-        return self.usage_api.answer(call)
+            answer = self.subscriptions_list.answer(call)
+        elif cost_query.handles(call.route_path):
+            answer = self.cost_query.answer(call)
+        elif charges_api.handles(call.route_path):
+            answer = self.charges_api.answer(call)
+        else:
+            answer = self.usage_api.answer(call)
+        self.telemetry.api_answered(
+            route_family(call.route_path), answer.status, time.perf_counter() - started
+        )
+        return answer
+
+    @cached_property
+    def status_reader(self) -> StatusReader:
+        """The one reader of the pipeline's stored state (``ops status``, the route, the
+        timer, the chaos benchmark)."""
+        return StatusReader(self.settings, self.account, blobs=self.blobs, clock=self._clock)
+
+    @cached_property
+    def status_api(self) -> StatusApi:
+        return StatusApi(
+            reader=self.status_reader, validator=self.usage_api.validator, clock=self._clock
+        )
+
+    def answer_status_request(self, call: HttpCall) -> HttpAnswer:
+        """One request for the admin status route; never raises."""
+        started = time.perf_counter()
+        answer = self.status_api.answer(call)
+        self.telemetry.api_answered("pipelineStatus", answer.status, time.perf_counter() - started)
+        return answer
+
+    def observe_pipeline(
+        self, now: datetime | None = None, *, reconcile: bool = True
+    ) -> PipelineStatus:
+        """One ``observe_pipeline`` timer run: the previous UTC day reconciled once it is
+        collected (and not yet), then the objectives observed: kept, and sent as gauges.
+        A reconciliation that fails (the endpoint down) is logged and the observation still
+        made: the next run tries again."""
+        moment = now or self._clock()
+        if reconcile:
+            try:
+                reconcile_previous_day(
+                    self.account, self._commerce, moment, source_names=self.settings.source_names()
+                )
+            except UsageReporterError as error:
+                log.warning("observe_pipeline: the daily reconciliation failed: %s", error)
+        return observe(self.status_reader, self.telemetry, moment)
 
     def answer_portal_request(self, request: PortalRequest) -> PortalAnswer:
         """One request for the portal's page or files; never raises."""

@@ -8,6 +8,7 @@ LOCAL_VALUES = {
     "RATING_SCHEDULE": "0 */10 * * * *",
     "STATEMENTS_SCHEDULE": "0 35 * * * *",
     "EXPORT_SCHEDULE": "0 30 0 * * *",
+    "STATUS_SCHEDULE": "0 */5 * * * *",
     "AUTH_ISSUER": "https://login.local.usage-reporter/00000000-0000-4000-8000-00000000a11c/v2.0",
     "AUTH_AUDIENCE": "api://usage-reporter-local",
     "AUTH_JWKS_URI": ".local/auth/jwks.json",

@@ -247,6 +247,17 @@ class Settings(BaseModel):
         None, validation_alias=AliasChoices("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
     )
 
+    # Metrics (shared/core/telemetry.py, docs/operations.md): Application Insights' connection
+    # string, which the Bicep sets for the host too; with it the app sends its metrics to
+    # Azure Monitor. TELEMETRY_CONSOLE (local mode only) prints them instead.
+    applicationinsights_connection_string: SecretStr | None = Field(
+        None, alias="APPLICATIONINSIGHTS_CONNECTION_STRING"
+    )
+    telemetry_console: bool = Field(False, alias="TELEMETRY_CONSOLE")
+    # observe_pipeline: how often the objectives are read from stored state and their gauges
+    # recorded (%STATUS_SCHEDULE% in its function.json); alerts evaluate every 5 minutes.
+    status_schedule: str = Field("0 */5 * * * *", alias="STATUS_SCHEDULE")
+
     # One Settings per stamp, built by ``from_environ`` (the only place that sees the raw
     # STAMP_ variables); None when built any other way.
     _stamps: tuple[Settings, ...] | None = PrivateAttr(None)
@@ -295,6 +306,8 @@ class Settings(BaseModel):
             raise ValueError("STATEMENTS_SCHEDULE must be a six-field NCRONTAB expression")
         if len(self.export_schedule.split()) != 6:
             raise ValueError("EXPORT_SCHEDULE must be a six-field NCRONTAB expression")
+        if len(self.status_schedule.split()) != 6:
+            raise ValueError("STATUS_SCHEDULE must be a six-field NCRONTAB expression")
         key = self.continuation_token_key.get_secret_value()
         if len(key) < 32:
             raise ValueError("CONTINUATION_TOKEN_KEY must be at least 32 characters")
@@ -329,6 +342,8 @@ class Settings(BaseModel):
             raise ValueError("COMMERCE_AUTH=static (the emulator's token) is local-only")
         if self.portal_local_sign_in_url is not None:
             raise ValueError("PORTAL_LOCAL_SIGN_IN_URL (demo tokens) is local-only")
+        if self.telemetry_console:
+            raise ValueError("TELEMETRY_CONSOLE (metrics printed to the console) is local-only")
         if self.portal_authority is not None and not self.portal_authority.startswith("https://"):
             raise ValueError("PORTAL_AUTHORITY must be an https URL in production")
         for name, url in (("AUTH_JWKS_URI", self.auth_jwks_uri), ("COMMERCE_BASE_URL",

@@ -138,3 +138,21 @@ def test_a_resource_that_went_quiet_has_its_carried_usage_billed(
     assert report.quiet_from is not None
     assert report.quiet_carried > 0
     assert report.quiet_billed_after > 0
+
+
+def test_the_objectives_name_the_faults_and_are_all_met_at_the_end(
+    chaos_report: ChaosReport,
+) -> None:
+    """Read after every step by the app's status reader: the silent timer breached
+    freshness and the endpoint's day-long outage breached billing latency while faults were
+    on; at the end every objective stored state can judge is met."""
+    report = chaos_report
+    assert report.breached_steps["freshness"] > 0  # the timer silent for hours
+    assert report.breached_steps["billing-latency"] > 0  # the endpoint down for a day
+    final = {
+        name: state
+        for name, state in report.objectives_final.items()
+        if not name.startswith("api-")  # judged by Azure Monitor, not stored state
+    }
+    assert len(final) == 6
+    assert set(final.values()) == {"met"}, report.objectives_final

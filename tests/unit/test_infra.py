@@ -55,6 +55,8 @@ LOCAL_ONLY = {
     "PORTAL_LOCAL_SIGN_IN_URL",
     # Set per stamp by Settings.from_environ from USAGE_STAMPS; refused as an app setting.
     "USAGE_SOURCE_NAME",
+    # Metrics printed to the console for a developer; production refuses it.
+    "TELEMETRY_CONSOLE",
 }
 
 # The network's variables, honoured if an operator's network needs them (a proxy, its CA),

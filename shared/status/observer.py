@@ -1,0 +1,146 @@
+"""One observation of the pipeline: its status read, kept in the history, sent as gauges.
+
+The ``observe_pipeline`` timer does this every 5 minutes (``STATUS_SCHEDULE``), so the
+objectives become metrics Azure Monitor alerts on (invariant 13: every objective is a metric
+and an alert), and once a day it reconciles the previous UTC day, so correctness has a fresh
+answer without an operator running ``ops reconcile``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from shared.billing.commerce import CommerceClient
+from shared.billing.reconcile import Reconciliation, reconcile
+from shared.core.hours import DAY, HOUR, floor_day
+from shared.core.telemetry import (
+    BILLING_LATENCY,
+    BILLING_PENDING,
+    BILLING_UNRESOLVED,
+    CARRY_AGE,
+    CARRY_BACKLOG,
+    COLLECTION_LAG,
+    EXPORT_AGE,
+    OBJECTIVE_BREACHED,
+    POISON_DEPTH,
+    RECONCILIATION_DIFFERENCES,
+    STATEMENTS_FINAL_THROUGH,
+    STATEMENTS_OVERDUE,
+    Telemetry,
+)
+from shared.status.history import (
+    ReconciliationRecord,
+    latest_reconciliation,
+    record_observations,
+    record_reconciliation,
+)
+from shared.status.objectives import Objective, State
+from shared.status.reader import PipelineStatus, StatusReader
+from shared.storage.account import StorageAccount
+from shared.storage.watermark import collected_through
+
+
+def observe(reader: StatusReader, telemetry: Telemetry, at: datetime) -> PipelineStatus:
+    """Read the status at ``at``, add it to the history and record every gauge."""
+    status = reader.read(at)
+    record_observations(reader.account, status.at, status.observations)
+    record_gauges(status, telemetry)
+    telemetry.flush()
+    return status
+
+
+def record_gauges(status: PipelineStatus, telemetry: Telemetry) -> None:
+    """Every figure of ``status`` that has a gauge in ``shared.core.telemetry``."""
+    for stamp in status.stamps:
+        if stamp.lag_minutes is not None:
+            telemetry.record(COLLECTION_LAG, stamp.lag_minutes, stamp=stamp.name)
+    latency = status.observation(Objective.BILLING_LATENCY).value or 0.0
+    telemetry.record(BILLING_LATENCY, latency)
+    telemetry.record(BILLING_PENDING, status.pending)
+    telemetry.record(BILLING_UNRESOLVED, status.unresolved)
+    telemetry.record(CARRY_BACKLOG, status.carry_backlog)
+    carry_age = 0.0
+    if status.oldest_carry is not None:
+        carry_age = round((status.at - status.oldest_carry).total_seconds() / 3600, 1)
+    telemetry.record(CARRY_AGE, carry_age)
+    for role, depths in status.queues.items():
+        telemetry.record(POISON_DEPTH, depths["poison"], queue=role)
+    if status.reconciliation is not None:
+        kinds = dict(status.reconciliation.by_kind)
+        kinds["total"] = status.reconciliation.differences
+        for kind in sorted({*kinds, *DIFFERENCE_KINDS}):  # absent kinds back to 0
+            telemetry.record(RECONCILIATION_DIFFERENCES, kinds.get(kind, 0), kind=kind)
+    for export in status.exports:
+        if export.age_hours is not None:
+            telemetry.record(EXPORT_AGE, export.age_hours, export=export.name)
+    final = status.statements_final_through
+    telemetry.record(STATEMENTS_FINAL_THROUGH, 0 if final is None else int(final.key))
+    overdue = status.statements_overdue
+    telemetry.record(STATEMENTS_OVERDUE, 0.0 if overdue is None else overdue[1])
+    for observation in status.observations:
+        if observation.state is not State.UNKNOWN:
+            telemetry.record(
+                OBJECTIVE_BREACHED, int(observation.breached), objective=observation.objective
+            )
+
+
+# The kinds ``shared.billing.reconcile`` names, recorded as 0 when the latest reconciliation
+# has none (a gauge keeps its last value otherwise), plus "total", which the alert reads.
+DIFFERENCE_KINDS = (
+    "total",
+    "unreported",
+    "storage-differs",
+    "summary-differs",
+    "pending",
+    "awaiting-carry",
+    "rejected",
+    "mismatch",
+    "carried-unbilled",
+    "unresolved",
+    "missing-at-endpoint",
+    "unexpected-at-endpoint",
+    "endpoint-differs",
+    "endpoint-processing",
+    "endpoint-mismatch",
+    "endpoint-rejected",
+)
+
+
+def reconcile_previous_day(
+    account: StorageAccount,
+    client: CommerceClient,
+    now: datetime,
+    *,
+    source_names: list[str],
+) -> Reconciliation | None:
+    """Reconcile the previous UTC day once it is collected and no reconciliation covered it
+    yet, and record the result (the timer's daily answer for correctness)."""
+    day = floor_day(now) - DAY
+    last = day + DAY - HOUR
+    through = collected_through(account, source_names)
+    if through is None or through < last:
+        return None
+    latest = latest_reconciliation(account)
+    if latest is not None and latest.first <= day and latest.last >= last:
+        return None
+    result = reconcile(account, client, day, last)
+    remember(account, result, now)
+    return result
+
+
+def remember(account: StorageAccount, result: Reconciliation, at: datetime) -> None:
+    """Record a reconciliation's result as the latest one (``ops reconcile`` too)."""
+    by_kind: dict[str, int] = {}
+    for difference in result.differences:
+        by_kind[difference.kind] = by_kind.get(difference.kind, 0) + 1
+    record_reconciliation(
+        account,
+        ReconciliationRecord(
+            at=at,
+            first=result.first_hour,
+            last=result.last_hour,
+            keys=result.keys,
+            differences=len(result.differences),
+            by_kind=by_kind,
+        ),
+    )
