@@ -20,6 +20,10 @@ export function heading(level, text) {
 export function table(caption, columns, rows, numeric = []) {
   const wrap = document.createElement("div");
   wrap.className = "scroll";
+  // A region that may scroll sideways is reachable by keyboard, named by its caption.
+  wrap.tabIndex = 0;
+  wrap.setAttribute("role", "region");
+  wrap.setAttribute("aria-label", caption);
   const t = document.createElement("table");
   const c = document.createElement("caption");
   c.className = "hint";
