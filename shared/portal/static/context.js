@@ -11,6 +11,13 @@ function stored(key) {
   }
 }
 
+// Every subscription's name the page knows (the subscriptions list, then the sign-in's).
+export function subscriptionNames() {
+  const names = new Map((state.session?.subscriptions || []).map((s) => [s.id.toLowerCase(), s.name]));
+  for (const s of stored(LISTED_KEY)) names.set(s.id.toLowerCase(), s.name);
+  return names;
+}
+
 // The sign-in's subscriptions, then those the subscriptions list adds (a tenant's every
 // readable one; names for all), then those opened by id; each once, named when known.
 export function knownSubscriptions() {

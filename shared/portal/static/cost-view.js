@@ -8,7 +8,7 @@
 // days of the month (said beside it); today is a partial day, marked on the axis.
 
 import { destroyCharts, stackedBars } from "./charts.js";
-import { knownSubscriptions } from "./context.js";
+import { subscriptionNames } from "./context.js";
 import { heading, paragraph, table } from "./dom.js";
 import {
   addDays, dayLabel, daysBetween, decimalMinor, isoDay, moneyText, toMinor, usageDateDay,
@@ -85,15 +85,9 @@ function total(rows, currency) {
   return rows.reduce((sum, row) => sum + toMinor(row.Cost, currency), 0);
 }
 
-function names() {
-  const found = new Map();
-  for (const s of knownSubscriptions()) found.set(s.id.toLowerCase(), s.name);
-  return found;
-}
-
 function label(dimension, key) {
   if (!key) return dimension === "Meter" ? "Adjustments and credits" : "(none)";
-  if (dimension === "SubscriptionId") return names().get(key.toLowerCase()) || key;
+  if (dimension === "SubscriptionId") return subscriptionNames().get(key.toLowerCase()) || key;
   return key;
 }
 
