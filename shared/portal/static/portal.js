@@ -83,6 +83,11 @@ function route() {
     $("cost-controls").open = !window.matchMedia("(max-width: 600px)").matches;
   }
   section.hidden = false;
+  if (state.focusHeading) {
+    // Just signed in: focus moves to the view's heading, not to the body.
+    state.focusHeading = false;
+    section.querySelector("h2")?.focus();
+  }
   clearProblem();
   if (name === "health") {
     showHealth();

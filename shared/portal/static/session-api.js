@@ -156,9 +156,8 @@ export async function localSignIn(key) {
     subscriptions: answer.principal.subscriptions,
   });
   $("sign-in-message").hidden = true;
+  state.focusHeading = true; // the view's heading takes focus once it shows (route)
   location.hash = "#cost";
-  // Focus moves to the view's heading once it shows, not to the body.
-  requestAnimationFrame(() => $("cost-title").focus());
 }
 
 export async function startEntra() {

@@ -18,6 +18,7 @@ export const state = {
   usageState: null, // the rows table's paging: {pages: [url...], index}
   lastRetry: null,
   listing: false, // the subscriptions list is being (or was) read for this session
+  focusHeading: false, // set by sign-in: the next view shown focuses its heading
   generation: 0, // bumped by each cost view load: an older load's answer is dropped
   route: () => {},
 };
