@@ -52,7 +52,7 @@ from shared.core.meters import Meter, MeterCatalogue
 from shared.rating.adjustments import Adjustment
 from shared.rating.charges import ChargeLine, DayCharges
 from shared.rating.engine import RATING_CONTEXT, Level, Month
-from shared.rating.rounding import allocate
+from shared.rating.rounding import billed_amounts
 from shared.rating.sheets import ZERO
 from shared.storage.subscriptions import Subscription
 
@@ -554,19 +554,3 @@ def sku_price_id(sku_id: str, line: ChargeLine) -> str:
     else:
         part = f"tier-{format(line.tier_start.normalize(), 'f')}"
     return f"{sku_id}/{price_list}/{part}"
-
-
-def billed_amounts(lines: Sequence[ChargeLine], currency: str | None) -> list[Decimal]:
-    """Each charge line's ``BilledCost``: its statement line's rounded amount spread over the
-    line's charges by largest remainder (``shared.rating.rounding``), so the rows of a
-    statement line add up to it and an invoice's rows to the statement total."""
-    groups: dict[tuple[Any, ...], list[int]] = {}
-    for index, line in enumerate(lines):
-        groups.setdefault(line.line_key, []).append(index)
-    billed = [Decimal(0)] * len(lines)
-    for indexes in groups.values():
-        for index, amount in zip(
-            indexes, allocate([lines[i].amount for i in indexes], currency), strict=True
-        ):
-            billed[index] = amount
-    return billed
