@@ -58,7 +58,7 @@ from shared.rating.statement_store import FinaliseRun, Statements
 from shared.status.api import StatusApi
 from shared.status.observer import observe, reconcile_previous_day
 from shared.status.reader import PipelineStatus, StatusReader
-from shared.storage.account import StorageAccount
+from shared.storage.account import RequestHook, StorageAccount
 from shared.storage.blobs import BlobStore
 from shared.storage.watermark import Watermark
 
@@ -75,9 +75,11 @@ class FunctionApp:
         sources: SourceRegistry = SOURCES,
         clock: Callable[[], datetime] = utc_now,
         telemetry: Telemetry | None = None,
+        request_hook: RequestHook | None = None,
     ) -> None:
         self.settings = settings
-        self.account = StorageAccount(settings)
+        # ``request_hook`` sees every storage request of the app (``bench cost`` counts them).
+        self.account = StorageAccount(settings, request_hook=request_hook)
         self._sources = sources
         self._clock = clock
         # The process's meter provider (Azure Monitor, the console, or none: records
@@ -201,7 +203,7 @@ class FunctionApp:
 
     @cached_property
     def blobs(self) -> BlobStore:
-        return BlobStore(self.settings)
+        return self.account.blob_store()
 
     def exporter(self) -> Exporter:
         """The exporter over this app's storage (``python -m ops export`` uses it too)."""

@@ -45,7 +45,7 @@ from shared.core.retry import call_with_retry
 from shared.storage.account import StorageAccount
 from shared.storage.hour_manifest import HourEntry, entry_target
 from shared.storage.hour_summary import resource_digest
-from shared.storage.queues import encode_body, ensure_queue, queue_client
+from shared.storage.queues import encode_body, ensure_queue
 
 VERSION = 1
 # JSON characters per item; base64 makes it 4/3 larger, well under the 64 KiB queue limit.
@@ -153,8 +153,9 @@ def work_item_enqueuer(
     watermark stays and the hour is redone: items are enqueued before the watermark moves
     (invariant 2).
     """
-    client = queue_client(settings, settings.usage_queue_name)
-    carry_index = CarryIndex(account or StorageAccount(settings))
+    account = account or StorageAccount(settings)
+    client = account.queue(settings.usage_queue_name)
+    carry_index = CarryIndex(account)
     created = False
 
     def enqueue(hour: datetime, entries: list[HourEntry]) -> None:

@@ -25,7 +25,7 @@ from functools import partial
 from shared.collection.collector import Collector
 from shared.collection.slices import CollectionSlice
 from shared.core.retry import call_with_retry
-from shared.storage.queues import ensure_queue, queue_client
+from shared.storage.queues import ensure_queue
 from shared.storage.watermark import Watermark
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def plan_source(collector: Collector, now: datetime) -> Plan:
     """Send the work items of ``collector``'s source's due hours; close finished ones."""
     due = collector.due_hours(now)
     plan = Plan(collector.source_name, due_hours=len(due))
-    client = queue_client(collector.settings, collector.settings.collect_queue_name)
+    client = collector.account.queue(collector.settings.collect_queue_name)
     ensure_queue(client)
     watermark = Watermark(collector.account, collector.source_name)
     count = collector.settings.collect_slices

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
@@ -20,13 +21,28 @@ from azure.storage.queue import QueueClient
 from shared.core.config import Settings
 from shared.core.errors import ConfigurationError
 from shared.core.retry import call_with_retry
+from shared.storage.timeouts import CONNECT_TIMEOUT, READ_TIMEOUT
 
 POISON_SUFFIX = "-poison"  # the Functions host's name for a queue's poison queue
 
 
-def queue_client(settings: Settings, queue_name: str) -> QueueClient:
-    """A client for ``queue_name`` that sends and receives text as is."""
-    options: dict[str, Any] = {"retry_total": 0, "connection_timeout": 5, "read_timeout": 30}
+def queue_client(
+    settings: Settings,
+    queue_name: str,
+    *,
+    request_hook: Callable[[Any], None] | None = None,
+) -> QueueClient:
+    """A client for ``queue_name`` that sends and receives text as is.
+
+    The app's own work reaches queues through ``StorageAccount.queue``, which passes its
+    ``request_hook`` (every request counted with the account's others)."""
+    options: dict[str, Any] = {
+        "retry_total": 0,
+        "connection_timeout": CONNECT_TIMEOUT,
+        "read_timeout": READ_TIMEOUT,
+    }
+    if request_hook is not None:
+        options["raw_request_hook"] = request_hook
     if settings.storage_connection_string is not None:
         return QueueClient.from_connection_string(
             settings.storage_connection_string.get_secret_value(), queue_name, **options
