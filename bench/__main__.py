@@ -1,5 +1,5 @@
 """Run one benchmark: ``python -m bench NAME [--quick]``
-(NAME: collect, query, report, load, chaos, rating, export, hostile)."""
+(NAME: collect, query, report, load, chaos, rating, export, hostile, cost)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,17 @@ import sys
 
 from devstack.fleet import register_simulated_source
 
-BENCHMARKS = ("collect", "query", "report", "load", "chaos", "rating", "export", "hostile")
+BENCHMARKS = (
+    "collect",
+    "query",
+    "report",
+    "load",
+    "chaos",
+    "rating",
+    "export",
+    "hostile",
+    "cost",
+)
 
 
 def main(argv: list[str]) -> int:
