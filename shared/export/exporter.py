@@ -36,10 +36,10 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import IO, Any, Final
 
-from shared.core.hours import HOUR, utc_now
+from shared.core.hours import utc_now
 from shared.core.meters import MeterCatalogue, catalogue
 from shared.export.configs import ExportConfig, ExportConfigs, Layout
 from shared.export.files import PART_ROWS, ROW_GROUP_ROWS, PartWriter, WrittenBlob
@@ -49,7 +49,7 @@ from shared.rating.sheet_store import SheetStore
 from shared.storage.account import StorageAccount
 from shared.storage.blobs import BlobStore
 from shared.storage.subscriptions import Subscription, SubscriptionStore
-from shared.storage.usage_rows import read_hourly_rows
+from shared.storage.usage_rows import read_hourly_pages, usage_table_name, usage_tables
 from shared.storage.watermark import collected_through
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,6 @@ PREVIOUS_MONTH_DAYS: Final = 5
 # Without any price sheet there is no currency; the costs are then all 0, NotPriced.
 NO_SHEET_CURRENCY: Final = "USD"
 
-READ_CHUNK: Final = timedelta(days=7)
 
 Progress = Callable[[int, int, int], None]  # (subscriptions done, of, rows so far)
 
@@ -195,7 +194,15 @@ class Exporter:
             part_rows=self._part_rows,
             row_group_rows=self._group_rows,
         )
-        chosen = _in_scope(config, subscriptions)
+        # Only subscriptions whose usage table exists (one listing): one that never had
+        # usage would cost a query answered 404.
+        tables = usage_tables(self.account)
+        prefix = settings.table_prefix
+        chosen = [
+            subscription_id
+            for subscription_id in _in_scope(config, subscriptions)
+            if usage_table_name(prefix, subscription_id) in tables
+        ]
         bound = None
         if watermark is not None and watermark >= month.first_hour:
             bound = min(watermark, month.last_hour)
@@ -274,15 +281,12 @@ class Exporter:
             book.currency or NO_SHEET_CURRENCY,
             self.meters,
         )
-        # A week of reported hours per read: memory holds one subscription's week of hourly
-        # rows, not its month, and a month is still a handful of range queries.
-        first = month.first_hour
-        while first <= bound:
-            last = min(first + READ_CHUNK - HOUR, bound)
-            for reported, row in read_hourly_rows(self.account, subscription_id, first, last):
+        # The month in one range query, a page at a time: memory holds one page of hourly
+        # rows and the FOCUS rows of this subscription, never its month of rows.
+        for page in read_hourly_pages(self.account, subscription_id, month.first_hour, bound):
+            for reported, row in page:
                 rated = rater.rate(row.meter_id, row.usage_start, exact(row.quantity))
                 summed.add(reported, row, rated)
-            first = last + HOUR
         rows = summed.rows()
         for focus_row in rows:
             writer.write(focus_row)

@@ -115,7 +115,8 @@ class StorageAccount:
         account's hook."""
         return BlobStore(self.settings, request_hook=self.hook_for(StorageService.BLOB))
 
-    def _service(self) -> TableServiceClient:
+    def service(self) -> TableServiceClient:
+        """This thread's table service client (listing and creating tables)."""
         service: TableServiceClient | None = getattr(self._local, "service", None)
         if service is None:
             service = self._build_service()
@@ -164,7 +165,7 @@ class StorageAccount:
             self._local.tables = clients
         client = clients.get(name)
         if client is None:
-            client = self._service().get_table_client(name)
+            client = self.service().get_table_client(name)
             clients[name] = client
             if len(clients) > CLIENTS_PER_THREAD:
                 clients.popitem(last=False)
@@ -178,7 +179,7 @@ class StorageAccount:
         def create() -> None:
             # Another run or an earlier one created it: that is what we wanted.
             with contextlib.suppress(ResourceExistsError):
-                self._service().create_table(name)
+                self.service().create_table(name)
 
         call_with_retry(create, what=f"create table {name}")
 
