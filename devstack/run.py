@@ -319,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         (args.state_dir / "local.settings.json").write_text(
             json.dumps({"IsEncrypted": False, "Values": values}, indent=2)
         )
+        # What the Bicep provisions in Azure: every table, before the first timer runs
+        # (data kept from an older version gets the tables added since).
+        StorageAccount(settings).ensure_tables()
         print(f"Azurite on 127.0.0.1:{azurite.table_port} (tables), data in {data}")
         print(f"Commerce emulator on {emulator.base_url}")
         with LocalFunctionsHost(

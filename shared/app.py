@@ -166,7 +166,6 @@ class FunctionApp:
         """One ``collect_usage`` timer run: every source's due slices sent to the collection
         queue (``shared.collection.planner``)."""
         moment = now or self._clock()
-        self.account.ensure_tables()  # before any work item can reach collect_slice
         return [plan_source(self.collector(stamp), moment) for stamp in self.settings.stamps()]
 
     def collect_slice_message(self, body: bytes | str) -> HourResult | None:

@@ -35,17 +35,15 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 
 from shared.billing.ledger import CarryIndex
 from shared.core.config import Settings
 from shared.core.errors import BadInputError
 from shared.core.hours import hour_key, parse_hour_key
-from shared.core.retry import call_with_retry
 from shared.storage.account import StorageAccount
 from shared.storage.hour_manifest import HourEntry, entry_target
 from shared.storage.hour_summary import resource_digest
-from shared.storage.queues import encode_body, ensure_queue
+from shared.storage.queues import encode_body, send_text
 
 VERSION = 1
 # JSON characters per item; base64 makes it 4/3 larger, well under the 64 KiB queue limit.
@@ -156,17 +154,9 @@ def work_item_enqueuer(
     account = account or StorageAccount(settings)
     client = account.queue(settings.usage_queue_name)
     carry_index = CarryIndex(account)
-    created = False
 
     def enqueue(hour: datetime, entries: list[HourEntry]) -> None:
-        nonlocal created
-        if not created:
-            ensure_queue(client)
-            created = True
         for item in plan_work_items(settings, hour, entries, carry_index.resources()):
-            call_with_retry(
-                partial(client.send_message, item.to_message_text()),
-                what=f"enqueue work item {hour_key(hour)}",
-            )
+            send_text(client, item.to_message_text(), what=f"enqueue work item {hour_key(hour)}")
 
     return enqueue

@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
 from shared.core.config import Settings
@@ -65,6 +65,22 @@ def ensure_queue(client: QueueClient) -> None:
             client.create_queue()
 
     call_with_retry(create, what=f"create queue {client.queue_name}")
+
+
+def send_text(client: QueueClient, text: str, *, what: str) -> None:
+    """Send ``text``: one request. A queue that does not exist yet (a fresh local stack; in
+    Azure the Bicep creates every queue) is created on the send's 404 and the send made
+    again, so no send pays a create ahead of it."""
+
+    def send() -> None:
+        try:
+            client.send_message(text)
+        except ResourceNotFoundError:
+            with contextlib.suppress(ResourceExistsError):
+                client.create_queue()
+            client.send_message(text)
+
+    call_with_retry(send, what=what)
 
 
 def encode_body(text: str) -> str:
