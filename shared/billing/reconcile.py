@@ -46,7 +46,7 @@ from shared.billing.ledger import CarryIndex, Ledger, LedgerEntry, LedgerState
 from shared.core.hours import DAY, HOUR, floor_day, parse_hour_key
 from shared.core.meters import ChargeableMeters
 from shared.storage.account import StorageAccount
-from shared.storage.hour_summary import read_hour_summary
+from shared.storage.hour_summary import read_hour_summaries
 
 Progress = Callable[[str, int, int], None]
 
@@ -176,9 +176,7 @@ def _check_summaries(
     are the correctly rounded sum of the same quantities), or ``summary-differs``. Hours without a
     complete summary were billed from their rows and have nothing to compare."""
     found: list[tuple[str, ChargeKey, str]] = []
-    hour = first_hour
-    while hour <= last_hour:
-        summary = read_hour_summary(account, hour)
+    for hour, summary in read_hour_summaries(account, first_hour, last_hour).items():
         if summary is not None:
             summed = {
                 (resource_id, dimension, hour): float(quantity)
@@ -195,7 +193,6 @@ def _check_summaries(
                             f"summary {summed.get(key)!r}, rows {from_rows.get(key)!r}",
                         )
                     )
-        hour += HOUR
     return found
 
 
