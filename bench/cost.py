@@ -47,10 +47,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bench import cost_bill as prices
 from bench import cost_model as model
 from bench.common import finish
 from bench.cost_model import Ideal
@@ -266,14 +268,41 @@ def daily_rows(account: StorageAccount, subscription_id: str, day: datetime) -> 
     return sum(1 for _ in entities)
 
 
-def measure(tenants: int, trace: str | None = None) -> dict[str, Stage]:
+def entity_bytes(account: StorageAccount, subscription_id: str, hour: datetime) -> float:
+    """The mean billed size of one hourly row (Table storage's formula: 4 bytes, the keys
+    as UTF-16, and per property 8 bytes, its name as UTF-16 and its value's size)."""
+    table = account.table_named(usage_table_name(account.settings.table_prefix, subscription_id))
+    sizes = []
+    for entity in table.query_entities(
+        "PartitionKey eq @p", parameters={"p": f"H{hour_key(hour)}"}
+    ):
+        size = 4 + 2 * (len(entity["PartitionKey"]) + len(entity["RowKey"]))
+        for name, value in entity.items():
+            if name in ("PartitionKey", "RowKey"):
+                continue
+            if isinstance(value, str):
+                value_bytes = 4 + 2 * len(value)
+            elif isinstance(value, bool):
+                value_bytes = 1
+            else:
+                value_bytes = 8
+            size += 8 + 2 * len(name) + value_bytes
+        sizes.append(size)
+    return sum(sizes) / len(sizes)
+
+
+def measure(
+    tenants: int, trace: str | None = None, azurite: Azurite | None = None
+) -> tuple[dict[str, Stage], dict[str, Any]]:
+    """Every stage's counts for a fleet of ``tenants`` directory tenants, on ``azurite`` (its
+    own fresh one when None; the tables and queues of a run are its own either way)."""
     runs: list[CountedRun] = []
 
     def clock() -> datetime:
         return runs[0].now if runs else FIRST_HOUR
 
     with (
-        Azurite() as azurite,
+        contextlib.nullcontext(azurite) if azurite is not None else Azurite() as azurite,
         CommerceEmulator(clock=lambda: clock()) as emulator,
         tempfile.TemporaryDirectory() as scratch,
     ):
@@ -403,7 +432,70 @@ def measure(tenants: int, trace: str | None = None) -> dict[str, Stage]:
         stages["observe"].ideal = model.observe(stamps=1, exports=1)
         stages["observe_reconcile"].ideal = model.observe_reconcile(1, 1, day_rows.values())
         stages["collect_new_tables"].ideal = None  # once per subscription's life: not budgeted
-        return stages
+        facts = {
+            "subscriptions": len(subscriptions),
+            "active_subscriptions": len(entries),
+            "rows_per_active_hour": sum(e.rows for e in entries) / len(entries),
+            "entity_bytes": entity_bytes(stored, entries[0].subscription_id, WARM_HOUR),
+            "statements_per_active": stages["statements"].units / len(month_rows),
+            "resources_per_active": stages["bill"].units / len(entries),
+        }
+        return stages, facts
+
+
+def monthly(stages: dict[str, Stage], facts: dict[str, Any], active: int) -> prices.Monthly:
+    """A month of the pipeline for ``active`` subscriptions with usage every hour, from the
+    stages' per-unit counts (how often each unit happens is docs/scale.md's; the assumptions
+    are named). The API's pages are priced apart (``api_per_1000_pages``): users, not the
+    pipeline, decide how many there are."""
+    n = Decimal(active)
+    zero = Decimal(0)
+
+    def per_unit(name: str, kinds: tuple[RequestKind, ...]) -> Decimal:
+        stage = stages[name]
+        sent = Decimal(sum(stage.requests[k] for k in kinds))
+        return sent / Decimal(str(stage.units or 1))
+
+    other = QUEUE_KINDS + BLOB_KINDS
+    resources = n * Decimal(str(facts["resources_per_active"]))
+    rows_hour = Decimal(str(facts["rows_per_active_hour"]))
+    units = {  # how many of each stage's unit a month holds
+        "collect": n * prices.HOURS,
+        "plan": prices.HOURS,
+        "daily": n * prices.DAYS,
+        "bill": resources * prices.HOURS,
+        "statements": n * Decimal(str(facts["statements_per_active"])),
+        "observe": 288 * prices.DAYS,
+        "observe_reconcile": prices.DAYS,
+    }
+    table_requests = sum((per_unit(k, TABLE_KINDS) * u for k, u in units.items()), zero)
+    other_requests = sum((per_unit(k, other) * u for k, u in units.items()), zero)
+    # The daily export reads the month so far: a page per 1,000 rows of each subscription.
+    export_pages = sum((-(-(rows_hour * 24 * day) // 1000) for day in range(1, 31)), zero)
+    table_requests += n * export_pages + 30 * model.EXPORT_CONSTANTS
+    # Executions: one slice per 100,000 rows an hour, the billing items, the timers, pages.
+    slices = max(Decimal(1), -(-(n * rows_hour) // 100_000))
+    bill_stage = stages["bill"]
+    items = Decimal(bill_stage.executions) / Decimal(bill_stage.units or 1) * resources
+    per_item = Decimal(bill_stage.storage_requests) / Decimal(bill_stage.executions or 1)
+    posts = Decimal(bill_stage.commerce_calls) / Decimal(bill_stage.executions or 1)
+    seconds = prices.execution_seconds
+    runs = [  # (executions a month, seconds each)
+        (slices * prices.HOURS, seconds(per_unit("collect", TABLE_KINDS) * n / slices, zero)),
+        (prices.HOURS, seconds(per_unit("plan", TABLE_KINDS), zero)),
+        (items * prices.HOURS, seconds(per_item, posts)),
+        (prices.HOURS, prices.EXECUTION_FLOOR_SECONDS),  # finalise_statements, hourly
+        (288 * prices.DAYS, seconds(per_unit("observe", TABLE_KINDS), zero)),
+        (prices.DAYS, seconds(n * export_pages / 30, zero)),
+    ]
+    stored_rows = n * rows_hour * prices.HOURS * Decimal("1.04")  # and daily rows (~1/24)
+    return prices.Monthly(
+        table_requests=table_requests,
+        queue_blob_requests=other_requests,
+        executions=sum((count for count, _ in runs), zero),
+        gb_seconds=sum((count * each for count, each in runs), zero) * prices.INSTANCE_GB,
+        stored_gb=stored_rows * Decimal(str(facts["entity_bytes"])) / Decimal(1024**3),
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -415,9 +507,35 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--trace", help="print every request of this stage")
     args = parser.parse_args(argv)
     tenants = 10 if args.quick else args.tenants
-    stages = measure(tenants, args.trace)
-    figures: dict[str, Any] = {"tenants": tenants, "transport": "default"}
+    stages, facts = measure(tenants, args.trace)
+    figures: dict[str, Any] = {"tenants": tenants, "transport": "default", **facts}
     for name, stage in stages.items():
         figures[name] = stage.figures()
+    page = stages["api_tenant_page"]
+    figures["api_per_1000_pages_usd"] = str(
+        (
+            Decimal(page.storage_requests)
+            * 1000
+            / prices.TABLE_TRANSACTIONS.per
+            * prices.TABLE_TRANSACTIONS.usd
+            + 1000 / prices.FLEX_EXECUTIONS.per * prices.FLEX_EXECUTIONS.usd
+            + 1000
+            * prices.execution_seconds(Decimal(page.storage_requests), Decimal(0))
+            * prices.INSTANCE_GB
+            * prices.FLEX_GB_SECONDS.usd
+        ).quantize(Decimal("0.0001"))
+    )
+    for active in (1_000, 10_000, 100_000):
+        month = monthly(stages, facts, active)
+        lines = month.lines()
+        figures[f"monthly_usd_{active}"] = {
+            **{name: str(value.quantize(Decimal("0.01"))) for name, value in lines.items()},
+            "total": str(sum(lines.values(), Decimal(0)).quantize(Decimal("0.01"))),
+            "table_requests": int(month.table_requests),
+            "queue_blob_requests": int(month.queue_blob_requests),
+            "executions": int(month.executions),
+            "gb_seconds": int(month.gb_seconds),
+            "stored_gb_added": float(round(month.stored_gb, 1)),
+        }
     finish(figures)
     return 0
