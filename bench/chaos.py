@@ -31,6 +31,13 @@ same schedule (thread timing aside: the ledger works in a pool). Faults:
   faults, accepted, the process killed before the ledger write, and the message held back
   for 30 simulated hours: its retry is ``Expired``, and only the endpoint's daily sums
   (``GET usageEvents``, the documented daily rows) can tell that it was billed;
+- **rating killed mid-way**: the ``rate_usage`` run every third simulated hour (the example
+  price sheets loaded, and halfway through a new default sheet that re-prices the open
+  month, so a run also re-rates) dies after a committed transaction of the ledger
+  (``Killed`` from its ``after_transaction`` hook; its writes are cut into transactions of
+  at most three operations, so a kill lands between a day's charge lines and its month
+  state too); the next run must finish the work, and at the end every subscription-month's
+  ledger must equal what rating its rows once, cleanly, gives (``ledger_differences``);
 - **a billing resource that goes quiet**: one tenant subscription bills to its own
   resource (``saas-quiet``) and stops reporting usage in the hour where the first timer gap
   (26-30 hours here) stops expiring hours: the expired hours before it are carried forward
@@ -51,6 +58,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import json
 import math
 import random
 import tempfile
@@ -61,6 +69,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -76,6 +85,7 @@ from bench.common import finish
 from devstack.azurite import Azurite
 from devstack.clock import SettableClock
 from devstack.commerce_emulator import CommerceEmulator, Fault
+from devstack.example_prices import load_example_prices
 from devstack.fleet import FleetOptions, SimulatedFleet
 from devstack.local_settings import local_values
 from ops.requeue_poison import requeue_poison
@@ -88,15 +98,23 @@ from shared.billing.tokens import static_token_provider
 from shared.billing.work_items import WorkItem, work_item_enqueuer
 from shared.collection.collector import Collector
 from shared.core.config import Settings
-from shared.core.hours import HOUR, floor_hour, hour_key, parse_hour_key
-from shared.core.meters import ChargeableMeters
+from shared.core.hours import HOUR, floor_day, floor_hour, hour_key, parse_hour_key
+from shared.core.meters import ChargeableMeters, catalogue
 from shared.core.usage import UsageRecord
+from shared.rating.charges import MonthCharges
+from shared.rating.engine import Level, Month, MonthRater, PriceBook
+from shared.rating.ledger import ChargeLedger, LoadedMonth
+from shared.rating.rater import Rater, rate_into
+from shared.rating.sheet_files import read_json_sheet, sheet_json
+from shared.rating.sheet_store import SheetStore
+from shared.rating.sheets import Scope
 from shared.status.observer import remember
 from shared.status.reader import StatusReader
 from shared.storage.account import StorageAccount
+from shared.storage.hour_manifest import read_manifest
 from shared.storage.queues import POISON_SUFFIX, ensure_queue, queue_client
 from shared.storage.subscriptions import Subscription, SubscriptionStore
-from shared.storage.usage_rows import hourly_partition
+from shared.storage.usage_rows import hourly_partition, read_hourly_rows
 from shared.storage.watermark import Watermark
 
 T = TypeVar("T")
@@ -128,6 +146,8 @@ class ChaosOptions:
     timer_gaps: int = 1  # timer silent for 3-30 hours
     restarts: int = 3  # Azurite restarts (between hours, mid-collection, mid-drain)
     kill_rate: float = 0.08  # per POST answer and per collection run
+    rating_kill_rate: float = 0.1  # per committed transaction of the ledger
+    rating_every: int = 3  # simulated hours between rating runs (the timer: ten minutes)
     duplicate_rate: float = 0.2  # per handled message
     background_fault_rate: float = 0.1  # per endpoint request outside outages
     slow_seconds: float = 0.2  # a slow answer's delay (the client gives up after half)
@@ -158,6 +178,11 @@ class ChaosReport:
     carried_forward: int = 0
     reconciliation: Reconciliation | None = None
     watermark_at_end: bool = False
+    rating_runs: int = 0
+    rating_failures: int = 0
+    ledger_months: int = 0  # subscription-months whose ledger was checked
+    ledger_differences: list[str] = field(default_factory=list)
+    rated_at_end: bool = False
 
     # The scenarios: the lost answer's hour and what decided its events; the quiet resource.
     lost_answer_hour: str | None = None
@@ -186,6 +211,8 @@ class ChaosReport:
             and self.reconciliation is not None
             and self.reconciliation.ok
             and self.watermark_at_end
+            and not self.ledger_differences
+            and self.rated_at_end
             and "breached" not in self.objectives_final.values()
         )
 
@@ -216,6 +243,10 @@ class ChaosReport:
                 "hours_carried": self.quiet_carried,
                 "billed_after": round(self.quiet_billed_after, 6),
             },
+            "rating_runs": self.rating_runs,
+            "rating_failures": self.rating_failures,
+            "ledger_months": self.ledger_months,
+            "ledger_differences": len(self.ledger_differences),
             "row_differences": len(self.row_differences),
             "billing_differences": len(self.billing_differences),
             "reconcile_differences": (
@@ -378,6 +409,7 @@ class Chaos:
         for name in (self.settings.usage_queue_name, self.poison_name):
             ensure_queue(queue_client(self.settings, name))
         self.mapping = self._map_subscriptions()
+        load_example_prices(self.settings)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -493,6 +525,10 @@ class Chaos:
             self._collect(now, mid_restart=restart == "mid-collection")
         self._drain(now, mid_restart=restart == "mid-drain")
         self._join_restart()
+        if step == self.options.days * 12:
+            self._reprice(now)
+        if step % self.options.rating_every == 0 or step == self.options.days * 12:
+            self._rate()
         if step in self.schedule.requeues or step == self.options.days * 24 + 1:
             self.report.requeued += requeue_poison(self.settings)
             self._drain(now + timedelta(minutes=30), mid_restart=False)
@@ -505,6 +541,43 @@ class Chaos:
         self.report.observe_seconds += time.monotonic() - started
         breaches = self.report.breached_steps if self._chaotic else self.report.breached_calm_steps
         breaches.update(objective.value for objective in status.breached)
+
+    def _kill_rating(self) -> None:
+        if self._chaotic and self.rng.random() < self.options.rating_kill_rate:
+            self.report.faults["kill-mid-rating"] += 1
+            raise Killed
+
+    def _rate(self) -> None:
+        """The rate_usage timer's run, killed after some committed transaction."""
+        self.report.rating_runs += 1
+        account = StorageAccount(self.settings)
+        ledger = ChargeLedger(account, max_operations=3, after_transaction=self._kill_rating)
+        rater = Rater(account, self.settings.source_names(), ledger=ledger, parallelism=2)
+        try:
+            rater.rate_due(600)
+        except (Exception, Killed):
+            self.report.rating_failures += 1  # the rated mark stays; the next run finishes
+
+    def _reprice(self, now: datetime) -> None:
+        """A new default sheet from today, 10% dearer: the next run re-rates the month."""
+        account = StorageAccount(self.settings)
+        book = PriceBook(SheetStore(account).all())
+        current = book.version_at(Scope.default(), now)
+        assert current is not None  # load_example_prices stored it
+        document = json.loads(sheet_json(current, catalogue()))
+        document["effectiveFrom"] = f"{floor_day(now):%Y-%m-%d}"
+        for meter in document["meters"]:
+            for key in ("unitPrice",):
+                if key in meter:
+                    meter[key] = str(Decimal(str(meter[key])) * Decimal("1.1"))
+            if "tiers" in meter:
+                meter["tiers"] = {
+                    start: str(Decimal(str(price)) * Decimal("1.1"))
+                    for start, price in meter["tiers"].items()
+                }
+        sheet = read_json_sheet(json.dumps(document), catalogue())
+        SheetStore(account).put(sheet, SubscriptionStore(account))
+        self.report.faults["reprice"] += 1
 
     def _collect(self, now: datetime, *, mid_restart: bool) -> None:
         self.report.collection_runs += 1
@@ -682,6 +755,11 @@ class Chaos:
         report.left_in_poison = poison.get_queue_properties().approximate_message_count
         with self.client() as client:
             report.reconciliation = reconcile(account, client, first, last)
+        rated = Rater(account, self.settings.source_names()).rate_due(3600)  # a clean run
+        report.rated_at_end = rated.rated_through == last
+        report.ledger_months, report.ledger_differences = ledger_differences(
+            account, self.settings.source_names(), first, last
+        )
         remember(account, report.reconciliation, last + 3 * HOUR)
         final = self.status.read(last + HOUR + timedelta(minutes=10))  # the last step's time
         report.objectives_final = {
@@ -824,6 +902,69 @@ def compare_rows(
     return differences
 
 
+def ledger_differences(
+    account: StorageAccount, source_names: Sequence[str], first: datetime, last: datetime
+) -> tuple[int, list[str]]:
+    """Every subscription-month with rows reported ``first``..``last``: its stored ledger
+    (month state and day charge lines, each level) against rating its rows once, cleanly,
+    in memory with the same prices (``rate_into``). (months checked, differences)."""
+    ledger = ChargeLedger(account)
+    prices = Rater(account, source_names).prices()
+    differences: list[str] = []
+    checked = 0
+    month = Month.of(first)
+    while month <= Month.of(last):
+        low, high = max(first, month.first_hour), min(last, month.last_hour)
+        with_rows = sorted({e.subscription_id for _, e in read_manifest(account, low, high)})
+        indexed = {s for subs in ledger.indexed(month).values() for s in subs}
+        differences += [f"{s} {month}: not in the charges index" for s in with_rows
+                        if s not in indexed]  # fmt: skip
+        for subscription_id in with_rows:
+            checked += 1
+            expected = LoadedMonth(subscription_id, month)
+            raters = {}
+            for level, pricing in prices.levels(subscription_id):
+                expected.months[level] = MonthCharges(
+                    subscription_id, level, month, pricing.buyer, prices.book.currency,
+                    prices.fingerprint(pricing, month),
+                )  # fmt: skip
+                raters[level] = MonthRater(pricing, expected.months[level].used)
+            rows = read_hourly_rows(account, subscription_id, month.first_hour, high)
+            rate_into(expected, rows, raters)
+            stored = ledger.load(subscription_id, month, None)
+            differences += _compare(subscription_id, month, stored, expected)
+        month = month.next
+    return checked, differences
+
+
+def _compare(
+    subscription_id: str, month: Month, stored: LoadedMonth, expected: LoadedMonth
+) -> list[str]:
+    where = f"{subscription_id} {month}"
+    found = []
+    if set(stored.months) != set(expected.months):
+        return [f"{where}: levels {sorted(stored.months)} != {sorted(expected.months)}"]
+    for level, want in expected.months.items():
+        got = stored.months[level]
+        if (got.rows, got.fingerprint, got.document()) != (
+            want.rows,
+            want.fingerprint,
+            want.document(),
+        ):
+            found.append(f"{where} {level}: month state differs (rows {got.rows}/{want.rows})")
+
+    def days(loaded: LoadedMonth) -> dict[tuple[Level, datetime], list[str]]:
+        return {
+            key: day.charges.shards(10**9) for key, day in loaded.days.items() if day.charges.lines
+        }
+
+    got_days, want_days = days(stored), days(expected)
+    for key in sorted(set(got_days) | set(want_days), key=lambda k: (k[0].value, k[1])):
+        if got_days.get(key) != want_days.get(key):
+            found.append(f"{where} {key[0]} {key[1]:%Y-%m-%d}: charge lines differ")
+    return found
+
+
 def run_chaos(options: ChaosOptions, folder: Path) -> ChaosReport:
     with Chaos(options, folder) as chaos:
         return chaos.run()
@@ -852,7 +993,9 @@ def main(argv: list[str]) -> int:
     print(f"chaos: seed {options.seed}, {options.days} days, {options.tenants} tenants")
     if report.reconciliation is not None:
         print("  " + report.reconciliation.summary_line())
-    for difference in (report.row_differences + report.billing_differences)[:10]:
+    for difference in (
+        report.row_differences + report.billing_differences + report.ledger_differences
+    )[:10]:
         print("  difference: " + difference)
     finish(report.figures())
     return 0 if report.ok else 1

@@ -7,6 +7,13 @@
 - ``tenant-discount.json``: an override for the demo tenant (10% off, a custom Windows price).
 
 Loading is idempotent: a version already stored with the same prices is left as it is.
+Like ``python -m ops prices import``, it then re-rates the open months the sheets changed
+(the explicit re-rating step of ``shared.rating.rater``).
+
+The scopes name the fleet's subscriptions, which the store checks: ``subscriptions_first``
+records them as the fleet lists them now (what the collector would write), for a caller
+that loads prices before anything is collected (``./dev run`` does, so no month can be
+finalised before the sheets that price it exist).
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ from pathlib import Path
 from devstack.demo_tokens import demo_principal
 from devstack.fleet import fleet_from_settings
 from shared.core.config import Settings
+from shared.core.hours import floor_hour, utc_now
 from shared.core.meters import catalogue
+from shared.rating.rater import Rater
 from shared.rating.sheet_files import read_json_sheet
 from shared.rating.sheet_store import SheetStore
 from shared.storage.account import StorageAccount
@@ -25,12 +34,16 @@ from shared.storage.subscriptions import SubscriptionStore
 PRICES = Path(__file__).with_name("prices")
 
 
-def load_example_prices(settings: Settings) -> list[str]:
-    """Store the example sheets for the fleet the settings describe; one line per version."""
+def load_example_prices(settings: Settings, *, subscriptions_first: bool = False) -> list[str]:
+    """Store the example sheets for the fleet the settings describe; one line per version,
+    and one for what was re-rated."""
     fleet = fleet_from_settings(settings)
     account = StorageAccount(settings)
     store = SheetStore(account)
     subscriptions = SubscriptionStore(account)
+    if subscriptions_first:
+        account.ensure_tables()
+        subscriptions.sync(fleet.subscriptions(floor_hour(utc_now())), subscriptions.all())
     files: list[tuple[str, str | None]] = [
         ("default.json", None),
         ("default-2026-10.json", None),
@@ -46,4 +59,6 @@ def load_example_prices(settings: Settings) -> list[str]:
         sheet = read_json_sheet(text, catalogue(), scope=scope)
         outcome = store.put(sheet, subscriptions)
         lines.append(f"{sheet.version}: {outcome.value} ({name})")
+    rerated = Rater(account, settings.source_names()).rerate_open_months()
+    lines.append(f"re-rated for these prices: {len(rerated)} subscription-months")
     return lines

@@ -56,7 +56,7 @@ from shared.core.hours import HOUR, last_closed_hour, utc_now
 from shared.core.meters import catalogue
 from shared.export.configs import ExportConfigs, make_config
 from shared.rating.engine import Month
-from shared.rating.statement_store import Statements
+from shared.rating.rollups import LABELS
 from shared.storage.account import StorageAccount
 from shared.storage.hour_manifest import read_manifest
 from shared.storage.subscriptions import SubscriptionStore
@@ -149,28 +149,25 @@ def print_billing(result: Reconciliation, calls: int) -> None:
 
 
 def print_month_to_date(settings: Settings, month: Month) -> None:
-    """Each provider's month so far: what its tenants pay and, for a delegated provider,
-    its wholesale cost (provisional until the month is finalised)."""
-    account = StorageAccount(settings)
-    statements = Statements(account, catalogue(), settings.source_names())
-    subscriptions = SubscriptionStore(account).all()
-    print(f"\nChargeback, {month} so far (python -m ops statements --provider ID --month {month}):")
-    for provider in sorted(
-        (s for s in subscriptions.values() if s.is_provider),
-        key=lambda s: (s.provider_subscription_id is not None, s.display_name),
-    ):
-        provider_id = provider.subscription_id.lower()
-        tenants = [
-            sid
-            for sid, s in subscriptions.items()
-            if (s.provider_subscription_id or "").lower() == provider_id
-        ]
-        rollup = statements.rollup(provider, month, subscriptions, tenants)
-        currency = rollup["currency"] or ""
-        line = f"  {provider.display_name:<46} {rollup['total']:>12} {currency}"
-        if rollup["wholesaleTotal"] is not None:
-            line += f"  (wholesale {rollup['wholesaleTotal']}, margin {rollup['margin']})"
-        print(f"{line}  [{rollup['status']}, {len(rollup['tenants'])} subscriptions]")
+    """Each provider's month so far, read from the ledger and labelled as the CLI, the API
+    roll-up and the portal label it (``shared.rating.rollups``); then the whole cloud once.
+    Provisional until the month is finalised."""
+    app = FunctionApp(settings)
+    subscriptions = SubscriptionStore(app.account).all()
+    cloud = app.rollups.cloud(month, subscriptions)
+    currency = cloud["currency"] or ""
+    print(
+        f"\nChargeback, {month} so far ({cloud['status']}; python -m ops statements --cloud "
+        f"--month {month}, or --provider ID):"
+    )
+    for provider in cloud["providers"]:
+        print(f"  {provider['displayName']} ({provider['kind']} provider, "
+              f"{provider['tenants']} tenants charged)")  # fmt: skip
+        for key in ("directTenantsTotal", "wholesaleTotal", "margin", "resellersTotal",
+                    "grandTotal"):  # fmt: skip
+            if provider[key] is not None:
+                print(f"      {LABELS[key] + ':':<44} {provider[key]:>12} {currency}")
+    print(f"  {LABELS['cloudTotal'] + ':':<48} {cloud['cloudTotal']:>12} {currency}")
 
 
 def export_first_cycle(settings: Settings, first: datetime, last: datetime) -> None:
@@ -324,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         StorageAccount(settings).ensure_tables()
         print(f"Azurite on 127.0.0.1:{azurite.table_port} (tables), data in {data}")
         print(f"Commerce emulator on {emulator.base_url}")
+        # Prices before the first hour is collected: a month the catch-up closes is rated
+        # and finalised with them, never before them (a sheet cannot enter a final month).
+        price_lines = load_example_prices(settings, subscriptions_first=True)
         with LocalFunctionsHost(
             REPO_ROOT,
             values,
@@ -332,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
             tls_dir=args.state_dir / "tls",
             local_routes=(LocalSignIn(settings, issuer).route(SIGN_IN_PATH),),
         ) as host:
-            code = first_cycle(settings, args, host.base_url, emulator, issuer, started)
+            code = first_cycle(
+                settings, args, host.base_url, emulator, issuer, started, price_lines
+            )
             if args.once or code != 0:
                 return code
             print("\nRunning; Ctrl-C stops.", flush=True)
@@ -349,6 +351,7 @@ def first_cycle(
     emulator: CommerceEmulator,
     issuer: LocalIssuer,
     started: float,
+    price_lines: list[str],
 ) -> int:
     """Wait until the catch-up is collected and billed; print it all; write run.json."""
     account = StorageAccount(settings)
@@ -378,9 +381,12 @@ def first_cycle(
     print_usage_summary(account, first, last)
     if result:
         print_billing(result[0], emulator.total_calls)
-    print("\nPrice sheets (devstack/prices/):")
-    for line in load_example_prices(settings):
+    print("\nPrice sheets (devstack/prices/, loaded before collection started):")
+    for line in price_lines:
         print(f"  {line}")
+    # The rate_usage timer runs every ten minutes; rate what is due now so the money
+    # below includes the hours just collected (a concurrent timer run is harmless).
+    print(f"\n{FunctionApp(settings).rate_usage().summary_line()}")
     print_month_to_date(settings, Month.of(last))
     export_first_cycle(settings, first, last)
     tokens: dict[str, tuple[str, str, str]] = {}

@@ -85,6 +85,14 @@ param collectTimeBudgetSeconds int = 420
 @maxValue(2160)
 param collectLookbackHours int = 24
 
+@description('NCRONTAB (six fields, UTC) of the rate_usage timer (RATING_SCHEDULE).')
+param ratingSchedule string = '0 */10 * * * *'
+
+@description('Seconds one rate_usage run may spend; below the host\'s functionTimeout (RATING_TIME_BUDGET_SECONDS).')
+@minValue(1)
+@maxValue(3600)
+param ratingTimeBudgetSeconds int = 420
+
 @description('NCRONTAB (six fields, UTC) of the observe_pipeline timer (STATUS_SCHEDULE): reads the objectives and records the gauges the alerts evaluate every 5 minutes.')
 param statusSchedule string = '0 */5 * * * *'
 
@@ -366,6 +374,9 @@ module api 'app/function-app.bicep' = {
       COLLECT_DELAY_HOURS: string(collectDelayHours)
       // collect_usage: partitions written in parallel.
       STORAGE_WRITE_PARALLELISM: string(storageWriteParallelism)
+      // rate_usage timer (%RATING_SCHEDULE% in its function.json) and its budget.
+      RATING_SCHEDULE: ratingSchedule
+      RATING_TIME_BUDGET_SECONDS: string(ratingTimeBudgetSeconds)
       // observe_pipeline timer (%STATUS_SCHEDULE%): the objectives' gauges and history.
       STATUS_SCHEDULE: statusSchedule
       // Every function: how table transactions and queries are sent (shared/storage/transport).

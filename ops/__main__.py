@@ -40,6 +40,7 @@ COMMANDS = {
     "exports": "exports",
     "prices": "prices",
     "statements": "statements",
+    "adjustments": "adjustments",
     "status": "status",
 }
 

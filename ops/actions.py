@@ -1,10 +1,13 @@
-"""Sub-actions of an operator command (``python -m ops prices import ...``)."""
+"""Sub-actions of an operator command (``python -m ops prices import ...``), and the
+argument types the commands share."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+
+from shared.rating.engine import Month
 
 
 def action_adder(parser: argparse.ArgumentParser) -> Callable[[str, str], argparse.ArgumentParser]:
@@ -23,3 +26,11 @@ def action_adder(parser: argparse.ArgumentParser) -> Callable[[str, str], argpar
         return sub
 
     return action
+
+
+def month_argument(text: str) -> Month:
+    """An argparse type: ``yyyy-MM`` as a month, else one line saying so."""
+    month = Month.parse(text)
+    if month is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a month (yyyy-MM)")
+    return month

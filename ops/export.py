@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ops.actions import month_argument
 from shared.app import FunctionApp
 from shared.core.config import Settings
 from shared.core.errors import BadInputError
@@ -29,17 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--name", help="the configured export to run")
     which.add_argument("--all", action="store_true", help="every configured export")
-    parser.add_argument("--month", type=_month, help="yyyy-MM")
-    parser.add_argument("--from", dest="first", type=_month, help="first month (yyyy-MM)")
-    parser.add_argument("--to", dest="last", type=_month, help="last month (yyyy-MM)")
+    parser.add_argument("--month", type=month_argument, help="yyyy-MM")
+    parser.add_argument("--from", dest="first", type=month_argument, help="first month (yyyy-MM)")
+    parser.add_argument("--to", dest="last", type=month_argument, help="last month (yyyy-MM)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def _month(text: str) -> Month:
-    month = Month.parse(text)
-    if month is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a month (yyyy-MM)")
-    return month
 
 
 def months(args: argparse.Namespace) -> list[Month]:

@@ -10,7 +10,9 @@ the prices that apply to a subscription.
 A sheet is checked whole before anything is stored: a file with problems is refused with
 one line per problem (unknown meter, negative price, tiers out of order, unknown currency,
 ...) and nothing of it is imported. A stored version never changes; import new prices with
-a later effective date. Scopes: ``default`` (the admin's sheet), ``provider:<id>`` (a
+a later effective date, never in a finalised month (refused, naming it). A new version
+re-rates the open months it changes, at once (the ledger every surface reads). Scopes:
+``default`` (the admin's sheet), ``provider:<id>`` (a
 delegated provider's sheet for its tenants), ``subscription:<id>`` (an override: a
 discount percent and/or custom prices for some meters).
 """
@@ -29,6 +31,7 @@ from shared.core.errors import BadInputError, SheetRejectedError
 from shared.core.hours import utc_now
 from shared.core.meters import catalogue
 from shared.rating.engine import Level, PriceBook
+from shared.rating.rater import Rater
 from shared.rating.sheet_files import read_csv_sheet, read_json_sheet, sheet_csv, sheet_json
 from shared.rating.sheet_store import SheetStore
 from shared.rating.sheets import PriceSheet, Scope, parse_effective
@@ -61,7 +64,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     account = StorageAccount(settings)
     store = SheetStore(account)
     if args.action == "import":
-        return _import(args, store, SubscriptionStore(account))
+        code = _import(args, store, SubscriptionStore(account))
+        if code == 0:
+            rerated = Rater(account, settings.source_names()).rerate_open_months()
+            print(f"re-rated {len(rerated)} subscription-months of open months for the new prices")
+        return code
     if args.action == "export":
         return _export(args, store)
     if args.action == "list":

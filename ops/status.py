@@ -1,9 +1,10 @@
 """The pipeline's status on one screen: each objective of docs/operations.md now and over
 the last 24 hours and 30 days, each stamp's watermark and lag, the hours waiting for
 billing, pending and unresolved events, the carry backlog, the poison queues, the latest
-reconciliation, each export's last run and the statements final through. ``--json`` prints
-the document the admin status route serves. Exit 0 when no objective is breached, 1 when
-one is (for cron and pipelines), 3 when storage cannot be read."""
+reconciliation, each export's last run, the hour usage is rated through and the month
+statements are final through. ``--json`` prints the document the admin status route serves.
+Exit 0 when no objective is breached, 1 when one is (for cron and pipelines), 3 when storage
+cannot be read."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The function app's composition root: every collaborator built once, from settings.
 
 Entry points (``collect_usage``, ``collect_slice``, ``report_to_azure``, ``query_usage``,
-``commerce_operations``, ``finalise_statements``, ``export_usage``, ``portal``,
-``pipeline_status``, ``observe_pipeline``) hold one
+``commerce_operations``, ``rate_usage``, ``finalise_statements``, ``export_usage``,
+``portal``, ``pipeline_status``, ``observe_pipeline``) hold one
 :class:`LazyApp` each; its first use reads the app settings from the environment and
 builds a :class:`FunctionApp`, which keeps what is worth keeping between invocations of
 one worker process: the storage account (its per-thread table clients and connections),
@@ -54,7 +54,10 @@ from shared.query.charges_api import ChargesApi
 from shared.query.operations import OperationsApi
 from shared.query.route_names import route_family
 from shared.query.usage_api import HttpCall, UsageApi
-from shared.rating.statement_store import FinaliseRun, Statements
+from shared.rating.finaliser import Finaliser, FinaliseRun
+from shared.rating.rater import Rater, RatingRun
+from shared.rating.rollups import Rollups
+from shared.rating.statements import Statements
 from shared.status.api import StatusApi
 from shared.status.observer import observe, reconcile_previous_day
 from shared.status.reader import PipelineStatus, StatusReader
@@ -117,8 +120,19 @@ class FunctionApp:
 
     @cached_property
     def statements(self) -> Statements:
-        names = self.settings.source_names()
-        return Statements(self.account, catalogue(), names, clock=self._clock)
+        return Statements(self.account, catalogue(), clock=self._clock)
+
+    @cached_property
+    def rollups(self) -> Rollups:
+        return Rollups(self.account, self.statements, clock=self._clock)
+
+    @cached_property
+    def rater(self) -> Rater:
+        return Rater(self.account, self.settings.source_names(), clock=self._clock)
+
+    @cached_property
+    def finaliser(self) -> Finaliser:
+        return Finaliser(self.account, self.rater, clock=self._clock)
 
     @cached_property
     def charges_api(self) -> ChargesApi:
@@ -126,6 +140,7 @@ class FunctionApp:
             account=self.account,
             validator=self.usage_api.validator,  # one JWKS cache for every route
             statements=self.statements,
+            rollups=self.rollups,
             meters=catalogue(),
             clock=self._clock,
         )
@@ -275,13 +290,24 @@ class FunctionApp:
         """One request for the portal's page or files; never raises."""
         return self.portal.answer(request)
 
-    def finalise_statements(self) -> FinaliseRun:
-        """One ``finalise_statements`` timer run: store the statements of every closed month
-        not finalised yet, within the configured time budget (the next run continues).
+    def rate_usage(self) -> RatingRun:
+        """One ``rate_usage`` timer run: every durable reported hour not rated yet, rated
+        into the ledger of charges within the configured time budget (the next run
+        continues); open months re-rated first if a price sheet was stored since.
 
-        Its own timer rather than a step of collection: a month-end's rating gets its own
-        time budget and failure domain, and never delays or shortens a collection run."""
-        return self.statements.finalise_due(self.settings.statements_time_budget_seconds)
+        A timer of rating's own, not a step of collection: rating counts tiers in
+        reported-hour order, which one sequential run keeps, and a rating fault never
+        holds collection back (``shared.rating.rater``)."""
+        return self.rater.rate_due(self.settings.rating_time_budget_seconds)
+
+    def finalise_statements(self) -> FinaliseRun:
+        """One ``finalise_statements`` timer run: freeze the ledger of every month rating
+        has closed and not finalised yet, within the configured time budget (the next run
+        continues).
+
+        Its own timer rather than a step of collection or rating: a month-end gets its own
+        time budget and failure domain, and never delays or shortens either."""
+        return self.finaliser.finalise_due(self.settings.statements_time_budget_seconds)
 
 
 class LazyApp:

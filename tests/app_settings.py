@@ -5,6 +5,7 @@ from __future__ import annotations
 LOCAL_VALUES = {
     "APP_MODE": "local",
     "USAGE_SOURCE": "simulated",
+    "RATING_SCHEDULE": "0 */10 * * * *",
     "STATEMENTS_SCHEDULE": "0 35 * * * *",
     "EXPORT_SCHEDULE": "0 30 0 * * *",
     "STATUS_SCHEDULE": "0 */5 * * * *",

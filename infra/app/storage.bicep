@@ -39,7 +39,8 @@ var tableRoles = [
   'activity'
   'summaries'
   'prices'
-  'statements'
+  'charges'
+  'adjustments'
   'exports'
 ]
 

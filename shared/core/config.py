@@ -110,9 +110,15 @@ class Settings(BaseModel):
     # it was proved on.
     tables_transport: Literal["sdk", "direct"] | None = Field(None, alias="TABLES_TRANSPORT")
 
-    # finalise_statements: its timer (%STATEMENTS_SCHEDULE% in function.json; after the
-    # hourly collection, so a month's statements are stored soon after its last hour is)
-    # and the time one run may spend (below functionTimeout; the next run continues).
+    # rate_usage: its timer (%RATING_SCHEDULE% in function.json; often, so the ledger follows
+    # collection within minutes) and the time one run may spend (the next run continues).
+    rating_schedule: str = Field("0 */10 * * * *", alias="RATING_SCHEDULE")
+    rating_time_budget_seconds: float = Field(
+        420.0, alias="RATING_TIME_BUDGET_SECONDS", gt=0, le=3600
+    )
+    # finalise_statements: its timer (%STATEMENTS_SCHEDULE% in function.json; hourly, so a
+    # month's ledger is frozen soon after rating passed its last hour) and the time one run
+    # may spend (below functionTimeout; the next run continues).
     statements_schedule: str = Field("0 35 * * * *", alias="STATEMENTS_SCHEDULE")
     statements_time_budget_seconds: float = Field(
         420.0, alias="STATEMENTS_TIME_BUDGET_SECONDS", gt=0, le=3600
@@ -306,6 +312,8 @@ class Settings(BaseModel):
         self._fill_dependent_settings()
         if len(self.collect_schedule.split()) != 6:
             raise ValueError("COLLECT_SCHEDULE must be a six-field NCRONTAB expression")
+        if len(self.rating_schedule.split()) != 6:
+            raise ValueError("RATING_SCHEDULE must be a six-field NCRONTAB expression")
         if len(self.statements_schedule.split()) != 6:
             raise ValueError("STATEMENTS_SCHEDULE must be a six-field NCRONTAB expression")
         if len(self.export_schedule.split()) != 6:

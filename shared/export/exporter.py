@@ -24,8 +24,10 @@ empty ``manifest.json`` in that folder, which starts the hub's ingestion; a newe
 replaces the older files of the folder (the hub does that on its side; the older blobs are
 deleted here after the manifest, as above).
 
-Rows visible to an export are those the usage API shows: reported at or before the
-collection watermark. Which rows, priced how: ``shared.export.configs`` (scope) and
+Rows visible to an export are the ledger's: usage reported at or before the ``rated``
+mark, rated once by ``shared.rating`` (an export never rates), and the month's adjustments.
+Which subscriptions: those the charges index lists for the month (never a table with
+nothing in it); at which level and figures: ``shared.export.configs`` (scope) and
 ``shared.export.focus`` (grain, figures).
 """
 
@@ -44,13 +46,14 @@ from shared.core.meters import MeterCatalogue, catalogue
 from shared.export.configs import ExportConfig, ExportConfigs, Layout
 from shared.export.files import PART_ROWS, ROW_GROUP_ROWS, PartWriter, WrittenBlob
 from shared.export.focus import ADMIN_ISSUER_NAME, Buyer, SubscriptionMonth
-from shared.rating.engine import Level, Month, MonthRater, PriceBook, exact
+from shared.rating.adjustments import Adjustment, AdjustmentStore
+from shared.rating.engine import Level, Month, PriceBook
+from shared.rating.ledger import ChargeLedger
+from shared.rating.marks import RatingMarks
 from shared.rating.sheet_store import SheetStore
 from shared.storage.account import StorageAccount
 from shared.storage.blobs import BlobStore
 from shared.storage.subscriptions import Subscription, SubscriptionStore
-from shared.storage.usage_rows import read_hourly_pages, usage_table_name, usage_tables
-from shared.storage.watermark import collected_through
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,6 @@ EXPORT_TYPE: Final = "FocusCost"
 PREVIOUS_MONTH_DAYS: Final = 5
 # Without any price sheet there is no currency; the costs are then all 0, NotPriced.
 NO_SHEET_CURRENCY: Final = "USD"
-
 
 Progress = Callable[[int, int, int], None]  # (subscriptions done, of, rows so far)
 
@@ -175,8 +177,7 @@ class Exporter:
     ) -> ExportRun:
         """Export ``month`` (its rows reported so far) for ``config``; see the module docstring."""
         started = self._clock()
-        settings = self.account.settings
-        watermark = collected_through(self.account, settings.source_names())
+        rated = RatingMarks(self.account).rated_through()
         subscriptions = SubscriptionStore(self.account).all()
         book = PriceBook(SheetStore(self.account).all())
         run_id = str(uuid.uuid4())
@@ -194,25 +195,16 @@ class Exporter:
             part_rows=self._part_rows,
             row_group_rows=self._group_rows,
         )
-        # Only subscriptions whose usage table exists (one listing): one that never had
-        # usage would cost a query answered 404.
-        tables = usage_tables(self.account)
-        prefix = settings.table_prefix
-        chosen = [
-            subscription_id
-            for subscription_id in _in_scope(config, subscriptions)
-            if usage_table_name(prefix, subscription_id) in tables
-        ]
-        bound = None
-        if watermark is not None and watermark >= month.first_hour:
-            bound = min(watermark, month.last_hour)
+        adjustments = AdjustmentStore(self.account).of_month(month)
+        chosen = []
+        if rated is not None and rated >= month.first_hour:
+            chosen = self._in_scope(config, month, subscriptions, adjustments)
         try:
             for index, subscription_id in enumerate(chosen, start=1):
-                if bound is not None:
-                    written = self._export_subscription(
-                        config, subscription_id, month, bound, subscriptions, book, writer
-                    )
-                    run.subscriptions += written > 0
+                written = self._export_subscription(
+                    config, subscription_id, month, subscriptions, book, adjustments, writer
+                )
+                run.subscriptions += written > 0
                 if progress is not None:
                     progress(index, len(chosen), writer.rows)
             run.blobs = writer.finish()
@@ -254,14 +246,37 @@ class Exporter:
             hubs=False,
         )
 
+    def _in_scope(
+        self,
+        config: ExportConfig,
+        month: Month,
+        subscriptions: dict[str, Subscription],
+        adjustments: list[Adjustment],
+    ) -> list[str]:
+        """The subscriptions with charges in ``month`` the export covers, sorted: all of
+        them, or a delegated provider's direct tenants."""
+        provider = config.provider_id
+        index = ChargeLedger(self.account).indexed(month, provider)
+        found = {s for subscriptions_of in index.values() for s in subscriptions_of}
+        found |= {a.subscription_id for a in adjustments}
+        if provider is None:
+            return sorted(found)
+        return sorted(
+            sid
+            for sid in found
+            if sid in subscriptions
+            and (subscriptions[sid].provider_subscription_id or "").lower() == provider
+            and sid != provider
+        )
+
     def _export_subscription(
         self,
         config: ExportConfig,
         subscription_id: str,
         month: Month,
-        bound: datetime,
         subscriptions: dict[str, Subscription],
         book: PriceBook,
+        adjustments: list[Adjustment],
         writer: PartWriter,
     ) -> int:
         level = Level.RETAIL
@@ -271,9 +286,8 @@ class Exporter:
             level = Level.WHOLESALE  # the admin bills a delegated provider's tenant to it
         pricing = book.pricing(subscription_id, subscriptions, level)
         assert pricing is not None  # retail always exists; wholesale was checked above
-        rater = MonthRater(pricing)
         buyer = _buyer(config, pricing.buyer, level, subscriptions)
-        summed = SubscriptionMonth(
+        month_rows = SubscriptionMonth(
             subscriptions.get(subscription_id),
             subscription_id,
             month,
@@ -281,13 +295,10 @@ class Exporter:
             book.currency or NO_SHEET_CURRENCY,
             self.meters,
         )
-        # The month in one range query, a page at a time: memory holds one page of hourly
-        # rows and the FOCUS rows of this subscription, never its month of rows.
-        for page in read_hourly_pages(self.account, subscription_id, month.first_hour, bound):
-            for reported, row in page:
-                rated = rater.rate(row.meter_id, row.usage_start, exact(row.quantity))
-                summed.add(reported, row, rated)
-        rows = summed.rows()
+        # The month's charge lines: one range read of the ledger (a day's lines per entity).
+        days = ChargeLedger(self.account).day_charges(subscription_id, month, level)
+        own = [a for a in adjustments if a.subscription_id == subscription_id and a.level is level]
+        rows = month_rows.rows(days, own)
         for focus_row in rows:
             writer.write(focus_row)
         return len(rows)
@@ -347,18 +358,6 @@ class Exporter:
             if key is not None and key < names.run_key:
                 stale.append(name)
         return self.blobs.delete(container, stale)
-
-
-def _in_scope(config: ExportConfig, subscriptions: dict[str, Subscription]) -> list[str]:
-    """The subscriptions an export covers, sorted: all, or a provider's direct tenants."""
-    provider = config.provider_id
-    if provider is None:
-        return sorted(subscriptions)
-    return sorted(
-        sid
-        for sid, s in subscriptions.items()
-        if (s.provider_subscription_id or "").lower() == provider and sid != provider
-    )
 
 
 def _buyer(

@@ -1,11 +1,13 @@
-"""FOCUS 1.2 Cost and Usage rows from stored usage and the rating engine's figures.
+"""FOCUS 1.2 Cost and Usage rows from the ledger of rated charges (``shared.rating``).
 
-One row per (usage day, subscription, meter, resource) **and price**: the grain the issue
-asks for, split only where one day's quantity of a resource was priced at more than one
-unit price (a tier or the month's included quantity ends inside the day, or a new sheet
-version took effect), because FOCUS requires ``ListCost = ListUnitPrice x PricingQuantity``
-on every row, which one row holding two prices cannot satisfy. Such splits are rare (a
-tier boundary is crossed once a month per meter at most).
+One row per charge line: (usage day, subscription, meter, resource) **and price**, split
+only where one day's quantity of a resource was priced at more than one unit price (a tier
+or the month's included quantity ends inside the day, or a new sheet version took effect),
+because FOCUS requires ``ListCost = ListUnitPrice x PricingQuantity`` on every row, which
+one row holding two prices cannot satisfy. Such splits are rare (a tier boundary is crossed
+once a month per meter at most). Then one row per adjustment (credit, correction, one-off
+charge) of the statement: ``ChargeCategory`` Credit, Adjustment or Purchase, ``ChargeClass``
+Correction where it corrects an earlier month, a negative ``BilledCost`` for a credit.
 
 The rows of one export cover one **billing period**: the calendar month in which usage was
 *reported* (the statement month of ``spec/rating.md``), so a closed month's files never
@@ -14,16 +16,18 @@ change and late usage appears in the month it was reported, with its true usage 
 
 Figures (``spec/rating.md``): ``ListUnitPrice`` is the sheet's own price, ``ContractedUnitPrice``
 what the buyer pays per unit (override or discount applied; 0 inside the month's included
-quantity), ``BilledCost`` = ``EffectiveCost`` = ``ContractedCost`` = the exact rated amount.
-Meters no sheet prices are exported with cost 0, null unit prices and SKU price,
-``PricingCategory`` ``Other`` and ``x_PriceStatus`` ``NotPriced`` (as statements show them
-with ``priced: false``): never a made-up price. Amounts are exact sums of the engine's
-exact parts, carried as decimal(38, 24): 14 integer digits (a day of one resource's
-largest meter, Byte-Hours, is about 1e12) and 24 decimals, which hold exactly every
-quantity the fleet reports (duration shares such as 1/730 month are doubles of up to 20
-decimals) and every sheet price (at most 15 significant digits), so a row's unit prices and
-quantities are exact and its costs are the exact products rounded half-even at the 24th
-decimal. A statement line rounds them once to the currency's minor unit.
+quantity), ``ContractedCost`` and ``ListCost`` their exact products with the quantity.
+``BilledCost`` (= ``EffectiveCost``) is the statement's money: each statement line's rounded
+amount spread over its rows by largest remainder (``shared.rating.rounding``), so the rows of
+an ``InvoiceId`` add up to its statement's total to the cent. Meters no sheet prices are
+exported with cost 0, null unit prices and SKU price, ``PricingCategory`` ``Other`` and
+``x_PriceStatus`` ``NotPriced`` (as statements show them with ``priced: false``): never a
+made-up price. Amounts are carried as decimal(38, 24): 14 integer digits (a day of one
+resource's largest meter, Byte-Hours, is about 1e12) and 24 decimals, which hold exactly
+every quantity the fleet reports (duration shares such as 1/730 month are doubles of up to
+20 decimals) and every sheet price (at most 15 significant digits), so a row's unit prices
+and quantities are exact and its exact costs are the products rounded half-even at the
+24th decimal.
 
 Units are mapped explicitly from the catalogue's Azure Stack spelling to FOCUS's
 (``UNITS``); ``ServiceName``/``ServiceCategory``/``ServiceSubcategory`` come from the resource
@@ -33,19 +37,21 @@ provider (``SERVICES``), with disk meters of ``Microsoft.Compute`` under ``Stora
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal, localcontext
 from typing import Any, Final
 
 import pyarrow as pa
 
-from shared.core.hours import HOUR, floor_day
+from shared.core.hours import HOUR
 from shared.core.meters import Meter, MeterCatalogue
-from shared.rating.engine import RATING_CONTEXT, Level, Month, Rated
+from shared.rating.adjustments import Adjustment
+from shared.rating.charges import ChargeLine, DayCharges
+from shared.rating.engine import RATING_CONTEXT, Level, Month
+from shared.rating.rounding import allocate
 from shared.storage.subscriptions import Subscription
-from shared.storage.usage_rows import UsageRow
 
 DAY: Final = timedelta(days=1)
 SCALE: Final = 24
@@ -99,6 +105,7 @@ SERVICES: Final[Mapping[str, tuple[str, str, str]]] = {
 }
 DISK_SERVICE: Final = ("Managed Disks", "Storage", "Disk")
 OTHER_SERVICE: Final = ("Other", "Other", "Other (Other)")
+ADJUSTMENT_SERVICE: Final = "Adjustments"  # credits, corrections, one-off charges
 
 SERVICE_CATEGORIES: Final = frozenset(
     {
@@ -173,7 +180,7 @@ COLUMNS: Final[tuple[tuple[str, pa.DataType, bool], ...]] = (
     ("SubAccountName", STRING, True),
     ("SubAccountType", STRING, True),
     ("Tags", STRING, True),
-    ("x_MeterId", STRING, False),
+    ("x_MeterId", STRING, True),  # null on adjustment rows (no meter)
     ("x_MeterName", STRING, True),
     ("x_AzureStackUnit", STRING, True),
     ("x_ReportedPeriodStart", TIMESTAMP, False),
@@ -182,6 +189,7 @@ COLUMNS: Final[tuple[tuple[str, pa.DataType, bool], ...]] = (
     ("x_PriceOverride", STRING, True),
     ("x_PricingLevel", STRING, False),
     ("x_PriceStatus", STRING, False),
+    ("x_AdjustmentId", STRING, True),
 )
 COLUMN_NAMES: Final = tuple(name for name, _, _ in COLUMNS)
 SCHEMA: Final = pa.schema(
@@ -246,34 +254,13 @@ class Buyer:
     issuer_name: str
 
 
-@dataclass(slots=True)
-class _Cell:
-    """One output row being summed: (usage day, meter, resource, price) of a subscription."""
-
-    usage_day: datetime
-    meter_id: str
-    resource_uri: str
-    location: str
-    tags: str | None
-    price_entry: str | None
-    sheet: str | None
-    override: str | None
-    tier_start: Decimal | None
-    unit_price: Decimal | None
-    list_unit_price: Decimal | None
-    first_reported: datetime
-    last_reported: datetime
-    quantity: Decimal = field(default_factory=Decimal)
-    amount: Decimal = field(default_factory=Decimal)
-    list_amount: Decimal = field(default_factory=Decimal)
-
-
 class SubscriptionMonth:
-    """One subscription's rows of one billing period, summed into FOCUS rows.
+    """One subscription's charges of one billing period at one level, as FOCUS rows.
 
-    Feed ``(reported hour, row, rated)`` in the order the rater needs (reported hour, then
-    storage order); :meth:`rows` gives the FOCUS rows in a fixed order (usage day, meter,
-    resource, price), so the same stored usage always gives the same rows in the same order.
+    Reads what the ledger holds (``shared.rating``): the month's charge lines, one FOCUS row
+    each, and its adjustments, one row each. Rows come in a fixed order (usage day, meter,
+    resource, price; then adjustments by id), so the same ledger always gives the same rows
+    in the same order.
     """
 
     def __init__(
@@ -291,178 +278,167 @@ class SubscriptionMonth:
         self.buyer = buyer
         self.currency = currency
         self.meters = meters
-        self._cells: dict[tuple[Any, ...], _Cell] = {}
 
-    def add(self, reported_hour: datetime, row: UsageRow, rated: Rated) -> None:
-        day = floor_day(row.usage_start)
-        resource = row.resource_uri.lower()
-        meter_key = rated.meter_id.lower()
-        if rated.price is None:
-            self._add(
-                (day, meter_key, resource, None, None, None, None),
-                reported_hour,
-                row,
-                rated.meter_id,
-                None,
-                rated.quantity,
-                Decimal(0),
-                Decimal(0),
-            )
-            return
-        for part in rated.parts:
-            price = part.price
-            key = (
-                day,
-                meter_key,
-                resource,
-                price.entry,
-                part.tier_start,
-                part.unit_price,
-                part.list_unit_price,
-            )
-            self._add(
-                key,
-                reported_hour,
-                row,
-                rated.meter_id,
-                part,
-                part.quantity,
-                part.amount,
-                part.list_amount,
-            )
+    @property
+    def invoice_id(self) -> str:
+        """The statement this subscription's rows sum to: its month at the buyer's level."""
+        return f"{self.month.key}-{self.subscription_id}-{self.buyer.level.value}"
 
-    def _add(
-        self,
-        key: tuple[Any, ...],
-        reported_hour: datetime,
-        row: UsageRow,
-        meter_id: str,
-        part: Any,
-        quantity: Decimal,
-        amount: Decimal,
-        list_amount: Decimal,
-    ) -> None:
-        cell = self._cells.get(key)
-        if cell is None:
-            price = part.price if part is not None else None
-            cell = self._cells[key] = _Cell(
-                usage_day=key[0],
-                meter_id=meter_id,
-                resource_uri=row.resource_uri,
-                location=row.location,
-                tags=row.tags_json,
-                price_entry=price.entry if price else None,
-                sheet=price.sheet if price else None,
-                override=price.override if price else None,
-                tier_start=part.tier_start if part is not None else None,
-                unit_price=part.unit_price if part is not None else None,
-                list_unit_price=part.list_unit_price if part is not None else None,
-                first_reported=reported_hour,
-                last_reported=reported_hour,
-            )
-        else:
-            cell.last_reported = max(cell.last_reported, reported_hour)
-            cell.tags = row.tags_json if row.tags_json is not None else cell.tags
-        with localcontext(RATING_CONTEXT):
-            cell.quantity += quantity
-            cell.amount += amount
-            cell.list_amount += list_amount
+    def rows(
+        self, days: Sequence[DayCharges], adjustments: Sequence[Adjustment] = ()
+    ) -> list[dict[str, Any]]:
+        """The FOCUS rows of the month's charge lines and adjustments, in order."""
+        lines = [line for day in sorted(days, key=lambda d: d.usage_day) for line in day.ordered()]
+        billed = billed_amounts(lines, self.currency)
+        rows = [self._row(line, amount) for line, amount in zip(lines, billed, strict=True)]
+        for adjustment in sorted(adjustments, key=lambda a: a.adjustment_id):
+            rows.append(self._adjustment_row(adjustment))
+        return rows
 
-    def __len__(self) -> int:
-        return len(self._cells)
-
-    def rows(self) -> list[dict[str, Any]]:
-        """The FOCUS rows, sorted (see the class docstring)."""
-        return [self._row(self._cells[key]) for key in sorted(self._cells, key=_order)]
-
-    def _row(self, cell: _Cell) -> dict[str, Any]:
-        meter = self.meters.lookup(cell.meter_id)
-        service, category, subcategory = service_of(meter)
-        unit = focus_unit(meter)
-        name, kind = _resource_parts(cell.resource_uri)
-        priced = cell.price_entry is not None
-        quantity = exact(cell.quantity)
-        amount = exact(cell.amount)
-        details = None
-        if priced:
-            details = json.dumps(
-                {
-                    "x_IncludedQuantity": cell.tier_start is None,
-                    "x_TierStart": None
-                    if cell.tier_start is None
-                    else format(cell.tier_start, "f"),
-                },
-                sort_keys=True,
-                separators=(",", ":"),
-            )
+    def _common(self) -> dict[str, Any]:
         return {
             "AvailabilityZone": None,
-            "BilledCost": amount,
             "BillingAccountId": self.buyer.account_id,
             "BillingAccountName": self.buyer.account_name or None,
             "BillingAccountType": self.buyer.account_type,
             "BillingCurrency": self.currency,
             "BillingPeriodEnd": self.month.next.first_hour,
             "BillingPeriodStart": self.month.first_hour,
+            "InvoiceId": self.invoice_id,
+            "InvoiceIssuerName": self.buyer.issuer_name,
+            "ProviderName": PROVIDER_NAME,
+            "PublisherName": PUBLISHER_NAME,
+            "SubAccountId": f"/subscriptions/{self.subscription_id}",
+            "SubAccountName": self.subscription_name or None,
+            "SubAccountType": "Subscription",
+            "x_PricingLevel": self.buyer.level.value,
+        }
+
+    def _row(self, line: ChargeLine, billed: Decimal) -> dict[str, Any]:
+        meter = self.meters.lookup(line.meter_id)
+        service, category, subcategory = service_of(meter)
+        unit = focus_unit(meter)
+        name, kind = _resource_parts(line.resource_uri)
+        priced = line.priced
+        quantity = exact(line.quantity)
+        details = None
+        if priced:
+            details = json.dumps(
+                {
+                    "x_IncludedQuantity": line.tier_start is None,
+                    "x_TierStart": None
+                    if line.tier_start is None
+                    else format(line.tier_start, "f"),
+                },
+                sort_keys=True,
+                separators=(",", ":"),
+            )
+        return {
+            **self._common(),
+            "BilledCost": exact(billed),
             "ChargeCategory": "Usage",
             "ChargeClass": None,
-            "ChargeDescription": meter.name if meter else cell.meter_id,
+            "ChargeDescription": meter.name if meter else line.meter_id,
             "ChargeFrequency": "Usage-Based",
-            "ChargePeriodEnd": cell.usage_day + DAY,
-            "ChargePeriodStart": cell.usage_day,
+            "ChargePeriodEnd": line.usage_day + DAY,
+            "ChargePeriodStart": line.usage_day,
             "ConsumedQuantity": quantity,
             "ConsumedUnit": unit,
-            "ContractedCost": amount,
-            "ContractedUnitPrice": exact(cell.unit_price) if cell.unit_price is not None else None,
-            "EffectiveCost": amount,
-            "InvoiceId": f"{self.month.key}-{self.subscription_id}-{self.buyer.level.value}",
-            "InvoiceIssuerName": self.buyer.issuer_name,
-            "ListCost": exact(cell.list_amount) if priced else amount,
+            "ContractedCost": exact(line.amount),
+            "ContractedUnitPrice": exact(line.unit_price) if line.unit_price is not None else None,
+            "EffectiveCost": exact(billed),
+            "ListCost": exact(line.list_amount) if priced else exact(billed),
             "ListUnitPrice": (
-                exact(cell.list_unit_price) if cell.list_unit_price is not None else None
+                exact(line.list_unit_price) if line.list_unit_price is not None else None
             ),
             "PricingCategory": "Standard" if priced else "Other",
             "PricingQuantity": quantity,
             "PricingUnit": unit,
-            "ProviderName": PROVIDER_NAME,
-            "PublisherName": PUBLISHER_NAME,
-            "RegionId": cell.location.lower() or None,
-            "RegionName": cell.location or None,
-            "ResourceId": cell.resource_uri or None,
+            "RegionId": line.location.lower() or None,
+            "RegionName": line.location or None,
+            "ResourceId": line.resource_uri or None,
             "ResourceName": name,
             "ResourceType": kind,
             "ServiceCategory": category,
             "ServiceName": service,
             "ServiceSubcategory": subcategory,
-            "SkuId": meter.meter_id if meter else cell.meter_id,
+            "SkuId": meter.meter_id if meter else line.meter_id,
             "SkuMeter": meter.name if meter else None,
             "SkuPriceDetails": details,
-            "SkuPriceId": cell.price_entry,
-            "SubAccountId": f"/subscriptions/{self.subscription_id}",
-            "SubAccountName": self.subscription_name or None,
-            "SubAccountType": "Subscription",
-            "Tags": _tags(cell.tags),
-            "x_MeterId": meter.meter_id if meter else cell.meter_id,
+            "SkuPriceId": line.entry,
+            "Tags": _tags(line.tags),
+            "x_MeterId": meter.meter_id if meter else line.meter_id,
             "x_MeterName": meter.name if meter else None,
             "x_AzureStackUnit": meter.unit if meter else None,
-            "x_ReportedPeriodStart": cell.first_reported,
-            "x_ReportedPeriodEnd": cell.last_reported + HOUR,
-            "x_PriceSheetVersion": cell.sheet,
-            "x_PriceOverride": cell.override,
-            "x_PricingLevel": self.buyer.level.value,
+            "x_ReportedPeriodStart": line.first_reported,
+            "x_ReportedPeriodEnd": line.last_reported + HOUR,
+            "x_PriceSheetVersion": line.sheet,
+            "x_PriceOverride": line.override,
             "x_PriceStatus": "Priced" if priced else "NotPriced",
+            "x_AdjustmentId": None,
+        }
+
+    def _adjustment_row(self, adjustment: Adjustment) -> dict[str, Any]:
+        """A credit, correction or one-off charge: its own row, in the period it corrects
+        (``ChargeClass`` Correction) or else the billing period; no quantity, no unit price,
+        so every cost column is its amount (FOCUS: a charge unrelated to other charges)."""
+        period = adjustment.corrects or self.month
+        amount = exact(adjustment.amount)
+        return {
+            **self._common(),
+            "BilledCost": amount,
+            "ChargeCategory": adjustment.category.focus_charge_category,
+            "ChargeClass": "Correction" if adjustment.corrects else None,
+            "ChargeDescription": f"{adjustment.category.value}: {adjustment.reason}",
+            "ChargeFrequency": "One-Time",
+            "ChargePeriodEnd": period.next.first_hour,
+            "ChargePeriodStart": period.first_hour,
+            "ConsumedQuantity": None,
+            "ConsumedUnit": None,
+            "ContractedCost": amount,
+            "ContractedUnitPrice": None,
+            "EffectiveCost": amount,
+            "ListCost": amount,
+            "ListUnitPrice": None,
+            "PricingCategory": None,
+            "PricingQuantity": None,
+            "PricingUnit": None,
+            "RegionId": None,
+            "RegionName": None,
+            "ResourceId": None,
+            "ResourceName": None,
+            "ResourceType": None,
+            "ServiceCategory": OTHER_SERVICE[1],
+            "ServiceName": ADJUSTMENT_SERVICE,
+            "ServiceSubcategory": OTHER_SERVICE[2],
+            "SkuId": None,
+            "SkuMeter": None,
+            "SkuPriceDetails": None,
+            "SkuPriceId": None,
+            "Tags": None,
+            "x_MeterId": None,
+            "x_MeterName": None,
+            "x_AzureStackUnit": None,
+            "x_ReportedPeriodStart": adjustment.month.first_hour,
+            "x_ReportedPeriodEnd": adjustment.month.next.first_hour,
+            "x_PriceSheetVersion": None,
+            "x_PriceOverride": None,
+            "x_PriceStatus": "Adjustment",
+            "x_AdjustmentId": adjustment.adjustment_id,
         }
 
 
-def _order(key: tuple[Any, ...]) -> tuple[Any, ...]:
-    day, meter, resource, entry, tier_start, unit_price, list_price = key
-    return (
-        day,
-        meter,
-        resource,
-        entry or "",
-        tier_start is not None,
-        tier_start or Decimal(0),
-        unit_price or Decimal(0),
-        list_price or Decimal(0),
-    )
+def billed_amounts(lines: Sequence[ChargeLine], currency: str | None) -> list[Decimal]:
+    """Each charge line's ``BilledCost``: its statement line's rounded amount spread over the
+    line's charges by largest remainder (``shared.rating.rounding``), so the rows of a
+    statement line add up to it and an invoice's rows to the statement total."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for index, line in enumerate(lines):
+        groups.setdefault(line.line_key, []).append(index)
+    billed = [Decimal(0)] * len(lines)
+    for indexes in groups.values():
+        for index, amount in zip(
+            indexes, allocate([lines[i].amount for i in indexes], currency), strict=True
+        ):
+            billed[index] = amount
+    return billed

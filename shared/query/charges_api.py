@@ -18,10 +18,19 @@ same ARM-shaped errors (``shared.query.arm_responses``):
   readers); final once finalised, else provisional.
 - ``GET /subscriptions/{providerId}/providers/Microsoft.Commerce.Admin/
   subscriberStatements/{yyyy-MM}``: the provider's roll-up (provider scope: the admin, or
-  the provider subscription's owner); ``subscriberId`` narrows it to one direct tenant's
-  statement and, for a delegated provider, its wholesale statement.
+  the provider subscription's owner; ``shared.rating.rollups``: direct tenants, wholesale,
+  margin, delegated providers, grand total; for the admin on the default provider, the whole
+  cloud too); ``subscriberId`` narrows it to one direct tenant's statement and, for a
+  delegated provider, its wholesale statement.
+- ``GET /subscriptions/{id}/providers/Microsoft.Commerce/adjustments/{yyyy-MM}``: the
+  subscription's credits, corrections and one-off charges of that month (retail);
+  ``GET /subscriptions/{providerId}/providers/Microsoft.Commerce.Admin/
+  subscriberAdjustments/{yyyy-MM}[?subscriberId=]``: those of the provider's direct
+  tenants, and for a delegated provider the wholesale ones it is charged for them. Read
+  only: adjustments are written by the operator CLI (``python -m ops adjustments``).
 
-Statements answer JSON, or CSV with ``Accept: text/csv``. A tenant never sees a wholesale
+Every figure is read from the ledger (``shared.rating``); nothing is rated here. Statements
+and roll-ups answer JSON, or CSV with ``Accept: text/csv``. A tenant never sees a wholesale
 figure: those are on the provider routes only. Every argument (the path's subscription, the
 month, ``subscriberId``, ``$filter``) is checked for its exact shape before the caller's
 scope is resolved (``shared.query.arguments``): a malformed one is the same 400 on any
@@ -54,10 +63,9 @@ from shared.query.caller_scope import CallerScope, resolve_scope
 from shared.query.rate_card_filter import RateCardFilter, filter_error, parse_rate_card_filter
 from shared.query.usage_api import CSV_MIMETYPE, HttpCall, wants_csv
 from shared.rating.engine import Level, Month, PriceBook, ResolvedPrice
-from shared.rating.statement_store import Statements
-from shared.rating.statements import rollup_csv, statement_csv
+from shared.rating.rollups import Rollups, rollup_csv
+from shared.rating.statements import Statements, adjustment_line, statement_csv
 from shared.storage.account import StorageAccount
-from shared.storage.activity import active_tenants
 from shared.storage.subscriptions import Subscription, SubscriptionStore
 
 _RATE_CARD = re.compile(
@@ -72,11 +80,22 @@ _ROLLUP = re.compile(
     r"subscriberstatements/(?P<month>[^/]*)/?$",
     re.IGNORECASE,
 )
+_ADJUSTMENTS = re.compile(
+    r"^/?(?P<subscription>[^/]*)/providers/microsoft\.commerce/adjustments/(?P<month>[^/]*)/?$",
+    re.IGNORECASE,
+)
+_SUBSCRIBER_ADJUSTMENTS = re.compile(
+    r"^/?(?P<subscription>[^/]*)/providers/microsoft\.commerce\.admin/"
+    r"subscriberadjustments/(?P<month>[^/]*)/?$",
+    re.IGNORECASE,
+)
+_TENANT_ROUTES = (_RATE_CARD, _STATEMENT, _ADJUSTMENTS)
+_ROUTES = (*_TENANT_ROUTES, _ROLLUP, _SUBSCRIBER_ADJUSTMENTS)
 
 
 def handles(route_path: str) -> bool:
     """True for the paths this module answers (the rest is the usage API's)."""
-    return any(pattern.match(route_path) for pattern in (_RATE_CARD, _STATEMENT, _ROLLUP))
+    return any(pattern.match(route_path) for pattern in _ROUTES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +115,14 @@ class ChargesApi:
         account: StorageAccount,
         validator: TokenValidator,
         statements: Statements,
+        rollups: Rollups,
         meters: MeterCatalogue,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._account = account
         self._validator = validator
         self._statements = statements
+        self._rollups = rollups
         self._meters = meters
         self._clock = clock
 
@@ -110,32 +131,35 @@ class ChargesApi:
         return answered(call.method, lambda correlation_id: self._serve(call, correlation_id))
 
     def _serve(self, call: HttpCall, correlation_id: str) -> HttpAnswer:
-        rate_card = _RATE_CARD.match(call.route_path)
-        statement = _STATEMENT.match(call.route_path)
-        match = rate_card or statement or _ROLLUP.match(call.route_path)
-        if match is None:
+        matched = [(p, m) for p in _ROUTES if (m := p.match(call.route_path)) is not None]
+        if not matched:
             raise UnknownResourceError("the requested resource does not exist")
+        pattern, match = matched[0]
         subscription_id = path_subscription(match.group("subscription"))
         caller = self._validator.validate(call.header("Authorization"))
         args = versioned_arguments(query_arguments(call.url))
-        route = Route.TENANT if rate_card or statement else Route.PROVIDER
+        route = Route.TENANT if pattern in _TENANT_ROUTES else Route.PROVIDER
         subscriber = subscriber_argument(args) if route is Route.PROVIDER else None
         request = ChargesRequest(ApiPath(route, subscription_id), subscriber)
         store = SubscriptionStore(self._account)
-        if rate_card:
+        if pattern is _RATE_CARD:
             terms = parse_rate_card_filter(args.get("$filter"))
             scope = resolve_scope(caller, request, store, _tenant_route)
             return self._rate_card(scope, terms)
         month = self._month(match.group("month"))
+        known = store.all()
 
-        def with_usage(provider: str) -> set[str]:
-            """The provider's tenants with rows reported in the month (activity index)."""
-            return active_tenants(self._account, provider, month.first_hour, month.last_hour)
+        def charged(provider: str) -> set[str]:
+            """The provider's subscriptions with charges in the month (the charges index)."""
+            return self._rollups.charged(provider, month, known)
 
-        scope = resolve_scope(caller, request, store, with_usage)
-        if statement:
-            return self._statement(scope, month, call)
-        return self._rollup(scope, month, call)
+        scope = resolve_scope(caller, request, store, charged)
+        subscriptions = self._subscriptions(scope, known)
+        if pattern is _STATEMENT:
+            return self._statement(scope, month, call, subscriptions)
+        if pattern in (_ADJUSTMENTS, _SUBSCRIBER_ADJUSTMENTS):
+            return self._adjustments(scope, month, subscriptions)
+        return self._rollup(scope, month, call, subscriptions)
 
     def _month(self, text: str) -> Month:
         month = Month.parse(text)
@@ -149,8 +173,10 @@ class ChargesApi:
             )
         return month
 
-    def _subscriptions(self, scope: CallerScope) -> dict[str, Subscription]:
-        subscriptions = SubscriptionStore(self._account).all()
+    def _subscriptions(
+        self, scope: CallerScope, known: dict[str, Subscription] | None = None
+    ) -> dict[str, Subscription]:
+        subscriptions = known if known is not None else SubscriptionStore(self._account).all()
         if not scope.subscription_ids and scope.path.route is Route.TENANT:
             raise UnknownResourceError("the subscription is not known")
         return subscriptions
@@ -201,8 +227,13 @@ class ChargesApi:
             "IsTaxIncluded": False,
         }
 
-    def _statement(self, scope: CallerScope, month: Month, call: HttpCall) -> HttpAnswer:
-        subscriptions = self._subscriptions(scope)
+    def _statement(
+        self,
+        scope: CallerScope,
+        month: Month,
+        call: HttpCall,
+        subscriptions: dict[str, Subscription],
+    ) -> HttpAnswer:
         (subscription_id,) = scope.subscription_ids
         document = self._statements.statement(subscription_id, month, Level.RETAIL, subscriptions)
         assert document is not None  # every subscription has a retail statement
@@ -210,17 +241,22 @@ class ChargesApi:
             return HttpAnswer(200, statement_csv([document]).encode("utf-8"), CSV_MIMETYPE)
         return json_answer(200, document)
 
-    def _rollup(self, scope: CallerScope, month: Month, call: HttpCall) -> HttpAnswer:
-        subscriptions = self._subscriptions(scope)
+    def _rollup(
+        self,
+        scope: CallerScope,
+        month: Month,
+        call: HttpCall,
+        subscriptions: dict[str, Subscription],
+    ) -> HttpAnswer:
         provider = subscriptions.get(scope.path.subscription_id)
         if provider is None:
             raise UnknownResourceError("the subscription is not known")
         csv_wanted = wants_csv(call.header("Accept"))
         if scope.subscriber_id is not None:
-            book = self._statements.price_book()
+            status = self._statements.status()
             found = [
                 self._statements.statement(
-                    scope.subscriber_id, month, level, subscriptions, book=book
+                    scope.subscriber_id, month, level, subscriptions, status=status
                 )
                 for level in (Level.RETAIL, Level.WHOLESALE)
             ]
@@ -236,10 +272,35 @@ class ChargesApi:
                     "wholesaleStatement": found[1],
                 },
             )
-        rollup = self._statements.rollup(provider, month, subscriptions, scope.subscription_ids)
+        # The whole cloud is the admin's view, on the root of the hierarchy.
+        with_cloud = scope.caller.is_admin and provider.provider_subscription_id is None
+        rollup = self._rollups.rollup(
+            provider, month, subscriptions, scope.subscription_ids, with_cloud=with_cloud
+        )
         if csv_wanted:
             return HttpAnswer(200, rollup_csv(rollup).encode("utf-8"), CSV_MIMETYPE)
         return json_answer(200, rollup)
+
+    def _adjustments(
+        self, scope: CallerScope, month: Month, subscriptions: dict[str, Subscription]
+    ) -> HttpAnswer:
+        """The adjustments of the month in scope: a tenant's retail ones; on a provider's
+        route its direct tenants' retail ones and, for a delegated provider, the wholesale
+        ones it is charged for them."""
+        path = scope.path
+        provider = subscriptions.get(path.subscription_id) if path.route is Route.PROVIDER else None
+        if path.route is Route.PROVIDER and provider is None:
+            raise UnknownResourceError("the subscription is not known")
+        delegated = provider is not None and provider.provider_subscription_id is not None
+        levels = {Level.RETAIL, Level.WHOLESALE} if delegated else {Level.RETAIL}
+        value = [
+            adjustment_line(adjustment)
+            for subscription_id in scope.subscription_ids
+            for adjustment in self._statements.adjustments.of_subscription(subscription_id, month)
+            if adjustment.level in levels
+        ]
+        key = "subscriptionId" if path.route is Route.TENANT else "providerSubscriptionId"
+        return json_answer(200, {key: path.subscription_id, "month": str(month), "value": value})
 
 
 def _number(value: Decimal) -> float | int:

@@ -38,6 +38,13 @@ OPERATIONS: Final = (
         "Get Subscriber Statements",
         "Gets a provider subscription's monthly roll-up of its direct tenants' statements.",
     ),
+    (
+        "Microsoft.Commerce.Admin/subscriberAdjustments/read",
+        "SubscriberAdjustments",
+        "List Subscriber Adjustments",
+        "Lists the credits, corrections and one-off charges of a provider subscription's "
+        "direct tenants in a month.",
+    ),
 )
 
 

@@ -21,6 +21,11 @@ _FAMILIES = (
         r"/providers/microsoft\.commerce\.admin/subscriberstatements/[^/]*/?$",
     ),
     ("statements", r"/providers/microsoft\.commerce/statements/[^/]*/?$"),
+    (
+        "subscriberAdjustments",
+        r"/providers/microsoft\.commerce\.admin/subscriberadjustments/[^/]*/?$",
+    ),
+    ("adjustments", r"/providers/microsoft\.commerce/adjustments/[^/]*/?$"),
     ("RateCard", r"/providers/microsoft\.commerce/ratecard/?$"),
 )
 _PATTERNS = tuple((name, re.compile(r"^/?[^/]*" + tail, re.IGNORECASE)) for name, tail in _FAMILIES)

@@ -27,9 +27,10 @@ Decisions (``spec/rating.md``, invariant 10):
 Every rated part names the sheet version and entry it used (and the override, if any):
 what a statement line shows and what an export's ``SkuPriceId`` is.
 
-For an exporter: ``Pricing`` for (subscription, level), then a ``MonthRater`` per statement
-month fed the month's rows in order; each ``Rated`` carries the row's exact amounts, to be
-grouped however the export needs (e.g. per usage day, meter and resource).
+The rater (``shared.rating.rater``) makes a ``Pricing`` per (subscription, level) and a
+``MonthRater`` per statement month, fed the month's rows in order (resuming from the stored
+tier counters); each ``Rated`` carries the row's exact amounts, which ``shared.rating.charges``
+groups into the stored charge lines every surface reads.
 """
 
 from __future__ import annotations
@@ -344,9 +345,11 @@ class MonthRater:
     meter, which places a row on the tiers, is this object's state.
     """
 
-    def __init__(self, pricing: Pricing) -> None:
+    def __init__(self, pricing: Pricing, used: dict[str, Decimal] | None = None) -> None:
         self.pricing = pricing
-        self._used: dict[str, Decimal] = {}
+        # Cumulative quantity per meter key so far this month: shared with (and saved by)
+        # the caller's month state, so rating resumes where the stored month left off.
+        self._used: dict[str, Decimal] = {} if used is None else used
 
     def rate(self, meter_id: str, usage_start: datetime, quantity: Decimal) -> Rated:
         key = meter_id.lower()

@@ -8,7 +8,10 @@ a sheet is one entity, so storing it is atomic: a sheet is there whole or not at
 
 History is fixed (invariant 10): a version, once stored, is never replaced. Storing the
 same version again with the same content changes nothing (an import can be retried);
-with other content it is refused: publish a new version with a later effective date.
+with other content it is refused: publish a new version with a later effective date. A new
+version effective in a finalised month is refused, naming the month (its statements are
+final; corrections are adjustments in the open month). Storing a version changes what
+open months cost: the caller re-rates them (``Rater.rerate_open_months``).
 Storing checks what a single file cannot: the scope names a known subscription (a
 delegated provider for ``provider:``), and the currency is the deployment's (the one
 every stored sheet uses). The whole table is small (sheets x versions) and is read whole.
@@ -27,7 +30,9 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from shared.core.errors import SheetRejectedError
 from shared.core.hours import hour_key, parse_hour_key
 from shared.core.retry import call_with_retry
-from shared.rating.sheets import PriceEntry, PriceSheet, Scope, ScopeKind, Tier
+from shared.rating.engine import Month
+from shared.rating.marks import RatingMarks
+from shared.rating.sheets import PriceEntry, PriceSheet, Scope, ScopeKind, Tier, version_time
 from shared.storage.account import StorageAccount
 from shared.storage.subscriptions import SubscriptionStore
 
@@ -116,7 +121,11 @@ class SheetStore:
 
     def put(self, sheet: PriceSheet, subscriptions: SubscriptionStore) -> StoreOutcome:
         """Store a new version (see the module docstring for what is refused)."""
-        self._check(sheet, subscriptions, self.all())
+        stored = self.all()
+        self._check(sheet, subscriptions, stored)
+        if not any(s.scope == sheet.scope and s.effective_from == sheet.effective_from
+                   for s in stored):  # fmt: skip
+            self._check_open(sheet)
         wanted = _entity(sheet)
         table = self._account.table(ROLE)
 
@@ -140,6 +149,22 @@ class SheetStore:
         except ResourceNotFoundError:
             self._account.create_table(self._account.settings.table_name(ROLE))
             return call_with_retry(store, what=f"store price sheet {sheet.version}")
+
+    def _check_open(self, sheet: PriceSheet) -> None:
+        """History is closed: a new version may not take effect in a finalised month (its
+        statements are final; a closed month is corrected by an adjustment instead)."""
+        finalised = RatingMarks(self._account).finalised_through()
+        if finalised is not None and sheet.effective_from <= finalised.last_hour:
+            month = Month.of(sheet.effective_from)
+            raise SheetRejectedError(
+                [
+                    f"effective {version_time(sheet.effective_from)} falls in {month}, which is "
+                    f"finalised (statements are final through {finalised}): a closed month is "
+                    "corrected with an adjustment in the open month (python -m ops adjustments "
+                    "add); give an effective date after "
+                    f"{finalised}"
+                ]
+            )
 
     @staticmethod
     def _check(

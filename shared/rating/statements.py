@@ -1,16 +1,21 @@
-"""Statements: one subscription's rated month, line by line, as JSON and CSV.
+"""Statements: one subscription's month at one level, read from the ledger, as JSON and CSV.
 
 A statement covers the rows *reported* in one calendar month (UTC) for one buyer
 (``Level``): the subscription itself (retail) or, for a delegated provider's tenant, the
-provider's wholesale cost of the same usage. Lines are per (meter, usage month): usage of
-the statement month on one line, late usage of an earlier month on its own line, marked
-``late`` with its usage period. A line holds the quantity, the unit, the tier breakdown
-(each part naming the sheet version and entry it used), the unit prices and the amount.
+provider's wholesale cost of the same usage. It is the ledger's month state
+(``shared.rating.charges.MonthCharges``) and the month's adjustments, shown; nothing is
+rated here. Lines are per (meter, usage month, priced): usage of the statement month on one
+line, late usage of an earlier month on its own line (``late``, with its usage period), and
+a meter's unpriced quantity on a line of its own (``priced: false``, amount 0) beside the
+priced one, which keeps its money. A line holds the quantity, the unit, the tier breakdown
+(each part naming the sheet version and entry it used), the unit prices and the amount;
+adjustments (credits, corrections, one-off charges) follow as lines of their own.
 
-**Rounding rule**: a line's amount is the exact sum of its parts rounded half-even to the
-currency's minor unit, once; the statement's total is the sum of its rounded lines (so the
-total always equals what the lines show, which ``round(sum of exact amounts)`` would not).
-Meters that no sheet prices are lines with ``priced: false`` and amount 0, so they are seen.
+Rounding (``shared.rating.rounding``): each line's amount is its exact amount rounded once;
+``usageTotal`` is the sum of the rounded lines, ``adjustmentsTotal`` the sum of the
+adjustments (whole minor units), ``total`` their sum. **Final** once the month is finalised
+(``shared.rating.finaliser``: its ledger frozen), **provisional** before: what is rated so
+far (``collectedThrough``: rows reported before it are on the statement).
 
 Money and quantities are decimal strings in the documents (exact; never floats).
 """
@@ -19,199 +24,36 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from decimal import Decimal, localcontext
 from typing import Any, Final
 
-from shared.core.hours import HOUR, iso
+from shared.core.hours import HOUR, iso, utc_now
 from shared.core.meters import MeterCatalogue
-from shared.rating.engine import RATING_CONTEXT, Level, Month, MonthRater, Pricing, Rated, exact
-from shared.rating.sheets import ZERO, minor_unit
+from shared.rating.adjustments import Adjustment, AdjustmentStore
+from shared.rating.charges import LinePart, MonthCharges, StatementLine, text
+from shared.rating.engine import RATING_CONTEXT, Level, Month, MonthRater, PriceBook, Pricing, exact
+from shared.rating.ledger import ChargeLedger, line_amount, usage_totals
+from shared.rating.marks import RatingMarks
+from shared.rating.rounding import ROUNDING_RULE, round_amount
+from shared.rating.sheet_store import SheetStore
+from shared.rating.sheets import ZERO
+from shared.storage.account import StorageAccount
+from shared.storage.subscriptions import Subscription
 from shared.storage.usage_rows import UsageRow
 
 FINAL: Final = "final"
 PROVISIONAL: Final = "provisional"
-ROUNDING_RULE: Final = (
-    "each line's amount is rounded half-even to the currency's minor unit once; "
-    "the total is the sum of the rounded lines"
-)
 
 
 def money(value: Decimal) -> str:
     """Decimal text without exponent (``1E+1`` would confuse spreadsheets)."""
-    return format(value, "f")
+    return text(value)
 
 
-def round_line(amount: Decimal, currency: str | None) -> Decimal:
-    """An exact line amount rounded half-even to the currency's minor unit (the one rounding)."""
-    if currency is None:
-        return amount
-    with localcontext(RATING_CONTEXT):
-        return amount.quantize(minor_unit(currency), rounding=ROUND_HALF_EVEN)
-
-
-@dataclass
-class _Part:
-    sheet: str
-    entry: str
-    override: str | None
-    tier_start: Decimal | None
-    unit_price: Decimal
-    list_unit_price: Decimal
-    quantity: Decimal = ZERO
-    amount: Decimal = ZERO
-    list_amount: Decimal = ZERO
-
-
-@dataclass
-class _Line:
-    meter_id: str
-    usage_month: Month
-    usage_start: datetime
-    usage_end: datetime
-    priced: bool = True
-    quantity: Decimal = ZERO
-    amount: Decimal = ZERO  # exact
-    list_amount: Decimal = ZERO
-    unit_prices: list[Decimal] = field(default_factory=list)
-    parts: dict[tuple[Any, ...], _Part] = field(default_factory=dict)
-
-
-class StatementBuilder:
-    """Accumulates one buyer's rated rows of one subscription-month into statement lines.
-
-    Feed rows in reported-hour order (then storage order), as ``MonthRater`` requires.
-    """
-
-    def __init__(self, pricing: Pricing, month: Month) -> None:
-        self.pricing = pricing
-        self.month = month
-        self._rater = MonthRater(pricing)
-        self._lines: dict[tuple[str, Month], _Line] = {}
-        self.rows = 0
-
-    def add(self, row: UsageRow) -> Rated:
-        rated = self._rater.rate(row.meter_id, row.usage_start, exact(row.quantity))
-        self.rows += 1
-        usage_month = Month.of(row.usage_start)
-        key = (rated.meter_id.lower(), usage_month)
-        line = self._lines.get(key)
-        if line is None:
-            line = _Line(rated.meter_id, usage_month, row.usage_start, row.usage_end)
-            self._lines[key] = line
-        else:
-            line.usage_start = min(line.usage_start, row.usage_start)
-            line.usage_end = max(line.usage_end, row.usage_end)
-        with localcontext(RATING_CONTEXT):
-            line.quantity += rated.quantity
-            if rated.price is None:
-                line.priced = False
-                return rated
-            line.amount += rated.amount
-            line.list_amount += rated.list_amount
-            for part in rated.parts:
-                price = part.price
-                part_key = (
-                    price.entry,
-                    price.override,
-                    part.tier_start,
-                    part.unit_price,
-                    part.list_unit_price,
-                )
-                total = line.parts.get(part_key)
-                if total is None:
-                    total = line.parts[part_key] = _Part(
-                        price.sheet,
-                        price.entry,
-                        price.override,
-                        part.tier_start,
-                        part.unit_price,
-                        part.list_unit_price,
-                    )
-                    for unit_price in price.unit_prices():
-                        if unit_price not in line.unit_prices:
-                            line.unit_prices.append(unit_price)
-                total.quantity += part.quantity
-                total.amount += part.amount
-                total.list_amount += part.list_amount
-        return rated
-
-    def build(
-        self,
-        meters: MeterCatalogue,
-        *,
-        status: str,
-        collected_through: datetime | None,
-        at: datetime,
-    ) -> dict[str, Any]:
-        """The statement document (see the module docstring for the rounding rule)."""
-        currency = self.pricing.book.currency
-        lines = []
-        total = list_total = ZERO
-        versions: set[str] = set()
-        for (_, usage_month), line in sorted(self._lines.items(), key=_line_order):
-            meter = meters.lookup(line.meter_id)
-            amount = round_line(line.amount if line.priced else ZERO, currency)
-            list_amount = round_line(line.list_amount if line.priced else ZERO, currency)
-            with localcontext(RATING_CONTEXT):
-                total += amount
-                list_total += list_amount
-            parts = sorted(line.parts.values(), key=_part_order)
-            versions |= {p.sheet for p in parts} | {p.override for p in parts if p.override}
-            lines.append(
-                {
-                    "meterId": line.meter_id,
-                    "meterName": meter.name if meter else "",
-                    "unit": meter.unit if meter else "",
-                    "usagePeriod": {
-                        "month": str(usage_month),
-                        "start": iso(line.usage_start),
-                        "end": iso(line.usage_end),
-                    },
-                    "late": usage_month != self.month,
-                    "priced": line.priced,
-                    "quantity": money(line.quantity),
-                    "unitPrices": [money(p) for p in line.unit_prices],
-                    "tiers": [_part_document(p) for p in parts],
-                    "amount": money(amount),
-                    "listAmount": money(list_amount),
-                }
-            )
-        return {
-            "subscriptionId": self.pricing.subscription_id,
-            "month": str(self.month),
-            "level": self.pricing.level.value,
-            "buyerSubscriptionId": self.pricing.buyer,
-            "status": status,
-            "currency": currency,
-            "reportedPeriod": {
-                "start": iso(self.month.first_hour),
-                "end": iso(self.month.next.first_hour),
-            },
-            "collectedThrough": iso(collected_through + HOUR) if collected_through else None,
-            "rows": self.rows,
-            "lines": lines,
-            # Sums of rounded amounts: rounding again only spells zero as 0.00.
-            "total": money(round_line(total, currency)),
-            "listTotal": money(round_line(list_total, currency)),
-            "sheetVersions": sorted(versions),
-            "rounding": ROUNDING_RULE,
-            "computedAt": iso(at),
-        }
-
-
-def _line_order(item: tuple[tuple[str, Month], _Line]) -> tuple[Month, str]:
-    (meter_key, usage_month), _ = item
-    return (usage_month, meter_key)
-
-
-def _part_order(part: _Part) -> tuple[str, bool, Decimal]:
-    return (part.entry, part.tier_start is not None, part.tier_start or ZERO)
-
-
-def _part_document(part: _Part) -> dict[str, Any]:
+def _part_document(part: LinePart) -> dict[str, Any]:
     return {
         "sheetVersion": part.sheet,
         "sheetEntry": part.entry,
@@ -226,35 +68,181 @@ def _part_document(part: _Part) -> dict[str, Any]:
     }
 
 
-def empty_statement(
+def _part_order(part: LinePart) -> tuple[str, bool, Decimal]:
+    return (part.entry, part.tier_start is not None, part.tier_start or ZERO)
+
+
+def _line_document(
+    line: StatementLine, month: Month, currency: str | None, meters: MeterCatalogue
+) -> dict[str, Any]:
+    meter = meters.lookup(line.meter_id)
+    parts = sorted(line.parts.values(), key=_part_order)
+    return {
+        "meterId": line.meter_id,
+        "meterName": meter.name if meter else "",
+        "unit": meter.unit if meter else "",
+        "usagePeriod": {
+            "month": str(line.usage_month),
+            "start": iso(line.usage_start),
+            "end": iso(line.usage_end),
+        },
+        "late": line.usage_month != month,
+        "priced": line.priced,
+        "quantity": money(line.quantity),
+        "unitPrices": [money(price) for price in line.unit_prices],
+        "tiers": [_part_document(part) for part in parts],
+        "amount": money(line_amount(line, currency)),
+        "listAmount": money(round_amount(line.list_amount, currency)),
+    }
+
+
+def adjustment_line(adjustment: Adjustment) -> dict[str, Any]:
+    """An adjustment as a statement line (and as the adjustments routes list it)."""
+    return {**adjustment.document(), "chargeCategory": adjustment.category.focus_charge_category}
+
+
+def statement_document(
+    charges: MonthCharges | None,
+    adjustments: Sequence[Adjustment],
+    *,
     subscription_id: str,
-    buyer: str,
     level: Level,
     month: Month,
+    buyer: str,
     currency: str | None,
-    *,
-    status: str,
-    collected_through: datetime | None,
+    final: bool,
+    rated_through: datetime | None,
+    meters: MeterCatalogue,
     at: datetime,
 ) -> dict[str, Any]:
-    """The statement of a month in which the subscription reported nothing."""
-    return {
+    """The statement of ``charges`` (None: nothing reported in the month) and ``adjustments``."""
+    if charges is not None:
+        currency, buyer = charges.currency, charges.buyer
+    lines = [] if charges is None else charges.ordered_lines()
+    usage_total, list_total = (ZERO, ZERO) if charges is None else usage_totals(charges)
+    with localcontext(RATING_CONTEXT):
+        adjusted = sum((adjustment.amount for adjustment in adjustments), ZERO)
+        total = usage_total + adjusted
+    versions: set[str] = set()
+    for line in lines:
+        versions |= {p.sheet for p in line.parts.values()}
+        versions |= {p.override for p in line.parts.values() if p.override}
+    bound = None
+    if rated_through is not None and rated_through >= month.first_hour:
+        bound = min(rated_through, month.last_hour)
+    document: dict[str, Any] = {
         "subscriptionId": subscription_id,
         "month": str(month),
         "level": level.value,
         "buyerSubscriptionId": buyer,
-        "status": status,
+        "status": FINAL if final else PROVISIONAL,
         "currency": currency,
         "reportedPeriod": {"start": iso(month.first_hour), "end": iso(month.next.first_hour)},
-        "collectedThrough": iso(collected_through + HOUR) if collected_through else None,
-        "rows": 0,
-        "lines": [],
-        "total": "0",
-        "listTotal": "0",
-        "sheetVersions": [],
+        "collectedThrough": iso(bound + HOUR) if bound is not None else None,
+        "rows": 0 if charges is None else charges.rows,
+        "lines": [_line_document(line, month, currency, meters) for line in lines],
+        "adjustments": [adjustment_line(adjustment) for adjustment in adjustments],
+        "usageTotal": money(round_amount(usage_total, currency)),
+        "adjustmentsTotal": money(round_amount(adjusted, currency)),
+        # Sums of rounded amounts: rounding again only spells zero as 0.00.
+        "total": money(round_amount(total, currency)),
+        "listTotal": money(round_amount(list_total, currency)),
+        "sheetVersions": sorted(versions),
         "rounding": ROUNDING_RULE,
         "computedAt": iso(at),
     }
+    if charges is not None and charges.finalised_at is not None:
+        document["finalisedAt"] = iso(charges.finalised_at)
+    return document
+
+
+def rate_in_memory(pricing: Pricing, month: Month, rows: Iterable[UsageRow]) -> MonthCharges:
+    """A month's statement-line state from rows already read, in order (what the rater
+    stores; for pure tests and the benchmark's in-memory figure)."""
+    charges = MonthCharges(
+        subscription_id=pricing.subscription_id,
+        level=pricing.level,
+        month=month,
+        buyer=pricing.buyer,
+        currency=pricing.book.currency,
+        fingerprint="",
+    )
+    rater = MonthRater(pricing, charges.used)
+    for row in rows:
+        charges.add(row, rater.rate(row.meter_id, row.usage_start, exact(row.quantity)))
+    return charges
+
+
+@dataclass(frozen=True, slots=True)
+class MonthStatus:
+    """Where rating and finalising stand: what a statement's status and bound come from."""
+
+    rated_through: datetime | None
+    finalised_through: Month | None
+
+    def final(self, month: Month) -> bool:
+        return self.finalised_through is not None and month <= self.finalised_through
+
+
+class Statements:
+    """Statements for the API and the CLI: read from the ledger, never rated here."""
+
+    def __init__(
+        self,
+        account: StorageAccount,
+        meters: MeterCatalogue,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.account = account
+        self.meters = meters
+        self.ledger = ChargeLedger(account)
+        self.adjustments = AdjustmentStore(account, clock=clock)
+        self.marks = RatingMarks(account)
+        self._clock = clock
+
+    def price_book(self) -> PriceBook:
+        return PriceBook(SheetStore(self.account).all())
+
+    def status(self) -> MonthStatus:
+        marks = self.marks.both()
+        return MonthStatus(marks.rated.hour, marks.finalised)
+
+    def statement(
+        self,
+        subscription_id: str,
+        month: Month,
+        level: Level,
+        subscriptions: Mapping[str, Subscription],
+        *,
+        status: MonthStatus | None = None,
+    ) -> dict[str, Any] | None:
+        """The subscription's statement at ``level``; None if the level does not apply to it
+        (wholesale of a subscription no delegated provider offered, and none stored)."""
+        subscription_id = subscription_id.lower()
+        status = status or self.status()
+        charges = self.ledger.month_charges(subscription_id, month).get(level)
+        buyer, currency = subscription_id, None
+        if charges is None:
+            book = self.price_book()
+            pricing = book.pricing(subscription_id, subscriptions, level)
+            if pricing is None:
+                return None
+            buyer, currency = pricing.buyer, book.currency
+        adjustments = self.adjustments.of_subscription(subscription_id, month, level)
+        return statement_document(
+            charges,
+            adjustments,
+            subscription_id=subscription_id,
+            level=level,
+            month=month,
+            buyer=buyer,
+            currency=currency,
+            final=status.final(month),
+            rated_through=status.rated_through,
+            meters=self.meters,
+            at=self._clock(),
+        )
 
 
 STATEMENT_CSV_COLUMNS: Final = (
@@ -277,7 +265,8 @@ STATEMENT_CSV_COLUMNS: Final = (
 
 
 def statement_csv(documents: Iterable[Mapping[str, Any]]) -> str:
-    """Statements as CSV: one row per line, then one ``TOTAL`` row per statement."""
+    """Statements as CSV: one row per line, one ``ADJUSTMENT`` row per adjustment (its
+    category as the name, the month it corrects as the usage month), then a ``TOTAL`` row."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(STATEMENT_CSV_COLUMNS)
@@ -305,52 +294,21 @@ def statement_csv(documents: Iterable[Mapping[str, Any]]) -> str:
                     ";".join(sorted({part["sheetEntry"] for part in line["tiers"]})),
                 ]
             )
+        for adjustment in document["adjustments"]:
+            writer.writerow(
+                [
+                    *head,
+                    "ADJUSTMENT",
+                    f"{adjustment['category']}: {adjustment['reason']}",
+                    "",
+                    adjustment["corrects"] or "",
+                    "false",
+                    "true",
+                    "",
+                    "",
+                    adjustment["amount"],
+                    adjustment["id"],
+                ]
+            )
         writer.writerow([*head, "TOTAL", "", "", "", "", "", "", "", document["total"], ""])
-    return out.getvalue()
-
-
-CSV_ROLLUP_COLUMNS: Final = (
-    "providerSubscriptionId",
-    "month",
-    "subscriptionId",
-    "displayName",
-    "status",
-    "currency",
-    "total",
-    "wholesaleTotal",
-    "resoldWholesaleTotal",
-)
-
-
-def rollup_csv(rollup: Mapping[str, Any]) -> str:
-    """A roll-up as CSV: one row per tenant, then a ``TOTAL`` row."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_ROLLUP_COLUMNS)
-    head = [rollup["providerSubscriptionId"], rollup["month"]]
-    for tenant in rollup["tenants"]:
-        writer.writerow(
-            [
-                *head,
-                tenant["subscriptionId"],
-                tenant["displayName"],
-                tenant["status"],
-                rollup["currency"] or "",
-                tenant["total"],
-                tenant.get("wholesaleTotal", ""),
-                tenant.get("resoldWholesaleTotal", ""),
-            ]
-        )
-    writer.writerow(
-        [
-            *head,
-            "TOTAL",
-            "",
-            rollup["status"],
-            rollup["currency"] or "",
-            rollup["total"],
-            rollup["wholesaleTotal"] or "",
-            "",
-        ]
-    )
     return out.getvalue()

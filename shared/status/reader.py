@@ -19,7 +19,9 @@ What it reads, and what each read costs in requests:
 - the last ``COVERAGE_HOURS`` stored hours' quarantine (one PartitionKey range), and the
   manifest of an hour whose quarantine is not empty -> coverage;
 - each export's latest run (a blob listing of its current and previous month) -> exports;
-- the statements' closed markers (a point read per month) -> statements.
+- the rating ledger's two marks, ``rated`` and ``finalised`` (one read of their partition),
+  and the manifest of each closed month after the ``finalised`` one (one probe each) ->
+  rated through, statements.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from shared.core.retry import call_with_retry
 from shared.export.configs import ExportConfigs, Layout
 from shared.export.exporter import MANIFEST, period_folder
 from shared.rating.engine import Month
-from shared.rating.statement_store import StatementStore
+from shared.rating.marks import RatingMarks
 from shared.status.history import ReconciliationRecord, latest_reconciliation
 from shared.status.objectives import (
     BILLING_LATENCY_TARGET,
@@ -117,6 +119,7 @@ class PipelineStatus:
     exports: list[ExportState]
     statements_final_through: Month | None
     statements_overdue: tuple[Month, float] | None  # (month, hours past its deadline)
+    rated_through: datetime | None  # the rating ledger's ``rated`` mark
     observations: list[Observation] = field(default_factory=list)
 
     @property
@@ -157,7 +160,8 @@ class StatusReader:
             e for e in unresolved if at - as_utc(e.get("UpdatedAt") or at) > UNRESOLVED_GRACE
         ]
         expired = [as_utc(e["Hour"]) for e in unsettled if e["State"] == LedgerState.EXPIRED]
-        final_through, overdue_month = self._statements(through, at)
+        rating = RatingMarks(self.account).both()
+        overdue_month = self._overdue_statements(through, rating.finalised, at)
         status = PipelineStatus(
             at=at,
             stamps=stamps,
@@ -173,8 +177,9 @@ class StatusReader:
             reconciliation=latest_reconciliation(self.account),
             coverage_gaps=self._coverage(through),
             exports=self._exports(at),
-            statements_final_through=final_through,
+            statements_final_through=rating.finalised,
             statements_overdue=overdue_month,
+            rated_through=rating.rated.hour,
         )
         status.observations = judge(status)
         return status
@@ -377,22 +382,20 @@ class StatusReader:
             rows = int(json.loads(document).get("dataRowCount", 0))
         return _parse_stamp(newest[len(period) :][:12]), rows
 
-    def _statements(
-        self, through: datetime | None, at: datetime
-    ) -> tuple[Month | None, tuple[Month, float] | None]:
-        """The newest month whose statements are final, and the oldest closed month with
-        usage past its deadline without them (with the hours it is late). Walks back from
-        the newest closed month as ``finalise_statements`` does: to a final month, or to one
-        with no usage (before the app's first hour)."""
+    def _overdue_statements(
+        self, through: datetime | None, final: Month | None, at: datetime
+    ) -> tuple[Month, float] | None:
+        """The oldest closed month with usage past its deadline that is not final (after
+        ``final``, the ``finalised`` mark of ``shared.rating.marks``), with the hours it is
+        late. Walks back from the newest closed month to a final month, or to one with no
+        usage (before the app's first hour)."""
         if through is None:
-            return None, None
-        store = StatementStore(self.account)
+            return None
         month = Month.of(through) if through == Month.of(through).last_hour else None
         month = month or Month.of(through).previous
-        final, late = None, []
+        late = []
         for _ in range(STATEMENT_MONTHS_BACK):
-            if store.is_closed(month):
-                final = month
+            if final is not None and month <= final:
                 break
             if not has_entries(self.account, month.first_hour, month.last_hour):
                 break
@@ -400,7 +403,7 @@ class StatusReader:
             if hours > 0:
                 late.append((month, round(hours, 1)))
             month = month.previous
-        return final, (min(late) if late else None)
+        return min(late) if late else None
 
 
 def _parse_stamp(text: str) -> datetime:

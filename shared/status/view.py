@@ -133,6 +133,7 @@ def document(status: PipelineStatus, history: History) -> dict[str, Any]:
             for export in status.exports
         ],
         "statements": {
+            "ratedThrough": _time(status.rated_through),
             "finalThrough": None
             if status.statements_final_through is None
             else str(status.statements_final_through),
@@ -224,7 +225,8 @@ def screen(doc: dict[str, Any]) -> str:
         )
     statements = doc["statements"]
     lines.append(
-        f"statements: final through {statements['finalThrough'] or 'none yet'}"
+        f"statements: rated through {statements['ratedThrough'] or 'none yet'}, "
+        f"final through {statements['finalThrough'] or 'none yet'}"
         + (
             ""
             if statements["overdue"] is None

@@ -12,7 +12,9 @@ other tables, by role (the name is ``{USAGE_TABLE_PREFIX}{role}``):
 - ``activity``: which of a provider's tenants had rows in a reported day;
 - ``summaries``: an hour's chargeable sums per (billing resource, dimension);
 - ``subscriptions``, ``state`` (watermarks), ``quarantine``, ``ledger``;
-- ``prices`` (price sheets) and ``statements`` (final statements), written by ``shared.rating``;
+- ``prices`` (price sheets), ``charges`` (which subscriptions have rated charges in a month;
+  the charges themselves live in each subscription's table) and ``adjustments`` (credits,
+  corrections, one-off charges), written by ``shared.rating``;
 - ``exports``: export configurations (``shared.export.configs``).
 
 Every client the account builds (tables here, queues by :meth:`StorageAccount.queue`, blobs
@@ -53,7 +55,8 @@ TABLE_ROLES = (
     "activity",
     "summaries",
     "prices",
-    "statements",
+    "charges",
+    "adjustments",
     "exports",
 )
 
@@ -115,8 +118,7 @@ class StorageAccount:
         account's hook."""
         return BlobStore(self.settings, request_hook=self.hook_for(StorageService.BLOB))
 
-    def service(self) -> TableServiceClient:
-        """This thread's table service client (listing and creating tables)."""
+    def _service(self) -> TableServiceClient:
         service: TableServiceClient | None = getattr(self._local, "service", None)
         if service is None:
             service = self._build_service()
@@ -165,7 +167,7 @@ class StorageAccount:
             self._local.tables = clients
         client = clients.get(name)
         if client is None:
-            client = self.service().get_table_client(name)
+            client = self._service().get_table_client(name)
             clients[name] = client
             if len(clients) > CLIENTS_PER_THREAD:
                 clients.popitem(last=False)
@@ -179,7 +181,7 @@ class StorageAccount:
         def create() -> None:
             # Another run or an earlier one created it: that is what we wanted.
             with contextlib.suppress(ResourceExistsError):
-                self.service().create_table(name)
+                self._service().create_table(name)
 
         call_with_retry(create, what=f"create table {name}")
 

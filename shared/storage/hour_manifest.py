@@ -125,3 +125,21 @@ def has_entries(account: StorageAccount, first_hour: datetime, last_hour: dateti
         return next(iter(entities), None) is not None
 
     return call_with_retry(query, what="probe hour manifest")
+
+
+def first_hour_with_entries(
+    account: StorageAccount, first_hour: datetime, last_hour: datetime
+) -> datetime | None:
+    """The earliest reported hour ``first_hour``..``last_hour`` with rows, or None (one read)."""
+
+    def query() -> datetime | None:
+        entities = account.table(ROLE).query_entities(
+            "PartitionKey ge @first and PartitionKey le @last",
+            parameters={"first": hour_key(first_hour), "last": hour_key(last_hour)},
+            select=["PartitionKey"],
+            results_per_page=1,
+        )
+        found = next(iter(entities), None)
+        return None if found is None else parse_hour_key(found["PartitionKey"])
+
+    return call_with_retry(query, what="probe hour manifest")

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -207,61 +207,3 @@ def read_hourly_rows(
             return []  # no usage was ever written for this subscription
 
     return call_with_retry(query, what=f"read hourly rows of {table_name}")
-
-
-def read_hourly_pages(
-    account: StorageAccount, subscription_id: str, first_hour: datetime, last_hour: datetime
-) -> Iterator[list[tuple[datetime, UsageRow]]]:
-    """A subscription's hourly rows reported ``first_hour``..``last_hour``, one storage page
-    (up to 1,000 rows) at a time: one range query and its continuation pages, each page
-    retried on its own from its continuation token, so memory holds one page and a month is
-    read in as few requests as its rows need."""
-    table_name = usage_table_name(account.settings.table_prefix, subscription_id)
-    token: Any = None
-
-    def page() -> tuple[list[tuple[datetime, UsageRow]], Any]:
-        pager = (
-            account.table_named(table_name)
-            .query_entities(
-                "PartitionKey ge @first and PartitionKey le @last",
-                parameters={
-                    "first": hourly_partition(first_hour),
-                    "last": hourly_partition(last_hour),
-                },
-            )
-            .by_page(continuation_token=token)
-        )
-        try:
-            entities = list(next(pager, []))
-        except ResourceNotFoundError:
-            return [], None  # no usage was ever written for this subscription
-        rows = [
-            (parse_hour_key(entity["PartitionKey"][1:]), UsageRow.from_entity(entity))
-            for entity in entities
-        ]
-        # azure-core's page iterator keeps the next page's token (typed as a plain iterator).
-        next_token: Any = getattr(pager, "continuation_token", None)
-        return rows, next_token
-
-    while True:
-        rows, token = call_with_retry(page, what=f"read hourly rows of {table_name}")
-        if rows:
-            yield rows
-        if token is None:
-            return
-
-
-def usage_tables(account: StorageAccount) -> set[str]:
-    """The names of every subscription's usage table that exists: one listing of the
-    tables named ``{prefix}u...`` (a page per 1,000 tables), so a reader of many
-    subscriptions skips those that never had usage instead of asking each table."""
-    low = f"{account.settings.table_prefix}u"
-    high = low[:-1] + chr(ord(low[-1]) + 1)
-
-    def read() -> set[str]:
-        tables = account.service().query_tables(
-            "TableName ge @low and TableName lt @high", parameters={"low": low, "high": high}
-        )
-        return {table.name for table in tables}
-
-    return call_with_retry(read, what="list the usage tables")

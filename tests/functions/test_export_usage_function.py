@@ -1,4 +1,5 @@
-"""The export_usage entry point, driven by a real azure.functions TimerRequest."""
+"""The rate_usage and export_usage entry points, driven by real azure.functions
+TimerRequests: the hours collected are rated into the ledger, and exported from it."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 import export_usage
+import rate_usage
 from shared.app import FunctionApp, LazyApp
 from shared.core.config import Settings
 from shared.core.hours import last_closed_hour, utc_now
@@ -41,15 +43,21 @@ def app_settings(
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(export_usage, "app", LazyApp())
+    monkeypatch.setattr(rate_usage, "app", LazyApp())
     return settings
 
 
 def test_timer_run_exports_every_configuration_and_logs_where(
     app_settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """After a collection, the timer writes the month to date (no sheet: costs 0, NotPriced)."""
+    """After a collection, rate_usage's timer rates the hours into the ledger and
+    export_usage's writes the month to date from it (no sheet: costs 0, NotPriced)."""
     caplog.set_level(logging.INFO)
     FunctionApp.from_environment().collect_due_hours()  # what collect_slice would store
+    rate_usage.main(TimerRequest(past_due=False))
+    rated = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rate_usage:")]
+    through = f"{last_closed_hour(utc_now()):%Y-%m-%dT%H}Z"
+    assert any(f"rated through {through}" in line for line in rated), rated
     account = StorageAccount(app_settings)
     container = "fn" + uuid.uuid4().hex[:10]
     ExportConfigs(account).put(make_config("timer-focus", "admin", container=container))

@@ -581,6 +581,10 @@ def test_repeated_arguments_are_400_not_last_one_wins(
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 MONTH_PATH = "/subscriptions/{}/providers/Microsoft.Commerce/statements/{}"
 ROLLUP_PATH = "/subscriptions/{}/providers/Microsoft.Commerce.Admin/subscriberStatements/{}"
+ADJUSTMENTS_PATH = "/subscriptions/{}/providers/Microsoft.Commerce/adjustments/{}"
+SUBSCRIBER_ADJUSTMENTS_PATH = (
+    "/subscriptions/{}/providers/Microsoft.Commerce.Admin/subscriberAdjustments/{}"
+)
 RATE_CARD_PATH = "/subscriptions/{}/providers/Microsoft.Commerce/RateCard"
 RATE_CARD_FILTER = (
     "OfferDurableId eq 'MS-AZR-0003P' and Currency eq 'USD' and Locale eq 'en-US' "
@@ -697,8 +701,9 @@ def test_1_a_month_in_other_digits_is_one_400_on_any_subscription_before_permiss
     world: World, host: LocalFunctionsHost
 ) -> None:
     """Finding 1 (and 11's months): ``2026-1²`` (was a 500), full-width or Arabic-Indic digits
-    and a trailing newline are 400 InvalidMonth, the same on one's own subscription, another's
-    and a roll-up, before the permission check and without a storage request."""
+    and a trailing newline are 400 InvalidMonth, the same on one's own subscription, another's,
+    a roll-up and the adjustments routes, before the permission check and without a storage
+    request."""
     tenant, owner = owned_tenant(world)
     own, victim = tenant.subscription_id, victim_of(world, owner).subscription_id
     provider = world.fleet.delegated_providers[0]
@@ -718,6 +723,9 @@ def test_1_a_month_in_other_digits_is_one_400_on_any_subscription_before_permiss
             (MONTH_PATH.format(victim, month), bearer),
             (ROLLUP_PATH.format(provider.subscription_id, month), bearer),
             (ROLLUP_PATH.format(provider.subscription_id, month), world.token(provider.owners[0])),
+            (ADJUSTMENTS_PATH.format(own, month), bearer),
+            (ADJUSTMENTS_PATH.format(victim, month), bearer),
+            (SUBSCRIBER_ADJUSTMENTS_PATH.format(provider.subscription_id, month), bearer),
         )
         bodies = []
         for target, token in targets:
@@ -734,9 +742,10 @@ def test_1_a_month_in_other_digits_is_one_400_on_any_subscription_before_permiss
 def test_2_a_huge_subscriber_id_is_400_and_never_reaches_storage(
     world: World, host: LocalFunctionsHost, logs: pytest.LogCaptureFixture
 ) -> None:
-    """Finding 2: a 20,000-character ``subscriberId`` on subscriberUsageAggregates and
+    """Finding 2: a 20,000-character ``subscriberId`` on subscriberUsageAggregates,
     subscriberStatements (storage refused it with 431, answered as a 500 that blamed role
-    assignments) is 400 SubscriberIdIsNotDirectTenant, with no storage request."""
+    assignments) and subscriberAdjustments is 400 SubscriberIdIsNotDirectTenant, with no
+    storage request."""
     provider = world.fleet.delegated_providers[0]
     bearer = world.token(provider.owners[0])
     app, account = counted(world)
@@ -744,6 +753,7 @@ def test_2_a_huge_subscriber_id_is_400_and_never_reaches_storage(
         for path, arguments in (
             (PROVIDER_PATH.format(provider.subscription_id), window()),
             (ROLLUP_PATH.format(provider.subscription_id, "2026-11"), VERSION),
+            (SUBSCRIBER_ADJUSTMENTS_PATH.format(provider.subscription_id, "2026-11"), VERSION),
         ):
             query = {**arguments, "subscriberId": value}
             response = call(host.base_url, path, query, bearer)
@@ -1125,6 +1135,8 @@ ROUTES = (
     "/subscriptions/{sub}/providers/Microsoft.Commerce/RateCard",
     "/subscriptions/{sub}/providers/Microsoft.Commerce/statements/{month}",
     "/subscriptions/{sub}/providers/Microsoft.Commerce.Admin/subscriberStatements/{month}",
+    "/subscriptions/{sub}/providers/Microsoft.Commerce/adjustments/{month}",
+    "/subscriptions/{sub}/providers/Microsoft.Commerce.Admin/subscriberAdjustments/{month}",
     "/subscriptions/{sub}/providers/{junk}",
     "/providers/Microsoft.Commerce.Admin/operations",
     "/openapi.json",

@@ -25,12 +25,20 @@ def chaos_report(tmp_path_factory: pytest.TempPathFactory) -> ChaosReport:
 
 def test_every_fault_kind_was_injected(chaos_report: ChaosReport) -> None:
     """The run really hit each fault: restarts of all three kinds, every endpoint fault
-    mode, a silent timer, kills in both places, duplicate deliveries, poisoned messages."""
+    mode, a silent timer, kills in all three places (billing, collection, rating), a new
+    price sheet mid-month, duplicate deliveries, poisoned messages."""
     report = chaos_report
     assert set(report.restarts) == {"between", "mid-collection", "mid-drain"}, report.restarts
     for kind in ("429", "500", "slow", "drop", "accept_then_drop", "event_error"):
         assert report.faults[f"endpoint-{kind}"] > 0, kind
-    for kind in ("timer-skipped", "kill-after-post", "kill-mid-collection", "duplicate-delivery"):
+    for kind in (
+        "timer-skipped",
+        "kill-after-post",
+        "kill-mid-collection",
+        "duplicate-delivery",
+        "kill-mid-rating",
+        "reprice",
+    ):
         assert report.faults[kind] > 0, kind
     assert report.poisoned > 0
     assert report.requeued >= report.poisoned
@@ -52,6 +60,19 @@ def test_every_chargeable_unit_is_billed_exactly_once(chaos_report: ChaosReport)
     assert chaos_report.duplicate_keys == []
     assert chaos_report.billing_differences == []
     assert chaos_report.carried_forward > 0  # the outage outlasted the endpoint's window
+
+
+def test_rating_killed_mid_way_leaves_what_one_clean_run_leaves(
+    chaos_report: ChaosReport,
+) -> None:
+    """Rating runs killed after some committed transaction of the ledger (and re-rating
+    for a new sheet among them): at the end every subscription-month's month state and day
+    charge lines equal rating its rows once, cleanly; the rated mark reached the last hour."""
+    report = chaos_report
+    assert report.rating_failures > 0  # kills really cut runs short
+    assert report.ledger_months > 0
+    assert report.ledger_differences == []
+    assert report.rated_at_end
 
 
 def test_reconciliation_is_clean(chaos_report: ChaosReport) -> None:

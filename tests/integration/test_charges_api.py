@@ -18,6 +18,8 @@ from devstack.demo_tokens import demo_principal
 from devstack.example_prices import load_example_prices
 from devstack.host import LocalFunctionsHost
 from shared.query.rate_card_filter import FILTER_MESSAGE
+from shared.rating.adjustments import AdjustmentStore, Category
+from shared.rating.engine import Level, Month
 from shared.storage.subscriptions import SubscriptionState
 from tests.integration.test_query_api import assert_error, validate
 from tests.integration.test_query_isolation import (
@@ -29,6 +31,7 @@ from tests.integration.test_query_isolation import (
 from tests.integration.test_query_support import API_VERSION, World, call
 
 BASE_VM = "FAB6EB84-500B-4A09-A8CA-7358F8BBAEA5"
+DEC = Month(2026, 12)
 ARGS = {"api-version": API_VERSION}
 
 
@@ -109,8 +112,16 @@ def test_providers_roll_up_exactly_their_direct_tenants(
         assert listed
         delegated = provider.provider_subscription_id is not None
         assert (rollup["wholesaleTotal"] is not None) is delegated
+        assert (rollup["resellersTotal"] is None) is delegated
+        assert "cloud" not in rollup  # the whole cloud is the admin's
+        totals = sum((Decimal(t["total"]) for t in rollup["tenants"]), Decimal(0))
+        assert Decimal(rollup["directTenantsTotal"]) == totals
+        resold = sum((Decimal(r["wholesaleTotal"]) for r in rollup["resellers"]), Decimal(0))
+        assert Decimal(rollup["grandTotal"]) == totals + resold
         if delegated:
             assert Decimal(rollup["margin"]) > 0  # resale at 1.3 x wholesale
+            wholesale = sum((Decimal(t["wholesaleTotal"]) for t in rollup["tenants"]), Decimal(0))
+            assert Decimal(rollup["wholesaleTotal"]) == wholesale
             tenant = sorted(listed)[0]
             one = call(host.base_url, path, {**ARGS, "subscriberId": tenant}, token).json()
             validate(one, "SubscriberStatement")
@@ -128,11 +139,35 @@ def test_providers_roll_up_exactly_their_direct_tenants(
 def test_the_admin_reads_every_roll_up_and_statement(
     priced: World, host: LocalFunctionsHost
 ) -> None:
-    """The admin role reads every provider's roll-up and any tenant's statement."""
+    """The admin role reads every provider's roll-up and any tenant's statement; on the
+    default provider's roll-up, the whole cloud: every subscription once, at what its
+    statement says it is charged (a delegated provider's tenants are not counted twice)."""
     token = priced.admin_token()
+    rollups = {}
     for provider in priced.providers():
         path = ROLLUP_PATH.format(provider.subscription_id)
-        assert call(host.base_url, path, ARGS, token).status_code == 200
+        response = call(host.base_url, path, ARGS, token)
+        assert response.status_code == 200
+        rollups[provider.subscription_id.lower()] = response.json()
+    root = rollups[priced.fleet.default_provider.subscription_id.lower()]
+    validate(root, "Rollup")
+    cloud = root["cloud"]
+    by_provider = {p["providerSubscriptionId"]: p for p in cloud["providers"]}
+    assert set(by_provider) == set(rollups)
+    for provider_id, rollup in rollups.items():
+        assert by_provider[provider_id]["directTenantsTotal"] == rollup["directTenantsTotal"]
+        assert by_provider[provider_id]["grandTotal"] == rollup["grandTotal"]
+    statements = Decimal(0)
+    for subscription in priced.subscriptions:
+        response = call(host.base_url, STATEMENT_PATH.format(subscription), ARGS, token)
+        assert response.status_code == 200, response.text
+        statements += Decimal(response.json()["total"])
+    assert Decimal(cloud["cloudTotal"]) == statements
+    direct = sum((Decimal(r["directTenantsTotal"]) for r in rollups.values()), Decimal(0))
+    assert Decimal(cloud["cloudTotal"]) == direct
+    resold = sum((Decimal(r["wholesaleTotal"]) for r in rollups.values() if r["wholesaleTotal"]),
+                 Decimal(0))  # fmt: skip
+    assert Decimal(root["resellersTotal"]) == resold
     for subscription_id, _ in readers(priced)[:3]:
         path = STATEMENT_PATH.format(subscription_id)
         assert call(host.base_url, path, ARGS, token).json()["subscriptionId"] == subscription_id
@@ -208,3 +243,76 @@ def test_azures_own_python_client_reads_the_rate_card(
     assert refused.value.status_code == 400
     assert refused.value.error is not None
     assert refused.value.error.code == "InvalidFilter"
+
+
+ADJUSTMENTS = "/subscriptions/{}/providers/Microsoft.Commerce/adjustments/2026-12"
+SUBSCRIBER_ADJUSTMENTS = (
+    "/subscriptions/{}/providers/Microsoft.Commerce.Admin/subscriberAdjustments/2026-12"
+)
+
+
+def test_adjustments_are_read_per_scope_and_are_on_the_statement(
+    priced: World, host: LocalFunctionsHost
+) -> None:
+    """December's adjustments (the operator CLI's): a tenant reads its own retail ones; a
+    delegated provider its tenants' retail ones and the wholesale ones it is charged; the
+    default provider its direct tenants' retail ones; the admin every one; the statement
+    carries them as lines, and its total is their sum (no usage in December)."""
+    store = AdjustmentStore(priced.account)
+    default = priced.fleet.default_provider.subscription_id.lower()
+    delegated = priced.fleet.delegated_providers[0].subscription_id.lower()
+    owned = dict(readers(priced))
+    direct = sorted(s for s in priced.direct_tenants(default) if s in owned)[0]
+    resold = sorted(s for s in priced.direct_tenants(delegated) if s in owned)[0]
+    made = {
+        (subscription, level): store.add(
+            subscription_id=subscription, level=level, month=DEC, category=Category.CREDIT,
+            amount=Decimal(amount), currency="USD", reason="SLA credit", created_by="op",
+        ).adjustment_id
+        for subscription, level, amount in (
+            (direct, Level.RETAIL, "-1.25"),
+            (resold, Level.RETAIL, "-2.00"),
+            (resold, Level.WHOLESALE, "-0.75"),
+        )
+    }  # fmt: skip
+
+    def ids(path: str, token: str, **params: str) -> set[str]:
+        response = call(host.base_url, path, {**ARGS, **params}, token)
+        assert response.status_code == 200, response.text
+        validate(response.json(), "AdjustmentList")
+        return {a["id"] for a in response.json()["value"]}
+
+    assert ids(ADJUSTMENTS.format(direct), priced.token(owned[direct])) == {
+        made[(direct, Level.RETAIL)]
+    }
+    assert ids(ADJUSTMENTS.format(resold), priced.token(owned[resold])) == {
+        made[(resold, Level.RETAIL)]
+    }
+    reseller = priced.token(priced.fleet.delegated_providers[0].owners[0])
+    assert ids(SUBSCRIBER_ADJUSTMENTS.format(delegated), reseller) == {
+        made[(resold, Level.RETAIL)],
+        made[(resold, Level.WHOLESALE)],
+    }
+    root = priced.token(priced.fleet.default_provider.owners[0])
+    assert ids(SUBSCRIBER_ADJUSTMENTS.format(default), root) == {made[(direct, Level.RETAIL)]}
+    assert call(host.base_url, ADJUSTMENTS.format(resold), ARGS, root).status_code == 403
+    admin = priced.admin_token()
+    unknown = SUBSCRIBER_ADJUSTMENTS.format("0badc0de-0000-4000-8000-000000000000")
+    assert_error(call(host.base_url, unknown, ARGS, admin), 404, "NotFound")
+    assert ids(SUBSCRIBER_ADJUSTMENTS.format(delegated), admin, subscriberId=resold) == {
+        made[(resold, Level.RETAIL)],
+        made[(resold, Level.WHOLESALE)],
+    }
+    statement = call(
+        host.base_url, STATEMENT_PATH.replace("2026-11", "2026-12").format(resold), ARGS, reseller
+    )
+    assert statement.status_code == 403  # the tenant route is the tenant's (and the admin's)
+    statement = call(
+        host.base_url,
+        STATEMENT_PATH.replace("2026-11", "2026-12").format(resold),
+        ARGS,
+        priced.token(owned[resold]),
+    ).json()
+    validate(statement, "Statement")
+    assert [a["id"] for a in statement["adjustments"]] == [made[(resold, Level.RETAIL)]]
+    assert (statement["adjustmentsTotal"], statement["total"]) == ("-2.00", "-2.00")

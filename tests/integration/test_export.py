@@ -28,13 +28,11 @@ from devstack.azurite import Azurite
 from devstack.clock import SettableClock
 from devstack.example_prices import load_example_prices
 from ops.__main__ import main as ops_main
-from shared.core.meters import catalogue
+from shared.app import FunctionApp
 from shared.export.configs import ExportConfig, ExportConfigs, make_config
 from shared.export.exporter import MANIFEST, Exporter, ExportRun
 from shared.export.focus import COLUMNS, MANDATORY, QUANTUM, SERVICE_CATEGORIES
 from shared.rating.engine import Level, Month
-from shared.rating.statement_store import Statements
-from shared.rating.statements import round_line
 from shared.storage.blobs import BlobStore
 from shared.storage.subscriptions import SubscriptionStore
 from tests.integration.test_query_support import (
@@ -162,28 +160,35 @@ def test_rows_equal_the_api_daily_totals_per_subscription_meter_and_day(
 def test_costs_equal_the_statements_per_subscription_and_month(
     priced_world: World, admin_rows: list[dict[str, Any]]
 ) -> None:
-    """Each statement line is its rows' BilledCost rounded once; the totals are the statements'."""
-    account = priced_world.account
-    subscriptions = SubscriptionStore(account).all()
-    statements = Statements(account, catalogue(), ["simulated"], clock=SettableClock(NOW))
-    by_line: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
+    """Each statement line's amount is the sum of its rows' BilledCost, to the cent, and
+    each InvoiceId's rows add up to its statement's total (one rounding, one ledger)."""
+    subscriptions = SubscriptionStore(priced_world.account).all()
+    statements = FunctionApp(priced_world.settings, clock=SettableClock(NOW)).statements
+    by_line: dict[tuple[str, str, str, bool], Decimal] = defaultdict(Decimal)
+    by_invoice: dict[str, Decimal] = defaultdict(Decimal)
     levels: dict[str, str] = {}
     for row in admin_rows:
         subscription = row["SubAccountId"].rsplit("/", 1)[1]
         levels[subscription] = row["x_PricingLevel"]
         usage_month = f"{row['ChargePeriodStart']:%Y-%m}"
-        by_line[(subscription, row["x_MeterId"].lower(), usage_month)] += row["BilledCost"]
+        priced = row["x_PriceStatus"] == "Priced"
+        by_line[(subscription, row["x_MeterId"].lower(), usage_month, priced)] += row["BilledCost"]
+        by_invoice[row["InvoiceId"]] += row["BilledCost"]
+        assert row["BilledCost"] == row["BilledCost"].quantize(Decimal("0.01"))  # USD cents
     assert set(levels.values()) == {"retail", "wholesale"}
     for subscription, level in sorted(levels.items()):
         document = statements.statement(subscription, MONTH, Level(level), subscriptions)
         assert document is not None
-        total = Decimal(0)
         for line in document["lines"]:
-            key = (subscription, line["meterId"].lower(), line["usagePeriod"]["month"])
-            amount = round_line(by_line[key], document["currency"])
-            assert amount == Decimal(line["amount"]), key
-            total += amount
-        assert total == Decimal(document["total"]), subscription
+            key = (
+                subscription,
+                line["meterId"].lower(),
+                line["usagePeriod"]["month"],
+                line["priced"],
+            )
+            assert by_line[key] == Decimal(line["amount"]), key
+        invoice = f"{MONTH.key}-{subscription}-{level}"
+        assert by_invoice[invoice] == Decimal(document["total"]), subscription
         assert Decimal(document["total"]) > 0
 
 

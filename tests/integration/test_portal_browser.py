@@ -492,7 +492,8 @@ def test_tenant_statement_and_rate_card_are_the_apis(
 def test_provider_totals_and_top_subscriptions_are_the_apis(
     browser: Any, portal: str, priced: World, sign_in: LocalSignIn
 ) -> None:
-    """The admin's per-provider totals and top subscriptions by cost equal the roll-ups."""
+    """The admin's per-provider totals (named by the roll-up's labels), the whole cloud's
+    total and the top subscriptions by cost equal the roll-ups."""
     admin = choice(sign_in, "admin")
     default = priced.fleet.default_provider.subscription_id.lower()
     sign_in_as(browser, portal, "admin")
@@ -505,6 +506,9 @@ def test_provider_totals_and_top_subscriptions_are_the_apis(
         if (view.dataset.state !== 'ready' || view.dataset.month !== '{MONTH}') return null;
         return {{totals: [...document.querySelectorAll('#provider-totals tr[data-provider]')]
                   .map(tr => [tr.dataset.provider, tr.dataset.total]),
+                headers: [...document.querySelectorAll('#provider-totals th')]
+                  .map(th => th.textContent),
+                cloud: document.getElementById('cloud-total')?.dataset.total,
                 top: [...document.querySelectorAll('#top-subscriptions tr[data-subscription]')]
                   .map(tr => [tr.dataset.subscription, tr.dataset.total])}};""",
     )
@@ -520,7 +524,19 @@ def test_provider_totals_and_top_subscriptions_are_the_apis(
         ).json()
         for p in priced.providers()
     }
-    assert dict(shown["totals"]) == {p: r["total"] for p, r in rollups.items()}
+    assert dict(shown["totals"]) == {p: r["grandTotal"] for p, r in rollups.items()}
+    labels = rollups[default]["labels"]
+    assert shown["headers"][3:] == [
+        labels[key]
+        for key in (
+            "directTenantsTotal",
+            "wholesaleTotal",
+            "margin",
+            "resellersTotal",
+            "grandTotal",
+        )
+    ]
+    assert shown["cloud"] == rollups[default]["cloud"]["cloudTotal"]
     tenants = sorted(rollups[default]["tenants"], key=lambda t: -float(t["total"]))[:10]
     assert shown["top"] == [[t["subscriptionId"].lower(), t["total"]] for t in tenants]
     screenshot(browser, "providers")

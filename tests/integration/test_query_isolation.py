@@ -51,6 +51,10 @@ COMBINATIONS = [
 RATE_CARD_PATH = "/subscriptions/{}/providers/Microsoft.Commerce/RateCard"
 STATEMENT_PATH = "/subscriptions/{}/providers/Microsoft.Commerce/statements/2026-11"
 ROLLUP_PATH = "/subscriptions/{}/providers/Microsoft.Commerce.Admin/subscriberStatements/2026-11"
+ADJUSTMENTS_PATH = "/subscriptions/{}/providers/Microsoft.Commerce/adjustments/{}"
+SUBSCRIBER_ADJUSTMENTS_PATH = (
+    "/subscriptions/{}/providers/Microsoft.Commerce.Admin/subscriberAdjustments/{}"
+)
 RATE_CARD_ARGS = {
     "api-version": API_VERSION,
     "$filter": "OfferDurableId eq 'MS-AZR-0003P' and Currency eq 'USD' and Locale eq 'en-US' "
@@ -60,6 +64,8 @@ CHARGES = [
     (RATE_CARD_PATH, RATE_CARD_ARGS),
     (STATEMENT_PATH, {"api-version": API_VERSION}),
     (ROLLUP_PATH, {"api-version": API_VERSION}),
+    (ADJUSTMENTS_PATH.format("{}", "2026-11"), {"api-version": API_VERSION}),
+    (SUBSCRIBER_ADJUSTMENTS_PATH.format("{}", "2026-11"), {"api-version": API_VERSION}),
 ]
 
 
@@ -109,8 +115,9 @@ def test_every_pair_of_tenants_is_isolated_on_both_routes(
 def test_every_pair_of_tenants_is_isolated_on_statements_and_rate_cards(
     world: World, host: LocalFunctionsHost
 ) -> None:
-    """Each directory's users get 403 for every other directory's rate cards, statements
-    and roll-ups, also when narrowing a provider's roll-up to one of its subscriptions."""
+    """Each directory's users get 403 for every other directory's rate cards, statements,
+    roll-ups and adjustments, also when narrowing a provider's roll-up to one of its
+    subscriptions."""
     load_example_prices(world.settings)  # idempotent: the same versions every time
     refused = 0
     for (_, mine), (_, theirs) in itertools.permutations(directories(world).items(), 2):

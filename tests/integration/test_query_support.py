@@ -2,7 +2,8 @@
 
 A "world" is one small simulated fleet (12 directory tenants, so two delegated providers)
 collected by the real ``Collector`` into a real Azurite for the 24 reported hours of
-``DAY`` (so its daily rows exist too), plus a local token issuer in a temporary directory.
+``DAY`` (so its daily rows exist too) and rated into the ledger as the ``rate_usage`` timer
+would, plus a local token issuer in a temporary directory.
 Modules build one world each (module-scoped fixtures) and serve it through the local
 Functions host over real HTTP. The tests at the bottom check the world has the shape the
 other modules rely on.
@@ -29,6 +30,7 @@ from devstack.host import LocalFunctionsHost
 from devstack.tokens import LocalIssuer
 from shared.collection.collector import Collector
 from shared.core.config import Settings
+from shared.rating.rater import Rater
 from shared.storage.account import StorageAccount
 from shared.storage.subscriptions import Subscription, SubscriptionState
 from tests.app_settings import LOCAL_VALUES
@@ -95,8 +97,10 @@ class World:
         return self._reported
 
     def collect(self, hour: datetime) -> None:
-        """Collect one more reported hour (the watermark moves to it)."""
+        """Collect one more reported hour (the watermark moves to it) and rate it, as the
+        ``rate_usage`` timer would."""
         Collector(self.settings, self.account, self.fleet).collect_hour(hour)
+        Rater(self.account, self.settings.source_names()).rate_due(300)
 
 
 def make_world(azurite: Azurite, directory: Path, hours: int = 24) -> World:
@@ -114,6 +118,8 @@ def make_world(azurite: Azurite, directory: Path, hours: int = 24) -> World:
         "AzureWebJobs.collect_usage.Disabled": "true",
         "AzureWebJobs.collect_slice.Disabled": "true",
         "AzureWebJobs.report_to_azure.Disabled": "true",
+        "AzureWebJobs.rate_usage.Disabled": "true",
+        "AzureWebJobs.finalise_statements.Disabled": "true",
     }
     settings = Settings.from_environ(values)
     fleet = SimulatedFleet(
@@ -126,6 +132,7 @@ def make_world(azurite: Azurite, directory: Path, hours: int = 24) -> World:
     )
     account = StorageAccount(settings)
     Collector(settings, account, fleet).collect_due_hours(DAY + timedelta(days=1, minutes=30))
+    Rater(account, settings.source_names()).rate_due(300)
     last = DAY + 23 * HOUR
     listed = {s.subscription_id.lower(): s for s in fleet.subscriptions(last)}
     return World(settings, values, fleet, issuer, listed)

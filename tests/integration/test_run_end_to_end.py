@@ -253,8 +253,9 @@ def test_billing_reached_the_emulator(stack: dict[str, Any]) -> None:
 
 
 def test_the_first_run_already_shows_money(stack: dict[str, Any]) -> None:
-    """The example sheets are loaded by the run: a delegated provider's roll-up of the month
-    has a total above zero, its wholesale cost below it."""
+    """The example sheets are loaded by the run and the caught-up hours rated: a delegated
+    provider's roll-up of the month charges its tenants more than zero, its wholesale cost
+    below that, and the margin is the difference."""
     delegated = stack["tokens"]["delegated"]
     month = stack["last_hour"][:7]
     answer = requests.get(
@@ -266,7 +267,9 @@ def test_the_first_run_already_shows_money(stack: dict[str, Any]) -> None:
     assert answer.status_code == 200, answer.text
     rollup = answer.json()
     assert rollup["currency"] == "USD"
-    assert Decimal(rollup["total"]) > Decimal(rollup["wholesaleTotal"]) > 0
+    charged, wholesale = Decimal(rollup["directTenantsTotal"]), Decimal(rollup["wholesaleTotal"])
+    assert charged > wholesale > 0
+    assert Decimal(rollup["margin"]) == charged - wholesale
 
 
 def test_the_first_cycle_is_exported_to_blob_storage(stack: dict[str, Any]) -> None:

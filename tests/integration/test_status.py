@@ -31,7 +31,7 @@ from shared.export.configs import ExportConfigs, make_config
 from shared.rating.engine import Month
 from shared.status.objectives import Objective, State
 from shared.status.observer import record_gauges, remember
-from shared.status.view import History
+from shared.status.view import History, document, screen
 from shared.storage.account import StorageAccount
 from shared.storage.queues import POISON_SUFFIX, queue_client
 from shared.storage.usage_rows import usage_table_name
@@ -306,9 +306,10 @@ def test_statements_and_exports_objectives_follow_what_is_stored(
     make_settings, metrics: InMemoryTelemetry
 ) -> None:
     """October's last hour collected: an hour past October's deadline (2 days after it
-    closed) with no final statements, statements are breached and overdue by 1 h; once
-    finalise_statements stores them, met and final through 2026-10. An export run an hour
-    ago is fresh; 27 hours later it is stale."""
+    closed) with no final statements, statements are breached and overdue by 1 h and nothing
+    is rated; once rated and finalised (the ledger frozen), met, rated through October's last
+    hour and final through 2026-10 (in the status, its document and its screen). An export
+    run an hour ago is fresh; 27 hours later it is stale."""
     october = Month(2026, 10)
     hour = october.last_hour
     settings = make_settings()
@@ -321,8 +322,10 @@ def test_statements_and_exports_objectives_follow_what_is_stored(
     statements = status.observation(Objective.STATEMENTS)
     assert (statements.state, statements.value) == (State.BREACHED, 1.0)
     assert status.statements_final_through is None
+    assert status.rated_through is None
     assert metrics.value("usage.statements.overdue") == 1.0
 
+    app.rate_usage()  # the rate_usage timer: the ledger of charges the finaliser freezes
     assert app.finalise_statements().months_closed == ["2026-10"]
     container = "st" + uuid.uuid4().hex[:10]
     ExportConfigs(app.account).put(make_config("status-focus", "admin", container=container))
@@ -332,6 +335,10 @@ def test_statements_and_exports_objectives_follow_what_is_stored(
     status = app.observe_pipeline(reconcile=False)
     assert status.observation(Objective.STATEMENTS).state is State.MET
     assert status.statements_final_through == october
+    assert status.rated_through == hour
+    shown = document(status, History.read(app.account, clock()))
+    assert shown["statements"]["ratedThrough"] == "2026-10-31T23:00:00+00:00"
+    assert "rated through 2026-10-31T23:00:00+00:00, final through 2026-10" in screen(shown)
     assert metrics.value("usage.statements.final_through") == 202610
     (export,) = status.exports
     assert (export.name, export.age_hours) == ("status-focus", 1.0)

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from shared.core.errors import BadInputError
+from shared.core.hours import floor_day
 from shared.core.meters import catalogue
 from shared.export.configs import Layout, make_config
 from shared.export.exporter import due_months, period_folder, time_frame
@@ -27,6 +28,8 @@ from shared.export.focus import (
     _tags,
     service_of,
 )
+from shared.rating.adjustments import Adjustment, Category
+from shared.rating.charges import DayCharges
 from shared.rating.engine import Level, Month, MonthRater, PriceBook
 from shared.rating.sheets import SheetDraft, SheetRow, build_sheet
 from shared.storage.usage_rows import UsageRow
@@ -109,22 +112,34 @@ def _book(*rows: SheetRow) -> PriceBook:
     return PriceBook([build_sheet(draft, catalogue())])
 
 
+def _days(book: PriceBook, rows: list[tuple[datetime, UsageRow]]) -> list[DayCharges]:
+    """The ledger's charge lines of ``(reported hour, row)`` pairs, rated in order (what
+    ``shared.rating.rater`` stores per usage day)."""
+    pricing = book.pricing(SUBSCRIPTION, {}, Level.RETAIL)
+    assert pricing is not None
+    rater = MonthRater(pricing)
+    days: dict[datetime, DayCharges] = {}
+    for reported, row in rows:
+        rated = rater.rate(row.meter_id, row.usage_start, Decimal(repr(row.quantity)))
+        day = floor_day(row.usage_start)
+        days.setdefault(day, DayCharges(day)).add(reported, row, rated)
+    return list(days.values())
+
+
+BUYER = Buyer(Level.RETAIL, f"/subscriptions/{SUBSCRIPTION}", None, "Subscription", "op")
+
+
 def test_a_row_crossing_a_tier_splits_so_list_cost_is_unit_price_times_quantity() -> None:
     """Tier 0-10 at 0.5, 10+ at 0.25: 12 units in a day become 10 x 0.5 and 2 x 0.25."""
     book = _book(
         SheetRow("1", VM_HOURS, "0", "0.5"),
         SheetRow("2", VM_HOURS, "10", "0.25"),
     )
-    pricing = book.pricing(SUBSCRIPTION, {}, Level.RETAIL)
-    assert pricing is not None
-    rater = MonthRater(pricing)
-    buyer = Buyer(Level.RETAIL, f"/subscriptions/{SUBSCRIPTION}", None, "Subscription", "op")
-    month = SubscriptionMonth(None, SUBSCRIPTION, Month(2026, 11), buyer, "EUR", catalogue())
-    for hour in range(4):
-        row = _row(hour, 3.0)
-        reported = row.usage_start + timedelta(hours=1)
-        month.add(reported, row, rater.rate(row.meter_id, row.usage_start, Decimal("3")))
-    rows = month.rows()
+    month = SubscriptionMonth(None, SUBSCRIPTION, Month(2026, 11), BUYER, "EUR", catalogue())
+    rated = [
+        (_row(hour, 3.0).usage_start + timedelta(hours=1), _row(hour, 3.0)) for hour in range(4)
+    ]
+    rows = month.rows(_days(book, rated))
     assert [(r["PricingQuantity"], r["ListUnitPrice"], r["ListCost"]) for r in rows] == [
         (Decimal(10), Decimal("0.5"), Decimal(5)),
         (Decimal(2), Decimal("0.25"), Decimal("0.5")),
@@ -145,19 +160,41 @@ def test_a_row_crossing_a_tier_splits_so_list_cost_is_unit_price_times_quantity(
 def test_a_meter_no_sheet_prices_costs_zero_with_null_prices() -> None:
     """No price: costs 0 (as statements show it), null unit prices and SKU price, NotPriced."""
     book = _book(SheetRow("1", "F271A8A388C44D93956A063E1D2FA80B", "0", "0.01"))
-    pricing = book.pricing(SUBSCRIPTION, {}, Level.RETAIL)
-    assert pricing is not None
-    buyer = Buyer(Level.RETAIL, f"/subscriptions/{SUBSCRIPTION}", None, "Subscription", "op")
-    month = SubscriptionMonth(None, SUBSCRIPTION, Month(2026, 11), buyer, "EUR", catalogue())
+    month = SubscriptionMonth(None, SUBSCRIPTION, Month(2026, 11), BUYER, "EUR", catalogue())
     row = _row(0, 2.0)
-    month.add(row.usage_end, row, MonthRater(pricing).rate(VM_HOURS, row.usage_start, Decimal(2)))
-    (focus,) = month.rows()
+    (focus,) = month.rows(_days(book, [(row.usage_end, row)]))
     assert focus["BilledCost"] == focus["ListCost"] == Decimal(0)
     assert focus["ListUnitPrice"] is None
     assert focus["SkuPriceId"] is None
     assert focus["PricingCategory"] == "Other"
     assert focus["x_PriceStatus"] == "NotPriced"
     assert focus["PricingQuantity"] == Decimal(2)
+
+
+def test_billed_cost_is_the_statement_lines_cents_and_adjustments_are_rows() -> None:
+    """Three days at 0.004 a day round per row to 0.00 each, but the statement line is
+    0.012 -> 0.01: BilledCost gives that cent to one row (largest remainder), ContractedCost
+    stays exact; a credit is a Credit row with a negative BilledCost, a correction of
+    October is ChargeClass Correction in October's period."""
+    book = _book(SheetRow("1", VM_HOURS, "0", "0.004"))
+    rated = [(_row(24 * day, 1.0).usage_end, _row(24 * day, 1.0)) for day in range(3)]
+    credit = Adjustment(
+        "202611-20261125000000-abcdef", SUBSCRIPTION, Level.RETAIL, Month(2026, 11),
+        Category.CREDIT, Decimal("-2.50"), "EUR", "SLA", "op", datetime(2026, 11, 25, tzinfo=UTC),
+        corrects=Month(2026, 10),
+    )  # fmt: skip
+    month = SubscriptionMonth(None, SUBSCRIPTION, Month(2026, 11), BUYER, "EUR", catalogue())
+    rows = month.rows(_days(book, rated), [credit])
+    usage = [r for r in rows if r["ChargeCategory"] == "Usage"]
+    assert [r["BilledCost"] for r in usage] == [Decimal("0.01"), Decimal(0), Decimal(0)]
+    assert [r["ContractedCost"] for r in usage] == [Decimal("0.004")] * 3
+    (row,) = [r for r in rows if r["ChargeCategory"] == "Credit"]
+    assert (row["BilledCost"], row["ChargeClass"]) == (Decimal("-2.50"), "Correction")
+    assert row["ChargePeriodStart"] == datetime(2026, 10, 1, tzinfo=UTC)
+    assert row["BillingPeriodStart"] == datetime(2026, 11, 1, tzinfo=UTC)
+    assert row["ListCost"] == row["ContractedCost"] == row["BilledCost"]
+    assert sum(r["BilledCost"] for r in rows) == Decimal("-2.49")
+    assert {r["InvoiceId"] for r in rows} == {f"202611-{SUBSCRIPTION}-retail"}
 
 
 def test_configurations_are_checked_whole() -> None:
@@ -195,13 +232,9 @@ def test_due_months_include_the_previous_month_on_days_one_to_five() -> None:
 def test_parts_are_bounded_and_row_groups_stream(file_format: FileFormat) -> None:
     """2,500 rows with parts of 1,000 and row groups of 300: three parts, every row kept."""
     book = _book(SheetRow("1", VM_HOURS, "0", "0.5"))
-    pricing = book.pricing(SUBSCRIPTION, {}, Level.RETAIL)
-    assert pricing is not None
-    buyer = Buyer(Level.RETAIL, f"/subscriptions/{SUBSCRIPTION}", None, "Subscription", "op")
-    month = SubscriptionMonth(None, SUBSCRIPTION, Month(2026, 11), buyer, "EUR", catalogue())
+    month = SubscriptionMonth(None, SUBSCRIPTION, Month(2026, 11), BUYER, "EUR", catalogue())
     row = _row(0, 1.0)
-    month.add(row.usage_end, row, MonthRater(pricing).rate(VM_HOURS, row.usage_start, Decimal(1)))
-    (focus,) = month.rows()
+    (focus,) = month.rows(_days(book, [(row.usage_end, row)]))
     uploaded: dict[str, bytes] = {}
 
     def upload(name: str, file: IO[bytes], content_type: str) -> None:

@@ -18,9 +18,10 @@ from shared.core.errors import BadInputError, SheetRejectedError
 from shared.core.meters import catalogue
 from shared.query.rate_card_filter import FILTER_MESSAGE, parse_rate_card_filter
 from shared.rating.engine import Level, Month, PriceBook
+from shared.rating.rounding import allocate, round_amount
 from shared.rating.sheet_files import read_csv_sheet, read_json_sheet, sheet_csv, sheet_json
 from shared.rating.sheets import PriceSheet
-from shared.rating.statements import StatementBuilder, round_line
+from shared.rating.statements import rate_in_memory, statement_document
 from shared.storage.subscriptions import Subscription, SubscriptionState
 from shared.storage.usage_rows import UsageRow
 
@@ -80,22 +81,31 @@ def statement(
 ) -> dict[str, Any]:
     pricing = book.pricing(subscription_id, SUBSCRIPTIONS, level)
     assert pricing is not None
-    builder = StatementBuilder(pricing, month)
-    for item in rows:
-        builder.add(item)
-    return builder.build(
-        catalogue(),
-        status="provisional",
-        collected_through=None,
+    charges = rate_in_memory(pricing, month, rows)
+    return statement_document(
+        charges,
+        [],
+        subscription_id=subscription_id,
+        level=level,
+        month=month,
+        buyer=pricing.buyer,
+        currency=book.currency,
+        final=False,
+        rated_through=None,
+        meters=catalogue(),
         at=datetime(2026, 12, 1, tzinfo=UTC),
     )
 
 
-def line(document: dict[str, Any], meter: str, month: str = "2026-11") -> dict[str, Any]:
+def line(
+    document: dict[str, Any], meter: str, month: str = "2026-11", *, priced: bool | None = None
+) -> dict[str, Any]:
     (found,) = [
         item
         for item in document["lines"]
-        if item["meterId"].lower() == meter.lower() and item["usagePeriod"]["month"] == month
+        if item["meterId"].lower() == meter.lower()
+        and item["usagePeriod"]["month"] == month
+        and (priced is None or item["priced"] is priced)
     ]
     return found
 
@@ -216,6 +226,25 @@ def test_unpriced_meters_are_shown_with_no_amount() -> None:
     assert document["total"] == "0.00"
 
 
+def test_partial_pricing_keeps_the_priced_money_beside_the_unpriced_quantity() -> None:
+    """5 units at 2.00, then the meter leaves the sheet mid-month and 5 more come unpriced:
+    a priced line of 10.00 and an unpriced line of 5 units beside it, total 10.00 (the old
+    builder marked the whole line unpriced and billed 0.00, for good once final)."""
+    book = PriceBook(
+        [
+            sheet([{"meterId": VM, "unitPrice": "2"}]),
+            sheet([{"meterId": WIN, "unitPrice": "1"}], effective="2026-11-10"),
+        ]
+    )
+    before, after = datetime(2026, 11, 5, tzinfo=UTC), datetime(2026, 11, 12, tzinfo=UTC)
+    document = statement(book, [row(VM, before, 5.0), row(VM, after, 5.0)])
+    priced = line(document, VM, priced=True)
+    unpriced = line(document, VM, priced=False)
+    assert (priced["quantity"], priced["amount"]) == ("5.0", "10.00")
+    assert (unpriced["quantity"], unpriced["amount"], unpriced["tiers"]) == ("5.0", "0.00", [])
+    assert document["total"] == "10.00"
+
+
 def test_totals_are_the_sum_of_rounded_lines_not_the_rounded_sum() -> None:
     """Three lines of 0.005 each: each rounds half-even to 0.00, so the total is 0.00."""
     book = PriceBook(
@@ -233,7 +262,22 @@ def test_totals_are_the_sum_of_rounded_lines_not_the_rounded_sum() -> None:
     amounts = [item["amount"] for item in document["lines"]]
     assert sorted(amounts) == ["0.00", "0.00", "0.02"]  # 0.005 -> 0.00, 0.015 -> 0.02
     assert document["total"] == "0.02"  # round(0.025) would be 0.02 too; the rule is the sum
-    assert round_line(Decimal("0.125"), "USD") == Decimal("0.12")  # half-even
+    assert round_amount(Decimal("0.125"), "USD") == Decimal("0.12")  # half-even
+
+
+def test_a_rounded_line_is_spread_over_its_rows_by_largest_remainder() -> None:
+    """0.004 + 0.004 + 0.003 + 0.0001 = 0.0111 rounds to 0.01: the cent goes to the first
+    of the two largest remainders (ties: the earlier row); JPY has no minor digits; no
+    currency (nothing priced) leaves amounts as they are."""
+    amounts = [Decimal("0.004"), Decimal("0.004"), Decimal("0.003"), Decimal("0.0001")]
+    assert allocate(amounts, "USD") == [Decimal("0.01"), Decimal("0.00"), Decimal("0.00"),
+                                        Decimal("0.00")]  # fmt: skip
+    assert allocate([Decimal("1.5"), Decimal("1.5"), Decimal("1.5")], "JPY") == [
+        Decimal(2),
+        Decimal(1),
+        Decimal(1),
+    ]  # 4.5 rounds half-even to 4: floors give 3, the earliest of three equal remainders 1 more
+    assert allocate([Decimal("0.3")], None) == [Decimal("0.3")]
 
 
 # --- properties ------------------------------------------------------------------------
@@ -315,7 +359,7 @@ def test_a_statements_total_is_the_sum_of_its_rounded_lines(
     assert Decimal(document["total"]) == sum((Decimal(x["amount"]) for x in lines), Decimal(0))
     for item in lines:
         exact = sum((Decimal(t["amount"]) for t in item["tiers"]), Decimal(0))
-        assert Decimal(item["amount"]) == round_line(exact, "USD")
+        assert Decimal(item["amount"]) == round_amount(exact, "USD")
         assert Decimal(item["quantity"]) == sum(Decimal(t["quantity"]) for t in item["tiers"])
 
 

@@ -792,6 +792,17 @@ function statementBlock(title, statement) {
       ["Meter", "Usage month", "Quantity", "Unit", "Unit price", "Amount"],
       lines, ["Quantity", "Unit price", "Amount"]),
   );
+  // Credits, corrections and one-off charges: lines of their own, in the total.
+  if (statement.adjustments.length) {
+    block.append(table(`${statement.adjustments.length} adjustments (${money(statement.adjustmentsTotal, statement.currency)})`,
+      ["Category", "Reason", "Corrects", "Added by", "Amount"],
+      statement.adjustments.map((adjustment) => ({
+        cells: [adjustment.category, adjustment.reason, adjustment.corrects || "-",
+          `${adjustment.createdBy}, ${adjustment.createdAt.slice(0, 10)}`, adjustment.amount],
+        data: { adjustmentId: adjustment.id, adjustmentAmount: adjustment.amount },
+      })),
+      ["Amount"]));
+  }
   return block;
 }
 
@@ -871,16 +882,27 @@ async function showProviders(context, params) {
       setStatus(`Loading the ${month} roll-up of ${provider.name}…`);
       rollups.push([provider, await (await api(rollupUrl(provider.id, month))).json()]);
     }
+    // One definition of a provider's money, named by the API's labels (as the CLI and
+    // the run summary name it): direct tenants, wholesale and margin, resellers, total.
+    const figures = ["directTenantsTotal", "wholesaleTotal", "margin", "resellersTotal", "grandTotal"];
+    const labels = rollups.length ? rollups[0][1].labels : {};
     totalsArea.append(heading(3, `Totals per provider, ${month}`));
-    totalsArea.append(table("What each provider's direct tenants are charged; a delegated provider's wholesale cost and margin",
-      ["Provider", "Status", "Tenants", "Total", "Wholesale", "Margin"],
+    totalsArea.append(table("Each provider's month: what its direct tenants are charged; a delegated provider's wholesale and margin; the default provider's wholesale from delegated providers",
+      ["Provider", "Status", "Tenants", ...figures.map((key) => labels[key])],
       rollups.map(([provider, rollup]) => ({
-        cells: [provider.name, rollup.status, String(rollup.tenants.length), money(rollup.total, rollup.currency),
-          rollup.wholesaleTotal === null ? "-" : money(rollup.wholesaleTotal, rollup.currency),
-          rollup.margin === null ? "-" : money(rollup.margin, rollup.currency)],
-        data: { provider: provider.id, total: rollup.total },
+        cells: [provider.name, rollup.status, String(rollup.tenants.length),
+          ...figures.map((key) => rollup[key] === null ? "-" : money(rollup[key], rollup.currency))],
+        data: { provider: provider.id, total: rollup.grandTotal },
       })),
-      ["Tenants", "Total", "Wholesale", "Margin"]));
+      ["Tenants", ...figures.map((key) => labels[key])]));
+    // The admin's whole cloud: every tenant once, at what it is charged.
+    const cloud = rollups.map(([, rollup]) => rollup.cloud).find(Boolean);
+    if (cloud) {
+      const line = paragraph(`${cloud.labels.cloudTotal}: ${money(cloud.cloudTotal, cloud.currency)} (${cloud.status})`);
+      line.id = "cloud-total";
+      line.dataset.total = cloud.cloudTotal;
+      totalsArea.append(line);
+    }
     // Top subscriptions by cost: the current provider's roll-up, largest first.
     const current = rollups.find(([provider]) => provider.id === context.id)?.[1] ||
       await (await api(rollupUrl(context.id, month))).json();
