@@ -22,8 +22,10 @@ month (statements, export). The stages and their units:
 - ``daily``: the day's daily rows, rebuilt as the hour close builds them (idempotent, the
   same requests) (per subscription-day);
 - ``bill``: the warm hour's ``report_to_azure`` executions (per billing resource-hour);
-- ``rate``: not in this branch yet (issue 23's ledger of money); reported as absent;
-- ``statements``: one ``finalise_statements`` run storing November (per statement);
+- ``rate``: the ``rate_usage`` run that rates the warm hour (per subscription-hour), and
+  ``rate_idle``: a run that finds nothing new (five of its six runs an hour);
+- ``statements``: one ``finalise_statements`` run freezing November, October being final
+  already (per month entity frozen);
 - ``export``: the admin's FOCUS export of November (per 10,000 exported rows);
 - ``api_tenant_page``, ``api_provider_page``: one page each through ``query_usage``;
   ``api_cost_query``: the Cost Management Query route, not on main yet (absent);
@@ -70,6 +72,7 @@ from shared.core.meters import catalogue
 from shared.export.configs import ExportConfigs, make_config
 from shared.query.usage_api import HttpCall
 from shared.rating.engine import Month
+from shared.rating.marks import RatingMarks
 from shared.storage.account import StorageAccount
 from shared.storage.hour_manifest import read_hour, read_manifest
 from shared.storage.request_count import (
@@ -314,6 +317,10 @@ def measure(
         map_billing(settings, fleet)
         load_example_prices(settings)
         ExportConfigs(StorageAccount(settings)).put(make_config("focus-admin", "admin"))
+        # October is final already, as in any month after a deployment's first: the first
+        # finalisation's look-back for the oldest month with charges (once in a deployment's
+        # life) is not what a month-end costs.
+        RatingMarks(StorageAccount(settings)).record_finalised(MONTH.previous)
         counter = StorageRequests()
         traced: list[str] = []
 
@@ -331,8 +338,17 @@ def measure(
 
         collect(run, FIRST_HOUR, "collect_new_tables")
         bill(run, "bill_new_ledger", FIRST_HOUR)
+        with run.stage("rate_new_month", "subscription-hour") as stage:
+            stage.units = app.rate_usage().subscription_batches
+            stage.executions = 1
         collect(run, WARM_HOUR, "collect_closing_day")
         bill(run, "bill", WARM_HOUR)
+        with run.stage("rate", "subscription-hour") as stage:
+            stage.units = app.rate_usage().subscription_batches
+            stage.executions = 1
+        with run.stage("rate_idle", "timer run", 1) as stage:
+            app.rate_usage()  # every 10 minutes; most runs find nothing new
+            stage.executions = 1
 
         day = WARM_HOUR.replace(hour=0)
         with run.stage("daily", "subscription-day") as daily:
@@ -345,7 +361,7 @@ def measure(
         del run.stages["plan_collect_new_tables"]
 
         with run.stage("statements", "statement") as stage:
-            stage.units = app.finalise_statements().statements_stored
+            stage.units = app.finalise_statements().statements_frozen
             stage.executions = 1
         config = ExportConfigs(stored).get("focus-admin")
         assert config is not None
@@ -421,11 +437,11 @@ def measure(
         )
         stages["bill"].ideal = model.bill(stages["bill"].executions, stages["bill"].units)
         month_rows = usage_rows(stored, MONTH.first_hour, MONTH.last_hour)
-        stages["statements"].ideal = model.statements(
-            month_rows.values(), stages["statements"].units
-        )
+        stages["rate"].ideal = model.rate(stages["rate"].units)
+        stages["rate_idle"].ideal = model.rate(0)
+        stages["statements"].ideal = model.statements(stages["statements"].units)
         stages["export"].ideal = model.export(
-            month_rows.values(), len(exported.blobs), exported.removed
+            len(month_rows), len(exported.blobs), exported.removed
         )
         stages["api_tenant_page"].ideal = model.tenant_page(tenant_page)
         stages["api_provider_page"].ideal = model.provider_page(provider_page, days=1)
@@ -467,12 +483,17 @@ def monthly(stages: dict[str, Stage], facts: dict[str, Any], active: int) -> pri
         "statements": n * Decimal(str(facts["statements_per_active"])),
         "observe": 288 * prices.DAYS,
         "observe_reconcile": prices.DAYS,
+        "rate": n * prices.HOURS,
+        "rate_idle": 5 * prices.HOURS,  # RATING_SCHEDULE every 10 minutes: 5 of 6 find nothing
     }
     table_requests = sum((per_unit(k, TABLE_KINDS) * u for k, u in units.items()), zero)
     other_requests = sum((per_unit(k, other) * u for k, u in units.items()), zero)
-    # The daily export reads the month so far: a page per 1,000 rows of each subscription.
-    export_pages = sum((-(-(rows_hour * 24 * day) // 1000) for day in range(1, 31)), zero)
-    table_requests += n * export_pages + 30 * model.EXPORT_CONSTANTS
+    # The daily export: per subscription one read of its month's charge lines.
+    export_run = per_unit("export", TABLE_KINDS) * Decimal(str(stages["export"].units))
+    export_per_subscription = (export_run - model.EXPORT_CONSTANTS) / Decimal(
+        str(facts["active_subscriptions"])
+    )
+    table_requests += prices.DAYS * (n * export_per_subscription + model.EXPORT_CONSTANTS)
     # Executions: one slice per 100,000 rows an hour, the billing items, the timers, pages.
     slices = max(Decimal(1), -(-(n * rows_hour) // 100_000))
     bill_stage = stages["bill"]
@@ -486,7 +507,9 @@ def monthly(stages: dict[str, Stage], facts: dict[str, Any], active: int) -> pri
         (items * prices.HOURS, seconds(per_item, posts)),
         (prices.HOURS, prices.EXECUTION_FLOOR_SECONDS),  # finalise_statements, hourly
         (288 * prices.DAYS, seconds(per_unit("observe", TABLE_KINDS), zero)),
-        (prices.DAYS, seconds(n * export_pages / 30, zero)),
+        (prices.DAYS, seconds(n * export_per_subscription, zero)),
+        (prices.HOURS, seconds(per_unit("rate", TABLE_KINDS) * n, zero)),
+        (5 * prices.HOURS, seconds(per_unit("rate_idle", TABLE_KINDS), zero)),
     ]
     stored_rows = n * rows_hour * prices.HOURS * Decimal("1.04")  # and daily rows (~1/24)
     return prices.Monthly(

@@ -98,31 +98,43 @@ def bill(work_items: int, resources: int) -> Ideal:
     return Ideal(reads + ledger + host, f"reads {reads} + ledger {ledger} + host {host:g}")
 
 
-# finalise_statements' constants: the watermark, the subscriptions, the price sheets, the
-# month's stored keys and closed marker (read), the closed marker (written).
-STATEMENT_CONSTANTS = 6
+# A rating run's constants (docs/scale.md, "What rating costs"): the price sheets, the
+# subscriptions, the rating marks, the stamps' watermarks, the hour manifest, the rated mark.
+RATE_CONSTANTS = 6
 
 
-def statements(rows_per_subscription: Iterable[int], stored: int) -> Ideal:
-    reads = sum(pages(n) for n in rows_per_subscription)
+def rate(subscription_hours: int) -> Ideal:
+    """Per subscription with rows in the hour: its rows read, its ledger state read, one
+    transaction of its charges; the run's constants."""
+    per = 3 * subscription_hours
+    return Ideal(per + RATE_CONSTANTS, f"3 x {subscription_hours} + constants {RATE_CONSTANTS}")
+
+
+# finalise_statements' constants: the marks (rated, finalised), the month's adjustments
+# (read, closed), the price sheets, the subscriptions, the charges index, the mark moved.
+STATEMENT_CONSTANTS = 8
+
+
+def statements(frozen: int) -> Ideal:
+    """Per month entity frozen: its read and its ETag-guarded write."""
     return Ideal(
-        reads + stored + STATEMENT_CONSTANTS,
-        f"month reads {reads} + statements {stored} + constants {STATEMENT_CONSTANTS}",
+        2 * frozen + STATEMENT_CONSTANTS,
+        f"2 x {frozen} frozen + constants {STATEMENT_CONSTANTS}",
     )
 
 
-# An export run's constants: the watermark, the subscriptions, the price sheets, the list
-# of usage tables (which subscriptions have any), the container, the manifest, the listing
-# of the month's older runs.
-EXPORT_CONSTANTS = 7
+# An export run's constants: the rated mark, the subscriptions, the price sheets, the
+# month's adjustments, the charges index, the container, the manifest, the listing of the
+# month's older runs.
+EXPORT_CONSTANTS = 8
 
 
-def export(rows_per_subscription: Iterable[int], parts: int, removed: int) -> Ideal:
-    reads = sum(pages(n) for n in rows_per_subscription)
-    total = reads + parts + removed + EXPORT_CONSTANTS
+def export(charged_subscriptions: int, parts: int, removed: int) -> Ideal:
+    """Per subscription with charges: one read of its month's day entities."""
+    total = charged_subscriptions + parts + removed + EXPORT_CONSTANTS
     return Ideal(
         total,
-        f"month reads {reads} + parts {parts} + older removed {removed} "
+        f"charge reads {charged_subscriptions} + parts {parts} + older removed {removed} "
         f"+ constants {EXPORT_CONSTANTS}",
     )
 
