@@ -1,5 +1,5 @@
 """Run one benchmark: ``python -m bench NAME [--quick]``
-(NAME: collect, query, report, load, chaos, rating, export, hostile, cost)."""
+(NAME: collect, query, report, load, chaos, rating, export, hostile, azurite, cost)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ BENCHMARKS = (
     "rating",
     "export",
     "hostile",
+    "azurite",
     "cost",
 )
 

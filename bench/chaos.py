@@ -91,9 +91,9 @@ from devstack.local_settings import local_values
 from ops.requeue_poison import requeue_poison
 from shared.billing.commerce import COMMERCE_POLICY, CommerceClient
 from shared.billing.events import EventOutcome
-from shared.billing.ledger import Ledger, LedgerState
-from shared.billing.reconcile import Reconciliation, reconcile
-from shared.billing.reporter import report_message
+from shared.billing.ledger import Ledger, LedgerEntry, LedgerState
+from shared.billing.reconcile import Difference, Reconciliation, reconcile
+from shared.billing.reporter import WAIT_HORIZON, WAIT_UNDECIDED, ReportResult, report_message
 from shared.billing.tokens import static_token_provider
 from shared.billing.work_items import WorkItem, work_item_enqueuer
 from shared.collection.collector import Collector
@@ -126,7 +126,14 @@ RESTART_DOWN_SECONDS = 1.0  # real seconds Azurite stays down in a restart
 ENDPOINT_FAULTS = tuple(kind for kind in Fault if kind is not Fault.BAD_REQUEST)
 PLAN = "plan-chaos"
 QUIET_RESOURCE = "saas-quiet"
+CANCELLED_RESOURCE = "saas-cancelled"
+UNAUTHORIZED_RESOURCE = "saas-0"  # refused ResourceNotAuthorized for a few hours
+FOREIGN = "someone-elses-resource"  # a daily row no decision needs, and none can parse
+LATE_BEFORE_CANCELLING = 3  # hours of the cancelled subscription's usage reported late
 LOST_ANSWER_DELAY = 30  # simulated hours a message whose accepted answer was lost is held
+# Simulated hours a message whose POSTs all failed is held: past the window and its grace
+# (24 h 15 min), within the processing horizon after it (undocumented mode only).
+UNANSWERED_DELAY = 26
 Key = tuple[str, str]
 
 
@@ -141,7 +148,11 @@ class ChaosOptions:
     tenants: int = 3
     scale: float = 0.5
     late_share: float = 0.2
-    calm_hours: int = 6  # after the chaotic days: no faults, so everything settles
+    # After the chaotic days: no faults, so everything settles: at least a day, the
+    # processing horizon and a few hours, so that every event of the last chaotic day is
+    # decided (its day can no longer change), the never-answered hour's retry (26 h) waits
+    # for the horizon, and carried usage finds a later event.
+    calm_hours: int = 34
     outages: int = 1  # endpoint outages of 24-30 hours
     timer_gaps: int = 1  # timer silent for 3-30 hours
     restarts: int = 3  # Azurite restarts (between hours, mid-collection, mid-drain)
@@ -151,6 +162,17 @@ class ChaosOptions:
     duplicate_rate: float = 0.2  # per handled message
     background_fault_rate: float = 0.1  # per endpoint request outside outages
     slow_seconds: float = 0.2  # a slow answer's delay (the client gives up after half)
+    # The endpoint answering what its docs leave open the inconvenient way (the emulator's
+    # modes, every one on): rows that lag up to the processing horizon, echoes in another
+    # case, counts that include duplicates, whole-batch 400s (one dimension invalid for a
+    # few hours), a resource cancelled and one unauthorized for a few hours, paged rows.
+    undocumented: bool = True
+    horizon_hours: int = 4  # COMMERCE_PROCESSING_HORIZON_HOURS; lags are drawn below it
+    # Whether the day's counts include duplicates and expired sends (the docs do not say);
+    # None: drawn from the seed. Where they do, a day with many duplicates (an outage that
+    # accepts and drops) cannot be told: its lost answers end unresolved, named.
+    count_submissions: bool | None = None
+    page_size: int = 3  # daily rows per GET usageEvents page
 
 
 @dataclass
@@ -189,6 +211,9 @@ class ChaosReport:
     lost_answer_states: Counter[str] = field(default_factory=Counter)
     lost_answer_posted: int = 0  # events in the POST whose answer was lost (accepted)
     lost_answer_by_daily_sums: int = 0  # of its events, settled from the day's sums
+    # An hour whose POSTs all failed, retried after the window (undocumented mode only).
+    unanswered_hour: str | None = None
+    unanswered_states: Counter[str] = field(default_factory=Counter)
     decided_by_daily_sums: int = 0
     quiet_from: str | None = None
     quiet_carried: int = 0  # hours of the quiet resource carried forward
@@ -200,6 +225,43 @@ class ChaosReport:
     objectives_final: dict[str, str] = field(default_factory=dict)
     observe_seconds: float = 0.0  # the run's time spent reading the status
 
+    # The endpoint's undocumented latitude (ChaosOptions.undocumented): the modes drawn,
+    # what the reporter did about each, and what it named instead of billing.
+    modes: dict[str, Any] = field(default_factory=dict)
+    waited: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    deferrals: int = 0
+    split_batches: int = 0  # as the deliveries that returned counted them (at least)
+    not_active: int = 0  # events refused ResourceNotActive (the ledger's)
+    sent_with_usage_hours: int = 0  # their parts sent as events of their usage hours
+    cancelled_billed: float = 0.0  # what those parts billed
+    refused: dict[str, float] = field(default_factory=dict)  # rejected: key -> refused
+    unresolved: dict[str, bool] = field(default_factory=dict)  # key -> accepted after all?
+    # Carried (perhaps through other carries) into a refused or an unresolved event.
+    carried_into_named: set[str] = field(default_factory=set)
+    deferred_at_end: int = 0
+    reconcile_named: int = 0  # reconciliation's differences that name the above
+
+    @property
+    def reconcile_differences(self) -> list[str]:
+        """Reconciliation's differences but those naming a refused or unresolved event."""
+        if self.reconciliation is None:
+            return ["not run"]
+        return [d.line() for d in self.reconciliation.differences if not self.names(d)]
+
+    def names(self, difference: Difference) -> bool:
+        """True when ``difference`` is one the run names: a refused or an unresolved event,
+        or the endpoint's unreadable row of a resource that is not ours."""
+        key = _name(difference.resource_id, difference.dimension, difference.hour)
+        if difference.kind == "rejected":
+            return key in self.refused
+        if difference.kind == "unresolved":
+            return key in self.unresolved
+        if difference.kind in ("carried-unresolved", "carried-unbilled"):
+            return key in self.carried_into_named
+        if difference.kind == "endpoint-unverifiable":
+            return self.modes.get("count_submissions") is True  # named in the figures
+        return difference.kind == "endpoint-unreadable" and difference.resource_id == FOREIGN
+
     @property
     def ok(self) -> bool:
         return (
@@ -208,13 +270,23 @@ class ChaosReport:
             and not self.duplicate_keys
             and self.left_in_queue == 0
             and self.left_in_poison == 0
-            and self.reconciliation is not None
-            and self.reconciliation.ok
+            and self.deferred_at_end == 0
+            and not self.reconcile_differences
             and self.watermark_at_end
+            and self.objectives_in_order
             and not self.ledger_differences
             and self.rated_at_end
-            and "breached" not in self.objectives_final.values()
         )
+
+    @property
+    def objectives_in_order(self) -> bool:
+        """Every objective stored state judges is met at the end, but correctness while the
+        run names events a person must look at (refused, unresolved): its breach is how
+        they are surfaced, so it must be breached then, and met otherwise."""
+        final = dict(self.objectives_final)
+        correctness = final.pop("correctness", None)
+        expected = "breached" if self.reconcile_named else "met"
+        return correctness == expected and "breached" not in final.values()
 
     def figures(self) -> dict[str, Any]:
         return {
@@ -237,11 +309,36 @@ class ChaosReport:
                 "posted": self.lost_answer_posted,
                 "by_daily_sums": self.lost_answer_by_daily_sums,
             },
+            "unanswered": {
+                "hour": self.unanswered_hour,
+                "states": dict(sorted(self.unanswered_states.items())),
+            },
             "decided_by_daily_sums": self.decided_by_daily_sums,
             "quiet_resource": {
                 "quiet_from": self.quiet_from,
                 "hours_carried": self.quiet_carried,
                 "billed_after": round(self.quiet_billed_after, 6),
+            },
+            "modes": self.modes,
+            "per_mode": {
+                "waited_for_horizon": len(self.waited[WAIT_HORIZON]),
+                "waited_undecided": len(self.waited[WAIT_UNDECIDED]),
+                "deferred_deliveries": self.deferrals,
+                "split_batches": self.split_batches,
+                "cancelled": {
+                    "refused_events": self.not_active,
+                    "sent_with_usage_hours": self.sent_with_usage_hours,
+                    "billed_with_usage_hours": round(self.cancelled_billed, 6),
+                },
+            },
+            "named": {
+                "refused": {key: round(value, 6) for key, value in sorted(self.refused.items())},
+                "unresolved": dict(sorted(self.unresolved.items())),
+                "unverifiable_days": sorted(
+                    f"{d.resource_id} {d.dimension} {d.hour:%Y%m%d}"
+                    for d in (self.reconciliation.differences if self.reconciliation else [])
+                    if d.kind == "endpoint-unverifiable"
+                ),
             },
             "rating_runs": self.rating_runs,
             "rating_failures": self.rating_failures,
@@ -249,9 +346,8 @@ class ChaosReport:
             "ledger_differences": len(self.ledger_differences),
             "row_differences": len(self.row_differences),
             "billing_differences": len(self.billing_differences),
-            "reconcile_differences": (
-                -1 if self.reconciliation is None else len(self.reconciliation.differences)
-            ),
+            "reconcile_differences": len(self.reconcile_differences),
+            "reconcile_named": self.reconcile_named,
             "objectives": {
                 "final": self.objectives_final,
                 "breached_steps_with_faults": dict(sorted(self.breached_steps.items())),
@@ -271,6 +367,15 @@ class Schedule:
     restarts: dict[int, str]  # step -> between | mid-collection | mid-drain
     requeues: set[int]
     lost_answer: int  # from this step: lose an accepted answer, retry 30 hours later
+    # The endpoint's undocumented latitude (ChaosOptions.undocumented).
+    row_delay: timedelta = timedelta(0)
+    processing_delay: timedelta = timedelta(0)
+    invalid_dimension: range = range(0)  # steps a dimension is not in the plan
+    unauthorized: range = range(0)  # steps UNAUTHORIZED_RESOURCE is not authorized
+    cancelled_from: int = 0  # CANCELLED_RESOURCE's first step not Subscribed (0: never)
+    # From this step (the second calm hour, so its day holds no other unknown event): an
+    # item's POSTs all fail, and it is retried 26 hours later.
+    unanswered: int = 0
 
     @classmethod
     def draw(cls, options: ChaosOptions, rng: random.Random) -> Schedule:
@@ -303,7 +408,30 @@ class Schedule:
             and s not in restarts
         ]
         lost_answer = rng.choice(quiet_steps) if quiet_steps else 3
-        return cls(outages, gaps, restarts, requeues, lost_answer)
+        schedule = cls(outages, gaps, restarts, requeues, lost_answer)
+        if options.undocumented:
+            horizon = options.horizon_hours
+            schedule.row_delay = timedelta(hours=rng.uniform(0.5, horizon / 2))
+            schedule.processing_delay = timedelta(
+                hours=rng.uniform(schedule.row_delay / timedelta(hours=1), horizon - 0.5)
+            )
+            # Hours the timer fires and the endpoint answers, so their items meet the 400s.
+            answering = [step for step in quiet_steps if step + 1 not in restarts]
+            start = rng.choice(answering) if answering else 3
+            schedule.invalid_dimension = range(start, start + 2)
+            start = rng.randint(2, steps - 4)
+            schedule.unauthorized = range(start, start + 2)
+            # Cancelled where the timer fires and the endpoint answers, so its last hours
+            # are collected and sent while their usage hours are still inside the window.
+            calm = [
+                step
+                for step in range(10, steps - 2)
+                if not any(s in gap for gap in gaps for s in range(step - 4, step + 2))
+                and not any(s in out for out in outages for s in range(step - 4, step + 2))
+            ]
+            schedule.cancelled_from = rng.choice(calm) if calm else 10
+            schedule.unanswered = steps + 2
+        return schedule
 
     def in_outage(self, step: int) -> bool:
         return any(step in outage for outage in self.outages)
@@ -321,16 +449,32 @@ class ChaosSource:
         self.hook: Callable[[], None] | None = None  # called once, mid-stream
         # A subscription that reports nothing from a reported hour on (it went quiet).
         self.quiet: tuple[str, datetime] | None = None
+        # A subscription whose billing resource is cancelled at an hour: its usage of the
+        # LATE_BEFORE_CANCELLING hours before comes late, all in that hour, and it reports
+        # nothing after (deprovisioned).
+        self.cancelled: tuple[str, datetime] | None = None
 
     def subscriptions(self, reported_hour: datetime) -> list[Subscription]:
         return self.fleet.subscriptions(reported_hour)
 
     def records(self, reported_hour: datetime) -> Iterator[UsageRecord]:
-        """The fleet's records of the hour, without the quiet subscription's once quiet."""
+        """The fleet's records of the hour, without the quiet subscription's once quiet, and
+        with the cancelled subscription's last hours reported late, at its cancellation."""
         quiet = self.quiet[0] if self.quiet and reported_hour >= self.quiet[1] else None
+        cancelled, cancelled_at = self.cancelled or ("", datetime.max.replace(tzinfo=UTC))
+        late_from = cancelled_at - LATE_BEFORE_CANCELLING * HOUR
         for record in self.fleet.usage(reported_hour):
-            if record.subscription_id.lower() != quiet:
-                yield record
+            subscription = record.subscription_id.lower()
+            if subscription == quiet:
+                continue
+            if subscription == cancelled and reported_hour >= late_from:
+                continue  # reported at the cancellation (below), or deprovisioned
+            yield record
+        if reported_hour == cancelled_at:
+            for hour in range(LATE_BEFORE_CANCELLING):
+                for record in self.fleet.usage(late_from + hour * HOUR):
+                    if record.subscription_id.lower() == cancelled:
+                        yield record
 
     def usage(
         self, reported_hour: datetime, within: Callable[[str], bool] | None = None
@@ -375,6 +519,9 @@ class Chaos:
         )
         self.source = ChaosSource(self.fleet)
         self._restarting: threading.Thread | None = None
+        self.invalid_dimension = ""  # chosen with the subscriptions' mapping
+        if options.undocumented:
+            self._undocumented()
         self._chaotic = True
         self._first = True
         self._step = 0
@@ -382,11 +529,47 @@ class Chaos:
         # Messages held back after their accepted answer was lost: (due step, text).
         self._held: list[tuple[int, str]] = []
         self._answer_lost = False
+        self._unanswered = False
 
     @property
     def settings(self) -> Settings:
         assert self._settings is not None
         return self._settings
+
+    def _undocumented(self) -> None:
+        """Switch on every mode of the emulator's undocumented latitude (those bound to
+        hours are switched as the run passes them: ``_endpoint_for``)."""
+        schedule, emulator = self.schedule, self.emulator
+        emulator.row_delay = schedule.row_delay
+        emulator.processing_delay = schedule.processing_delay
+        emulator.echo_other_case = True
+        counting = self.options.count_submissions
+        emulator.count_submissions = self.rng.random() < 0.5 if counting is None else counting
+        emulator.refuse_whole_batch = True
+        emulator.page_size = self.options.page_size
+        emulator.cancelled = {CANCELLED_RESOURCE: START + (schedule.cancelled_from - 1) * HOUR}
+        emulator.add_raw_row(
+            {
+                "usageDate": START.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "usageResourceId": FOREIGN,
+                "dimension": "d",
+                "submittedQuantity": "twelve",
+                "reconStatus": "Accepted",
+            }
+        )
+        self.report.modes = {
+            "horizon_hours": self.options.horizon_hours,
+            "row_delay_hours": round(schedule.row_delay / HOUR, 2),
+            "processing_delay_hours": round(schedule.processing_delay / HOUR, 2),
+            "echo_other_case": True,
+            "count_submissions": emulator.count_submissions,
+            "refuse_whole_batch": True,
+            "invalid_dimension_steps": _span(schedule.invalid_dimension),
+            "unauthorized_steps": _span(schedule.unauthorized),
+            "cancelled_from": hour_key(START + (schedule.cancelled_from - 1) * HOUR),
+            "page_size": self.options.page_size,
+            "foreign_unreadable_row": True,
+        }
 
     # -- the stack -------------------------------------------------------------------------
 
@@ -402,6 +585,7 @@ class Chaos:
                 COLLECT_LOOKBACK_HOURS="1",
                 FLEET_SEED=str(self.options.seed),
                 FLEET_TENANTS=str(self.options.tenants),
+                COMMERCE_PROCESSING_HORIZON_HOURS=str(self.options.horizon_hours),
             )
         )
         StorageAccount(self.settings).ensure_tables()
@@ -449,13 +633,29 @@ class Chaos:
                 mapping[subscription] = resource
         meters = ChargeableMeters(self.settings)
         busy: Counter[str] = Counter()
+        dimensions: Counter[str] = Counter()
         for hour in range(6):
             for record in self.fleet.usage(START + hour * HOUR):
-                if meters.dimension_of(record.meter_id) is not None:
+                dimension = meters.dimension_of(record.meter_id)
+                if dimension is not None:
                     busy[record.subscription_id.lower()] += 1
+                    dimensions[dimension] += 1
+        # The dimension the plan lacks for two hours: the most common, so every item of those
+        # hours holds some, and its batches are refused whole (the whole-batch 400 mode).
+        self.invalid_dimension = max(dimensions, key=lambda d: (dimensions[d], d))
+        if self.options.undocumented:
+            self.report.modes["invalid_dimension"] = self.invalid_dimension
         quiet = max(tenants, key=lambda subscription: (busy[subscription], subscription))
         store.set_billing(quiet, QUIET_RESOURCE, PLAN)
         mapping[quiet] = QUIET_RESOURCE
+        if self.options.undocumented:
+            # The next busiest bills to the resource that is cancelled (Schedule).
+            others = [subscription for subscription in tenants if subscription != quiet]
+            cancelled = max(others, key=lambda subscription: (busy[subscription], subscription))
+            store.set_billing(cancelled, CANCELLED_RESOURCE, PLAN)
+            mapping[cancelled] = CANCELLED_RESOURCE
+            cancelled_at = START + (self.schedule.cancelled_from - 1) * HOUR
+            self.source.cancelled = (cancelled, cancelled_at)
         # Quiet from the first hour still sendable when the first timer gap ends: the hours
         # before it expire uncollected, and none after it bills to the resource.
         gap = self.schedule.timer_gaps[0]
@@ -487,6 +687,12 @@ class Chaos:
             self._restarting = None
 
     def _endpoint_for(self, step: int) -> None:
+        if self.options.undocumented:
+            schedule, emulator = self.schedule, self.emulator
+            invalid = step in schedule.invalid_dimension and self._chaotic
+            emulator.invalid_dimensions = {self.invalid_dimension} if invalid else set()
+            unauthorized = step in schedule.unauthorized and self._chaotic
+            emulator.unauthorized_resources = {UNAUTHORIZED_RESOURCE} if unauthorized else set()
         if self.schedule.in_outage(step):
             rate = 1.0
         elif step <= self.options.days * 24:
@@ -625,6 +831,8 @@ class Chaos:
                         self.restart_storage("mid-drain", wait=False)
                     if self._loses_answer(message, now):
                         self._deliver_losing_answer(message, queue, poison, client)
+                    elif self._goes_unanswered(message, now):
+                        self._deliver_unanswered(message, queue, client)
                     else:
                         self._deliver(message, queue, poison, client)
                 self._join_restart()
@@ -636,17 +844,38 @@ class Chaos:
         body = base64.b64decode(message.content)
         self.report.deliveries += 1
         try:
-            report_message(
-                body, self.settings, clock=self.clock, client=client, after_post=self._maybe_kill
+            result = report_message(
+                body,
+                self.settings,
+                clock=self.clock,
+                client=client,
+                after_post=self._maybe_kill,
+                defer=self._defer,
             )
         except (Exception, Killed):
             self.report.delivery_failures += 1
             self._failed(message, queue, poison)
             return
+        self._count(result)
         _forget(queue, message)
         if self._chaotic and self.rng.random() < self.options.duplicate_rate:
             self.report.faults["duplicate-delivery"] += 1
             patiently(lambda: queue.send_message(message.content), "duplicate")
+
+    def _defer(self, item: WorkItem, delay: timedelta) -> None:
+        """The app's deferral, in simulated time: the item is held back and sent again at
+        the first step whose clock has passed the delay (the queue's own visibility runs in
+        real seconds)."""
+        due = self.clock() + delay - START - timedelta(minutes=10)
+        self._held.append((math.ceil(due / HOUR), item.to_message_text()))
+        self.report.deferrals += 1
+
+    def _count(self, result: ReportResult) -> None:
+        """What one delivery did about the endpoint's undocumented latitude."""
+        report = self.report
+        for waiting in result.waiting:
+            report.waited[waiting.reason].add(_name(*waiting.key))
+        report.split_batches += result.split
 
     def _loses_answer(self, message: QueueMessage, now: datetime) -> bool:
         """True for the scenario's message: the hour just collected, from its step on."""
@@ -691,6 +920,36 @@ class Chaos:
             return
         finally:
             self._endpoint_for(self._step)
+        _forget(queue, message)
+
+    def _goes_unanswered(self, message: QueueMessage, now: datetime) -> bool:
+        """True for the message of the never-answered scenario (as ``_loses_answer``)."""
+        schedule = self.schedule
+        if self._unanswered or not schedule.unanswered:
+            return False
+        if self._step < schedule.unanswered:
+            return False
+        hour = WorkItem.from_body(base64.b64decode(message.content)).hour
+        return hour == floor_hour(now) - HOUR
+
+    def _deliver_unanswered(self, message: QueueMessage, queue: QueueClient, client: Any) -> None:
+        """Deliver the item while the endpoint fails every request (500: nothing processed),
+        then hold the message back ``UNANSWERED_DELAY`` hours: past the window, its events
+        were posted and never accepted, and only the day's rows can tell; before the
+        processing horizon they prove nothing, so the decision waits for it."""
+        self.emulator.set_fault_rate(1.0, [Fault.SERVER_ERROR], seed=self.rng.randrange(2**32))
+        body = base64.b64decode(message.content)
+        try:
+            self.report.deliveries += 1
+            report_message(body, self.settings, clock=self.clock, client=client)
+        except Exception:  # the endpoint failed every request, as intended
+            self.report.delivery_failures += 1
+        finally:
+            self._endpoint_for(self._step)
+        self.report.faults["unanswered-26h"] += 1
+        self.report.unanswered_hour = hour_key(WorkItem.from_body(body).hour)
+        self._unanswered = True
+        self._held.append((self._step + UNANSWERED_DELAY, message.content))
         _forget(queue, message)
 
     def _release_held(self, step: int | None) -> None:
@@ -742,19 +1001,26 @@ class Chaos:
         report.rows = sum(len(rows) for rows in stored.values())
         report.row_differences = compare_rows(self.source.records, stored, first, last)
         self.emulator.clear_faults()
-        accepted = self.emulator.accepted_events()
-        report.events = len(accepted)
-        keys = Counter((e["resourceId"], e["dimension"], e["effectiveStartTime"]) for e in accepted)
-        report.duplicate_keys = [str(key) for key, n in keys.items() if n > 1]
-        report.billing_differences = self.compare_billing(stored, accepted, first, last)
         queue = queue_client(self.settings, self.settings.usage_queue_name)
         poison = queue_client(self.settings, self.poison_name)
         report.left_in_queue = self._settle_queue(queue, last + 2 * HOUR)
         report.requeued += requeue_poison(self.settings)  # the operator, once more
         report.left_in_queue += self._settle_queue(queue, last + 3 * HOUR)
         report.left_in_poison = poison.get_queue_properties().approximate_message_count
+        report.deferred_at_end = len(self._held)  # items whose events still wait
+        accepted = self.emulator.accepted_events()
+        report.events = len(accepted)
+        keys = Counter(
+            (e["resourceId"].casefold(), e["dimension"], e["effectiveStartTime"]) for e in accepted
+        )
+        report.duplicate_keys = [str(key) for key, n in keys.items() if n > 1]
+        report.billing_differences = self.compare_billing(stored, accepted, first, last)
+        # Every row the endpoint will show is shown and processed (lags below the horizon),
+        # and every ledger record is older than the horizon: the strictest reconciliation.
+        self.clock.set(last + 4 * HOUR + self.options.horizon_hours * HOUR)
         with self.client() as client:
-            report.reconciliation = reconcile(account, client, first, last)
+            report.reconciliation = reconcile(account, client, first, last, now=self.clock())
+        report.reconcile_named = sum(map(report.names, report.reconciliation.differences))
         rated = Rater(account, self.settings.source_names()).rate_due(3600)  # a clean run
         report.rated_at_end = rated.rated_through == last
         report.ledger_months, report.ledger_differences = ledger_differences(
@@ -784,8 +1050,11 @@ class Chaos:
         first: datetime,
         last: datetime,
     ) -> list[str]:
-        """Billed total per (resource, dimension) == collected chargeable total; every
-        accepted event has its ledger record with the same usage event id."""
+        """Per (resource, dimension): collected chargeable total == billed total + what the
+        run names instead of billing (the refused part of rejected events; unresolved
+        events the endpoint did not accept, as its test-only inspection tells); every
+        accepted event has its ledger record (same usage event id, or billed from the day's
+        sums, or named unresolved)."""
         meters = ChargeableMeters(self.settings)
         owed: dict[Key, list[float]] = defaultdict(list)
         for rows in stored.values():
@@ -797,20 +1066,22 @@ class Chaos:
                     )
                     owed[(resource, dimension)].append(quantity)
         billed: dict[Key, list[float]] = defaultdict(list)
+        by_key: dict[str, dict[str, Any]] = {}
         for event in accepted:
             billed[(event["resourceId"], event["dimension"])].append(event["quantity"])
-        differences = []
-        for key in sorted(set(owed) | set(billed)):
-            want, got = math.fsum(owed.get(key, [])), math.fsum(billed.get(key, []))
-            if not math.isclose(want, got, rel_tol=1e-9, abs_tol=1e-9):
-                differences.append(f"{key}: collected {want!r}, billed {got!r}")
+            hour = datetime.fromisoformat(event["effectiveStartTime"].replace("Z", "+00:00"))
+            by_key[_name(event["resourceId"], event["dimension"], hour)] = event
         account = StorageAccount(self.settings)
         report = self.report
         lost_hour = (
             None if report.lost_answer_hour is None else parse_hour_key(report.lost_answer_hour)
         )
+        named: dict[Key, list[float]] = defaultdict(list)
+        entries: dict[tuple[str, str, datetime], LedgerEntry] = {}
+        refused_or_unresolved: list[LedgerEntry] = []
         for resource in {key[0] for key in owed} | {key[0] for key in billed}:
             for entry in Ledger(account, resource).entries(first, last + HOUR):
+                name = _name(*entry.key)
                 if entry.state is LedgerState.CARRIED_FORWARD:
                     report.carried_forward += 1
                     if resource == QUIET_RESOURCE:
@@ -820,21 +1091,69 @@ class Chaos:
                 if entry.hour == lost_hour:
                     report.lost_answer_states[entry.state.value] += 1
                     report.lost_answer_by_daily_sums += entry.reason == "DailySums"
+                if report.unanswered_hour == hour_key(entry.hour):
+                    report.unanswered_states[entry.state.value] += 1
+                if entry.state is LedgerState.REJECTED:
+                    refused = entry.quantity if entry.refused is None else entry.refused
+                    if refused > 0:
+                        report.refused[name] = refused
+                        named[(resource, entry.dimension)].append(refused)
+                        refused_or_unresolved.append(entry)
+                if entry.state is LedgerState.UNRESOLVED:
+                    report.unresolved[name] = name in by_key
+                    if name not in by_key:
+                        named[(resource, entry.dimension)].append(entry.quantity)
+                    refused_or_unresolved.append(entry)
+                entries[entry.key] = entry
+                if entry.reason == "ResourceNotActive":
+                    report.not_active += 1
+                if any(parse_hour_key(h) > entry.hour for h in entry.carried_from):
+                    report.sent_with_usage_hours += 1  # a refused event's part, its own hour
+                    if entry.state.billed:
+                        report.cancelled_billed += entry.quantity
+        # What was carried (perhaps through other carries) into a named event.
+        folded = list(refused_or_unresolved)
+        while folded:
+            into = folded.pop()
+            for hour in into.carried_from:
+                carried = entries.get((into.resource_id, into.dimension, parse_hour_key(hour)))
+                if carried is not None and carried.state is LedgerState.CARRIED_FORWARD:
+                    report.carried_into_named.add(_name(*carried.key))
+                    folded.append(carried)
+        differences = []
+        for key in sorted(set(owed) | set(billed) | set(named)):
+            want = math.fsum(owed.get(key, []))
+            got = math.fsum([*billed.get(key, []), *named.get(key, [])])
+            if not math.isclose(want, got, rel_tol=1e-9, abs_tol=1e-9):
+                differences.append(
+                    f"{key}: collected {want!r}, billed {math.fsum(billed.get(key, []))!r}, "
+                    f"named {math.fsum(named.get(key, []))!r}"
+                )
         quiet_from = parse_hour_key(report.quiet_from or "2000010100")
-        for event in accepted:
+        for name, event in sorted(by_key.items()):
             hour = datetime.fromisoformat(event["effectiveStartTime"].replace("Z", "+00:00"))
             if event["resourceId"] == QUIET_RESOURCE and hour >= quiet_from:
                 report.quiet_billed_after += event["quantity"]
             entry = Ledger(account, event["resourceId"]).get(hour, event["dimension"])
             # Decided from the day's sums, an event's ledger record cannot know its id (the
-            # daily rows name none); it must still be billed there.
+            # daily rows name none); it must still be billed there, or named unresolved.
             matches = entry is not None and (
                 entry.usage_event_id == event["usageEventId"]
                 or (entry.reason == "DailySums" and entry.state.billed)
+                or (entry.state is LedgerState.UNRESOLVED and name in report.unresolved)
             )
             if not matches:
                 differences.append(f"accepted {event['usageEventId']} has no matching ledger")
         return differences
+
+
+def _span(steps: range) -> list[int]:
+    return [steps.start, steps.stop]
+
+
+def _name(resource_id: str, dimension: str, hour: datetime) -> str:
+    """An event key as the report names it: ``resource dimension YYYYMMDDHH``."""
+    return f"{resource_id} {dimension} {hour_key(hour)}"
 
 
 def _receive(queue: QueueClient) -> list[QueueMessage]:
@@ -976,6 +1295,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--days", type=int, default=None)
     parser.add_argument("--tenants", type=int, default=None)
+    parser.add_argument(
+        "--count-duplicates",
+        choices=("yes", "no"),
+        default=None,
+        help="whether the endpoint's daily counts include duplicates (default: by the seed)",
+    )
+    parser.add_argument(
+        "--documented-only",
+        action="store_true",
+        help="the endpoint answers only as documented (none of its undocumented latitude)",
+    )
     args = parser.parse_args(argv)
     days = args.days or (3 if args.quick else 7)
     options = ChaosOptions(
@@ -986,16 +1316,20 @@ def main(argv: list[str]) -> int:
         outages=max(1, days // 3),
         timer_gaps=max(1, days // 3),
         restarts=2 * days,
-        calm_hours=8,
+        undocumented=not args.documented_only,
+        count_submissions=None if args.count_duplicates is None else args.count_duplicates == "yes",
     )
     with tempfile.TemporaryDirectory(prefix="chaos-") as folder:
         report = run_chaos(options, Path(folder))
     print(f"chaos: seed {options.seed}, {options.days} days, {options.tenants} tenants")
     if report.reconciliation is not None:
         print("  " + report.reconciliation.summary_line())
-    for difference in (
-        report.row_differences + report.billing_differences + report.ledger_differences
-    )[:10]:
+    differences = report.row_differences + report.billing_differences + report.ledger_differences
+    for difference in (differences + report.reconcile_differences)[:10]:
         print("  difference: " + difference)
+    for name, refused in sorted(report.refused.items()):
+        print(f"  named, refused: {name}: {refused!r}")
+    for name, accepted in sorted(report.unresolved.items()):
+        print(f"  named, unresolved: {name} ({'accepted' if accepted else 'not accepted'})")
     finish(report.figures())
     return 0 if report.ok else 1

@@ -15,7 +15,7 @@ repeats the emulator forgets what it accepted and the ledger table is emptied, s
 repeat bills the whole hour again. Medians of alternating repeats are reported.
 
 The endpoint is remote in production (marketplaceapi.microsoft.com), so the emulator runs
-in a process of its own (``bench.emulator_process``: its work never holds this process's
+in a process of its own (``devstack.emulator_process``: its work never holds this process's
 interpreter lock), and since loopback has no round trip, it adds ``--latency-ms``
 (default 25 ms, a short Internet round trip) before every answer. Batching exists to save
 those round trips; with 0 ms the figure measures only our own storage work, which both
@@ -48,8 +48,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from bench.common import finish, median, paired_runs, timed
-from bench.emulator_process import EmulatorProcess
 from devstack.azurite import Azurite
+from devstack.emulator_process import EmulatorProcess
 from devstack.fleet import SimulatedFleet, options_for_rows
 from devstack.local_settings import local_values
 from shared.billing.commerce import CommerceClient
@@ -179,7 +179,7 @@ def main(argv: list[str]) -> int:
     latency = args.latency_ms / 1000
     with contextlib.ExitStack() as stack:
         azurite = stack.enter_context(Azurite())
-        emulator = stack.enter_context(EmulatorProcess(NOW, latency))
+        emulator = stack.enter_context(EmulatorProcess(now=NOW, latency=latency))
         settings = settings_for(azurite.connection_string, emulator.base_url)
         print(
             f"report: one reported hour of ~{target:,} rows, {WORKERS} items at a time, "

@@ -36,18 +36,43 @@ Routes (all need ``api-version=2018-08-31``, else ``400 BadArgument``, and
 Test-only inspection, which production code never reaches (it holds no emulator object):
 :meth:`CommerceEmulator.accepted_events` lists every accepted event (as ``acceptedMessage``
 spells it), :meth:`CommerceEmulator.set_processed` makes processing disagree with what was
-accepted (``Mismatch`` / ``Rejected``), and ``processing_delay`` keeps young days
-``Submitted``.
+accepted (``Mismatch`` / ``Rejected``), :meth:`CommerceEmulator.add_raw_row` adds a row as
+something else wrote it, and ``processing_delay`` keeps young days ``Submitted``.
 
 Per-event rules, in this order: an object with exactly one of ``resourceId`` /
 ``resourceUri`` and string ``dimension`` / ``planId`` (``BadArgument``); a finite number
 ``quantity`` > 0 (``InvalidQuantity``; a non-number is ``BadArgument``); a parseable
 ``effectiveStartTime`` (naive means UTC; else ``BadArgument``) not after the clock's now
 (``BadArgument``) nor older than 24 hours before it (``Expired``); the resource not in
-``unknown_resources`` (``ResourceNotFound``); the dimension not in ``invalid_dimensions``
-(``InvalidDimension``); then duplicate detection by (resource, dimension, UTC clock hour of
-``effectiveStartTime``). The clock is injectable and may be swapped at run time
+``unknown_resources`` (``ResourceNotFound``), not in ``unauthorized_resources``
+(``ResourceNotAuthorized``), and not cancelled at or before the event's hour (``cancelled``:
+resource -> the first hour it is no longer ``Subscribed``; ``ResourceNotActive``, while
+earlier hours are still accepted, as the FAQ allows); the dimension not in
+``invalid_dimensions`` (``InvalidDimension``); then duplicate detection by (resource,
+dimension, UTC clock hour of ``effectiveStartTime``), the resource compared without case (a
+GUID, or an ARM URI). The clock is injectable and may be swapped at run time
 (``emulator.clock = ...``) so tests can move time.
+
+Modes: what the docs leave open (spec/commerce-api.md, "What the docs do not promise"),
+answered the least convenient way the docs allow. Each is off by default (the default is
+the documented shapes and nothing more), is an attribute that may be switched at run time,
+and is used by the chaos run (bench/chaos.py):
+
+- ``row_delay``: an accepted event joins its day's row only this long after it was accepted
+  (until then the row is absent or smaller, and may well say ``Accepted``);
+  ``processing_delay`` keeps the row ``Submitted`` this long after its newest event;
+- ``echo_other_case``: answers echo the resource in another case (``resourceId``,
+  ``acceptedMessage``, ``usageResourceId``) and ``effectiveStartTime`` with seven fractional
+  digits, as an echo that is not the request's text may;
+- ``count_submissions``: ``submittedCount``, ``submittedQuantity`` (and
+  ``processedQuantity``, so the row stays ``Accepted``) also count duplicates and expired
+  sends of the day, not only accepted events;
+- ``refuse_whole_batch``: a batch holding one event with invalid data (``BadArgument``,
+  ``InvalidQuantity``, ``InvalidDimension``) or an expired one is refused whole, ``400
+  BadArgument``, nothing kept (the OpenAPI file allows it);
+- ``cancelled`` and ``unauthorized_resources`` (above);
+- ``page_size``: GET usageEvents answers pages of that many rows, ``{"value": [...],
+  "nextLink": ...}``, the link absolute on this host; the last page has none.
 
 Faults (thread-safe; see :class:`Fault`): queue them with :meth:`CommerceEmulator.fail_next`
 (consumed first-in first-out by the next requests they apply to) or draw them from a seeded
@@ -81,7 +106,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 API_VERSION = "2018-08-31"
 MAX_BATCH = 25
@@ -192,6 +217,34 @@ class _Outcome:
     target: str | None = None
 
 
+@dataclass(frozen=True)
+class _Submission:
+    """A send that was not accepted (a duplicate, an expired event), kept for
+    ``count_submissions``: the hour it was for and when it arrived."""
+
+    resource: str
+    dimension: str
+    hour: datetime
+    plan: str
+    quantity: float
+    at: datetime
+
+
+@dataclass(frozen=True)
+class _Counted:
+    """One thing a daily row counts: an accepted event, or a counted submission."""
+
+    resource: str
+    quantity: float
+    processed: float
+    at: datetime | None  # when it arrived; None: loaded from the state file, long processed
+
+
+# Per-event statuses that mean "missing or invalid data provided or expired" (the OpenAPI
+# file's 400): what ``refuse_whole_batch`` answers for the whole batch.
+_INVALID_DATA = frozenset({"BadArgument", "InvalidQuantity", "InvalidDimension", "Expired"})
+
+
 @dataclass
 class _Reply:
     status: int
@@ -239,6 +292,13 @@ class CommerceEmulator:
         latency: float = 0.0,
         state_file: Path | None = None,
         processing_delay: timedelta = timedelta(0),
+        row_delay: timedelta = timedelta(0),
+        echo_other_case: bool = False,
+        count_submissions: bool = False,
+        refuse_whole_batch: bool = False,
+        cancelled: dict[str, datetime] | None = None,
+        unauthorized_resources: Iterable[str] = (),
+        page_size: int = 0,
         offer_id: str = "usage-reporter",
         offer_name: str = "Usage reporter (emulated offer)",
     ) -> None:
@@ -246,6 +306,18 @@ class CommerceEmulator:
         # How long (emulator clock) an accepted event stays unprocessed: its day's row is
         # ``Submitted`` meanwhile. 0: processed at once.
         self.processing_delay = processing_delay
+        # What the docs leave open, answered the inconvenient way (module docstring,
+        # "Modes"); each may be switched at run time. All off: the documented shapes only.
+        self.row_delay = row_delay
+        self.echo_other_case = echo_other_case
+        self.count_submissions = count_submissions
+        self.refuse_whole_batch = refuse_whole_batch
+        self.cancelled: dict[str, datetime] = {
+            resource.casefold(): hour.astimezone(UTC)
+            for resource, hour in (cancelled or {}).items()
+        }
+        self.unauthorized_resources: set[str] = {r.casefold() for r in unauthorized_resources}
+        self.page_size = page_size
         self.offer_id = offer_id
         self.offer_name = offer_name
         # Where accepted events are kept between runs (the run command's), as the real
@@ -265,6 +337,10 @@ class CommerceEmulator:
         # state file, long processed) and a processed quantity set by set_processed().
         self._accepted_at: dict[tuple[str, str, datetime], datetime | None] = {}
         self._processed: dict[tuple[str, str, datetime], float] = {}
+        # Submissions that were not accepted but that ``count_submissions`` counts in their
+        # day's row: duplicates and expired sends, when they arrived.
+        self._submissions: list[_Submission] = []
+        self._raw_rows: list[Json] = []  # add_raw_row(): rows as something else wrote them
         self._queued: list[_QueuedFault] = []
         self._plan: _FaultPlan | None = None
         self._calls: Counter[str] = Counter()
@@ -378,11 +454,17 @@ class CommerceEmulator:
         ``Rejected`` when nothing of the day was processed). KeyError if nothing was
         accepted for the key.
         """
-        key = (resource, dimension, hour.astimezone(UTC))
+        key = (resource.casefold(), dimension, hour.astimezone(UTC))
         with self._state_lock:
             if key not in self._accepted:
                 raise KeyError(f"nothing accepted for {key}")
             self._processed[key] = quantity
+
+    def add_raw_row(self, row: Json) -> None:
+        """Test-only: GET usageEvents also answers ``row`` as it is, whatever the days
+        asked (a row this client may not be able to parse, about another resource)."""
+        with self._state_lock:
+            self._raw_rows.append(dict(row))
 
     def reset(self) -> None:
         """Forget accepted events, faults and counters (the clock and sets stay)."""
@@ -390,6 +472,8 @@ class CommerceEmulator:
             self._accepted.clear()
             self._accepted_at.clear()
             self._processed.clear()
+            self._submissions.clear()
+            self._raw_rows.clear()
             self._save_state()
         with self._fault_lock:
             self._queued.clear()
@@ -504,8 +588,11 @@ class CommerceEmulator:
 
     # -- the rules -------------------------------------------------------------------------
 
-    def _judge(self, raw: Any, now: datetime) -> _Outcome:
-        """Validate one event and, if it passes, accept it (caller holds the state lock)."""
+    def _judge(self, raw: Any, now: datetime, *, keep: bool = True) -> _Outcome:
+        """Validate one event and, if it passes, accept it (caller holds the state lock).
+
+        ``keep=False`` only says what the answer would be: nothing is accepted or counted.
+        """
         if not isinstance(raw, dict):
             return _refusal({}, "BadArgument", "an event must be a JSON object", None, now)
         echo = {
@@ -564,7 +651,11 @@ class CommerceEmulator:
                 "effectiveStartTime",
                 now,
             )
+        dimension: str = raw["dimension"]
+        hour = effective.replace(minute=0, second=0, microsecond=0)
         if effective < now - EXPIRY_WINDOW:
+            if keep:
+                self._count_submission(resource, dimension, hour, raw["planId"], quantity, now)
             return _refusal(
                 echo,
                 "Expired",
@@ -572,22 +663,38 @@ class CommerceEmulator:
                 "effectiveStartTime",
                 now,
             )
+        target = "resourceUri" if has_uri else "resourceId"
+        folded = resource.casefold()
         if resource in self.unknown_resources:
+            return _refusal(echo, "ResourceNotFound", "the resource is not known", target, now)
+        if folded in self.unauthorized_resources:
             return _refusal(
                 echo,
-                "ResourceNotFound",
-                "the resource is not known",
-                "resourceUri" if has_uri else "resourceId",
+                "ResourceNotAuthorized",
+                "the caller may not report usage for this resource",
+                target,
                 now,
             )
-        dimension: str = raw["dimension"]
+        cancelled = self.cancelled.get(folded)
+        if cancelled is not None and hour >= cancelled:
+            return _refusal(
+                echo,
+                "ResourceNotActive",
+                "the resource is not Subscribed: usage is accepted only for hours before "
+                f"its cancellation ({_iso_z(cancelled)})",
+                target,
+                now,
+            )
         if dimension in self.invalid_dimensions:
             return _refusal(
                 echo, "InvalidDimension", "the plan has no such dimension", "dimension", now
             )
-        key = (resource, dimension, effective.replace(minute=0, second=0, microsecond=0))
+        # Resource ids are GUIDs (or ARM URIs): one resource whatever the case it is sent in.
+        key = (folded, dimension, hour)
         original = self._accepted.get(key)
         if original is not None:
+            if keep:
+                self._count_submission(resource, dimension, hour, raw["planId"], quantity, now)
             element = {
                 **echo,
                 "status": "Duplicate",
@@ -603,22 +710,54 @@ class CommerceEmulator:
             "usageEventId": str(uuid.uuid4()),
             "status": "Accepted",
             "messageTime": _iso_z(now),
-            "resourceUri" if has_uri else "resourceId": resource,
+            target: resource,
             "quantity": quantity,
             "dimension": dimension,
             "effectiveStartTime": _iso_z(effective),
             "planId": raw["planId"],
         }
-        self._accepted[key] = accepted
-        self._accepted_at[key] = now
+        if keep:
+            self._accepted[key] = accepted
+            self._accepted_at[key] = now
         return _Outcome(dict(accepted), "Accepted")
 
+    def _count_submission(
+        self,
+        resource: str,
+        dimension: str,
+        hour: datetime,
+        plan: str,
+        quantity: float,
+        now: datetime,
+    ) -> None:
+        """Remember a send that was not accepted (``count_submissions`` counts it)."""
+        self._submissions.append(_Submission(resource, dimension, hour, plan, quantity, now))
+
     def _judge_all(
-        self, events: list[Any], error_indices: frozenset[int] | None, inject_errors: bool
+        self,
+        events: list[Any],
+        error_indices: frozenset[int] | None,
+        inject_errors: bool,
+        *,
+        batch: bool,
     ) -> list[_Outcome]:
+        """Judge a request's events in order; ``refuse_whole_batch``: on the batch route, one
+        event whose data is invalid (or expired) refuses the whole request with ``400``,
+        nothing kept (the OpenAPI file's "missing or invalid data provided or expired")."""
         now = self.clock().astimezone(UTC)
         outcomes = []
         with self._state_lock:
+            if batch and self.refuse_whole_batch and not inject_errors:
+                for raw in events:
+                    verdict = self._judge(raw, now, keep=False)
+                    if verdict.status in _INVALID_DATA:
+                        error = verdict.element["error"]
+                        raise _EmulatorError(
+                            400,
+                            "BadArgument",
+                            f"missing or invalid data provided or expired: {verdict.status}: "
+                            f"{error['message']}",
+                        )
             for index, raw in enumerate(events):
                 if inject_errors and (error_indices is None or index in error_indices):
                     echo = dict(raw) if isinstance(raw, dict) else {}
@@ -627,6 +766,13 @@ class CommerceEmulator:
                     outcomes.append(self._judge(raw, now))
             if any(outcome.status == "Accepted" for outcome in outcomes):
                 self._save_state()
+        if self.echo_other_case:
+            for outcome in outcomes:
+                _echo_differently(outcome.element)
+                info = outcome.element.get("error", {}).get("additionalInfo", {})
+                for accepted in (info.get("acceptedMessage"), outcome.accepted):
+                    if accepted is not None:
+                        _echo_differently(accepted)
         return outcomes
 
     def _load_state(self) -> None:
@@ -635,10 +781,10 @@ class CommerceEmulator:
         events = json.loads(self._state_file.read_text(encoding="utf-8"))
         with self._state_lock:
             for event in events:
-                resource = event.get("resourceId") or event.get("resourceUri")
-                hour = _parse_time(event["effectiveStartTime"])
-                self._accepted[(resource, event["dimension"], hour)] = event
-                self._accepted_at[(resource, event["dimension"], hour)] = None
+                key = (_resource_of(event).casefold(), event["dimension"],
+                       _parse_time(event["effectiveStartTime"]))  # fmt: skip
+                self._accepted[key] = event
+                self._accepted_at[key] = None
 
     def _save_state(self) -> None:
         """Write every accepted event (caller holds the state lock); atomic replace."""
@@ -650,7 +796,12 @@ class CommerceEmulator:
         partial.replace(self._state_file)
 
     def _daily_rows(self, query: dict[str, list[str]]) -> list[Json]:
-        """GET usageEvents: the documented daily rows of the days asked, filtered."""
+        """GET usageEvents: the documented daily rows of the days asked, filtered.
+
+        What a row counts: the accepted events of its (day, resource, dimension, plan) that
+        are ``row_delay`` old (younger ones are not in it yet), and with
+        ``count_submissions`` also the duplicates and expired sends of that age.
+        """
         now = self.clock().astimezone(UTC)
         try:
             first = _day_of(_parse_time(query["usageStartDate"][0]))
@@ -663,41 +814,74 @@ class CommerceEmulator:
             raise _EmulatorError(
                 400, "BadArgument", "usageStartDate (and usageEndDate) must be ISO dates"
             ) from None
-        groups: dict[tuple[datetime, str, str, str], list[tuple[Json, datetime | None, float]]] = (
-            defaultdict(list)
-        )
+        groups: dict[tuple[datetime, str, str, str], list[_Counted]] = defaultdict(list)
+
+        def shown(at: datetime | None) -> bool:
+            return at is None or now - at >= self.row_delay
+
         with self._state_lock:
             for key, event in self._accepted.items():
                 day = _day_of(key[2])
-                if first <= day <= last:
-                    processed = self._processed.get(key, float(event["quantity"]))
+                at = self._accepted_at.get(key)
+                if first <= day <= last and shown(at):
+                    quantity = float(event["quantity"])
+                    processed = self._processed.get(key, quantity)
                     groups[(day, key[0], key[1], event["planId"])].append(
-                        (event, self._accepted_at.get(key), processed)
+                        _Counted(_resource_of(event), quantity, processed, at)
                     )
+            if self.count_submissions:
+                for sent in self._submissions:
+                    day = _day_of(sent.hour)
+                    if first <= day <= last and shown(sent.at):
+                        groups[(day, sent.resource.casefold(), sent.dimension, sent.plan)].append(
+                            _Counted(sent.resource, sent.quantity, sent.quantity, sent.at)
+                        )
         rows = [
-            self._day_row(day, resource, dimension, plan, events, now)
-            for (day, resource, dimension, plan), events in sorted(groups.items())
+            self._day_row(day, dimension, plan, counted, now)
+            for (day, _, dimension, plan), counted in sorted(groups.items())
         ]
         for name, field_name in _DAILY_FILTERS.items():
             if name in query:
                 wanted = query[name][0]
                 rows = [row for row in rows if row[field_name] == wanted]
-        return rows
+        with self._state_lock:
+            return rows + [dict(row) for row in self._raw_rows]
+
+    def _daily_page(self, query: dict[str, list[str]]) -> _Reply:
+        """The rows as the docs show them (one array), or with ``page_size`` one page of
+        ``{"value": [...], "nextLink": ...}``: an absolute link on this host that carries the
+        request's arguments and where the next page starts; the last page has no link."""
+        rows = self._daily_rows(query)
+        if not self.page_size:
+            return _Reply(200, rows)
+        try:
+            start = int(query.get("continuationToken", ["0"])[0])
+        except ValueError:
+            raise _EmulatorError(400, "BadArgument", "continuationToken is not ours") from None
+        page: Json = {"value": rows[start : start + self.page_size]}
+        if start + self.page_size < len(rows):
+            kept = [
+                (name, value)
+                for name, values in query.items()
+                if name != "continuationToken"
+                for value in values
+            ]
+            arguments = urlencode([*kept, ("continuationToken", str(start + self.page_size))])
+            page["nextLink"] = f"{self.base_url}/api/usageEvents?{arguments}"
+        return _Reply(200, page)
 
     def _day_row(
         self,
         day: datetime,
-        resource: str,
         dimension: str,
         plan: str,
-        events: list[tuple[Json, datetime | None, float]],
+        counted: list[_Counted],
         now: datetime,
     ) -> Json:
-        submitted = math.fsum(float(event["quantity"]) for event, _, _ in events)
-        processed = math.fsum(quantity for _, _, quantity in events)
+        submitted = math.fsum(item.quantity for item in counted)
+        processed = math.fsum(item.processed for item in counted)
         waiting = any(
-            accepted_at is not None and now - accepted_at < self.processing_delay
-            for _, accepted_at, _ in events
+            item.at is not None and now - item.at < self.processing_delay for item in counted
         )
         if waiting:
             status = "Submitted"
@@ -707,19 +891,22 @@ class CommerceEmulator:
             status = "Rejected"
         else:
             status = "Mismatch"
+        resource = min(item.resource for item in counted)  # as first sent (one resource)
         row: Json = {
             "usageDate": _iso_z(day),
-            "usageResourceId": resource,
+            "usageResourceId": _other_case(resource) if self.echo_other_case else resource,
             "dimension": dimension,
             "planId": plan,
             "planName": plan,
             "offerId": self.offer_id,
             "offerName": self.offer_name,
             "offerType": "SaaS",
-            "azureSubscriptionId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"azure-sub:{resource}")),
+            "azureSubscriptionId": str(
+                uuid.uuid5(uuid.NAMESPACE_URL, f"azure-sub:{resource.casefold()}")
+            ),
             "submittedQuantity": submitted,
             "processedQuantity": processed,
-            "submittedCount": len(events),
+            "submittedCount": len(counted),
             "reconStatus": status,
         }
         assert tuple(row) == DAILY_ROW_FIELDS  # the documented fields, no more, no fewer
@@ -732,6 +919,24 @@ def _day_of(moment: datetime) -> datetime:
 
 def _resource_of(event: Json) -> str:
     return str(event.get("resourceId") or event.get("resourceUri") or "")
+
+
+def _other_case(text: str) -> str:
+    """``text`` in another case (a GUID echoed upper-case, as the docs do not forbid)."""
+    upper = text.upper()
+    return upper if upper != text else text.lower()
+
+
+def _echo_differently(element: Json) -> None:
+    """``echo_other_case``: the resource in another case and the time as .NET writes it
+    (seven fractional digits), as an echo that is not the request's text may be."""
+    for name in ("resourceId", "resourceUri"):
+        if isinstance(element.get(name), str):
+            element[name] = _other_case(element[name])
+    when = element.get("effectiveStartTime")
+    if isinstance(when, str):
+        with contextlib.suppress(ValueError):
+            element["effectiveStartTime"] = _parse_time(when).strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
 
 
 def _refusal(echo: Json, status: str, message: str, target: str | None, now: datetime) -> _Outcome:
@@ -845,9 +1050,11 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> _Reply:
         emulator = self.server.emulator
         if route == ROUTE_RECON:
-            return _Reply(200, emulator._daily_rows(query))
+            return emulator._daily_page(query)
         inject = decision.kind is Fault.EVENT_ERROR
-        outcomes = emulator._judge_all(events, decision.error_indices, inject)
+        outcomes = emulator._judge_all(
+            events, decision.error_indices, inject, batch=route == ROUTE_BATCH
+        )
         if route == ROUTE_BATCH:
             return _Reply(200, {"count": len(outcomes), "result": [o.element for o in outcomes]})
         (outcome,) = outcomes

@@ -1,8 +1,10 @@
 """The README's run command: the whole app running locally, as Azure Functions would run it.
 
-Starts Azurite (data kept in ``.local/azurite``; ``--fresh`` starts empty), the commerce
-emulator (what it accepted kept in ``.local/commerce``, as the real endpoint keeps it) and
-the local Functions host (``devstack.host``) over the real function folders:
+Starts three child processes, each logging to ``.local/{azurite,commerce,host}.log``:
+Azurite (data kept in ``.local/azurite``; ``--fresh`` starts empty; Node's heap sized from
+the machine's memory), the commerce emulator (what it accepted kept in ``.local/commerce``,
+as the real endpoint keeps it) and the local Functions host (``devstack.host``) over the
+real function folders:
 the ``collect_usage`` timer plans the last 24 closed hours at start (and then every hour),
 ``collect_slice`` collects them from the collection queue, several at once, as instances
 would (``--stamps N`` runs N simulated stamps, each with its own watermark),
@@ -14,6 +16,13 @@ and the portal listen, tokens for the admin, a delegated provider and a tenant, 
 copy-paste example requests; and it keeps running until Ctrl-C. ``--once`` stops after
 that first cycle and exits non-zero if reconciliation found a difference (for scripts).
 
+What the catch-up writes must fit in the local Azurite (``devstack.capacity``): without
+``--hours`` the window shrinks to what fits, saying so in one line; hours given that do not
+fit, or a fleet too large for one hour, are refused (exit 2) naming the largest that fits.
+The children are supervised (``devstack.supervision``): one that exits ends the run (exit
+3) naming it, its status and its log's last lines; SIGINT and SIGTERM stop every child
+within seconds whatever the run is doing (exit 0 while serving, 128 + the signal before).
+
 Everything a script needs to talk to the running stack is written to
 ``{state dir}/run.json`` once it is ready, and the app settings in use to
 ``{state dir}/local.settings.json`` (for ``python -m ops ... --settings-file``).
@@ -22,11 +31,9 @@ Everything a script needs to talk to the running stack is written to
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import shutil
-import signal
 import sys
 import threading
 import time
@@ -37,21 +44,33 @@ from pathlib import Path
 from typing import Any
 
 from devstack.azurite import REPO_ROOT, Azurite
-from devstack.commerce_emulator import CommerceEmulator
+from devstack.capacity import (
+    CHARS_PER_ENTITY,
+    DEFAULT_HOURS,
+    LOCAL_CONCURRENCY,
+    DoesNotFitError,
+    StoreLimit,
+    available_memory_mb,
+    node_heap_mb,
+    node_max_string_length,
+    plan_catch_up,
+    store_limit,
+)
 from devstack.demo_tokens import mint_demo_token
+from devstack.emulator_process import EmulatorProcess
 from devstack.example_prices import load_example_prices
 from devstack.fleet import register_simulated_source
-from devstack.host import LocalFunctionsHost
+from devstack.host.process import HostProcess
 from devstack.local_settings import local_values
 from devstack.sign_in import DEFAULT_PATH as SIGN_IN_PATH
-from devstack.sign_in import LocalSignIn
 from devstack.status_screen import print_status
+from devstack.supervision import Child, Supervisor
 from devstack.tokens import LocalIssuer
 from shared.app import FunctionApp
 from shared.billing.reconcile import Reconciliation, reconcile
 from shared.billing.reporter import commerce_client
 from shared.core.config import Settings
-from shared.core.errors import TransientError
+from shared.core.errors import ConfigurationError, TransientError
 from shared.core.hours import HOUR, last_closed_hour, utc_now
 from shared.core.meters import catalogue
 from shared.export.configs import ExportConfigs, make_config
@@ -64,6 +83,14 @@ from shared.storage.usage_rows import read_hourly_rows
 from shared.storage.watermark import collected_through
 
 log = logging.getLogger("devstack.run")
+# Azurite loads a store kept from earlier runs before it listens: 37-63 s for 450-475 MB here.
+AZURITE_START_SECONDS = 300.0
+# The first cycle's default deadline: this, plus a second per CATCH_UP_FLOOR_RATE entities the
+# catch-up writes. On this machine loaded five times over, a 300-tenant catch-up wrote ~320
+# entities a second into an empty store and ~110 near 340 MB (each save serialises the whole
+# store), ~140 on average; a quiet machine writes several times more.
+FIRST_CYCLE_SECONDS = 900.0
+CATCH_UP_FLOOR_RATE = 100
 
 
 def wait_for(
@@ -253,13 +280,19 @@ def reconcile_now(settings: Settings, first: datetime, last: datetime) -> Reconc
         return None
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="./dev run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--fresh", action="store_true", help="wipe local Azurite data first")
     parser.add_argument("--once", action="store_true", help="run one cycle, print, and exit")
     parser.add_argument("--port", type=int, default=7071, help="API port (0: any free port)")
     parser.add_argument("--tls", action="store_true", help="serve https (self-signed)")
-    parser.add_argument("--hours", type=int, default=24, help="hours to catch up at start")
+    parser.add_argument(
+        "--hours",
+        type=int,
+        default=None,
+        help=f"hours to catch up at start (default {DEFAULT_HOURS}, or fewer if the fleet "
+        "would not fit in the local Azurite)",
+    )
     parser.add_argument(
         "--tenants",
         type=int,
@@ -273,10 +306,15 @@ def main(argv: list[str] | None = None) -> int:
         help="simulated Azure Stack Hub stamps, each its own fleet and watermark (default 1)",
     )
     parser.add_argument(
-        "--state-dir", type=Path, default=REPO_ROOT / ".local", help="data, keys and run.json"
+        "--state-dir", type=Path, default=REPO_ROOT / ".local", help="data, keys, logs, run.json"
     )
     parser.add_argument(
-        "--timeout", type=float, default=900, help="seconds to wait for the first cycle"
+        "--timeout",
+        type=float,
+        default=None,
+        help=f"seconds to wait for the catch-up, and then for its billing (default "
+        f"{FIRST_CYCLE_SECONDS:.0f}, plus a second per {CATCH_UP_FLOOR_RATE} table entities "
+        "it writes)",
     )
     parser.add_argument(
         "--console-metrics",
@@ -284,71 +322,191 @@ def main(argv: list[str] | None = None) -> int:
         help="print the app's metrics to the console every 10 s (TELEMETRY_CONSOLE=true)",
     )
     args = parser.parse_args(argv)
-    register_simulated_source()  # the local host's app collects from the simulated fleet
+    if args.hours is not None and args.hours < 1:
+        parser.error("--hours must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
+    register_simulated_source()  # the run reads what the simulated fleet wrote
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
 
-    data = args.state_dir / "azurite"
-    accepted = args.state_dir / "commerce" / "accepted.json"
+    state_dir: Path = args.state_dir
+    data = state_dir / "azurite"
+    accepted = state_dir / "commerce" / "accepted.json"
     if args.fresh:
         shutil.rmtree(data, ignore_errors=True)
         accepted.unlink(missing_ok=True)
+    state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    limit = store_limit(node_heap_mb(available_memory_mb()), node_max_string_length())
     # Both keep their data between runs, as storage and the real endpoint do.
-    with Azurite(location=data) as azurite, CommerceEmulator(state_file=accepted) as emulator:
-        issuer = LocalIssuer(args.state_dir / "auth")
-        values = local_values(
-            azurite.connection_string,
-            COMMERCE_BASE_URL=emulator.base_url,
-            COMMERCE_STATIC_TOKEN=emulator.token,
-            AUTH_JWKS_URI=str(issuer.jwks_path),
-            COLLECT_LOOKBACK_HOURS=str(args.hours),
-            PORTAL_LOCAL_SIGN_IN_URL=SIGN_IN_PATH,
-            **({} if args.tenants is None else {"FLEET_TENANTS": str(args.tenants)}),
-            **stamp_values(args.stamps),
-            **({"TELEMETRY_CONSOLE": "true"} if args.console_metrics else {}),
-        )
+    azurite = Azurite(
+        location=data,
+        log_path=state_dir / "azurite.log",
+        heap_mb=limit.heap_mb,
+        die_with_parent=True,
+    )
+    emulator = EmulatorProcess(state_file=accepted, log_path=state_dir / "commerce.log")
+    issuer = LocalIssuer(state_dir / "auth")
+    values = local_values(
+        azurite.connection_string,
+        COMMERCE_BASE_URL=emulator.base_url,
+        COMMERCE_STATIC_TOKEN=emulator.token,
+        AUTH_JWKS_URI=str(issuer.jwks_path),
+        PORTAL_LOCAL_SIGN_IN_URL=SIGN_IN_PATH,
+        **LOCAL_CONCURRENCY,
+        **({} if args.tenants is None else {"FLEET_TENANTS": str(args.tenants)}),
+        **stamp_values(args.stamps),
+        **({"TELEMETRY_CONSOLE": "true"} if args.console_metrics else {}),
+    )
+    try:
         settings = Settings.from_environ(values)
-        args.state_dir.mkdir(parents=True, exist_ok=True)
-        # The same settings for operator commands: python -m ops ... --settings-file <this>.
-        (args.state_dir / "local.settings.json").write_text(
-            json.dumps({"IsEncrypted": False, "Values": values}, indent=2)
+        plan = plan_catch_up(
+            tenants=settings.fleet_tenants,
+            stamps=args.stamps,
+            hours=args.hours,
+            last=last_closed_hour(utc_now()),
+            limit=limit,
         )
+    except (ConfigurationError, DoesNotFitError) as refused:
+        print(f"./dev run: {refused}", file=sys.stderr)
+        return 2
+    print(plan.line, flush=True)
+    values["COLLECT_LOOKBACK_HOURS"] = str(plan.hours)
+    settings = Settings.from_environ(values)
+    if args.timeout is None:
+        args.timeout = FIRST_CYCLE_SECONDS + plan.entities / CATCH_UP_FLOOR_RATE
+    stored = azurite.table_store_chars() // CHARS_PER_ENTITY  # kept from earlier runs
+
+    supervisor = Supervisor()
+    with supervisor, supervisor.handling_signals():
+        start_storage(supervisor, azurite, emulator, limit)
+        if stored and not fits_beside_stored(settings, stored, plan.hours, args.stamps, limit):
+            return 2
         # What the Bicep provisions in Azure: every table, before the first timer runs
         # (data kept from an older version gets the tables added since).
         StorageAccount(settings).ensure_tables()
-        print(f"Azurite on 127.0.0.1:{azurite.table_port} (tables), data in {data}")
-        print(f"Commerce emulator on {emulator.base_url}")
         # Prices before the first hour is collected: a month the catch-up closes is rated
         # and finalised with them, never before them (a sheet cannot enter a final month).
         price_lines = load_example_prices(settings, subscriptions_first=True)
-        with LocalFunctionsHost(
-            REPO_ROOT,
-            values,
-            http_port=args.port,
-            tls=args.tls,
-            tls_dir=args.state_dir / "tls",
-            local_routes=(LocalSignIn(settings, issuer).route(SIGN_IN_PATH),),
-        ) as host:
-            code = first_cycle(
-                settings, args, host.base_url, emulator, issuer, started, price_lines
-            )
-            if args.once or code != 0:
-                return code
-            print("\nRunning; Ctrl-C stops.", flush=True)
-            with contextlib.suppress(KeyboardInterrupt):
-                stop.wait()
-            print("\nStopping...", flush=True)
+        host = start_host(supervisor, values, args)
+        code = first_cycle(
+            settings,
+            args,
+            plan.hours,
+            supervisor,
+            host.base_url,
+            emulator,
+            issuer,
+            started,
+            price_lines,
+        )
+        print_local_storage(azurite, limit)
+        if args.once or code != 0:
+            return code
+        supervisor.phase = "serving"
+        print("\nRunning; Ctrl-C stops.", flush=True)
+        threading.Event().wait()  # until a signal (or a child's death) ends the process
     return 0
+
+
+def start_storage(
+    supervisor: Supervisor, azurite: Azurite, emulator: EmulatorProcess, limit: StoreLimit
+) -> None:
+    """Azurite and the commerce emulator, watched from their launch; the emulator starts
+    while Azurite loads (a kept store takes a while)."""
+    azurite_log, emulator_log = azurite.log_path, emulator.log_path
+    assert azurite_log is not None
+    assert emulator_log is not None
+    azurite.launch()
+    supervisor.watch(Child("Azurite", azurite.process, azurite_log, azurite.stop))
+    emulator.launch()
+    supervisor.watch(
+        Child("The commerce emulator", emulator.process, emulator_log, emulator.stop, 1.0)
+    )
+    print(
+        f"Azurite on 127.0.0.1:{azurite.table_port} (tables), data in {azurite.location}, "
+        f"Node heap {limit.heap_mb:,} MB, log {azurite_log}",
+        flush=True,
+    )
+    azurite.wait_until_serving(AZURITE_START_SECONDS)
+    emulator.wait_until_serving()
+    print(f"Commerce emulator on {emulator.base_url}, log {emulator_log}", flush=True)
+
+
+def start_host(
+    supervisor: Supervisor, values: dict[str, str], args: argparse.Namespace
+) -> HostProcess:
+    """The host over the app settings ``values`` (written to ``local.settings.json`` for it
+    and for operator commands), watched from its launch."""
+    state_dir: Path = args.state_dir
+    settings_file = state_dir / "local.settings.json"
+    settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": values}, indent=2))
+    host = HostProcess(
+        REPO_ROOT,
+        settings_file,
+        port=args.port,
+        tls=args.tls,
+        tls_dir=state_dir / "tls",
+        log_path=state_dir / "host.log",
+        echo=sys.stderr.buffer,
+    )
+    host.launch()
+    supervisor.watch(Child("The local host", host.process, host.log_path, host.stop, 1.5))
+    host.wait_until_serving()
+    return host
+
+
+def print_local_storage(azurite: Azurite, limit: StoreLimit) -> None:
+    """How full the local Azurite is and the most memory it took (docs/scale.md quotes it)."""
+    resident, peak = azurite.memory_mb()
+    chars = azurite.table_store_chars()
+    print(
+        f"Azurite: peak memory {peak:,} MB (now {resident:,} MB); table store saved at "
+        f"{chars / 1e6:,.1f} MB, ~{chars // CHARS_PER_ENTITY:,} of the ~{limit.entities:,} "
+        "table entities it holds",
+        flush=True,
+    )
+
+
+def fits_beside_stored(
+    settings: Settings, stored: int, hours: int, stamps: int, limit: StoreLimit
+) -> bool:
+    """Whether this run's catch-up fits beside the ``stored`` entities of a store kept from
+    earlier runs; says what it adds, or why it does not fit. A store with a watermark
+    resumes there (``hours`` are for a store without one)."""
+    last = last_closed_hour(utc_now())
+    try:
+        mark = collected_through(StorageAccount(settings), settings.source_names())
+    except TransientError:
+        mark = None
+    pending = hours if mark is None else max(1, int((last - mark) / HOUR))
+    try:
+        plan = plan_catch_up(
+            tenants=settings.fleet_tenants,
+            stamps=stamps,
+            hours=pending,
+            last=last,
+            limit=limit,
+            stored_entities=stored,
+        )
+    except DoesNotFitError as refused:
+        print(f"./dev run: {refused}", file=sys.stderr)
+        return False
+    print(plan.line, flush=True)
+    return True
 
 
 def first_cycle(
     settings: Settings,
     args: argparse.Namespace,
+    hours: int,
+    supervisor: Supervisor,
     base_url: str,
-    emulator: CommerceEmulator,
+    emulator: EmulatorProcess,
     issuer: LocalIssuer,
     started: float,
     price_lines: list[str],
@@ -356,7 +514,13 @@ def first_cycle(
     """Wait until the catch-up is collected and billed; print it all; write run.json."""
     account = StorageAccount(settings)
     last = last_closed_hour(utc_now())
-    first = last - (args.hours - 1) * HOUR
+    first = last - (hours - 1) * HOUR
+    supervisor.phase = "catching up"
+    print(
+        f"Catching up reported hours {first:%Y-%m-%d %H:00}..{last:%Y-%m-%d %H:00} UTC "
+        f"(the host's log: {args.state_dir / 'host.log'})",
+        flush=True,
+    )
 
     def caught_up() -> bool:
         try:
@@ -368,6 +532,8 @@ def first_cycle(
     if not wait_for(caught_up, "the catch-up collection", args.timeout):
         print("collection did not catch up in time; see the log above", file=sys.stderr)
         return 1
+    supervisor.phase = "billing"
+    print("Collected; waiting for the billing of the caught-up hours", flush=True)
     result: list[Reconciliation] = []
 
     def billed() -> bool:
@@ -378,6 +544,7 @@ def first_cycle(
         return outcome.ok
 
     reconciled = wait_for(billed, "billing of the caught-up hours", args.timeout, every=3)
+    supervisor.phase = "printing the summary"
     print_usage_summary(account, first, last)
     if result:
         print_billing(result[0], emulator.total_calls)

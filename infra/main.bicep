@@ -184,6 +184,11 @@ param commerceAuth string = 'managed_identity'
 @description('App registration (client) id for COMMERCE_AUTH=client_secret; empty uses the managed identity\'s client id (COMMERCE_CLIENT_ID).')
 param commerceClientId string = ''
 
+@description('Hours after the commerce endpoint may have accepted an event before an absent or smaller daily row of GET usageEvents counts as proof that it did not (COMMERCE_PROCESSING_HORIZON_HOURS): the docs promise no processing latency, and a horizon shorter than the real one bills carried usage twice.')
+@minValue(0)
+@maxValue(168)
+param commerceProcessingHorizonHours int = 24
+
 @description('Billing resource id (e.g. the SaaS subscription) for subscriptions with no mapping of their own (BILLING_DEFAULT_RESOURCE_ID).')
 param billingDefaultResourceId string
 
@@ -401,6 +406,8 @@ module api 'app/function-app.bicep' = {
       COMMERCE_CLIENT_ID: empty(commerceClientId) ? identity.outputs.clientId : commerceClientId
       COMMERCE_TENANT_ID: tenant().tenantId
       COMMERCE_CLIENT_SECRET: empty(commerceClientSecret) ? '' : keyVault.outputs.commerceClientSecretReference
+      // report_to_azure: how long the endpoint's daily rows may lag what it accepted.
+      COMMERCE_PROCESSING_HORIZON_HOURS: string(commerceProcessingHorizonHours)
       // report_to_azure: where unmapped subscriptions are billed, and the chargeable meters.
       BILLING_DEFAULT_RESOURCE_ID: billingDefaultResourceId
       BILLING_DEFAULT_PLAN_ID: billingDefaultPlanId

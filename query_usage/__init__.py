@@ -1,4 +1,5 @@
-"""HTTP trigger: the tenant and provider usage APIs (spec/usage-api.md).
+"""HTTP trigger: the tenant and provider usage APIs (spec/usage-api.md), and beside them the
+subscriptions list, the chargeback routes and the cost query (its one POST route).
 
 The route is a catch-all under ``subscriptions/`` so that paths with an empty or missing
 subscription segment reach ``shared.query.usage_api`` (400 SubscriptionIdMissingInRequest),
@@ -28,6 +29,7 @@ def main(req: func.HttpRequest) -> func.HttpResponse:
                 url=req.url,
                 route_path=req.route_params.get("path") or "",
                 headers=dict(req.headers),
+                body=req.get_body() or b"",
             )
         )
     except Exception:  # bad settings, or a bug: the answer never raises otherwise

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 
 from shared.billing.commerce import CommerceClient
@@ -36,7 +36,7 @@ from shared.billing.reporter import (
     report_message,
 )
 from shared.billing.tokens import TokenProvider, token_provider_for
-from shared.billing.work_items import work_item_enqueuer
+from shared.billing.work_items import WorkItem, work_item_deferrer, work_item_enqueuer
 from shared.collection.collector import CollectionRun, Collector, HourResult
 from shared.collection.planner import Plan, plan_source
 from shared.collection.slices import CollectionSlice
@@ -48,11 +48,14 @@ from shared.core.meters import catalogue
 from shared.core.telemetry import Telemetry, configure_process
 from shared.export.exporter import Exporter, ExportRun
 from shared.portal.site import PortalAnswer, PortalRequest, PortalSite
-from shared.query import charges_api
+from shared.query import charges_api, cost_query, subscriptions_list
 from shared.query.arm_responses import HttpAnswer
 from shared.query.charges_api import ChargesApi
+from shared.query.continuation import ContinuationCodec
+from shared.query.cost_query import CostQueryApi
 from shared.query.operations import OperationsApi
 from shared.query.route_names import route_family
+from shared.query.subscriptions_list import SubscriptionsList
 from shared.query.usage_api import HttpCall, UsageApi
 from shared.rating.finaliser import Finaliser, FinaliseRun
 from shared.rating.rater import Rater, RatingRun
@@ -149,6 +152,24 @@ class FunctionApp:
     def operations_api(self) -> OperationsApi:
         return OperationsApi(self.usage_api.validator)
 
+    @cached_property
+    def cost_query(self) -> CostQueryApi:
+        return CostQueryApi(
+            validator=self.usage_api.validator,
+            statements=self.statements,
+            meters=catalogue(),
+            codec=ContinuationCodec(
+                self.settings.continuation_token_key.get_secret_value().encode("utf-8"),
+                self.settings.continuation_token_ttl_seconds,
+            ),
+            base_url=self.settings.api_base_url,
+            clock=self._clock,
+        )
+
+    @cached_property
+    def subscriptions_list(self) -> SubscriptionsList:
+        return SubscriptionsList(self.account, self.usage_api.validator)
+
     def collector(self, stamp: Settings) -> Collector:
         """A collector of one usage source (``stamp``: its settings, one of ``stamps()``).
 
@@ -203,7 +224,8 @@ class FunctionApp:
         return result
 
     def report_message(self, body: bytes | str) -> ReportResult:
-        """One queue message: its billing work item reported to the commerce endpoint."""
+        """One queue message: its billing work item reported to the commerce endpoint (an
+        item whose events wait for their day's rows comes back on the queue later)."""
         result = report_message(
             body,
             self.settings,
@@ -211,9 +233,14 @@ class FunctionApp:
             client=self._commerce,
             account=self.account,
             pool=self._pool,
+            defer=self._defer_report,
         )
         self.telemetry.billing_reported(result.states)
         return result
+
+    @cached_property
+    def _defer_report(self) -> Callable[[WorkItem, timedelta], None]:
+        return work_item_deferrer(self.settings, self.account)
 
     @cached_property
     def blobs(self) -> BlobStore:
@@ -231,10 +258,15 @@ class FunctionApp:
         return runs
 
     def answer_usage_request(self, call: HttpCall) -> HttpAnswer:
-        """One ``query_usage`` request (the usage API, or the RateCard and statement routes
-        under the same catch-all); never raises (errors become ARM-shaped answers)."""
+        """One ``query_usage`` request (the usage API, the subscriptions list, the cost query,
+        or the RateCard and statement routes under the same catch-all); never raises (errors
+        become ARM-shaped answers)."""
         started = time.perf_counter()
-        if charges_api.handles(call.route_path):
+        if subscriptions_list.handles(call.route_path):
+            answer = self.subscriptions_list.answer(call)
+        elif cost_query.handles(call.route_path):
+            answer = self.cost_query.answer(call)
+        elif charges_api.handles(call.route_path):
             answer = self.charges_api.answer(call)
         else:
             answer = self.usage_api.answer(call)

@@ -16,6 +16,8 @@ module's docstring says what it mirrors and how:
 ``app``     ``LocalFunctionsHost``, which ties them together (start, stop, invoke, log),
             the local stack's own HTTP endpoints (``LocalHttpRoute``, e.g. the portal's
             local sign-in), and the command line.
+``process`` ``HostProcess``: that command line as a child process, as the run command
+            starts, watches and stops it.
 
 Every invocation logs one line: function, trigger, outcome (``Succeeded`` or ``Failed`` with
 the exception type) and duration. Exceptions in functions never stop the host.

@@ -152,7 +152,7 @@ class LocalFunctionsHost(_FunctionLoader, _TimerTriggers, _QueueTriggers, _HttpT
         self._stopping.clear()
         self._apply_environment()
         try:
-            self.options = _HostOptions.load(self.app_root / "host.json")
+            self.options = _HostOptions.load(self.app_root / "host.json", self.settings)
             self.functions = self._load_functions()
             self.functions.update(self._local_functions())
             queue_clients = {

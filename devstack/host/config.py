@@ -128,13 +128,15 @@ class _HostOptions:
     queues: _QueueOptions = field(default_factory=_QueueOptions)
 
     @classmethod
-    def load(cls, path: Path) -> _HostOptions:
+    def load(cls, path: Path, settings: Mapping[str, str] | None = None) -> _HostOptions:
+        """``host.json``, with the app settings that override it (``settings``)."""
         try:
             document = json.loads(strip_line_comments(path.read_text(encoding="utf-8")))
         except FileNotFoundError:
             raise HostConfigurationError(f"{path} is missing") from None
         except json.JSONDecodeError as error:
             raise HostConfigurationError(f"{path}: {error}") from None
+        _override(document, settings or {})
         extensions = document.get("extensions") or {}
         http_section = extensions.get("http") or {}
         queues = extensions.get("queues") or {}
@@ -163,6 +165,27 @@ class _HostOptions:
         if options.message_encoding not in {"base64", "none"}:
             raise HostConfigurationError(f"{path}: queues.messageEncoding must be base64 or none")
         return cls(route_prefix=str(http_section.get("routePrefix", "api")), queues=options)
+
+
+# App settings named AzureFunctionsJobHost__<path> override host.json values, as the
+# Functions host does (``AzureFunctionsJobHost__extensions__queues__batchSize=2``).
+HOST_JSON_OVERRIDE = "AzureFunctionsJobHost__"
+
+
+def _override(document: dict[str, Any], settings: Mapping[str, str]) -> None:
+    """Set each overridden value into ``document``; names match case-insensitively."""
+    for name, value in settings.items():
+        if not name.lower().startswith(HOST_JSON_OVERRIDE.lower()):
+            continue
+        *parents, leaf = name[len(HOST_JSON_OVERRIDE) :].split("__")
+        section = document
+        for part in parents:
+            key = next((k for k in section if k.lower() == part.lower()), part)
+            child = section.get(key)
+            if not isinstance(child, dict):
+                child = section[key] = {}
+            section = child
+        section[next((k for k in section if k.lower() == leaf.lower()), leaf)] = value
 
 
 # --- function.json -----------------------------------------------------------------------

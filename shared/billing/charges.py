@@ -29,6 +29,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from shared.core.hours import floor_hour
 from shared.core.meters import ChargeableMeters
 from shared.storage.account import StorageAccount
 from shared.storage.hour_manifest import HourEntry, entry_target, read_hour, read_manifest
@@ -142,6 +143,43 @@ def hour_charges_from_rows(
             dimension: math.fsum(quantities) for dimension, quantities in by_dimension.items()
         }
     return charges
+
+
+def usage_hour_parts(
+    account: StorageAccount,
+    hour: datetime,
+    resource_id: str,
+    dimension: str,
+    meters: ChargeableMeters,
+    pool: Executor,
+) -> dict[datetime, float]:
+    """One event key's own quantity (resource, dimension, reported ``hour``) split by the
+    UTC hour its usage belongs to (late usage reported in ``hour`` is of earlier hours).
+
+    Read from the rows (one point query per subscription billed to the resource), for the
+    rare event the endpoint refuses because its resource was cancelled: usage of hours
+    before the cancellation is still accepted when sent with its own hour.
+    """
+    settings = account.settings
+    subscriptions = [
+        entry.subscription_id
+        for entry in read_hour(account, hour)
+        if entry_target(settings, entry).resource_id == resource_id
+    ]
+
+    def read(subscription_id: str) -> list[tuple[datetime, float]]:
+        rows = read_hourly_rows(account, subscription_id, hour, hour)
+        return [
+            (floor_hour(row.usage_start), row.quantity)
+            for _, row in rows
+            if meters.dimension_of(row.meter_id) == dimension
+        ]
+
+    parts: dict[datetime, list[float]] = defaultdict(list)
+    for found in pool.map(read, subscriptions):
+        for usage_hour, quantity in found:
+            parts[usage_hour].append(quantity)
+    return {usage_hour: math.fsum(values) for usage_hour, values in sorted(parts.items())}
 
 
 def range_charges(

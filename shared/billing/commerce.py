@@ -23,10 +23,15 @@ effect"):
   and the total seconds; a wait that would cross the time cap is not started.
 - **Errors** (shared.core.errors): budget exhausted -> :class:`CommerceUnavailableError` (a
   ``TransientError``; it carries the outcomes already settled so they can be recorded);
-  ``400``/other ``4xx`` on the whole request -> ``FinalRejectionError``; ``401``/``403``
-  -> one fresh token and one more try, then ``NotAllowedError``. Messages name the route,
-  the attempts and the last failure, never the token (it is also scrubbed from any text we
-  did not write, e.g. a peer's error body).
+  ``400`` on a POST -> ``FinalRejectionError``: the OpenAPI file answers a whole batch
+  ``400`` for "missing or invalid data provided or expired", which one event of 25 is
+  enough for, so the caller splits the batch to find it (``Reporter``); ``401``/``403`` ->
+  one fresh token and one more try, then ``NotAllowedError``. Any other ``4xx`` (``404``
+  from a mistyped ``COMMERCE_BASE_URL``, ``405``, ``413``, a ``400`` on the read) says
+  nothing about the events: a configuration or transport fault, retried like a ``5xx``
+  and then surfaced as ``CommerceUnavailableError`` naming it, never a refusal of the
+  events. Messages name the route, the attempts and the last failure, never the token (it
+  is also scrubbed from any text we did not write, e.g. a peer's error body).
 - ``sleep`` (and ``monotonic``) are parameters so tests replace waiting by a recorder.
 
 One pooled ``requests.Session`` per client, which several threads may post through at once
@@ -44,17 +49,18 @@ import logging
 import math
 import random as random_module
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from shared.billing.daily_sums import DailyRow
+from shared.billing.daily_sums import DailyRead, read_rows
 from shared.billing.events import (
     MAX_BATCH,
     QUANTITY_REL_TOLERANCE,
@@ -62,6 +68,7 @@ from shared.billing.events import (
     EventOutcome,
     EventStatus,
     UsageEvent,
+    endpoint_key,
 )
 from shared.billing.tokens import RefreshableTokenProvider, TokenProvider
 from shared.core.errors import (
@@ -75,6 +82,8 @@ from shared.core.retry import RetryPolicy, retry_after_seconds
 logger = logging.getLogger(__name__)
 
 API_VERSION = "2018-08-31"
+# Pages of GET usageEvents one read follows at most (a link that never ends is a fault).
+MAX_DAILY_PAGES = 1000
 # One POST or GET: up to 6 attempts in 2 minutes, backing off from 0.5 s to 30 s.
 COMMERCE_POLICY = RetryPolicy(
     max_total_seconds=120.0, backoff_base_seconds=0.5, backoff_cap_seconds=30.0
@@ -158,8 +167,9 @@ class CommerceClient:
         Per-event ``Error`` statuses are re-posted (only those events) within the same
         budget. Raises ``ValueError`` for an empty, oversized or key-colliding batch,
         ``CommerceUnavailableError`` (TransientError) when the budget runs out,
-        ``FinalRejectionError`` when the whole request is refused, ``NotAllowedError`` when
-        a fresh token is refused too.
+        ``FinalRejectionError`` when the whole batch is refused (``400``: one of its events
+        may be invalid; the others are not refused by it), ``NotAllowedError`` when a fresh
+        token is refused too.
         """
         if not 1 <= len(events) <= MAX_BATCH:
             raise ValueError(f"a batch holds 1 to {MAX_BATCH} events, not {len(events)}")
@@ -169,70 +179,118 @@ class CommerceClient:
         correlation_id = str(uuid.uuid4())
         settled: dict[int, EventOutcome] = {}
         pending = list(range(len(events)))
+        sends = [0] * len(events)
         while pending:
             body = {"request": [events[i].to_wire() for i in pending]}
-            response = self._request(
-                budget,
-                "POST",
-                "/api/batchUsageEvent",
-                json_body=body,
-                correlation_id=correlation_id,
-                settled=lambda: _in_order(settled),
-            )
+            attempts = budget.attempts
+            try:
+                response = self._request(
+                    budget,
+                    "POST",
+                    "/api/batchUsageEvent",
+                    json_body=body,
+                    correlation_id=correlation_id,
+                    settled=lambda: _in_order(settled),
+                )
+            finally:
+                for index in pending:  # every attempt of the request carried the events
+                    sends[index] += budget.attempts - attempts
             results = _batch_results(response)
             if results is None:
                 budget.last_failure = "unreadable 200 batch answer"
                 self._pause(budget, None, _in_order(settled))
                 continue
-            by_key = {_result_key(result): result for result in results}
+            answered = match_results([events[i] for i in pending], results)
             still_failing = []
-            for index in pending:
-                result = by_key.get(events[index].key)
+            for position, index in enumerate(pending):
+                result = answered.get(position)
                 if result is None or result.get("status") == "Error":
                     still_failing.append(index)
                 else:
-                    settled[index] = _outcome(events[index], result)
+                    settled[index] = replace(_outcome(events[index], result), sends=sends[index])
             if still_failing:
                 budget.last_failure = f"{len(still_failing)} event(s) answered Error (or nothing)"
                 self._pause(budget, None, _in_order(settled))
             pending = still_failing
         return [settled[i] for i in range(len(events))]
 
-    def daily_usage(self, first_day: datetime, last_day: datetime) -> list[DailyRow]:
+    def daily_usage(
+        self,
+        first_day: datetime,
+        last_day: datetime,
+        *,
+        needed: Collection[tuple[str, str]] | None = None,
+    ) -> DailyRead:
         """What the endpoint accepted on UTC days ``first_day``..``last_day`` (GET usageEvents).
 
-        The documented daily rows (``shared.billing.daily_sums``), parsed; nothing per hour
-        or per event exists to read. Whether ``usageEndDate`` includes its own day is not
-        documented, so the request runs a day further and rows outside the days asked are
-        dropped here. An answer that is not a list of documented rows counts as a failed
-        attempt (retried, then ``CommerceUnavailableError``).
+        The documented daily rows (``shared.billing.daily_sums``); nothing per hour or per
+        event exists to read. ``needed``: the (resource, dimension) pairs the caller decides
+        (None: all): other rows are skipped unparsed, and a needed row that cannot be
+        parsed is named in the answer (``DailyRead.unreadable``) rather than failing the
+        read. Whether ``usageEndDate`` includes its own day is not documented, so the
+        request runs a day further and rows outside the days asked are dropped. Whether the
+        rows page is not documented either: an answer ``{"value": [...], "nextLink": ...}``
+        is followed link by link (each page its own budget), on this client's own scheme,
+        host and port only (the bearer token goes nowhere else). An answer that is neither
+        a list nor such a page counts as a failed attempt (retried, then
+        ``CommerceUnavailableError``), as does a link elsewhere or a loop.
         """
         first, last = floor_day(first_day), floor_day(last_day)
         params = {
             "usageStartDate": first.strftime("%Y-%m-%d"),
             "usageEndDate": (last + DAY).strftime("%Y-%m-%d"),
         }
+        raw_rows: list[object] = []
+        link: str | None = None
+        followed: set[str] = set()
+        while True:
+            rows, link = self._daily_page(params, link)
+            raw_rows += rows
+            if link is None:
+                return read_rows(raw_rows, first, last, needed)
+            if link in followed or len(followed) >= MAX_DAILY_PAGES:
+                raise CommerceUnavailableError(
+                    f"commerce GET /api/usageEvents: nextLink loops or exceeds "
+                    f"{MAX_DAILY_PAGES} pages",
+                    retry_after_seconds=self._retry.backoff_cap_seconds,
+                )
+            followed.add(link)
+
+    def _daily_page(
+        self, params: Mapping[str, str], link: str | None
+    ) -> tuple[list[object], str | None]:
+        """One page of GET usageEvents (the first, or ``link``): its rows and next link."""
         budget = _Budget(started=self._retry.monotonic())
+        if link is not None and not self._same_origin(link):
+            raise CommerceUnavailableError(
+                "commerce GET /api/usageEvents: nextLink leads to another host; not followed",
+                retry_after_seconds=self._retry.backoff_cap_seconds,
+            )
         while True:
             response = self._request(
-                budget, "GET", "/api/usageEvents", params=params, correlation_id=str(uuid.uuid4())
+                budget,
+                "GET",
+                "/api/usageEvents",
+                params=params if link is None else None,
+                url=link,
+                correlation_id=str(uuid.uuid4()),
             )
             try:
                 payload = response.json()
             except ValueError:
                 payload = None
+            if isinstance(payload, list):
+                return payload, None
             if isinstance(payload, dict) and isinstance(payload.get("value"), list):
-                payload = payload["value"]
-            if isinstance(payload, list) and all(isinstance(row, dict) for row in payload):
-                try:
-                    rows = [DailyRow.from_wire(row) for row in payload]
-                except ValueError as error:
-                    budget.last_failure = f"unreadable usageEvents row: {error}"
-                else:
-                    return [row for row in rows if first <= row.day <= last]
-            else:
-                budget.last_failure = "unreadable 200 usageEvents answer"
+                following = payload.get("nextLink")
+                if following is None or isinstance(following, str):
+                    return payload["value"], following or None
+            budget.last_failure = "unreadable 200 usageEvents answer"
             self._pause(budget, None, ())
+
+    def _same_origin(self, link: str) -> bool:
+        ours, theirs = urlsplit(self._base_url), urlsplit(link)
+        return (ours.scheme, ours.netloc.lower()) == (theirs.scheme, theirs.netloc.lower())
 
     # -- the retry loop --------------------------------------------------------------------
 
@@ -245,10 +303,22 @@ class CommerceClient:
         correlation_id: str,
         json_body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
+        url: str | None = None,
         settled: Callable[[], Sequence[EventOutcome]] | None = None,
     ) -> requests.Response:
-        """One successful (2xx) answer, after as many retries as the budget allows."""
+        """One successful (2xx) answer, after as many retries as the budget allows.
+
+        ``url``: an absolute link the endpoint gave (a next page) instead of ``path``; it
+        keeps its own arguments, ``api-version`` added only if it has none.
+        """
         route = f"{method} {path}"
+        if url is None:
+            target = f"{self._base_url}{path}"
+            arguments: dict[str, str] = {"api-version": API_VERSION, **(params or {})}
+        else:
+            target = url
+            has_version = "api-version" in parse_qs(urlsplit(url).query)
+            arguments = {} if has_version else {"api-version": API_VERSION}
         budget.route = route
         while True:
             remaining = self._retry.max_total_seconds - (self._retry.monotonic() - budget.started)
@@ -265,8 +335,8 @@ class CommerceClient:
             try:
                 response = self._session.request(
                     method,
-                    f"{self._base_url}{path}",
-                    params={"api-version": API_VERSION, **(params or {})},
+                    target,
+                    params=arguments,
                     json=json_body,
                     headers=headers,
                     timeout=(self._connect_timeout, min(self._read_timeout, remaining)),
@@ -298,7 +368,7 @@ class CommerceClient:
                     budget.last_failure = "HTTP 429 (throttled)"
                 elif status >= 500:
                     budget.last_failure = f"HTTP {status}"
-                else:
+                elif status == 400 and method == "POST":
                     code, text = _error_of(response)
                     raise FinalRejectionError(
                         _redact(
@@ -307,6 +377,13 @@ class CommerceClient:
                         ),
                         code=code or f"HTTP{status}",
                         target="commerce",
+                    )
+                else:
+                    code, text = _error_of(response)
+                    budget.last_failure = _redact(
+                        f"HTTP {status} {code or ''}: {text[:120]} (not an answer about the "
+                        "events: check COMMERCE_BASE_URL and the network path)",
+                        token,
                     )
             self._pause(budget, retry_after, settled() if settled else ())
 
@@ -378,14 +455,49 @@ def _batch_results(response: requests.Response) -> list[dict[str, Any]] | None:
     return results
 
 
+def match_results(
+    events: Sequence[UsageEvent], results: Sequence[Mapping[str, Any]]
+) -> dict[int, Mapping[str, Any]]:
+    """Which answer element is about which event: event position -> element.
+
+    By the key the element echoes, compared as the endpoint compares it (resource id and
+    dimension without case: the resource is a GUID or an ARM URI, and the docs do not
+    promise the case of an echo); an element is used once. An event no echo names takes
+    the element at its own position when the answer has one element per event and that
+    element names no other event of the request (the documented batch example echoes
+    values that differ from the request). Anything else is left unanswered (re-posted).
+    """
+    wanted: dict[tuple[str, str, datetime], int] = {}
+    for position, event in enumerate(events):
+        wanted.setdefault(endpoint_key(event.key), position)
+    answered: dict[int, Mapping[str, Any]] = {}
+    unclaimed: set[int] = set()
+    for index, result in enumerate(results):
+        key = _result_key(result)
+        named = wanted.get(key) if key is not None else None
+        if named is None:
+            unclaimed.add(index)
+        elif named not in answered:
+            answered[named] = result
+    if len(results) == len(events):
+        for position in range(len(events)):
+            if position not in answered and position in unclaimed:
+                answered[position] = results[position]
+    return answered
+
+
 def _result_key(result: Mapping[str, Any]) -> tuple[str, str, datetime] | None:
-    """The (resource, dimension, hour) a batch answer element is about."""
+    """The (resource, dimension, hour) a batch answer element is about, compared as the
+    endpoint compares it; None when the echo cannot be read."""
     try:
         resource = result.get("resourceId") or result.get("resourceUri")
-        moment = datetime.fromisoformat(str(result["effectiveStartTime"]))
+        dimension = result["dimension"]
+        if not isinstance(resource, str) or not isinstance(dimension, str):
+            return None
+        moment = datetime.fromisoformat(str(result["effectiveStartTime"]).replace("Z", "+00:00"))
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
-        return (str(resource), str(result["dimension"]), floor_hour(moment))
+        return endpoint_key((resource, dimension, floor_hour(moment)))
     except (KeyError, ValueError):
         return None
 

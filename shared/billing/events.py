@@ -59,6 +59,21 @@ WIRE_STATUSES = {
 }
 
 
+def endpoint_key(key: tuple[str, str, datetime]) -> tuple[str, str, datetime]:
+    """A (resource, dimension, time) key as the endpoint compares it: resource and dimension
+    without case. The resource is a GUID (the OpenAPI file types ``resourceId`` as a uuid)
+    or an ARM URI, both case-insensitive, and the docs do not promise the case of an echo
+    (spec/commerce-api.md, "What the docs do not promise"): answers and daily rows are
+    matched to our events through this key, never as sent."""
+    resource, dimension, moment = key
+    return (*endpoint_pair(resource, dimension), moment)
+
+
+def endpoint_pair(resource_id: str, dimension: str) -> tuple[str, str]:
+    """(resource, dimension) as the endpoint compares them (``endpoint_key``)."""
+    return (resource_id.casefold(), dimension.casefold())
+
+
 @dataclass(frozen=True)
 class UsageEvent:
     """One billing event: (resource, dimension, hour) is its key at the endpoint.
@@ -109,7 +124,9 @@ class EventOutcome:
     ``usage_event_id``: the accepted event's id (ours on ``Accepted``, the original's on a
     duplicate). ``accepted_quantity``: the quantity the endpoint holds for the key (echoed on
     ``Accepted``, from ``acceptedMessage`` on a duplicate), else None. ``reason`` is the
-    peer's error code, ``message`` its text.
+    peer's error code, ``message`` its text. ``sends``: how many requests of the call carried
+    the event (1: this answer is to its only send; more: an earlier send may still reach the
+    endpoint, as a duplicate, after this answer).
     """
 
     event: UsageEvent
@@ -118,3 +135,4 @@ class EventOutcome:
     accepted_quantity: float | None = None
     reason: str | None = None
     message: str | None = None
+    sends: int = 1

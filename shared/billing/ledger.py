@@ -15,7 +15,9 @@ States::
       │           │                              accepted by the day's sums: Reason DailySums)
       │           ├──────> mismatch             (accepted earlier, OTHER quantity: reported
       │           │                              by reconciliation, never silently accepted)
-      │           ├──────> rejected             (final status + the peer's reason)
+      │           ├──────> rejected             (final status + the peer's reason; refused
+      │           │                              ResourceNotActive: what of it was sent with
+      │           │                              its usage hours, SentAs, and Refused)
       │           ├──────> unresolved           (posted, answer lost, window closed, and the
       │           │                              day's sums cannot tell: never carried, shown
       │           │                              by reconciliation)
@@ -53,7 +55,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -69,6 +71,8 @@ from shared.core.retry import call_with_retry
 from shared.storage.account import StorageAccount
 
 ROLE = "ledger"
+# The Reason of an event settled by a Duplicate answer (the reporter writes it).
+DUPLICATE_REASON = "Duplicate"
 MARKER_PREFIX = "~carry_"
 # An hour's guard (``Ledger.open``); "~o" sorts after every event key and marker.
 GUARD_PREFIX = "~opened_"
@@ -153,10 +157,46 @@ class LedgerEntry:
     reason: str | None = None
     message: str | None = None
     etag: str | None = None
+    # When the reporter settled it, by its clock (``SettledAt``; None before it was written).
+    settled_at: datetime | None = None
+    # A Duplicate answer came for it after another delivery had settled it (``DuplicateSeen``).
+    duplicate_seen: bool = False
+    # Refused because its resource was cancelled: the parts of it sent as events of their
+    # own usage hours (``SentAs``: hour key -> quantity; see ``Ledger.send_as``).
+    sent_as: tuple[tuple[str, float], ...] = ()
+    # What of a rejected event no event carries (``Refused``; None: not recorded, all of it).
+    refused: float | None = None
+    # Accepted on the answer to its only send, by the delivery that created it (``SentOnce``).
+    answered_first_send: bool = False
+    # Created by the call that returned it (not stored, not part of the record's value): no
+    # earlier delivery can have sent it.
+    opened_here: bool = field(default=False, compare=False)
 
     @property
     def key(self) -> tuple[str, str, datetime]:
         return (self.resource_id, self.dimension, self.hour)
+
+    @property
+    def held(self) -> float:
+        """What the endpoint holds for a billed entry: its answer's quantity, else ours."""
+        return self.quantity if self.accepted_quantity is None else self.accepted_quantity
+
+    @property
+    def duplicated(self) -> bool:
+        """True when a ``Duplicate`` answer proved a second send of it reached the endpoint."""
+        return self.reason == DUPLICATE_REASON or self.duplicate_seen
+
+    @property
+    def sent_once(self) -> bool:
+        """True when it is known to have reached the endpoint exactly once: accepted on the
+        answer to its only send, made by the delivery that created it (no earlier send that
+        timed out can arrive later as a duplicate), and no other delivery's send answered
+        ``Duplicate`` since (:meth:`Ledger.settle` marks those)."""
+        return (
+            self.state is LedgerState.ACCEPTED
+            and self.answered_first_send
+            and not self.duplicate_seen
+        )
 
     def event(self) -> UsageEvent:
         return UsageEvent(self.resource_id, self.plan_id, self.dimension, self.quantity, self.hour)
@@ -166,6 +206,7 @@ class LedgerEntry:
         """The record an entity holds; ``etag`` for one just written (a read entity
         carries its own in its metadata)."""
         accepted = entity.get("AcceptedQuantity")
+        settled_at = entity.get("SettledAt")
         return cls(
             resource_id=entity["ResourceId"],
             plan_id=entity.get("PlanId", ""),
@@ -181,6 +222,14 @@ class LedgerEntry:
             reason=entity.get("Reason") or None,
             message=entity.get("Message") or None,
             etag=_etag(entity) if etag is None else etag,
+            settled_at=None if settled_at is None else as_utc(settled_at),
+            duplicate_seen=bool(entity.get("DuplicateSeen", False)),
+            sent_as=tuple(
+                (str(key), float(quantity))
+                for key, quantity in json.loads(entity.get("SentAs") or "{}").items()
+            ),
+            refused=None if entity.get("Refused") is None else float(entity["Refused"]),
+            answered_first_send=bool(entity.get("SentOnce", False)),
         )
 
 
@@ -397,7 +446,8 @@ class Ledger:
                 for group, result in zip(groups, results, strict=True):
                     entity = group[0][1]
                     if entity["State"] == LedgerState.PENDING.value and result:
-                        pending.append(LedgerEntry.from_entity(entity, _result_etag(result[0])))
+                        created = LedgerEntry.from_entity(entity, _result_etag(result[0]))
+                        pending.append(replace(created, opened_here=True))
                 return pending
             # Lost a race with another delivery: read what won and go again.
         raise TransientError(
@@ -511,17 +561,83 @@ class Ledger:
         marker = self._marker(dimension, hour, own, plan_id)
         return [("create", entity, {}), ("create", marker, {})]
 
+    # -- a cancelled resource's usage, sent with its own hours ---------------------------
+
+    def send_as(
+        self, entry: LedgerEntry, parts: Mapping[datetime, float]
+    ) -> tuple[LedgerEntry, list[LedgerEntry]] | None:
+        """Record that ``entry`` (pending, refused ``ResourceNotActive``) is sent as events
+        of its usage's own hours: ``parts`` (usage hour -> quantity), each a new pending
+        event of this resource and dimension (own quantity 0, ``CarriedFrom`` the refused
+        hour), and ``SentAs`` on ``entry``, which stays pending until they are settled.
+
+        One transaction, under ``entry``'s ETag, creating each new event and upserting its
+        hour's guard: so a crash leaves either nothing or everything (a redelivery finds
+        ``SentAs`` and posts the parts), and an hour already holding an event of the
+        dimension fails it whole. Returns ``entry`` as now recorded and the new events, or
+        None when it failed (the caller reads again).
+        """
+        if not parts or len(parts) > MAX_CLAIMS_PER_EVENT:
+            raise ValueError(f"1 to {MAX_CLAIMS_PER_EVENT} parts, not {len(parts)}")
+        stamp = _now()
+        sent_as = {hour_key(hour): quantity for hour, quantity in sorted(parts.items())}
+        operations: list[Operation] = [
+            (
+                "update",
+                {
+                    "PartitionKey": self.partition,
+                    "RowKey": event_row_key(entry.hour, entry.dimension),
+                    "SentAs": json.dumps(sent_as),
+                    "UpdatedAt": stamp,
+                },
+                {
+                    "mode": UpdateMode.MERGE,
+                    "etag": entry.etag,
+                    "match_condition": MatchConditions.IfNotModified,
+                },
+            )
+        ]
+        created: list[Entity] = []
+        for hour, quantity in sorted(parts.items()):
+            operations.append(("upsert", self._guard(hour, stamp), {"mode": UpdateMode.REPLACE}))
+            event = self._entity(
+                hour,
+                entry.plan_id,
+                entry.dimension,
+                LedgerState.PENDING,
+                stamp,
+                Quantity=quantity,
+                OwnQuantity=0.0,
+                CarriedFrom=json.dumps([hour_key(entry.hour)]),
+            )
+            operations.append(("create", event, {}))
+            created.append(event)
+        results = self._transact(operations)
+        if results is None:
+            return None
+        recorded = replace(entry, etag=_result_etag(results[0]), sent_as=tuple(sent_as.items()))
+        return recorded, [
+            replace(
+                LedgerEntry.from_entity(event, _result_etag(results[2 + 2 * index])),
+                opened_here=True,
+            )
+            for index, event in enumerate(created)
+        ]
+
     # -- settling -----------------------------------------------------------------------
 
-    def settle(self, settlements: Iterable[Settlement]) -> int:
+    def settle(self, settlements: Iterable[Settlement], *, at: datetime | None = None) -> int:
         """Apply outcomes to pending events, each guarded by the ETag it was read with.
 
         An event someone else settled meanwhile keeps that record (its ETag no longer
-        matches): final states are never overwritten. Returns how many were applied.
+        matches): final states are never overwritten. ``at``: the settling clock's time,
+        kept as ``SettledAt`` (when the endpoint's daily row must show the event, the
+        processing horizon later). Returns how many were applied.
         """
         groups: list[list[Operation]] = []
         settlements_list = list(settlements)
         now = _now()  # one write, one time
+        stamp: Entity = {} if at is None else {"SettledAt": as_utc(at)}
         for settlement in settlements_list:
             entry = settlement.entry
             entity: Entity = {
@@ -529,6 +645,7 @@ class Ledger:
                 "RowKey": event_row_key(entry.hour, entry.dimension),
                 "State": settlement.state.value,
                 "UpdatedAt": now,
+                **stamp,
                 **settlement.fields,
             }
             group: list[Operation] = [
@@ -549,10 +666,39 @@ class Ledger:
         expiring = any(s.state is LedgerState.EXPIRED for s in settlements_list)
         if expiring:
             self.carry_index.add(self.resource_id)
-        applied = sum(result is not None for result in self._submit_groups(groups))
+        results = self._submit_groups(groups)
         if expiring:
             self.carry_index.add(self.resource_id)
-        return applied
+        lost_duplicates = [
+            settlement.entry
+            for settlement, result in zip(settlements_list, results, strict=True)
+            if result is None and settlement.fields.get("Reason") == DUPLICATE_REASON
+        ]
+        if lost_duplicates:
+            self._mark_duplicated(lost_duplicates)
+        return sum(result is not None for result in results)
+
+    def _mark_duplicated(self, entries: Sequence[LedgerEntry]) -> None:
+        """Another delivery settled these events first (it posted them at the same time),
+        but this one's answer was ``Duplicate``: a second send reached the endpoint. The
+        winner's record stays; ``DuplicateSeen`` is added to it, so the day's arithmetic
+        knows the event was sent twice (where the endpoint counts duplicates)."""
+        self._submit_groups(
+            [
+                [
+                    (
+                        "update",
+                        {
+                            "PartitionKey": self.partition,
+                            "RowKey": event_row_key(entry.hour, entry.dimension),
+                            "DuplicateSeen": True,
+                        },
+                        {"mode": UpdateMode.MERGE},
+                    )
+                ]
+                for entry in entries
+            ]
+        )
 
     def _submit_groups(
         self, groups: Sequence[list[Operation]], *, one_by_one: bool = True

@@ -15,9 +15,11 @@ hours, storage against the ledger: a key is in order
 when storage's total equals the ledger's own quantity and the ledger holds it billed, or
 carried forward into a key that is billed. Otherwise: ``unreported`` (collected, no ledger
 record), ``storage-differs``, ``pending``, ``awaiting-carry`` (expired, waiting for a later
-event), ``rejected`` (with the reason), ``mismatch`` (the endpoint holds another quantity),
-``carried-unbilled``, ``unresolved`` (posted, answer lost, its day's sums could not tell:
-it may or may not be billed, and is never carried).
+event), ``rejected`` (with the reason; for a cancelled resource, what of it was refused and
+which parts went out with their usage hours: in order only when all of it did, billed),
+``mismatch`` (the endpoint holds another quantity), ``carried-unbilled``, ``unresolved``
+(posted, answer lost, its day's sums could not tell: it may or may not be billed, and is
+never carried), ``carried-unresolved`` (carried into an event that is unresolved).
 
 Per day, for every UTC day the window touches, whole (the endpoint's rows are whole days,
 so the ledger's events of those days are read whole too), the ledger against the endpoint:
@@ -25,8 +27,12 @@ the events the ledger holds as billed, counted and their accepted quantities sum
 equal the day's ``submittedCount`` and ``submittedQuantity``, and the day must be processed
 as submitted. Otherwise: ``missing-at-endpoint``, ``unexpected-at-endpoint`` (the endpoint
 holds events of a day the ledger billed nothing on), ``endpoint-differs`` (counts or sums),
+``endpoint-unverifiable`` (the day counts more submissions than the ledger billed, and where
+the endpoint counts duplicates too many combinations of them fit to check),
 ``endpoint-processing`` (``Submitted``: not processed yet), ``endpoint-mismatch``
-(processed differs from submitted), ``endpoint-rejected``. A day holding ``unresolved``
+(processed differs from submitted), ``endpoint-rejected``, ``endpoint-unreadable`` (a row
+this client cannot parse: named, never guessed at; ``*`` when even its resource cannot be
+read). A day holding ``unresolved``
 events is not compared by count and sum: they are named one by one, and the day cannot be
 told more exactly than they can.
 """
@@ -37,13 +43,23 @@ import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from shared.billing.charges import ChargeKey, range_charges
 from shared.billing.commerce import CommerceClient
-from shared.billing.daily_sums import DayKey, DayTotal, ReconStatus, day_totals, same_quantity
+from shared.billing.daily_sums import (
+    DayKey,
+    DayTotal,
+    ReconStatus,
+    Unexplained,
+    day_totals,
+    explains,
+    same_quantity,
+)
+from shared.billing.events import endpoint_key
 from shared.billing.ledger import CarryIndex, Ledger, LedgerEntry, LedgerState
-from shared.core.hours import DAY, HOUR, floor_day, parse_hour_key
+from shared.billing.reporter import known_of, surely_shown
+from shared.core.hours import DAY, HOUR, floor_day, hour_key, parse_hour_key, utc_now
 from shared.core.meters import ChargeableMeters
 from shared.storage.account import StorageAccount
 from shared.storage.hour_summary import read_hour_summaries
@@ -96,11 +112,6 @@ class Reconciliation:
         )
 
 
-def _held(entry: LedgerEntry) -> float:
-    """What the endpoint holds for a billed entry (its answer's quantity, else what we sent)."""
-    return entry.quantity if entry.accepted_quantity is None else entry.accepted_quantity
-
-
 def reconcile(
     account: StorageAccount,
     client: CommerceClient,
@@ -108,10 +119,14 @@ def reconcile(
     last_hour: datetime,
     *,
     progress: Progress | None = None,
+    now: datetime | None = None,
 ) -> Reconciliation:
     """Compare storage, ledger and endpoint for reported hours ``first_hour``..``last_hour``
-    (and, with the endpoint, the whole UTC days they fall in)."""
+    (and, with the endpoint, the whole UTC days they fall in), as of ``now`` (events
+    settled within the processing horizon before it may not be in the endpoint's rows)."""
     meters = ChargeableMeters(account.settings)
+    moment = utc_now() if now is None else now
+    horizon = timedelta(hours=account.settings.commerce_processing_horizon_hours)
 
     def storage_progress(done: int, total: int) -> None:
         if progress is not None:
@@ -119,12 +134,15 @@ def reconcile(
 
     owed, _ = range_charges(account, first_hour, last_hour, meters, progress=storage_progress)
     first_day, last_day = floor_day(first_hour), floor_day(last_hour)
-    endpoint = day_totals(client.daily_usage(first_day, last_day))
-    resources = sorted(
-        {key[0] for key in owed}
-        | {key[0] for key in endpoint}
-        | set(CarryIndex(account).resources())
-    )
+    read = client.daily_usage(first_day, last_day)
+    endpoint = day_totals(read.rows)
+    # The endpoint's rows are matched to our resources without case (``endpoint_key``); a
+    # resource only the endpoint names is read (and shown) as its rows spell it.
+    ours = {key[0] for key in owed} | set(CarryIndex(account).resources())
+    spelled = {resource_id.casefold(): resource_id for resource_id in sorted(ours)}
+    for total in endpoint.values():
+        spelled.setdefault(total.resource_id.casefold(), total.resource_id)
+    resources = sorted(set(spelled.values()))
     ledger: dict[ChargeKey, LedgerEntry] = {}
     for done, resource_id in enumerate(resources, start=1):
         for recorded in Ledger(account, resource_id).entries(first_day, last_day + DAY - HOUR):
@@ -149,8 +167,10 @@ def reconcile(
 
     billed_by_day: dict[DayKey, list[LedgerEntry]] = defaultdict(list)
     unresolved_by_day: dict[DayKey, int] = defaultdict(int)
+    shown: dict[DayKey, DayKey] = {}
     for (resource_id, dimension, hour), entry in ledger.items():
-        day_key = (resource_id, dimension, floor_day(hour))
+        day_key = endpoint_key((resource_id, dimension, floor_day(hour)))
+        shown.setdefault(day_key, (resource_id, dimension, floor_day(hour)))
         if entry.state.billed:
             billed_by_day[day_key].append(entry)
         elif entry.state is LedgerState.UNRESOLVED:
@@ -158,11 +178,29 @@ def reconcile(
     days = sorted(set(billed_by_day) | set(endpoint))
     result.days = len(days)
     result.billed = math.fsum(total.submitted for total in endpoint.values())
+    for (resource, dimension), why in sorted(read.unreadable.items()):
+        result.differences.append(
+            Difference(
+                "endpoint-unreadable",
+                spelled.get(resource, resource),
+                dimension,
+                first_day,
+                f"{why}: the days {first_day:%Y-%m-%d}..{last_day:%Y-%m-%d} of this pair "
+                "cannot be compared",
+                day=True,
+            )
+        )
     for day_key in days:
+        found = endpoint.get(day_key)
+        name = shown.get(day_key) or (
+            spelled[day_key[0]],
+            found.dimension if found is not None else day_key[1],
+            day_key[2],
+        )
         for kind, detail in _check_day(
-            billed_by_day.get(day_key, []), endpoint.get(day_key), unresolved_by_day[day_key]
+            billed_by_day.get(day_key, []), found, unresolved_by_day[day_key], moment, horizon
         ):
-            result.differences.append(Difference(kind, *day_key, detail, day=True))
+            result.differences.append(Difference(kind, *name, detail, day=True))
     return result
 
 
@@ -216,7 +254,9 @@ def _check_hour(
     elif state is LedgerState.EXPIRED:
         found.append(("awaiting-carry", f"expired; {entry.quantity!r} waits for a later event"))
     elif state is LedgerState.REJECTED:
-        found.append(("rejected", f"{entry.reason}: {entry.message or ''}".strip()))
+        if not (entry.refused is not None and same_quantity(entry.refused, 0.0)):
+            found.append(("rejected", f"{entry.reason}: {entry.message or ''}".strip()))
+        # else: refused only as a whole; every part went out with its usage hour, billed
     elif state is LedgerState.MISMATCH:
         found.append(
             ("mismatch", f"we sent {entry.quantity!r}, endpoint holds {entry.accepted_quantity!r}")
@@ -230,29 +270,57 @@ def _check_hour(
         )
     elif state is LedgerState.CARRIED_FORWARD:
         into = _carried_into(account, entry.key, entry, ledger)
-        if into is None or not into.state.billed:
+        if into is not None and into.state is LedgerState.UNRESOLVED:
+            found.append(
+                (
+                    "carried-unresolved",
+                    f"carried into {hour_key(into.hour)}, unresolved: billed or not as it is",
+                )
+            )
+        elif into is None or not into.state.billed:
             shown = "nothing" if into is None else into.state.value
             found.append(("carried-unbilled", f"carried into {entry.carried_into}: {shown}"))
     return found
 
 
 def _check_day(
-    billed: list[LedgerEntry], total: DayTotal | None, unresolved: int
+    billed: list[LedgerEntry],
+    total: DayTotal | None,
+    unresolved: int,
+    now: datetime,
+    horizon: timedelta,
 ) -> list[tuple[str, str]]:
-    """The ledger's billed events of one (resource, dimension, day) against the endpoint."""
-    count, held = len(billed), math.fsum(_held(entry) for entry in billed)
+    """The ledger's billed events of one (resource, dimension, day) against the endpoint:
+    in order when they make the day's count and sum under one reading of what the endpoint
+    counts (``daily_sums.explains``), events settled within the processing horizon allowed
+    not to be in the row yet."""
+    count, held = len(billed), math.fsum(entry.held for entry in billed)
     ours = f"ledger: {count} billed event(s), {held!r}" + (
         f", {unresolved} unresolved" if unresolved else ""
     )
+    shown = [known_of(entry) for entry in billed if surely_shown(entry, now, horizon)]
+    maybe = [known_of(entry) for entry in billed if not surely_shown(entry, now, horizon)]
     if total is None:
-        return [("missing-at-endpoint", f"{ours}; the endpoint has nothing that day")]
+        if shown:
+            return [("missing-at-endpoint", f"{ours}; the endpoint has nothing that day")]
+        return []  # nothing yet, and nothing it must show yet
     found: list[tuple[str, str]] = []
     if unresolved:
         pass  # its unresolved events are named one by one; the day cannot be more exact
     elif not count:
         found.append(("unexpected-at-endpoint", f"{total.describe()}; {ours}"))
-    elif total.count != count or not same_quantity(total.submitted, held):
-        found.append(("endpoint-differs", f"{total.describe()}; {ours}"))
+    else:
+        reading = explains(total, shown, maybe)
+        if reading is Unexplained.NO_READING:
+            found.append(("endpoint-differs", f"{total.describe()}; {ours}"))
+        elif reading is Unexplained.TOO_MANY_WAYS:
+            found.append(
+                (
+                    "endpoint-unverifiable",
+                    f"{total.describe()}; {ours}: more submissions than billed events, in too "
+                    "many ways to tell whether they are duplicates of ours",
+                )
+            )
     if ReconStatus.SUBMITTED.value in total.statuses:
         found.append(("endpoint-processing", f"{total.describe()}: not processed yet"))
     if ReconStatus.MISMATCH.value in total.statuses:

@@ -34,12 +34,14 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from functools import partial
 
 from shared.billing.ledger import CarryIndex
 from shared.core.config import Settings
 from shared.core.errors import BadInputError
 from shared.core.hours import hour_key, parse_hour_key
+from shared.core.retry import call_with_retry
 from shared.storage.account import StorageAccount
 from shared.storage.hour_manifest import HourEntry, entry_target
 from shared.storage.hour_summary import resource_digest
@@ -48,6 +50,8 @@ from shared.storage.queues import encode_body, send_text
 VERSION = 1
 # JSON characters per item; base64 makes it 4/3 larger, well under the 64 KiB queue limit.
 MAX_TEXT_CHARS = 32_000
+# The longest a queue message may stay invisible (Azure Queue storage: 7 days), less a margin.
+MAX_DEFERRAL = timedelta(days=7) - timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,3 +164,29 @@ def work_item_enqueuer(
             send_text(client, item.to_message_text(), what=f"enqueue work item {hour_key(hour)}")
 
     return enqueue
+
+
+def work_item_deferrer(
+    settings: Settings, account: StorageAccount | None = None
+) -> Callable[[WorkItem, timedelta], None]:
+    """The reporter's ``defer``: send an item whose events wait for their day's rows back
+    to the billing queue, invisible for the delay (at most :data:`MAX_DEFERRAL`; the item
+    then defers itself again), and never expiring meanwhile: a message that outlived its
+    time-to-live before it was seen would silently drop the wait. A new message, so the
+    waiting never counts toward ``maxDequeueCount``; raises (after retries) if the send
+    fails, and the delivery is then retried as any failed one."""
+    client = (account or StorageAccount(settings)).queue(settings.usage_queue_name)
+
+    def defer(item: WorkItem, delay: timedelta) -> None:
+        seconds = int(min(max(delay, timedelta(seconds=1)), MAX_DEFERRAL).total_seconds())
+        call_with_retry(
+            partial(
+                client.send_message,
+                item.to_message_text(),
+                visibility_timeout=seconds,
+                time_to_live=-1,
+            ),
+            what=f"defer work item {hour_key(item.hour)}",
+        )
+
+    return defer

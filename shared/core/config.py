@@ -223,6 +223,17 @@ class Settings(BaseModel):
     commerce_client_secret: SecretStr | None = Field(None, alias="COMMERCE_CLIENT_SECRET")
     # Local mode only: the commerce emulator's fixed bearer token.
     commerce_static_token: SecretStr | None = Field(None, alias="COMMERCE_STATIC_TOKEN")
+    # report_to_azure: how long after the endpoint accepted an event its day's row of GET
+    # usageEvents may still not show it (absent, smaller, or Submitted). The docs promise no
+    # latency (spec/commerce-api.md, "What the docs do not promise"), so an absent or smaller
+    # row proves an event was not accepted only once this horizon has passed since the last
+    # moment it could have been accepted; until then its decision waits. A whole day by
+    # default: far beyond any processing delay seen in practice, and waiting longer costs only
+    # delay (usage proved unsent is carried into a later event either way), while a horizon
+    # shorter than the real delay would carry accepted usage forward: billed twice.
+    commerce_processing_horizon_hours: int = Field(
+        24, alias="COMMERCE_PROCESSING_HORIZON_HOURS", ge=0, le=168
+    )
     # Where unmapped subscriptions are billed (the registration's resource and plan).
     billing_default_resource_id: str = Field(alias="BILLING_DEFAULT_RESOURCE_ID", min_length=1)
     billing_default_plan_id: str = Field(alias="BILLING_DEFAULT_PLAN_ID", min_length=1)

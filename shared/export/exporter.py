@@ -6,17 +6,26 @@
                                                                    .../manifest.json
 
 The period folder is the billing month (first day - last day), the same for every run of
-that month, so "the latest run of the period" is well defined. Order of a run:
+that month, so "the latest run of the period" is well defined. The run id is a GUID whose
+leading digits are the run's start in milliseconds (UUID version 7, ``run_id_at``), so the
+run folders ``{YYYYMMDDHHmm}/{runId}`` sort by start time even within one minute (a random
+GUID sorted the same-minute runs by chance). Order of a run:
 
 1. every part is uploaded into the run's own new folder (a reader ignores folders without
    a ``manifest.json``);
-2. ``manifest.json`` is written **last**: the run is now complete and the newest one;
-3. only then are the older runs of the period deleted (``OverwritePreviousReport``).
+2. ``manifest.json`` is written **last**: the run is now complete;
+3. then the run looks at the period: if a run that started later is complete already (its
+   manifest is there), this one is stale and deletes its own folder; otherwise it deletes
+   the older runs of the period (``OverwritePreviousReport``), complete or not.
 
-A run that dies anywhere before step 2 leaves the previous run complete and readable (and
-its own partial folder, which the next complete run removes); one that dies in step 3
-leaves two complete runs, the newer one read first. Invariant 11: the same stored usage
-gives the same rows, in the same order.
+So two runs of a month, one after the other or racing, leave exactly the one that started
+last: whichever finishes second sees the other's manifest (storage lists what was written
+before the listing), and a newer run that deleted an older run's parts while it was still
+uploading is never followed by that older run's manifest staying behind. A run that dies
+before step 2 leaves the previous run complete and readable (and its own partial folder,
+which the next complete run removes); one that dies in step 3 leaves two complete runs, the
+newer one read first. Invariant 11: the same stored usage gives the same rows, in the same
+order.
 
 **FinOps hubs layout**:
 ``{container}/{root}/Costs/{yyyy}/{mm}/{scope}/{ingestionId}__part_0_0001.parquet``, then an
@@ -35,6 +44,8 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,7 +56,7 @@ from shared.core.hours import utc_now
 from shared.core.meters import MeterCatalogue, catalogue
 from shared.export.configs import ExportConfig, ExportConfigs, Layout
 from shared.export.files import PART_ROWS, ROW_GROUP_ROWS, PartWriter, WrittenBlob
-from shared.export.focus import ADMIN_ISSUER_NAME, Buyer, SubscriptionMonth
+from shared.export.focus import OPERATOR_NAME, Buyer, SubscriptionMonth
 from shared.rating.adjustments import Adjustment, AdjustmentStore
 from shared.rating.engine import Level, Month, PriceBook
 from shared.rating.ledger import ChargeLedger
@@ -82,13 +93,40 @@ class ExportRun:
     rows: int = 0
     subscriptions: int = 0
     removed: int = 0  # blobs of older runs deleted
+    superseded: bool = False  # a run that started later was complete first: this one is gone
+    rejected: list[str] = field(default_factory=list)  # rows left out: a value did not fit
 
     def summary_line(self) -> str:
+        left_out = f"; {len(self.rejected)} row(s) left out (logged)" if self.rejected else ""
+        if self.superseded:
+            return (
+                f"export {self.config} {self.period}: run {self.run_id} removed, a run that "
+                f"started later finished first{left_out}"
+            )
         return (
             f"export {self.config} {self.period}: {self.rows} rows in {len(self.blobs)} "
             f"file(s) at {self.folder} ({self.subscriptions} subscriptions; "
-            f"{self.removed} older blob(s) removed)"
+            f"{self.removed} older blob(s) removed{left_out})"
         )
+
+
+_last_id = 0  # the newest run id made in this process (as an integer), for ``run_id_at``
+_id_lock = threading.Lock()
+
+
+def run_id_at(started: datetime) -> str:
+    """A new run id: a UUID version 7 (RFC 9562) of ``started``, so ids sort as the runs
+    started, to the millisecond; within one millisecond in one process, each id is the
+    previous one plus one, so the later run still sorts last."""
+    global _last_id
+    millis = int(started.timestamp() * 1000)
+    value = (millis << 80) | (0x7 << 76) | (secrets.randbits(12) << 64)
+    value |= (0b10 << 62) | secrets.randbits(62)
+    with _id_lock:
+        if value <= _last_id:
+            value = _last_id + 1
+        _last_id = value
+    return str(uuid.UUID(int=value))
 
 
 def zulu(moment: datetime) -> str:
@@ -180,7 +218,7 @@ class Exporter:
         rated = RatingMarks(self.account).rated_through()
         subscriptions = SubscriptionStore(self.account).all()
         book = PriceBook(SheetStore(self.account).all())
-        run_id = str(uuid.uuid4())
+        run_id = run_id_at(started)
         names = self._names(config, month, started, run_id)
         run = ExportRun(config.name, str(month), f"{config.container}/{names.folder}", run_id)
         self.blobs.ensure_container(config.container)
@@ -202,7 +240,7 @@ class Exporter:
         try:
             for index, subscription_id in enumerate(chosen, start=1):
                 written = self._export_subscription(
-                    config, subscription_id, month, subscriptions, book, adjustments, writer
+                    config, subscription_id, month, subscriptions, book, adjustments, writer, run
                 )
                 run.subscriptions += written > 0
                 if progress is not None:
@@ -215,7 +253,7 @@ class Exporter:
         manifest = self._manifest(config, month, started, run, execution)
         body = json.dumps(manifest, indent=2).encode("utf-8") if manifest else b""
         self.blobs.upload(config.container, names.manifest, body, "application/json")
-        run.removed = self._remove_older(config.container, names)
+        self._settle(config.container, names, run)
         log.info(run.summary_line())
         return run
 
@@ -224,7 +262,7 @@ class Exporter:
         root = f"{config.root_folder}/" if config.root_folder else ""
         if config.layout is Layout.FINOPS_HUBS:
             folder = f"{root}Costs/{month.year:04d}/{month.month:02d}/{config.scope_path}"
-            ingestion = f"{started:%Y%m%d%H%M%S}{run_id[:8]}"
+            ingestion = f"{started:%Y%m%d%H%M%S}{run_id.replace('-', '')}"
             return _Names(
                 folder=folder,
                 manifest=f"{folder}/{MANIFEST}",
@@ -278,6 +316,7 @@ class Exporter:
         book: PriceBook,
         adjustments: list[Adjustment],
         writer: PartWriter,
+        run: ExportRun,
     ) -> int:
         level = Level.RETAIL
         if config.provider_id is None and book.pricing(
@@ -299,6 +338,9 @@ class Exporter:
         days = ChargeLedger(self.account).day_charges(subscription_id, month, level)
         own = [a for a in adjustments if a.subscription_id == subscription_id and a.level is level]
         rows = month_rows.rows(days, own)
+        for rejected in month_rows.rejected:
+            log.error("export %s %s: row left out: %s", config.name, month, rejected)
+        run.rejected.extend(month_rows.rejected)
         for focus_row in rows:
             writer.write(focus_row)
         return len(rows)
@@ -348,16 +390,25 @@ class Exporter:
             ],
         }
 
-    def _remove_older(self, container: str, names: _Names) -> int:
-        """Delete the blobs of the period's older runs (complete or not), after this run's
-        manifest. Never a newer run's: of two runs racing (the timer and an operator), the
-        one that started later is the one readers keep, whichever finishes first."""
-        stale = []
-        for name in self.blobs.names(container, names.clean):
-            key = names.key_of(name)
-            if key is not None and key < names.run_key:
-                stale.append(name)
-        return self.blobs.delete(container, stale)
+    def _settle(self, container: str, names: _Names, run: ExportRun) -> None:
+        """After this run's manifest: delete this run if a later-started run of the period is
+        complete already, else the period's older runs (complete or not). Never a newer
+        run's blobs: of two runs racing (the timer and an operator), the one that started
+        later is the one kept, whichever finishes first. (FinOps hubs share one manifest,
+        so there a run only removes older ingestion ids, as the hub itself replaces them.)"""
+        listed = self.blobs.names(container, names.clean)
+        keys = [(name, names.key_of(name)) for name in listed]
+        newer_complete = not names.hubs and any(
+            key is not None and key > names.run_key and name.endswith("/" + MANIFEST)
+            for name, key in keys
+        )
+        if newer_complete:
+            own = [name for name, key in keys if key == names.run_key]
+            self.blobs.delete(container, own)
+            run.superseded = True
+            return
+        stale = [name for name, key in keys if key is not None and key < names.run_key]
+        run.removed = self.blobs.delete(container, stale)
 
 
 def _buyer(
@@ -365,14 +416,14 @@ def _buyer(
 ) -> Buyer:
     provider = config.provider_id
     buyer = subscriptions.get(buyer_id)
-    issuer = ADMIN_ISSUER_NAME
-    if provider is not None:
+    seller = OPERATOR_NAME  # the admin's export: the operator sells and invoices
+    if provider is not None:  # a delegated provider's: the reseller sells and invoices
         owner = subscriptions.get(provider)
-        issuer = (owner.display_name if owner else "") or f"provider {provider}"
+        seller = (owner.display_name if owner else "") or f"provider {provider}"
     return Buyer(
         level=level,
         account_id=f"/subscriptions/{buyer_id}",
         account_name=buyer.display_name if buyer else None,
         account_type="Subscription" if level is Level.RETAIL else "Delegated provider",
-        issuer_name=issuer,
+        seller_name=seller,
     )

@@ -16,18 +16,20 @@ change and late usage appears in the month it was reported, with its true usage 
 
 Figures (``spec/rating.md``): ``ListUnitPrice`` is the sheet's own price, ``ContractedUnitPrice``
 what the buyer pays per unit (override or discount applied; 0 inside the month's included
-quantity), ``ContractedCost`` and ``ListCost`` their exact products with the quantity.
+quantity), ``ContractedCost`` and ``ListCost`` their products with the row's quantity.
 ``BilledCost`` (= ``EffectiveCost``) is the statement's money: each statement line's rounded
 amount spread over its rows by largest remainder (``shared.rating.rounding``), so the rows of
 an ``InvoiceId`` add up to its statement's total to the cent. Meters no sheet prices are
-exported with cost 0, null unit prices and SKU price, ``PricingCategory`` ``Other`` and
-``x_PriceStatus`` ``NotPriced`` (as statements show them with ``priced: false``): never a
-made-up price. Amounts are carried as decimal(38, 24): 14 integer digits (a day of one
-resource's largest meter, Byte-Hours, is about 1e12) and 24 decimals, which hold exactly
-every quantity the fleet reports (duration shares such as 1/730 month are doubles of up to
-20 decimals) and every sheet price (at most 15 significant digits), so a row's unit prices
-and quantities are exact and its exact costs are the products rounded half-even at the
-24th decimal.
+exported with cost 0, unit prices 0, the SKU price ``{SkuId}/not-priced``,
+``PricingCategory`` ``Other`` and ``x_PriceStatus`` ``NotPriced`` (as statements show them
+with ``priced: false``): FOCUS wants no null price on a Usage row, and 0 is what they cost.
+
+Amounts and quantities are decimal(38, 18): 20 integer digits, so any figure up to 10^18
+(and below 10^20) fits, and 18 decimals, which hold every sheet price (at most 15
+significant digits) and every quantity the fleet reports to within a double's own
+resolution (duration shares such as 1/730 month are rounded half-even at the 18th decimal).
+A value that does not fit is never written: its row is reported (``misfit``) and left out,
+and the run writes the rest.
 
 Units are mapped explicitly from the catalogue's Azure Stack spelling to FOCUS's
 (``UNITS``); ``ServiceName``/``ServiceCategory``/``ServiceSubcategory`` come from the resource
@@ -37,10 +39,10 @@ provider (``SERVICES``), with disk meters of ``Microsoft.Compute`` under ``Stora
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from decimal import Decimal, localcontext
+from decimal import Decimal, InvalidOperation, localcontext
 from typing import Any, Final
 
 import pyarrow as pa
@@ -50,19 +52,28 @@ from shared.core.meters import Meter, MeterCatalogue
 from shared.rating.adjustments import Adjustment
 from shared.rating.charges import ChargeLine, DayCharges
 from shared.rating.engine import RATING_CONTEXT, Level, Month
-from shared.rating.rounding import allocate
+from shared.rating.rounding import billed_amounts
+from shared.rating.sheets import ZERO
 from shared.storage.subscriptions import Subscription
 
 DAY: Final = timedelta(days=1)
-SCALE: Final = 24
+PRECISION: Final = 38  # the widest decimal128 (what Parquet readers, DuckDB, Power BI read)
+SCALE: Final = 18
 QUANTUM: Final = Decimal(1).scaleb(-SCALE)
-DECIMAL: Final = pa.decimal128(38, SCALE)
+LIMIT: Final = Decimal(10) ** (PRECISION - SCALE)  # every decimal column holds |x| < 10^20
+DECIMAL: Final = pa.decimal128(PRECISION, SCALE)
 TIMESTAMP: Final = pa.timestamp("ms", tz="UTC")  # Parquet has no second unit
 STRING: Final = pa.string()
 
-PROVIDER_NAME: Final = "Azure Stack Hub"
+# Who is who (FOCUS 1.2's definitions): the *provider* "made the resources and/or services
+# available for purchase" and the *invoice issuer* is "responsible for invoicing" them: both
+# are the seller of the export, the operator in the admin's export and the delegated
+# provider (a reseller) in its own; the *publisher* "produced" them: Microsoft, whose Azure
+# Stack Hub services these are (an adjustment is the seller's own product). One name for
+# provider and issuer also keeps the validator's third-party rule (BilledCost 0 where they
+# differ, "payments received by a third party") from zeroing every row.
+OPERATOR_NAME: Final = "Azure Stack Hub operator"
 PUBLISHER_NAME: Final = "Microsoft"
-ADMIN_ISSUER_NAME: Final = "Azure Stack Hub operator"
 
 # Azure Stack unit (meters.csv) -> FOCUS UnitFormat: capitalised count nouns, data sizes as
 # KB/MB/GB, compound units with a hyphen, a unit quantity as a leading integer.
@@ -106,6 +117,18 @@ SERVICES: Final[Mapping[str, tuple[str, str, str]]] = {
 DISK_SERVICE: Final = ("Managed Disks", "Storage", "Disk")
 OTHER_SERVICE: Final = ("Other", "Other", "Other (Other)")
 ADJUSTMENT_SERVICE: Final = "Adjustments"  # credits, corrections, one-off charges
+ADJUSTMENT_SKU: Final = "adjustment"  # a one-off charge's SkuId: adjustment-charge
+ONE_OFF_PRICE: Final = "one-off"
+ONE_OFF_UNIT: Final = "Charges"
+ONE_OFF_METER: Final = "One-off charge"
+NOT_PRICED: Final = "not-priced"
+# Price sheet scope kind (``shared.rating.sheets.ScopeKind``) -> the price list's name in
+# SkuPriceId.
+PRICE_LISTS: Final[Mapping[str, str]] = {
+    "default": "default",
+    "provider": "resale",
+    "subscription": "custom",
+}
 
 SERVICE_CATEGORIES: Final = frozenset(
     {
@@ -144,12 +167,21 @@ COLUMNS: Final[tuple[tuple[str, pa.DataType, bool], ...]] = (
     ("BillingCurrency", STRING, False),
     ("BillingPeriodEnd", TIMESTAMP, False),
     ("BillingPeriodStart", TIMESTAMP, False),
+    ("CapacityReservationId", STRING, True),
+    ("CapacityReservationStatus", STRING, True),
     ("ChargeCategory", STRING, False),
     ("ChargeClass", STRING, True),
     ("ChargeDescription", STRING, True),
     ("ChargeFrequency", STRING, True),
     ("ChargePeriodEnd", TIMESTAMP, False),
     ("ChargePeriodStart", TIMESTAMP, False),
+    ("CommitmentDiscountCategory", STRING, True),
+    ("CommitmentDiscountId", STRING, True),
+    ("CommitmentDiscountName", STRING, True),
+    ("CommitmentDiscountQuantity", DECIMAL, True),
+    ("CommitmentDiscountStatus", STRING, True),
+    ("CommitmentDiscountType", STRING, True),
+    ("CommitmentDiscountUnit", STRING, True),
     ("ConsumedQuantity", DECIMAL, True),
     ("ConsumedUnit", STRING, True),
     ("ContractedCost", DECIMAL, False),
@@ -160,6 +192,10 @@ COLUMNS: Final[tuple[tuple[str, pa.DataType, bool], ...]] = (
     ("ListCost", DECIMAL, False),
     ("ListUnitPrice", DECIMAL, True),
     ("PricingCategory", STRING, True),
+    ("PricingCurrency", STRING, True),
+    ("PricingCurrencyContractedUnitPrice", DECIMAL, True),
+    ("PricingCurrencyEffectiveCost", DECIMAL, True),
+    ("PricingCurrencyListUnitPrice", DECIMAL, True),
     ("PricingQuantity", DECIMAL, True),
     ("PricingUnit", STRING, True),
     ("ProviderName", STRING, False),
@@ -208,9 +244,23 @@ MANDATORY: Final = frozenset(
 
 
 def exact(value: Decimal) -> Decimal:
-    """A figure at the columns' scale (half-even; exact for every figure the fleet makes)."""
-    with localcontext(RATING_CONTEXT):
+    """A figure at the columns' scale (half-even); ArithmeticError for one too large to have
+    18 decimals at the rating's precision (``misfit`` reports what is merely too large)."""
+    with localcontext(RATING_CONTEXT) as context:
+        context.traps[InvalidOperation] = True
         return value.quantize(QUANTUM)
+
+
+DECIMAL_COLUMNS: Final = tuple(name for name, kind, _ in COLUMNS if kind == DECIMAL)
+
+
+def misfit(row: Mapping[str, Any]) -> str | None:
+    """The first decimal column of ``row`` whose value the Parquet type cannot hold, or None."""
+    for name in DECIMAL_COLUMNS:
+        value = row[name]
+        if value is not None and not (value.is_finite() and abs(value) < LIMIT):
+            return name
+    return None
 
 
 def _resource_parts(resource_uri: str) -> tuple[str | None, str | None]:
@@ -251,7 +301,7 @@ class Buyer:
     account_id: str
     account_name: str | None
     account_type: str
-    issuer_name: str
+    seller_name: str  # ProviderName and InvoiceIssuerName: the operator, or the reseller
 
 
 class SubscriptionMonth:
@@ -278,6 +328,7 @@ class SubscriptionMonth:
         self.buyer = buyer
         self.currency = currency
         self.meters = meters
+        self.rejected: list[str] = []  # rows left out, each with why (``_keep``)
 
     @property
     def invoice_id(self) -> str:
@@ -290,10 +341,37 @@ class SubscriptionMonth:
         """The FOCUS rows of the month's charge lines and adjustments, in order."""
         lines = [line for day in sorted(days, key=lambda d: d.usage_day) for line in day.ordered()]
         billed = billed_amounts(lines, self.currency)
-        rows = [self._row(line, amount) for line, amount in zip(lines, billed, strict=True)]
+        rows: list[dict[str, Any]] = []
+        for line, amount in zip(lines, billed, strict=True):
+            self._keep(rows, lambda: self._row(line, amount), line)  # noqa: B023 - called now
         for adjustment in sorted(adjustments, key=lambda a: a.adjustment_id):
-            rows.append(self._adjustment_row(adjustment))
+            self._keep(rows, lambda: self._adjustment_row(adjustment), adjustment)  # noqa: B023
         return rows
+
+    def _keep(
+        self,
+        rows: list[dict[str, Any]],
+        make: Callable[[], dict[str, Any]],
+        source: ChargeLine | Adjustment,
+    ) -> None:
+        """Add the row ``make`` builds, or, if one of its values cannot be written, report
+        it in ``rejected`` and leave it out: one bad value never costs the rest of a run."""
+        why = None
+        try:
+            row = make()
+        except (ArithmeticError, KeyError, ValueError) as error:
+            why = f"{type(error).__name__} {error}"
+        else:
+            column = misfit(row)
+            if column is None:
+                rows.append(row)
+                return
+            why = f"{column} {row[column]} does not fit decimal({PRECISION}, {SCALE})"
+        if isinstance(source, Adjustment):
+            what = f"adjustment {source.adjustment_id}"
+        else:
+            what = f"{source.usage_day:%Y-%m-%d} {source.meter_id} {source.resource_uri}"
+        self.rejected.append(f"{self.invoice_id} {what}: {why}")
 
     def _common(self) -> dict[str, Any]:
         return {
@@ -304,10 +382,19 @@ class SubscriptionMonth:
             "BillingCurrency": self.currency,
             "BillingPeriodEnd": self.month.next.first_hour,
             "BillingPeriodStart": self.month.first_hour,
+            "CapacityReservationId": None,
+            "CapacityReservationStatus": None,
+            "CommitmentDiscountCategory": None,
+            "CommitmentDiscountId": None,
+            "CommitmentDiscountName": None,
+            "CommitmentDiscountQuantity": None,
+            "CommitmentDiscountStatus": None,
+            "CommitmentDiscountType": None,
+            "CommitmentDiscountUnit": None,
             "InvoiceId": self.invoice_id,
-            "InvoiceIssuerName": self.buyer.issuer_name,
-            "ProviderName": PROVIDER_NAME,
-            "PublisherName": PUBLISHER_NAME,
+            "InvoiceIssuerName": self.buyer.seller_name,
+            "PricingCurrency": self.currency,
+            "ProviderName": self.buyer.seller_name,
             "SubAccountId": f"/subscriptions/{self.subscription_id}",
             "SubAccountName": self.subscription_name or None,
             "SubAccountType": "Subscription",
@@ -321,6 +408,14 @@ class SubscriptionMonth:
         name, kind = _resource_parts(line.resource_uri)
         priced = line.priced
         quantity = exact(line.quantity)
+        sku_id = meter.meter_id if meter else line.meter_id
+        # FOCUS: no null unit price or SKU price on a Usage row; an unpriced meter's price is
+        # 0 (``x_PriceStatus`` NotPriced says why), which is also what it costs. The costs
+        # are the products of the row's own (written) price and quantity, as FOCUS requires
+        # to the last decimal; they differ from the ledger's exact amounts by less than
+        # price x 5e-19, and BilledCost, the money, is the statement's.
+        unit_price = exact(line.unit_price) if line.unit_price is not None else exact(ZERO)
+        list_price = exact(line.list_unit_price) if line.list_unit_price is not None else unit_price
         details = None
         if priced:
             details = json.dumps(
@@ -344,16 +439,18 @@ class SubscriptionMonth:
             "ChargePeriodStart": line.usage_day,
             "ConsumedQuantity": quantity,
             "ConsumedUnit": unit,
-            "ContractedCost": exact(line.amount),
-            "ContractedUnitPrice": exact(line.unit_price) if line.unit_price is not None else None,
+            "ContractedCost": exact(unit_price * quantity),
+            "ContractedUnitPrice": unit_price,
             "EffectiveCost": exact(billed),
-            "ListCost": exact(line.list_amount) if priced else exact(billed),
-            "ListUnitPrice": (
-                exact(line.list_unit_price) if line.list_unit_price is not None else None
-            ),
+            "ListCost": exact(list_price * quantity),
+            "ListUnitPrice": list_price,
             "PricingCategory": "Standard" if priced else "Other",
+            "PricingCurrencyContractedUnitPrice": unit_price,
+            "PricingCurrencyEffectiveCost": exact(billed),
+            "PricingCurrencyListUnitPrice": list_price,
             "PricingQuantity": quantity,
             "PricingUnit": unit,
+            "PublisherName": PUBLISHER_NAME,
             "RegionId": line.location.lower() or None,
             "RegionName": line.location or None,
             "ResourceId": line.resource_uri or None,
@@ -362,12 +459,12 @@ class SubscriptionMonth:
             "ServiceCategory": category,
             "ServiceName": service,
             "ServiceSubcategory": subcategory,
-            "SkuId": meter.meter_id if meter else line.meter_id,
-            "SkuMeter": meter.name if meter else None,
+            "SkuId": sku_id,
+            "SkuMeter": meter.name if meter else line.meter_id,
             "SkuPriceDetails": details,
-            "SkuPriceId": line.entry,
+            "SkuPriceId": sku_price_id(sku_id, line),
             "Tags": _tags(line.tags),
-            "x_MeterId": meter.meter_id if meter else line.meter_id,
+            "x_MeterId": sku_id,
             "x_MeterName": meter.name if meter else None,
             "x_AzureStackUnit": meter.unit if meter else None,
             "x_ReportedPeriodStart": line.first_reported,
@@ -380,10 +477,16 @@ class SubscriptionMonth:
 
     def _adjustment_row(self, adjustment: Adjustment) -> dict[str, Any]:
         """A credit, correction or one-off charge: its own row, in the period it corrects
-        (``ChargeClass`` Correction) or else the billing period; no quantity, no unit price,
-        so every cost column is its amount (FOCUS: a charge unrelated to other charges)."""
+        (``ChargeClass`` Correction) or else the billing period. A credit or an adjustment
+        has no quantity or unit price, so every cost column is its amount (FOCUS: a charge
+        unrelated to other charges); a one-off charge that corrects nothing is a Purchase,
+        which FOCUS prices: one unit at its amount, under the seller's one-off SKU."""
         period = adjustment.corrects or self.month
         amount = exact(adjustment.amount)
+        purchase = adjustment.category.focus_charge_category == "Purchase"
+        priced = purchase and adjustment.corrects is None
+        sku_id = f"{ADJUSTMENT_SKU}-{adjustment.category.value}" if priced else None
+        price = amount if priced else None
         return {
             **self._common(),
             "BilledCost": amount,
@@ -396,13 +499,17 @@ class SubscriptionMonth:
             "ConsumedQuantity": None,
             "ConsumedUnit": None,
             "ContractedCost": amount,
-            "ContractedUnitPrice": None,
+            "ContractedUnitPrice": price,
             "EffectiveCost": amount,
             "ListCost": amount,
-            "ListUnitPrice": None,
-            "PricingCategory": None,
-            "PricingQuantity": None,
-            "PricingUnit": None,
+            "ListUnitPrice": price,
+            "PricingCategory": "Other" if priced else None,
+            "PricingCurrencyContractedUnitPrice": price,
+            "PricingCurrencyEffectiveCost": amount,
+            "PricingCurrencyListUnitPrice": price,
+            "PricingQuantity": exact(Decimal(1)) if priced else None,
+            "PricingUnit": ONE_OFF_UNIT if priced else None,
+            "PublisherName": self.buyer.seller_name,
             "RegionId": None,
             "RegionName": None,
             "ResourceId": None,
@@ -411,10 +518,10 @@ class SubscriptionMonth:
             "ServiceCategory": OTHER_SERVICE[1],
             "ServiceName": ADJUSTMENT_SERVICE,
             "ServiceSubcategory": OTHER_SERVICE[2],
-            "SkuId": None,
-            "SkuMeter": None,
+            "SkuId": sku_id,
+            "SkuMeter": ONE_OFF_METER if priced else None,
             "SkuPriceDetails": None,
-            "SkuPriceId": None,
+            "SkuPriceId": f"{sku_id}/{ONE_OFF_PRICE}" if sku_id else None,
             "Tags": None,
             "x_MeterId": None,
             "x_MeterName": None,
@@ -428,17 +535,22 @@ class SubscriptionMonth:
         }
 
 
-def billed_amounts(lines: Sequence[ChargeLine], currency: str | None) -> list[Decimal]:
-    """Each charge line's ``BilledCost``: its statement line's rounded amount spread over the
-    line's charges by largest remainder (``shared.rating.rounding``), so the rows of a
-    statement line add up to it and an invoice's rows to the statement total."""
-    groups: dict[tuple[Any, ...], list[int]] = {}
-    for index, line in enumerate(lines):
-        groups.setdefault(line.line_key, []).append(index)
-    billed = [Decimal(0)] * len(lines)
-    for indexes in groups.values():
-        for index, amount in zip(
-            indexes, allocate([lines[i].amount for i in indexes], currency), strict=True
-        ):
-            billed[index] = amount
-    return billed
+def sku_price_id(sku_id: str, line: ChargeLine) -> str:
+    """A charge line's ``SkuPriceId``: ``{SkuId}/{price list}/{price part}``.
+
+    FOCUS 1.2: one parent ``SkuId`` (the meter), the same "over time" and "across billing
+    accounts or contracts". So no sheet version or effective date (a new version of a price
+    list keeps its ids) and no subscription id: the price list is named by its kind,
+    ``default`` (the operator's sheet), ``resale`` (the delegated provider's own sheet, the
+    only one in its export) or ``custom`` (a subscription's negotiated price), and the part
+    is ``included`` (the month's included quantity) or ``tier-{start}``; a meter no sheet
+    prices is ``{SkuId}/not-priced``. ``x_PriceSheetVersion`` keeps the exact version."""
+    if line.entry is None:
+        return f"{sku_id}/{NOT_PRICED}"
+    scope = (line.sheet or "").split("@", 1)[0].split(":", 1)[0]
+    price_list = PRICE_LISTS.get(scope, scope or "default")
+    if line.tier_start is None:
+        part = "included"
+    else:
+        part = f"tier-{format(line.tier_start.normalize(), 'f')}"
+    return f"{sku_id}/{price_list}/{part}"

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -215,10 +215,12 @@ def parse_query(
     )
 
 
-def versioned_arguments(arguments: Iterable[tuple[str, str]]) -> dict[str, str]:
+def versioned_arguments(
+    arguments: Iterable[tuple[str, str]], supported: Sequence[str] = (API_VERSION,)
+) -> dict[str, str]:
     """Arguments by lower-case name, each within its maximum length; a repeated name (any
-    spelling), an over-long value, or a missing or other ``api-version`` is 400, as every
-    route of this API answers it."""
+    spelling), an over-long value, or a missing or other ``api-version`` than ``supported``
+    (the route's; the usage API's by default) is 400, as every route of this API answers it."""
     args = _case_insensitive(arguments)
     for name, value in args.items():
         if len(value) > MAX_LENGTHS.get(name, len(value)):
@@ -226,12 +228,16 @@ def versioned_arguments(arguments: Iterable[tuple[str, str]]) -> dict[str, str]:
     api_version = args.get("api-version")
     if not api_version:
         raise BadInputError(
-            f"the api-version query argument is required; use {API_VERSION}",
+            f"the api-version query argument is required; use {supported[-1]}",
             code="NoApiVersion",
             target="api-version",
         )
-    if api_version != API_VERSION:
-        raise malformed_argument("api-version")
+    if api_version not in supported:
+        raise BadInputError(
+            f"api-version is not supported; use {supported[-1]}",
+            code="InvalidApiVersionParameter",
+            target="api-version",
+        )
     return args
 
 

@@ -171,18 +171,19 @@ def secured(answer: HttpAnswer) -> HttpAnswer:
     return answer
 
 
-def answered(method: str, serve: Callable[[str], HttpAnswer]) -> HttpAnswer:
-    """The answer of one API request: ``serve(correlation_id)`` for a GET, 405 otherwise;
-    any exception becomes its ARM answer (never raised), the correlation id is sent back in
+def answered(method: str, serve: Callable[[str], HttpAnswer], allowed: str = "GET") -> HttpAnswer:
+    """The answer of one API request: ``serve(correlation_id)`` for the route's one method
+    (``allowed``: GET, or POST for the cost query), 405 otherwise; any exception becomes its
+    ARM answer (never raised), the correlation id is sent back in
     ``x-ms-correlation-request-id``, and every answer is :func:`secured`."""
     correlation_id = str(uuid.uuid4())
-    if method.upper() != "GET":
+    if method.upper() != allowed:
         answer = arm_error(
             405,
             "MethodNotAllowed",
-            "only GET is supported",
+            f"only {allowed} is supported",
             correlation_id,
-            headers={"Allow": "GET"},
+            headers={"Allow": allowed},
         )
     else:
         try:

@@ -23,6 +23,7 @@ import binascii
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -141,3 +142,33 @@ class ContinuationCodec:
         ):
             raise _invalid()
         return PageState(bound=bound, cursor=Cursor(*cursor))
+
+    def issue_offset(self, binding: Sequence[str], offset: int, now: datetime) -> str:
+        """A token for the next page of an answer paged by row offset (the cost query's
+        ``$skiptoken``), bound to ``binding`` (who asked, where, and what) and expiring
+        like every token."""
+        body = {"v": VERSION, "b": list(binding), "x": int(as_utc(now).timestamp()) + self._ttl}
+        payload = _b64(json.dumps({**body, "o": offset}, separators=(",", ":")).encode("utf-8"))
+        return f"{payload}.{_b64(self._sign(payload.encode('ascii')))}"
+
+    def open_offset(self, token: str, binding: Sequence[str], now: datetime) -> int:
+        """The row offset ``token`` carries, if it is genuine, current and ``binding``'s
+        (else ``400 InvalidContinuationToken``, one message for every failure)."""
+        if TOKEN_SHAPE.fullmatch(token) is None:
+            raise _invalid()
+        payload, _, signature = token.partition(".")
+        expected = _b64(self._sign(payload.encode("ascii")))
+        if not hmac.compare_digest(expected, signature):
+            raise _invalid()
+        try:
+            body = json.loads(_unb64(payload))
+        except (UnicodeError, binascii.Error, ValueError):
+            raise _invalid() from None
+        if not isinstance(body, dict) or body.get("v") != VERSION:
+            raise _invalid()
+        expiry, offset = body.get("x"), body.get("o")
+        if not isinstance(expiry, int) or expiry <= as_utc(now).timestamp():
+            raise _invalid()
+        if body.get("b") != list(binding) or not isinstance(offset, int) or offset < 0:
+            raise _invalid()
+        return offset

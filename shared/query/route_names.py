@@ -27,11 +27,24 @@ _FAMILIES = (
     ),
     ("adjustments", r"/providers/microsoft\.commerce/adjustments/[^/]*/?$"),
     ("RateCard", r"/providers/microsoft\.commerce/ratecard/?$"),
+    (
+        "costQuery",
+        r"(/resourcegroups/[^/]+)?(/providers/microsoft\.commerce\.admin)?"
+        r"/providers/microsoft\.costmanagement/query/?$",
+    ),
 )
 _PATTERNS = tuple((name, re.compile(r"^/?[^/]*" + tail, re.IGNORECASE)) for name, tail in _FAMILIES)
-ROUTE_FAMILIES = (*(name for name, _ in _FAMILIES), "pipelineStatus", "operations", "other")
+ROUTE_FAMILIES = (
+    *(name for name, _ in _FAMILIES),
+    "subscriptions",
+    "pipelineStatus",
+    "operations",
+    "other",
+)
 
 
 def route_family(route_path: str) -> str:
     """The family of a ``subscriptions/{*path}`` request's path (``other`` if none)."""
+    if not route_path.strip("/"):
+        return "subscriptions"  # the list itself
     return next((name for name, pattern in _PATTERNS if pattern.match(route_path)), "other")

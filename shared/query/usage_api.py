@@ -71,6 +71,7 @@ class HttpCall:
     url: str  # as received, query string included: arguments are read from it, repeats kept
     route_path: str  # the path after /subscriptions (the route's catch-all), decoded
     headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""  # a POST's body (the cost query's definition); empty for a GET
 
     def header(self, name: str) -> str | None:
         wanted = name.lower()

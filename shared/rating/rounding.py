@@ -20,9 +20,9 @@ more than half a minor unit per line away from its exact sum.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, localcontext
-from typing import Final
+from typing import Final, Protocol
 
 from shared.rating.engine import RATING_CONTEXT
 from shared.rating.sheets import ZERO, minor_unit
@@ -68,3 +68,32 @@ def allocate(amounts: Sequence[Decimal], currency: str | None) -> list[Decimal]:
         for index in by_remainder[:missing]:
             floors[index] += step
     return floors
+
+
+class RoundedLine(Protocol):
+    """What spreading a statement line needs of a charge line: the statement line it
+    belongs to and its exact amount (``shared.rating.charges.ChargeLine``)."""
+
+    @property
+    def line_key(self) -> Hashable: ...
+
+    @property
+    def amount(self) -> Decimal: ...
+
+
+def billed_amounts(lines: Sequence[RoundedLine], currency: str | None) -> list[Decimal]:
+    """Each charge line's billed amount (FOCUS ``BilledCost``, the cost query's ``Cost``):
+    its statement line's rounded amount spread over the line's charges by largest
+    remainder, so the charges of a statement line add up to it and a statement's to its
+    total. ``lines`` are one statement's (one subscription, statement month and level), in
+    key order; every charge line of a statement line must be among them."""
+    groups: dict[Hashable, list[int]] = {}
+    for index, line in enumerate(lines):
+        groups.setdefault(line.line_key, []).append(index)
+    billed = [ZERO] * len(lines)
+    for indexes in groups.values():
+        for index, amount in zip(
+            indexes, allocate([lines[i].amount for i in indexes], currency), strict=True
+        ):
+            billed[index] = amount
+    return billed

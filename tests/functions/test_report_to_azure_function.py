@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 
 import pytest
 from azure.functions.queue import QueueMessage
@@ -14,10 +15,12 @@ from shared.billing.ledger import Ledger, LedgerState
 from shared.core.config import Settings
 from shared.core.errors import BadInputError, CommerceUnavailableError
 from shared.core.hours import last_closed_hour, utc_now
+from shared.core.meters import catalogue
 from shared.storage.account import StorageAccount
+from shared.storage.queues import queue_client
 from tests.app_settings import LOCAL_VALUES
 from tests.integration.test_report_support import collect, drain
-from tests.scripted_source import TENANT_A, ScriptedSource, vm_record
+from tests.scripted_source import TENANT_A, WINDOWS_VM_HOURS, ScriptedSource, vm_record
 
 
 @pytest.fixture
@@ -89,3 +92,27 @@ def test_malformed_message_raises_bad_input(app_settings: Settings) -> None:
     """A body that is not a work item raises, so the host poisons it for an operator."""
     with pytest.raises(BadInputError):
         report_to_azure.main(message(b'{"v": 1, "hour": "not-an-hour"}'))
+
+
+def test_an_item_whose_events_wait_for_the_daily_rows_comes_back_later(
+    app_settings: Settings, emulator: CommerceEmulator
+) -> None:
+    """An event posted before its hour left the window and never answered is retried after
+    it: its day has no row, but before the processing horizon that proves nothing. The
+    function returns (no redelivery, no poison): the item is back on the queue, invisible
+    until the horizon has passed; the event stays pending, nothing is carried."""
+    hour = last_closed_hour(utc_now()) - timedelta(hours=30)
+    collect(app_settings, ScriptedSource(by_hour={hour: [vm_record(TENANT_A, hour)]}), [hour])
+    (body,) = drain(app_settings)
+    ledger = Ledger(StorageAccount(app_settings), "registration-local")
+    dimension = catalogue().lookup(WINDOWS_VM_HOURS).dimension  # type: ignore[union-attr]
+    (opened,) = ledger.open(hour, "azure-stack-usage", {dimension: 8.0}, sendable=True)
+
+    report_to_azure.main(message(body))
+
+    queue = queue_client(app_settings, app_settings.usage_queue_name)
+    assert queue.get_queue_properties().approximate_message_count == 1
+    assert list(queue.receive_messages()) == []  # invisible: comes back after the horizon
+    assert ledger.get(hour, dimension) == opened  # still pending, as recorded
+    assert emulator.accepted_events() == []
+    assert emulator.calls == {"usageEvents": 1}

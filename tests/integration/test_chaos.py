@@ -1,6 +1,9 @@
 """Chaos: the whole pipeline over simulated days, storage restarting, the endpoint down for
-a day, the timer silent, messages delivered twice, the process killed; nothing lost, nothing
-billed twice. The engine is ``bench/chaos.py`` (``python -m bench chaos`` runs it bigger)."""
+a day, the timer silent, messages delivered twice, the process killed, and the endpoint
+answering everything its docs leave open the inconvenient way (late rows, echoes in another
+case, duplicates counted, whole-batch 400s, a cancelled resource, paged rows); nothing lost,
+nothing billed twice, every event that could not be billed named. The engine is
+``bench/chaos.py`` (``python -m bench chaos`` runs it bigger)."""
 
 from __future__ import annotations
 
@@ -15,11 +18,18 @@ from shared.storage.account import StorageAccount
 HOUR = timedelta(hours=1)
 T0 = datetime(2026, 11, 20, 9, tzinfo=UTC)
 
+# The shared run (82 simulated hours: the calm ones reach past the processing horizon of the
+# last chaotic day) is set up inside the first test: on a shared, loaded 2-core machine it
+# can outlast the suite's 300 s per test.
+pytestmark = pytest.mark.timeout(900)
+
 
 @pytest.fixture(scope="module")
 def chaos_report(tmp_path_factory: pytest.TempPathFactory) -> ChaosReport:
-    """One seeded chaos run (2 chaotic days + 6 calm hours, 3 tenants), shared by the checks."""
-    options = ChaosOptions(seed=1, days=2, tenants=3, restarts=3)
+    """One seeded chaos run (2 chaotic days + the calm hours, 3 tenants, every undocumented
+    mode on; the day's counts without duplicates: where they count them, the outage's days
+    cannot be told, which test_report_undocumented shows), shared by the checks."""
+    options = ChaosOptions(seed=1, days=2, tenants=3, restarts=3, count_submissions=False)
     return run_chaos(options, tmp_path_factory.mktemp("chaos"))
 
 
@@ -47,14 +57,15 @@ def test_every_fault_kind_was_injected(chaos_report: ChaosReport) -> None:
 def test_every_reported_hour_equals_the_fleet(chaos_report: ChaosReport) -> None:
     """Each reported hour's stored rows, summed per subscription, meter and usage hour,
     equal the fleet's own records for that hour; the watermark reached the last hour."""
-    assert chaos_report.hours == 2 * 24 + 6
+    assert chaos_report.hours == 2 * 24 + ChaosOptions().calm_hours
     assert chaos_report.rows > 0
     assert chaos_report.row_differences == []
     assert chaos_report.watermark_at_end
 
 
 def test_every_chargeable_unit_is_billed_exactly_once(chaos_report: ChaosReport) -> None:
-    """No event key accepted twice; per (resource, dimension) the billed total equals the
+    """No event key accepted twice; per (resource, dimension) the billed total plus what the
+    run names instead (refused by the endpoint, or unresolved and not accepted) equals the
     collected chargeable total, hours carried past the 24-hour window included."""
     assert chaos_report.events > 0
     assert chaos_report.duplicate_keys == []
@@ -75,11 +86,17 @@ def test_rating_killed_mid_way_leaves_what_one_clean_run_leaves(
     assert report.rated_at_end
 
 
-def test_reconciliation_is_clean(chaos_report: ChaosReport) -> None:
-    """Storage, ledger and endpoint agree on every event key of the run."""
+def test_reconciliation_is_clean_but_for_what_the_run_names(chaos_report: ChaosReport) -> None:
+    """Storage, ledger and endpoint agree on every event key of the run, but for the events
+    the run names (refused, unresolved, and what was carried into them) and the endpoint's
+    unreadable row of another publisher's resource; every unresolved event is named."""
     result = chaos_report.reconciliation
     assert result is not None
-    assert result.ok, [difference.line() for difference in result.differences[:20]]
+    assert chaos_report.reconcile_differences == []
+    unresolved = {d.resource_id for d in result.differences if d.kind == "unresolved"}
+    assert {name.split()[0] for name in chaos_report.unresolved} == unresolved
+    assert "pending" not in {d.kind for d in result.differences}
+    assert chaos_report.deferred_at_end == 0
 
 
 def test_no_message_is_left_and_poison_empties_after_requeue(chaos_report: ChaosReport) -> None:
@@ -114,19 +131,61 @@ def test_an_accepted_answer_lost_for_30_hours_is_decided_from_daily_sums(
     chaos_report: ChaosReport,
 ) -> None:
     """The scenario's hour was posted and accepted, its answer lost and its retry came 30
-    hours later (Expired): the day's sums proved every posted event billed (none of them
-    carried forward); events of later batches that never went out may be carried."""
+    hours later (Expired): each posted event was proved billed by the day's sums, or (where
+    the day, counting duplicates, cannot tell) named unresolved; none was carried forward
+    (billed twice); events of later batches that never went out may be carried."""
     report = chaos_report
     assert report.faults["answer-lost-30h"] == 1
     assert report.lost_answer_hour is not None
     assert report.lost_answer_posted > 0
-    assert report.lost_answer_by_daily_sums == report.lost_answer_posted
-    assert report.lost_answer_states["duplicate-confirmed"] >= report.lost_answer_posted
+    named = sum(name.endswith(report.lost_answer_hour) for name in report.unresolved)
+    assert report.lost_answer_by_daily_sums + named >= report.lost_answer_posted
     assert set(report.lost_answer_states) <= {
         "accepted",
         "duplicate-confirmed",
         "carried-forward",
+        "unresolved",
     }, report.lost_answer_states
+
+
+def test_events_posted_and_never_accepted_wait_for_the_horizon_then_are_carried(
+    chaos_report: ChaosReport,
+) -> None:
+    """An hour whose every POST failed is retried 26 hours later: its day's rows do not show
+    its events, which before the processing horizon proves nothing, so the item waited
+    (deferred) and only then were they carried forward: billed once, in a later event."""
+    report = chaos_report
+    assert report.faults["unanswered-26h"] == 1
+    hour = report.unanswered_hour
+    assert hour is not None
+    waited = {name for name in report.waited["horizon"] if name.endswith(hour)}
+    assert waited
+    assert report.unanswered_states["carried-forward"] >= len(waited)
+    assert set(report.unanswered_states) <= {"carried-forward", "accepted", "duplicate-confirmed"}
+
+
+def test_the_endpoints_undocumented_latitude_was_met(chaos_report: ChaosReport) -> None:
+    """Every mode of the endpoint's undocumented latitude was on and met: decisions waited
+    for the processing horizon (items deferred, not poisoned), batches refused whole were
+    split, the cancelled resource's late usage was sent with its own hours and billed; only
+    the events of the invalid-dimension and unauthorized hours, and of the cancelled
+    resource, were refused."""
+    report = chaos_report
+    modes = report.modes
+    for mode in ("echo_other_case", "refuse_whole_batch"):
+        assert modes[mode], mode
+    assert modes["count_submissions"] is False  # as asked: the readings are both tested
+    assert 0 < modes["row_delay_hours"] <= modes["processing_delay_hours"] < modes["horizon_hours"]
+    assert report.waited["horizon"]
+    assert report.deferrals > 0
+    assert report.split_batches > 0
+    assert report.not_active > 0
+    assert report.sent_with_usage_hours > 0
+    assert report.cancelled_billed > 0
+    invalid = modes["invalid_dimension"]
+    for name in report.refused:
+        resource, dimension, _ = name.split()
+        assert resource in ("saas-cancelled", "saas-0") or dimension == invalid, name
 
 
 def test_a_resource_that_went_quiet_has_its_carried_usage_billed(
@@ -145,7 +204,8 @@ def test_the_objectives_name_the_faults_and_are_all_met_at_the_end(
 ) -> None:
     """Read after every step by the app's status reader: the silent timer breached
     freshness and the endpoint's day-long outage breached billing latency while faults were
-    on; at the end every objective stored state can judge is met."""
+    on; at the end every objective stored state can judge is met, but correctness while
+    the run names events a person must look at (refused by the endpoint, unresolved)."""
     report = chaos_report
     assert report.breached_steps["freshness"] > 0  # the timer silent for hours
     assert report.breached_steps["billing-latency"] > 0  # the endpoint down for a day
@@ -155,4 +215,6 @@ def test_the_objectives_name_the_faults_and_are_all_met_at_the_end(
         if not name.startswith("api-")  # judged by Azure Monitor, not stored state
     }
     assert len(final) == 6
+    assert final.pop("correctness") == ("breached" if report.reconcile_named else "met")
     assert set(final.values()) == {"met"}, report.objectives_final
+    assert report.ok  # the verdict python -m bench chaos exits with

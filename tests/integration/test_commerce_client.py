@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import random
 import traceback
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from shared.core.errors import (
     TransientError,
 )
 from shared.core.retry import RetryPolicy
+from tests.loopback import LoopbackServer
 
 TOKEN = "s3cr3t-commerce-token-0123456789"
 NOW = datetime(2026, 11, 26, 17, 30, tzinfo=UTC)
@@ -138,6 +140,23 @@ def test_accept_then_drop_retry_confirms_the_duplicate(
     assert [o.accepted_quantity for o in outcomes] == [e.quantity for e in events]
     assert_billed_once(emulator, events, outcomes)
     assert emulator.calls == {"batchUsageEvent": 2}
+
+
+def test_outcomes_count_the_sends_that_carried_each_event(
+    emulator: CommerceEmulator, recorder: SleepRecorder
+) -> None:
+    """An event answered on its only send has sends 1; one re-posted after a slow answer the
+    client gave up on has 2 (that first send may still reach the endpoint, as a duplicate,
+    after the answer the client keeps), and one re-posted after an Error has 2 as well."""
+    with make_client(emulator, recorder, read_timeout=0.2, max_attempts=6) as client:
+        (first,) = client.post_batch(usage(1))
+        emulator.fail_next(Fault.SLOW, delay=0.6)
+        (slow,) = client.post_batch(usage(1, hour=HOUR - timedelta(hours=1)))
+        emulator.fail_next(Fault.EVENT_ERROR, event_indices=[1])
+        again = client.post_batch(usage(2, hour=HOUR - timedelta(hours=2)))
+    assert (first.status, first.sends) == (EventStatus.ACCEPTED, 1)
+    assert slow.sends == 2
+    assert [o.sends for o in again] == [1, 2]
 
 
 def test_duplicate_with_other_quantity_is_a_mismatch(
@@ -439,8 +458,8 @@ def test_daily_usage_reads_the_days_rows_with_retries(
         client.post_batch(usage(1, quantity=1.0, hour=HOUR - timedelta(hours=2)))
         emulator.fail_next(Fault.SERVER_ERROR)
         emulator.fail_next(Fault.DROP)
-        rows = client.daily_usage(HOUR, HOUR)
-        assert client.daily_usage(HOUR + timedelta(days=1), HOUR + timedelta(days=1)) == []
+        rows = client.daily_usage(HOUR, HOUR).rows
+        assert client.daily_usage(HOUR + timedelta(days=1), HOUR + timedelta(days=1)).rows == []
     day = datetime(2026, 11, 26, tzinfo=UTC)
     assert [(r.day, r.resource_id, r.dimension, r.submitted, r.count, r.status) for r in rows] == [
         (day, "res-000", "dim-0", 3.5, 2, "Accepted"),
@@ -506,3 +525,46 @@ def test_client_secret_needs_tenant_and_client() -> None:
     with pytest.raises(ConfigurationError) as caught:
         identity_token_provider(client_id="app", client_secret="very-secret-value")
     assert "very-secret-value" not in str(caught.value)
+
+
+def test_unexpected_4xx_are_retried_then_surfaced_not_refusals(recorder: SleepRecorder) -> None:
+    """413 on a POST and 404 on the read say nothing about the events (a proxy's limit, a
+    mistyped base URL): retried like a 5xx, then CommerceUnavailableError naming the status;
+    never FinalRejectionError, which would refuse the events for good."""
+    seen: list[tuple[str, str]] = []
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet."""
+
+        def _answer(self, status: int) -> None:
+            seen.append((self.command, self.path.split("?")[0]))
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            body = b'{"code": "TooLarge", "message": "refused by a gateway"}'
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            self._answer(413)
+
+        def do_GET(self) -> None:
+            self._answer(404)
+
+    policy = replace(COMMERCE_POLICY, max_attempts=3, sleep=recorder)
+    with (
+        LoopbackServer(Refusing) as server,
+        CommerceClient(server.base_url, static_token_provider(TOKEN), retry=policy) as client,
+    ):
+        with pytest.raises(CommerceUnavailableError, match="HTTP 413") as posted:
+            client.post_batch(usage(2))
+        with pytest.raises(CommerceUnavailableError, match="HTTP 404"):
+            client.daily_usage(HOUR, HOUR)
+    assert posted.value.settled == ()
+    assert seen == [("POST", "/api/batchUsageEvent")] * 3 + [("GET", "/api/usageEvents")] * 3
+    assert len(recorder.waits) == 4

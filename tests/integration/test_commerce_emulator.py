@@ -381,3 +381,137 @@ def test_accepted_events_survive_a_restart_with_a_state_file(tmp_path) -> None:
                 timeout=10,
             )
             assert answer.json()["result"][0]["status"] == expected
+
+
+# --- modes: what the docs leave open, answered the inconvenient way -------------------------
+
+
+def test_rows_can_appear_late_and_leave_submitted_late() -> None:
+    """row_delay: an accepted event is not in its day's row at first (the row is absent, or
+    smaller and Accepted); processing_delay keeps the row Submitted after it appears."""
+    clock = {"now": NOW}
+    with CommerceEmulator(
+        token=TOKEN,
+        clock=lambda: clock["now"],
+        row_delay=timedelta(hours=2),
+        processing_delay=timedelta(hours=3),
+    ) as emulator:
+        batch(emulator, [event("res-1")])
+        assert daily(emulator, usageStartDate="2026-11-26") == []
+        clock["now"] = NOW + timedelta(hours=2)
+        batch(emulator, [event("res-1", start=HOUR + timedelta(hours=1))])  # a later event
+        (row,) = daily(emulator, usageStartDate="2026-11-26")
+        assert (row["submittedCount"], row["reconStatus"]) == (1, "Submitted")
+        clock["now"] = NOW + timedelta(hours=3)
+        (row,) = daily(emulator, usageStartDate="2026-11-26")
+        assert (row["submittedCount"], row["reconStatus"]) == (1, "Accepted")  # smaller
+        clock["now"] = NOW + timedelta(hours=5)
+        (row,) = daily(emulator, usageStartDate="2026-11-26")
+        assert (row["submittedCount"], row["submittedQuantity"]) == (2, 8.0)
+
+
+def test_echo_in_another_case_and_a_resend_in_another_case_is_a_duplicate() -> None:
+    """echo_other_case: results, acceptedMessage and daily rows name the resource in another
+    case and the time with seven fractional digits; the resource is one GUID whatever its
+    case, so a re-send spelled otherwise is a Duplicate."""
+    guid = "0b1e2c3d-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
+    with CommerceEmulator(token=TOKEN, clock=lambda: NOW, echo_other_case=True) as emulator:
+        (first,) = batch(emulator, [event(guid)])
+        assert first["status"] == "Accepted"
+        assert first["resourceId"] == guid.upper()
+        assert first["effectiveStartTime"] == "2026-11-26T16:00:00.0000000Z"
+        (again,) = batch(emulator, [event(guid.upper())])
+        assert again["status"] == "Duplicate"
+        assert again["error"]["additionalInfo"]["acceptedMessage"]["resourceId"] == guid.upper()
+        (row,) = daily(emulator, usageStartDate="2026-11-26")
+    assert row["usageResourceId"] == guid.upper()
+    assert row["submittedCount"] == 1
+
+
+def test_counting_submissions_adds_duplicates_and_expired_sends_to_the_day() -> None:
+    """count_submissions: the day's submittedCount and submittedQuantity also count
+    duplicates and expired sends (processedQuantity too: the row stays Accepted)."""
+    clock = {"now": NOW}
+    with CommerceEmulator(token=TOKEN, clock=lambda: clock["now"]) as emulator:
+        batch(emulator, [event(quantity=4.0)])
+        assert batch(emulator, [event(quantity=4.0)])[0]["status"] == "Duplicate"
+        clock["now"] = NOW + timedelta(hours=25)
+        assert batch(emulator, [event(quantity=1.5, start=HOUR - timedelta(hours=1))])[0][
+            "status"
+        ] == "Expired"  # fmt: skip
+        (plain,) = daily(emulator, usageStartDate="2026-11-26", usageEndDate="2026-11-26")
+        emulator.count_submissions = True
+        (counted,) = daily(emulator, usageStartDate="2026-11-26", usageEndDate="2026-11-26")
+    assert (plain["submittedCount"], plain["submittedQuantity"]) == (1, 4.0)
+    assert (counted["submittedCount"], counted["submittedQuantity"]) == (3, 9.5)
+    assert (counted["processedQuantity"], counted["reconStatus"]) == (9.5, "Accepted")
+
+
+def test_one_invalid_event_can_refuse_the_whole_batch() -> None:
+    """refuse_whole_batch: one invalid (or expired) event makes the batch 400 BadArgument and
+    nothing is kept; a batch of valid events, and the single-event route, are unchanged."""
+    with CommerceEmulator(
+        token=TOKEN,
+        clock=lambda: NOW,
+        invalid_dimensions={"no-such-dimension"},
+        refuse_whole_batch=True,
+    ) as emulator:
+        for bad in (event(dimension="no-such-dimension"), event(start=NOW - timedelta(days=2))):
+            response = call(
+                emulator, "POST", "/api/batchUsageEvent", {"request": [event("res-2"), bad]}
+            )
+            assert response.status_code == 400
+            assert response.json()["code"] == "BadArgument"
+        assert emulator.accepted_events() == []
+        assert [r["status"] for r in batch(emulator, [event("res-2")])] == ["Accepted"]
+        single = call(emulator, "POST", "/api/usageEvent", event(dimension="no-such-dimension"))
+        assert (single.status_code, single.json()["code"]) == (400, "InvalidDimension")
+
+
+def test_cancelled_resources_accept_only_hours_before_the_cancellation() -> None:
+    """cancelled: hours before the cancellation are accepted, the rest ResourceNotActive;
+    unauthorized_resources: ResourceNotAuthorized."""
+    with CommerceEmulator(
+        token=TOKEN,
+        clock=lambda: NOW,
+        cancelled={"Res-1": HOUR},
+        unauthorized_resources={"res-9"},
+    ) as emulator:
+        results = batch(
+            emulator,
+            [event("res-1", start=HOUR - timedelta(hours=2)), event("res-1"), event("RES-9")],
+        )
+    assert [r["status"] for r in results] == [
+        "Accepted",
+        "ResourceNotActive",
+        "ResourceNotAuthorized",
+    ]
+    assert results[1]["error"]["target"] == "resourceId"
+
+
+def test_usage_events_can_answer_in_pages_linked_by_next_link() -> None:
+    """page_size: {"value", "nextLink"} pages; following each absolute nextLink (on the same
+    host) gives exactly the rows of the unpaged answer."""
+    with CommerceEmulator(token=TOKEN, clock=lambda: NOW) as emulator:
+        batch(emulator, [event(f"res-{n}") for n in range(5)])
+        whole = daily(emulator, usageStartDate="2026-11-26")
+        emulator.page_size = 2
+        pages = [daily_page(emulator, params={"usageStartDate": "2026-11-26"})]
+        while "nextLink" in pages[-1]:
+            link = pages[-1]["nextLink"]
+            assert link.startswith(emulator.base_url + "/api/usageEvents?")
+            pages.append(daily_page(emulator, url=link))
+    assert [len(page["value"]) for page in pages] == [2, 2, 1]
+    assert [row for page in pages for row in page["value"]] == whole
+
+
+def daily_page(
+    emulator: CommerceEmulator, *, params: dict[str, str] | None = None, url: str | None = None
+) -> dict[str, Any]:
+    if url is None:
+        response = call(emulator, "GET", "/api/usageEvents", params=params)
+    else:
+        response = requests.get(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    assert response.status_code == 200, response.text
+    page: dict[str, Any] = response.json()
+    return page

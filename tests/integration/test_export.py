@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 import math
+import subprocess
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -32,6 +34,7 @@ from shared.app import FunctionApp
 from shared.export.configs import ExportConfig, ExportConfigs, make_config
 from shared.export.exporter import MANIFEST, Exporter, ExportRun
 from shared.export.focus import COLUMNS, MANDATORY, QUANTUM, SERVICE_CATEGORIES
+from shared.rating.adjustments import AdjustmentStore, Category
 from shared.rating.engine import Level, Month
 from shared.storage.blobs import BlobStore
 from shared.storage.subscriptions import SubscriptionStore
@@ -221,14 +224,15 @@ def test_every_mandatory_column_is_present_typed_and_filled(
         assert row["ChargePeriodStart"].tzinfo is not None
         assert row["ChargePeriodEnd"] - row["ChargePeriodStart"] == timedelta(days=1)
         assert (row["PricingQuantity"] is None) == (row["PricingUnit"] is None)
-        if row["ListUnitPrice"] is not None:
+        if row["ChargeCategory"] == "Usage":  # FOCUS: prices and a SKU price, never null
+            assert row["SkuPriceId"].startswith(row["SkuId"] + "/"), row
             product = (row["ListUnitPrice"] * row["PricingQuantity"]).quantize(QUANTUM)
             assert row["ListCost"] == product, row
             contracted = row["ContractedUnitPrice"] * row["PricingQuantity"]
             assert row["ContractedCost"] == contracted.quantize(QUANTUM), row
-        else:
-            assert row["ListCost"] == row["BilledCost"]
-            assert row["x_PriceStatus"] == "NotPriced"
+        if row["x_PriceStatus"] == "NotPriced":
+            assert row["ListUnitPrice"] == row["ContractedUnitPrice"] == row["BilledCost"] == 0
+        assert row["ProviderName"] == row["InvoiceIssuerName"] == "Azure Stack Hub operator"
         if row["Tags"] is not None:
             assert isinstance(json.loads(row["Tags"]), dict)
     assert any(row["x_PriceStatus"] == "Priced" for row in rows)
@@ -419,6 +423,161 @@ def test_a_run_that_started_earlier_but_finishes_later_never_removes_the_newer(
     latest = latest_manifest(blobs, config)
     assert latest.startswith(newer_run.folder.split("/", 1)[1])
     assert read_run(blobs, config.container, latest).num_rows == newer_run.rows
+
+
+# --- the FinOps Foundation's validator -------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+FOCUS_VALIDATOR = ROOT / ".venv-focus" / "bin" / "focus-validator"
+# Rules of focus-validator 2.0.1 (rules model 1.2) that contradict the FOCUS 1.2 text they
+# quote; docs/power-bi.md says why for each. Every other rule must pass.
+JUDGED_WRONG = {
+    # "InvoiceId MUST be null when the charge is not associated either with an invoice or
+    # with a pre-generated provisional invoice": the model has no condition, so it wants
+    # InvoiceId null on every row; ours is the statement (final or provisional) of the row.
+    "InvoiceId-C-004-C",
+    # "CommitmentDiscountStatus MUST be null when CommitmentDiscountId is null": the model
+    # checks NOT null there (fixed in 2.2's model), and "MUST NOT be null when
+    # CommitmentDiscountId is not null ..." is checked where it IS null.
+    "CommitmentDiscountStatus-C-003-C",
+    "CommitmentDiscountStatus-C-004-C",
+    # "CapacityReservationStatus MUST NOT be null when CapacityReservationId is not null and
+    # ChargeCategory is Usage": the model's condition is malformed, so it applies everywhere.
+    "CapacityReservationStatus-C-004-C",
+    # "ResourceType MUST NOT be null when ResourceId is not null": the model's condition
+    # names no column, so it applies to the adjustment rows too, which have neither.
+    "ResourceType-C-005-C",
+    # "EffectiveCost MUST be 0 when ChargeCategory is Purchase and the purchase is intended
+    # to cover future eligible charges": the model drops the second half, so a one-off
+    # charge (a Purchase that covers nothing later) would have to cost nothing.
+    "EffectiveCost-C-005-C",
+    # The composites that fail only because the rules above are among their parts.
+    "ResourceType-C-000-C",
+    "ResourceType-C-003-C",
+    "EffectiveCost-C-000-M",
+    "CommitmentDiscountStatus-C-000-C",
+    "CommitmentDiscountStatus-C-002-C",
+    "CapacityReservationStatus-C-000-C",
+    "CapacityReservationStatus-C-002-C",
+    "CostAndUsage-D-000-M",
+    "CostAndUsage-D-002-M",
+}
+
+
+def focus_validator_failures(parquet: Path, report: Path) -> tuple[int, set[str]]:
+    """Run the Foundation's validator (FOCUS 1.2, every applicability criterion, offline)
+    over one file: (rules run, ids of the rules that failed or errored)."""
+    python = FOCUS_VALIDATOR.parent / "python"
+    package = "import focus_validator, os; print(os.path.dirname(focus_validator.__path__[0]))"
+    where = subprocess.run(  # noqa: S603  # the pinned validator's venv, fixed argv
+        [python, "-c", package], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.strip()
+    # It reads its currency codes by a path relative to its package's folder: run it there.
+    done = subprocess.run(  # noqa: S603  # the pinned validator, fixed argv
+        [FOCUS_VALIDATOR, "--data-file", parquet, "--validate-version", "1.2",
+         "--applicability-criteria", "ALL", "--block-download", "--output-type", "unittest",
+         "--output-destination", report],
+        cwd=where, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    suites = ElementTree.parse(report).getroot()  # noqa: S314  # the validator's own report
+    failed = {
+        case.attrib["name"].split(" :: ")[0]
+        for case in suites.iter("testcase")
+        if case.find("failure") is not None or case.find("error") is not None
+    }
+    return int(suites.attrib["tests"]), failed
+
+
+def test_the_finops_foundations_validator_accepts_a_resellers_export(
+    priced_world: World, exporter: Exporter, blobs: BlobStore, tmp_path: Path
+) -> None:
+    """focus-validator (FOCUS 1.2, all applicability criteria) over a delegated provider's
+    export part with unpriced meters, tiers, a credit correcting October, a one-off charge
+    and an adjustment: no rule fails but the ones docs/power-bi.md shows are wrong."""
+    if not FOCUS_VALIDATOR.exists():
+        pytest.skip(
+            "FOCUS VALIDATOR NOT INSTALLED: ./dev setup installs it in .venv-focus when it "
+            "finds Python 3.12+ (set FOCUS_PYTHON); FOCUS conformance is NOT checked"
+        )
+    provider = priced_world.fleet.delegated_providers[0].subscription_id.lower()
+    tenant = sorted(priced_world.direct_tenants(provider))[0]
+    store = AdjustmentStore(priced_world.account)
+    for category, amount, corrects in (
+        (Category.CREDIT, "-12.50", Month(2026, 10)),
+        (Category.CHARGE, "40.00", None),
+        (Category.ADJUSTMENT, "3.10", None),
+    ):
+        store.add(
+            subscription_id=tenant, level=Level.RETAIL, month=MONTH, category=category,
+            amount=Decimal(amount), currency="USD", reason=f"{category.value} for the test",
+            created_by="test", corrects=corrects,
+        )  # fmt: skip
+    config = new_config(scope=f"provider:{provider}")
+    run = exporter.run(config, MONTH)
+    (part,) = run.blobs
+    parquet = tmp_path / "part_0_0001.parquet"
+    parquet.write_bytes(blobs.read(config.container, part.name) or b"")
+    rows = pq.read_table(parquet).to_pylist()
+    assert {r["ChargeCategory"] for r in rows} == {"Usage", "Credit", "Purchase", "Adjustment"}
+    assert {r["x_PriceStatus"] for r in rows} >= {"Priced", "NotPriced"}
+    tests, failed = focus_validator_failures(parquet, tmp_path / "focus-validator.xml")
+    assert tests > 500  # the whole 1.2 rule set ran
+    assert failed <= JUDGED_WRONG, sorted(failed - JUDGED_WRONG)
+
+
+# --- runs of one month: exactly the newest stays ---------------------------------------------
+
+
+def test_runs_started_in_the_same_minute_leave_only_the_newest(
+    priced_world: World, blobs: BlobStore
+) -> None:
+    """Seven runs of a month 8 seconds apart in one minute: after each, the newest run is the
+    only one left and the one a reader (the newest folder with a manifest) picks; a random
+    run id used to keep whichever sorted last, the older run about half the time."""
+    provider = priced_world.fleet.delegated_providers[1].subscription_id.lower()
+    config = new_config(scope=f"provider:{provider}")
+    clock = SettableClock(NOW.replace(second=0))
+    exporter = Exporter(priced_world.account, blobs, clock=clock)
+    for _ in range(7):
+        run = exporter.run(config, MONTH)
+        folder = run.folder.split("/", 1)[1]
+        assert latest_manifest(blobs, config) == f"{folder}/{MANIFEST}"
+        assert all(n.startswith(folder + "/") for n in blobs.names(config.container, "")), run
+        clock.advance(timedelta(seconds=8))
+    assert clock().minute == NOW.replace(second=0).minute
+
+
+def test_two_racing_runs_leave_exactly_the_one_that_started_later(
+    priced_world: World, blobs: BlobStore
+) -> None:
+    """A run still uploading when a run started 12 s later completes: the later run deletes
+    the earlier one's parts, and the earlier one, finding a newer complete run after its own
+    manifest, removes itself; exactly the newer run is left, whole, and read."""
+    config = new_config()
+    older = Exporter(priced_world.account, blobs, clock=SettableClock(NOW), part_rows=50)
+    newer = Exporter(priced_world.account, blobs, clock=SettableClock(NOW + timedelta(seconds=12)))
+    newer_runs: list[ExportRun] = []
+
+    def race(done: int, of: int, rows: int) -> None:
+        # Once the older run has uploaded a part, and before its last subscription.
+        if newer_runs or done >= of or rows < 50:
+            return
+        if any("part_0_" in n for n in blobs.names(config.container, "")):
+            newer_runs.append(newer.run(config, MONTH))
+
+    older_run = older.run(config, MONTH, progress=race)
+    (newer_run,) = newer_runs
+    assert newer_run.removed > 0  # the older run's parts, uploaded so far
+    assert older_run.superseded
+    assert not newer_run.superseded
+    names = blobs.names(config.container, "")
+    assert [n for n in names if n.endswith("/" + MANIFEST)] == [
+        f"{newer_run.folder.split('/', 1)[1]}/{MANIFEST}"
+    ]
+    assert all(n.startswith(newer_run.folder.split("/", 1)[1] + "/") for n in names), names
+    latest = latest_manifest(blobs, config)
+    assert read_run(blobs, config.container, latest).num_rows == newer_run.rows > 0
 
 
 def test_late_usage_appears_in_the_next_run(priced_world: World, blobs: BlobStore) -> None:

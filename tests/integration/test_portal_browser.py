@@ -146,9 +146,10 @@ def token_for(world: World, picked: SignInChoice) -> str:
     return world.issuer.mint(picked.principal.object_id, roles=picked.principal.app_roles)
 
 
-def until(browser: Any, what: str, script: str, seconds: float = 60) -> Any:
-    """Poll a script in the page until it returns something truthy."""
-    return wait_for(lambda: browser.execute_script(script), what, seconds)
+def until(browser: Any, what: str, script: str, *args: Any, seconds: float = 60) -> Any:
+    """Poll a script in the page (with ``args`` as its arguments) until it returns something
+    truthy."""
+    return wait_for(lambda: browser.execute_script(script, *args), what, seconds)
 
 
 def start_signed_out(browser: Any, base_url: str) -> None:

@@ -20,8 +20,10 @@ from shared.core.meters import catalogue
 from shared.rating.adjustments import AdjustmentStore, Category
 from shared.rating.engine import Level, Month
 from shared.rating.ledger import (
+    ENTITY_LIMIT,
     INDEX_ROLE,
     ChargeLedger,
+    LedgerDocumentTooLargeError,
     month_partition,
 )
 from shared.rating.marks import ROLE as MARKS_ROLE
@@ -298,3 +300,39 @@ def test_the_ledger_is_the_same_on_either_tables_transport(
         ]
     assert len(shown["sdk"]) == 3  # A retail; C retail and wholesale
     assert shown["direct"] == shown["sdk"]
+
+
+def test_a_month_of_statement_lines_at_the_entity_limit_is_stored_and_one_past_it_refused(
+    priced: Settings,
+) -> None:
+    """A month state grown to just under Table storage's 1 MiB (thousands of statement
+    lines) is stored in properties of at most 64 KiB and reads back line for line; one
+    line more is refused before any write (LedgerDocumentTooLargeError, not a 413 from
+    storage half way), and what was stored is unchanged."""
+    account = StorageAccount(priced)
+    ledger = ChargeLedger(account)
+    Rater(account, SOURCES).rate_due(60)
+    loaded = ledger.load(TENANT_C, NOV, None)
+    level = next(iter(loaded.months))
+    month = loaded.months[level]
+    template = next(iter(month.lines.values()))
+    grown = 0
+    while len(month.document().encode("utf-16-le")) + 4_096 < ENTITY_LIMIT - 2_000:
+        line = dataclasses.replace(template, meter_id=f"{template.meter_id}-{grown:06d}")
+        month.lines[line.key] = line
+        grown += 1
+    ledger.save(loaded, [])
+    table = account.table_named(usage_table_name(priced.table_prefix, TENANT_C))
+    stored = table.get_entity(month_partition(NOV), f"M_{level.value}")
+    assert sum(len(str(v).encode("utf-16-le")) for v in stored.values()) < 1024 * 1024
+    assert all(len(str(v).encode("utf-16-le")) <= 64 * 1024 for v in stored.values())
+    again = ledger.load(TENANT_C, NOV, None).months[level]
+    assert again.document() == month.document()
+    assert len(again.lines) > grown > 1_000
+    while len(month.document().encode("utf-16-le")) + 4_096 <= ENTITY_LIMIT:
+        line = dataclasses.replace(template, meter_id=f"{template.meter_id}-{grown:06d}")
+        month.lines[line.key] = line
+        grown += 1
+    with pytest.raises(LedgerDocumentTooLargeError, match="1 MiB"):
+        ledger.save(loaded, [])
+    assert ledger.load(TENANT_C, NOV, None).months[level].document() == again.document()

@@ -119,8 +119,9 @@ def test_a_day_not_processed_yet_is_waited_for(make_settings) -> None:
 
 def test_events_the_day_cannot_tell_apart_wait_then_become_unresolved(make_settings) -> None:
     """Two unknown events of one day with the same quantity, only one accepted: the sums
-    cannot tell which. They wait, then (48 h after their hour) are recorded unresolved:
-    never carried forward (one of them was billed), and reconciliation names them."""
+    cannot tell which. They wait, then, once their day can no longer change (every hour of
+    it out of the window, plus the processing horizon), are recorded unresolved: never
+    carried forward (one of them was billed), and reconciliation names them."""
     hours = [T0, T0 + HOUR]
     settings, account, source, mapping = prepared(make_settings, hours)
     clock = SettableClock(T0 + HOUR + MINUTES_10)
@@ -148,7 +149,8 @@ def test_events_the_day_cannot_tell_apart_wait_then_become_unresolved(make_setti
         assert ledger[(default, WINDOWS, T0)].state is LedgerState.DUPLICATE_CONFIRMED
         assert ledger[(default, BASE, T0)].state is LedgerState.PENDING
 
-        clock.set(T0 + 49 * HOUR)
+        # The day of T0 (09:00) is final at its midnight + 47 h 15 min + the 24 h horizon.
+        clock.set(T0 - 9 * HOUR + timedelta(hours=71, minutes=16))
         for body in (first, second):
             report_message(body, settings, clock=clock, client=client)
         reconciled = reconcile(account, client, T0, T0 + HOUR)

@@ -42,12 +42,20 @@ def every_meter_chargeable() -> str:
 
 
 def fast_client(
-    emulator: CommerceEmulator, max_attempts: int = 8, **options: Any
+    emulator: CommerceEmulator,
+    max_attempts: int = 8,
+    *,
+    base_url: str | None = None,
+    **options: Any,
 ) -> CommerceClient:
-    """A client for the emulator that never sleeps (the retry waits are skipped)."""
+    """A client for the emulator (or ``base_url``) that never sleeps (the retry waits are
+    skipped)."""
     policy = replace(COMMERCE_POLICY, max_attempts=max_attempts, sleep=lambda _: None)
     return CommerceClient(
-        emulator.base_url, static_token_provider(emulator.token), retry=policy, **options
+        base_url or emulator.base_url,
+        static_token_provider(emulator.token),
+        retry=policy,
+        **options,
     )
 
 

@@ -264,8 +264,9 @@ def test_an_answer_lost_that_the_sums_cannot_decide_shows_as_unresolved(
     make_settings, metrics: InMemoryTelemetry
 ) -> None:
     """Two events of one day with equal quantities, one accepted with its answer lost, the
-    other never accepted: 48 hours on they are recorded unresolved; the status counts them
-    and the gauge says so, and a day after they became unresolved correctness is breached."""
+    other never accepted: once their day can no longer change (its midnight + 47 h 15 min +
+    the 24 h processing horizon) they are recorded unresolved; the status counts them and
+    the gauge says so, and a day after they became unresolved correctness is breached."""
     hours = [T0, T0 + HOUR]
     settings, _account, source, _mapping = prepared(make_settings, hours)
     clock = SettableClock(T0 + HOUR + MINUTES_10)
@@ -283,7 +284,7 @@ def test_an_answer_lost_that_the_sums_cannot_decide_shows_as_unresolved(
         emulator.fail_next(Fault.SERVER_ERROR, times=2)  # posted, never accepted
         with pytest.raises(TransientError):
             report_message(second, settings, clock=clock, client=client)
-        clock.set(T0 + 49 * HOUR)
+        clock.set(T0 - 9 * HOUR + timedelta(hours=71, minutes=16))  # T0 is 09:00
         for body in (first, second):
             report_message(body, settings, clock=clock, client=client)
 

@@ -13,7 +13,16 @@ import pytest
 
 from devstack.host import _HostOptions, strip_line_comments
 from ops.reconcile import parse_hour
-from shared.billing.daily_sums import DailyRow, DayTotal, Verdict, day_totals, decide
+from shared.billing.commerce import match_results
+from shared.billing.daily_sums import (
+    DailyRow,
+    DayTotal,
+    Known,
+    Verdict,
+    day_totals,
+    decide,
+    read_rows,
+)
 from shared.billing.events import EventOutcome, EventStatus, UsageEvent
 from shared.billing.ledger import LedgerEntry, LedgerState, event_row_key, ledger_partition
 from shared.billing.reporter import COMMERCE_CONNECTIONS, Lookahead, can_send, settlement_for
@@ -218,7 +227,7 @@ def test_daily_sums_decide_only_what_the_arithmetic_proves(
 ) -> None:
     """An unknown event is accepted when every fitting combination holds it, not accepted
     when none does, and undecided otherwise (equal quantities, Submitted, Mismatch, ...)."""
-    verdicts, why = decide(total, accepted, unknown)
+    verdicts, why = decide(total, [Known(q, q) for q in accepted], unknown)
     assert {key: verdict.value for key, verdict in verdicts.items()} == expected
     assert why
 
@@ -226,8 +235,61 @@ def test_daily_sums_decide_only_what_the_arithmetic_proves(
 def test_daily_sums_known_billed_event_narrows_the_combinations() -> None:
     """A Duplicate without its quantity is held by the endpoint: only combinations holding
     it fit, which can decide the other unknown events of the day."""
-    verdicts, _ = decide(settled(7.0, 2), [5.0], {A: 2.0, B: 2.0}, known_billed=[A])
+    verdicts, _ = decide(settled(7.0, 2), [Known(5.0, 5.0)], {A: 2.0, B: 2.0}, known_billed=[A])
     assert verdicts == {A: Verdict.ACCEPTED, B: Verdict.NOT_ACCEPTED}
+
+
+@pytest.mark.parametrize(
+    ("total", "shown", "unknown", "expected"),
+    [
+        # Known 5.0 was sent twice (Duplicate). Counting duplicates, the day (5+5+2, 3) holds
+        # A; counting accepted events only it cannot be (3 events, one unknown): A accepted.
+        (settled(12.0, 3), [Known(5.0, 5.0, duplicated=True)], {A: 2.0}, {A: "accepted"}),
+        # The day (8+8, 2): A of 8.0 accepted (accepted only), or a second send of the known
+        # 8.0 (duplicates too): the readings disagree, so it cannot be told.
+        (settled(16.0, 2), [Known(8.0, 8.0, duplicated=True)], {A: 8.0}, {A: "unknown"}),
+        (settled(16.0, 2), [Known(8.0, 8.0)], {A: 8.0}, {A: "unknown"}),
+        # Known to have been sent once (its Accepted answer was the accepted send): no
+        # duplicate of it can be counted, so only A explains the second 8.0.
+        (settled(16.0, 2), [Known(8.0, 8.0, once=True)], {A: 8.0}, {A: "accepted"}),
+        # ... where accepted-only would have "proved" B and C accepted and A not (5+4+6 = 15
+        # of 3): A and a duplicate of the known 5.0 explain it as well. Nothing is decided.
+        (
+            settled(15.0, 3),
+            [Known(5.0, 5.0, duplicated=True)],
+            {A: 5.0, B: 4.0, C: 6.0},
+            {A: "unknown", B: "unknown", C: "unknown"},
+        ),
+        # A sum no reading explains stays undecided; nothing at all proves A absent.
+        (settled(9.5, 2), [Known(5.0, 5.0)], {A: 2.0}, {A: "unknown"}),
+        (None, [], {A: 2.0}, {A: "not-accepted"}),
+    ],
+)
+def test_daily_sums_hold_under_both_counting_readings(
+    total: DayTotal | None,
+    shown: list[Known],
+    unknown: dict[datetime, float],
+    expected: dict[datetime, str],
+) -> None:
+    """The docs do not say whether a day's count and sum include duplicates: a verdict is
+    given only when it holds whether they do or not (a known Duplicate means one more send
+    where they do)."""
+    verdicts, why = decide(total, shown, unknown)
+    assert {key: verdict.value for key, verdict in verdicts.items()} == expected, why
+
+
+def test_daily_sums_events_held_but_maybe_not_shown_yet_prove_nothing_absent() -> None:
+    """A held event accepted within the processing horizon may be missing from the row: the
+    row (one event, 3.0) is then explained by it or by A, so A is not declared absent;
+    once it is surely shown, the same row proves A absent."""
+    recent = Known(3.0, 3.0)
+    verdicts, _ = decide(settled(3.0, 1), [], {A: 3.0}, maybe_shown=[recent])
+    assert verdicts == {A: Verdict.UNKNOWN}
+    verdicts, _ = decide(settled(3.0, 1), [recent], {A: 3.0})
+    assert verdicts == {A: Verdict.NOT_ACCEPTED}
+    # A row that does not show the recent one yet, but shows A: A accepted either way.
+    verdicts, _ = decide(settled(2.0, 1), [], {A: 2.0}, maybe_shown=[recent])
+    assert verdicts == {A: Verdict.ACCEPTED}
 
 
 def test_daily_rows_parse_and_sum_per_resource_dimension_day() -> None:
@@ -269,3 +331,55 @@ def test_lookahead_yields_in_order_with_a_bounded_number_submitted(ahead: int) -
             assert len(lookahead.submitted) == min(len(seen) + ahead, len(keys))
     assert seen == [(key, key.upper()) for key in keys]
     assert sorted(started) == keys
+
+
+def test_answers_match_events_without_case_then_by_position() -> None:
+    """An answer element belongs to the event its echo names, resource and dimension
+    compared without case; an event no echo names takes the element at its own position
+    only when the answer has one element per event and that element names no other event."""
+    a, b, c = (UsageEvent(r, "p", "d", 1.0, HOUR) for r in ("res-a", "res-b", "res-c"))
+
+    def echo(resource: str | None, when: str = "2026-11-20T09:00:00.0000000Z") -> dict:
+        return {"resourceId": resource, "dimension": "D", "effectiveStartTime": when}
+
+    # Reordered echoes in another case: by key, not by position.
+    answer = [echo("RES-C"), echo("Res-A"), echo("res-B")]
+    assert match_results([a, b, c], answer) == {0: answer[1], 1: answer[2], 2: answer[0]}
+    # An echo that names nothing of the request: its position, when counts agree ...
+    answer = [echo("RES-A"), echo(None), echo("res-c")]
+    assert match_results([a, b, c], answer) == {0: answer[0], 1: answer[1], 2: answer[2]}
+    # ... but never an element that names another event, and never with counts that differ.
+    answer = [echo("res-a"), echo("res-a"), echo("res-c")]
+    assert match_results([a, b, c], answer) == {0: answer[0], 2: answer[2]}
+    assert match_results([a, b, c], [echo("res-a"), echo("zzz")]) == {0: echo("res-a")}
+    answer = [echo("res-b"), echo("zzz"), echo("res-c")]
+    assert match_results([a, b, c], answer) == {1: answer[0], 2: answer[2]}
+
+
+def test_a_daily_read_skips_rows_it_does_not_need_and_names_those_it_cannot_read() -> None:
+    """Rows of pairs not needed are skipped unparsed; a needed row that cannot be parsed, or
+    one whose pair cannot be read, makes its pair (or every pair) undecidable by that read;
+    rows of other days are dropped; pairs compare without case."""
+    day = HOUR.replace(hour=0)
+    good = {
+        "usageDate": "2026-11-20T00:00:00Z",
+        "usageResourceId": "RES-A",
+        "dimension": "d",
+        "submittedQuantity": 2.0,
+        "processedQuantity": 2.0,
+        "submittedCount": 1,
+        "reconStatus": "Accepted",
+    }
+    broken_b = {**good, "usageResourceId": "res-b", "submittedCount": "two"}
+    next_day = {**good, "usageDate": "2026-11-21T00:00:00Z", "submittedCount": None}
+    read = read_rows([good, broken_b, next_day], day, day, needed=[("res-a", "D")])
+    assert [(row.resource_id, row.count) for row in read.rows] == [("RES-A", 1)]
+    assert read.unreadable == {}
+    assert read.blind_to("res-a", "d") is None
+    read = read_rows([good, broken_b], day, day, needed=[("res-a", "d"), ("Res-B", "d")])
+    assert read.blind_to("res-b", "D") is not None
+    assert read.blind_to("res-a", "d") is None
+    anonymous = {**good, "usageResourceId": None}
+    read = read_rows([good, anonymous], day, day, needed=[("res-a", "d")])
+    assert read.blind_to("res-a", "d") is not None  # the unreadable row may be res-a's
+    assert set(read_rows([good, broken_b], day, day).unreadable) == {("res-b", "d")}

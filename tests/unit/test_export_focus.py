@@ -31,7 +31,7 @@ from shared.export.focus import (
 from shared.rating.adjustments import Adjustment, Category
 from shared.rating.charges import DayCharges
 from shared.rating.engine import Level, Month, MonthRater, PriceBook
-from shared.rating.sheets import SheetDraft, SheetRow, build_sheet
+from shared.rating.sheets import PriceSheet, SheetDraft, SheetRow, build_sheet
 from shared.storage.usage_rows import UsageRow
 
 SUBSCRIPTION = "11111111-2222-4333-8444-555555555555"
@@ -107,15 +107,21 @@ def _row(hour: int, quantity: float) -> UsageRow:
     )
 
 
+def _sheet(scope: str, effective: str, *rows: SheetRow) -> PriceSheet:
+    currency = "" if scope.startswith("subscription:") else "EUR"
+    return build_sheet(SheetDraft(scope, effective, currency, rows), catalogue())
+
+
 def _book(*rows: SheetRow) -> PriceBook:
-    draft = SheetDraft("default", "2026-01-01", "EUR", rows)
-    return PriceBook([build_sheet(draft, catalogue())])
+    return PriceBook([_sheet("default", "2026-01-01", *rows)])
 
 
-def _days(book: PriceBook, rows: list[tuple[datetime, UsageRow]]) -> list[DayCharges]:
+def _days(
+    book: PriceBook, rows: list[tuple[datetime, UsageRow]], subscription: str = SUBSCRIPTION
+) -> list[DayCharges]:
     """The ledger's charge lines of ``(reported hour, row)`` pairs, rated in order (what
     ``shared.rating.rater`` stores per usage day)."""
-    pricing = book.pricing(SUBSCRIPTION, {}, Level.RETAIL)
+    pricing = book.pricing(subscription, {}, Level.RETAIL)
     assert pricing is not None
     rater = MonthRater(pricing)
     days: dict[datetime, DayCharges] = {}
@@ -146,29 +152,90 @@ def test_a_row_crossing_a_tier_splits_so_list_cost_is_unit_price_times_quantity(
     ]
     # The second tier starts with the hour reported at 04:00 (units 9-12 cross it).
     assert [r["x_ReportedPeriodStart"].hour for r in rows] == [1, 4]
+    assert [r["SkuPriceId"] for r in rows] == [
+        f"{VM_HOURS}/default/tier-0",
+        f"{VM_HOURS}/default/tier-10",
+    ]
     for row in rows:
         assert row["BilledCost"] == row["ContractedCost"] == row["EffectiveCost"]
         assert row["PricingUnit"] == row["ConsumedUnit"] == "Core-Hours"
         assert row["ServiceCategory"] == "Compute"
-        assert row["SkuPriceId"] == f"default@2026-01-01T00:00Z/{VM_HOURS.lower()}"
+        assert row["SkuId"] == VM_HOURS
         assert row["x_ReportedPeriodEnd"] == datetime(2026, 11, 20, 5, tzinfo=UTC)
         assert row["BillingPeriodStart"] == datetime(2026, 11, 1, tzinfo=UTC)
         assert row["ChargePeriodStart"] == datetime(2026, 11, 20, tzinfo=UTC)
         assert row["Tags"] == '{"env":"prod"}'
 
 
-def test_a_meter_no_sheet_prices_costs_zero_with_null_prices() -> None:
-    """No price: costs 0 (as statements show it), null unit prices and SKU price, NotPriced."""
+def test_a_meter_no_sheet_prices_costs_zero_at_unit_prices_of_zero() -> None:
+    """No price: costs 0 (as statements show it), unit prices 0 and a SKU price (FOCUS wants
+    neither null on a Usage row), NotPriced."""
     book = _book(SheetRow("1", "F271A8A388C44D93956A063E1D2FA80B", "0", "0.01"))
     month = SubscriptionMonth(None, SUBSCRIPTION, Month(2026, 11), BUYER, "EUR", catalogue())
     row = _row(0, 2.0)
     (focus,) = month.rows(_days(book, [(row.usage_end, row)]))
-    assert focus["BilledCost"] == focus["ListCost"] == Decimal(0)
-    assert focus["ListUnitPrice"] is None
-    assert focus["SkuPriceId"] is None
+    assert focus["BilledCost"] == focus["ListCost"] == focus["ContractedCost"] == Decimal(0)
+    assert focus["ListUnitPrice"] == focus["ContractedUnitPrice"] == Decimal(0)
+    assert focus["SkuPriceId"] == f"{VM_HOURS}/not-priced"
+    assert focus["SkuId"] == VM_HOURS
     assert focus["PricingCategory"] == "Other"
     assert focus["x_PriceStatus"] == "NotPriced"
     assert focus["PricingQuantity"] == Decimal(2)
+
+
+def test_sku_price_ids_stay_the_same_over_time_and_across_accounts() -> None:
+    """A new sheet version mid-month changes the price, not the SkuPriceId; another tenant
+    on the same sheet gets the same ids; an override is the custom list, with no
+    subscription id, date or version inside any id."""
+    other = "99999999-2222-4333-8444-555555555555"
+    book = PriceBook(
+        [
+            _sheet("default", "2026-01-01", SheetRow("1", VM_HOURS, "0", "0.5")),
+            _sheet("default", "2026-11-21", SheetRow("1", VM_HOURS, "0", "0.75")),
+            _sheet(f"subscription:{other}", "2026-01-01", SheetRow("1", VM_HOURS, "0", "0.1")),
+        ]
+    )
+    rows = [(_row(h, 1.0).usage_end, _row(h, 1.0)) for h in (0, 48)]  # Nov 20 and Nov 22
+    mine = SubscriptionMonth(None, SUBSCRIPTION, Month(2026, 11), BUYER, "EUR", catalogue())
+    first, second = mine.rows(_days(book, rows))
+    assert (first["ListUnitPrice"], second["ListUnitPrice"]) == (Decimal("0.5"), Decimal("0.75"))
+    assert first["SkuPriceId"] == second["SkuPriceId"] == f"{VM_HOURS}/default/tier-0"
+    theirs = SubscriptionMonth(None, other, Month(2026, 11), BUYER, "EUR", catalogue())
+    custom = theirs.rows(_days(book, rows, other))
+    assert {r["SkuPriceId"] for r in custom} == {f"{VM_HOURS}/custom/tier-0"}
+    assert {r["ContractedUnitPrice"] for r in custom} == {Decimal("0.1")}
+    for row in [first, second, *custom]:
+        assert not any(part in row["SkuPriceId"] for part in ("2026", "@", SUBSCRIPTION, other))
+
+
+def test_figures_up_to_1e18_are_written_and_a_value_too_large_is_reported_not_fatal() -> None:
+    """1e14 units at 10,000 each, a cost of 1e18 (decimal(38, 24) could not hold 1e14:
+    pyarrow raised and the run died), are written to Parquet exactly; a quantity of 1e21
+    does not fit, so that one row is left out and reported, and the others are kept."""
+    book = _book(SheetRow("1", VM_HOURS, "0", "10000"))
+    month = SubscriptionMonth(None, SUBSCRIPTION, Month(2026, 11), BUYER, "EUR", catalogue())
+    fits = [(_row(h, q).usage_end, _row(h, q)) for h, q in ((0, 1e14), (48, 0.5))]
+    huge = (_row(24, 1e21).usage_end, _row(24, 1e21))
+    rows = month.rows(_days(book, [*fits, huge]))
+    assert [r["PricingQuantity"] for r in rows] == [Decimal("1e14"), Decimal("0.5")]
+    assert [r["ListCost"] for r in rows] == [Decimal("1e18"), Decimal(5000)]
+    assert rows[0]["BilledCost"] == Decimal("1e18")
+    (reason,) = month.rejected
+    assert "2026-11-21" in reason
+    assert "does not fit decimal(38, 18)" in reason
+    uploaded: dict[str, bytes] = {}
+
+    def upload(name: str, file: IO[bytes], content_type: str) -> None:
+        file.seek(0)
+        uploaded[name] = file.read()
+
+    writer = PartWriter(FileFormat.PARQUET, lambda n: f"part_{n}", upload)
+    for row in rows:
+        writer.write(row)
+    writer.finish()
+    table = pq.read_table(io.BytesIO(uploaded["part_1"])).to_pylist()
+    assert [r["ConsumedQuantity"] for r in table] == [Decimal("1e14"), Decimal("0.5")]
+    assert [r["BilledCost"] for r in table] == [Decimal("1e18"), Decimal(5000)]
 
 
 def test_billed_cost_is_the_statement_lines_cents_and_adjustments_are_rows() -> None:
