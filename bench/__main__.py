@@ -1,5 +1,5 @@
 """Run one benchmark: ``python -m bench NAME [--quick]``
-(NAME: collect, query, report, load, chaos, rating, export, hostile, azurite)."""
+(NAME: collect, query, report, load, chaos, rating, export, hostile, azurite, cost)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ BENCHMARKS = (
     "export",
     "hostile",
     "azurite",
+    "cost",
 )
 
 

@@ -386,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
         start_storage(supervisor, azurite, emulator, limit)
         if stored and not fits_beside_stored(settings, stored, plan.hours, args.stamps, limit):
             return 2
+        # What the Bicep provisions in Azure: every table, before the first timer runs
+        # (data kept from an older version gets the tables added since).
+        StorageAccount(settings).ensure_tables()
         # Prices before the first hour is collected: a month the catch-up closes is rated
         # and finalised with them, never before them (a sheet cannot enter a final month).
         price_lines = load_example_prices(settings, subscriptions_first=True)

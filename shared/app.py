@@ -64,7 +64,7 @@ from shared.rating.statements import Statements
 from shared.status.api import StatusApi
 from shared.status.observer import observe, reconcile_previous_day
 from shared.status.reader import PipelineStatus, StatusReader
-from shared.storage.account import StorageAccount
+from shared.storage.account import RequestHook, StorageAccount
 from shared.storage.blobs import BlobStore
 from shared.storage.watermark import Watermark
 
@@ -81,9 +81,11 @@ class FunctionApp:
         sources: SourceRegistry = SOURCES,
         clock: Callable[[], datetime] = utc_now,
         telemetry: Telemetry | None = None,
+        request_hook: RequestHook | None = None,
     ) -> None:
         self.settings = settings
-        self.account = StorageAccount(settings)
+        # ``request_hook`` sees every storage request of the app (``bench cost`` counts them).
+        self.account = StorageAccount(settings, request_hook=request_hook)
         self._sources = sources
         self._clock = clock
         # The process's meter provider (Azure Monitor, the console, or none: records
@@ -200,7 +202,6 @@ class FunctionApp:
         """One ``collect_usage`` timer run: every source's due slices sent to the collection
         queue (``shared.collection.planner``)."""
         moment = now or self._clock()
-        self.account.ensure_tables()  # before any work item can reach collect_slice
         return [plan_source(self.collector(stamp), moment) for stamp in self.settings.stamps()]
 
     def collect_slice_message(self, body: bytes | str) -> HourResult | None:
@@ -239,11 +240,11 @@ class FunctionApp:
 
     @cached_property
     def _defer_report(self) -> Callable[[WorkItem, timedelta], None]:
-        return work_item_deferrer(self.settings)
+        return work_item_deferrer(self.settings, self.account)
 
     @cached_property
     def blobs(self) -> BlobStore:
-        return BlobStore(self.settings)
+        return self.account.blob_store()
 
     def exporter(self) -> Exporter:
         """The exporter over this app's storage (``python -m ops export`` uses it too)."""

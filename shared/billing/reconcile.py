@@ -62,7 +62,7 @@ from shared.billing.reporter import known_of, surely_shown
 from shared.core.hours import DAY, HOUR, floor_day, hour_key, parse_hour_key, utc_now
 from shared.core.meters import ChargeableMeters
 from shared.storage.account import StorageAccount
-from shared.storage.hour_summary import read_hour_summary
+from shared.storage.hour_summary import read_hour_summaries
 
 Progress = Callable[[str, int, int], None]
 
@@ -214,9 +214,7 @@ def _check_summaries(
     are the correctly rounded sum of the same quantities), or ``summary-differs``. Hours without a
     complete summary were billed from their rows and have nothing to compare."""
     found: list[tuple[str, ChargeKey, str]] = []
-    hour = first_hour
-    while hour <= last_hour:
-        summary = read_hour_summary(account, hour)
+    for hour, summary in read_hour_summaries(account, first_hour, last_hour).items():
         if summary is not None:
             summed = {
                 (resource_id, dimension, hour): float(quantity)
@@ -233,7 +231,6 @@ def _check_summaries(
                             f"summary {summed.get(key)!r}, rows {from_rows.get(key)!r}",
                         )
                     )
-        hour += HOUR
     return found
 
 

@@ -45,7 +45,7 @@ from shared.core.retry import call_with_retry
 from shared.storage.account import StorageAccount
 from shared.storage.hour_manifest import HourEntry, entry_target
 from shared.storage.hour_summary import resource_digest
-from shared.storage.queues import encode_body, ensure_queue, queue_client
+from shared.storage.queues import encode_body, send_text
 
 VERSION = 1
 # JSON characters per item; base64 makes it 4/3 larger, well under the 64 KiB queue limit.
@@ -155,32 +155,27 @@ def work_item_enqueuer(
     watermark stays and the hour is redone: items are enqueued before the watermark moves
     (invariant 2).
     """
-    client = queue_client(settings, settings.usage_queue_name)
-    carry_index = CarryIndex(account or StorageAccount(settings))
-    created = False
+    account = account or StorageAccount(settings)
+    client = account.queue(settings.usage_queue_name)
+    carry_index = CarryIndex(account)
 
     def enqueue(hour: datetime, entries: list[HourEntry]) -> None:
-        nonlocal created
-        if not created:
-            ensure_queue(client)
-            created = True
         for item in plan_work_items(settings, hour, entries, carry_index.resources()):
-            call_with_retry(
-                partial(client.send_message, item.to_message_text()),
-                what=f"enqueue work item {hour_key(hour)}",
-            )
+            send_text(client, item.to_message_text(), what=f"enqueue work item {hour_key(hour)}")
 
     return enqueue
 
 
-def work_item_deferrer(settings: Settings) -> Callable[[WorkItem, timedelta], None]:
+def work_item_deferrer(
+    settings: Settings, account: StorageAccount | None = None
+) -> Callable[[WorkItem, timedelta], None]:
     """The reporter's ``defer``: send an item whose events wait for their day's rows back
     to the billing queue, invisible for the delay (at most :data:`MAX_DEFERRAL`; the item
     then defers itself again), and never expiring meanwhile: a message that outlived its
     time-to-live before it was seen would silently drop the wait. A new message, so the
     waiting never counts toward ``maxDequeueCount``; raises (after retries) if the send
     fails, and the delivery is then retried as any failed one."""
-    client = queue_client(settings, settings.usage_queue_name)
+    client = (account or StorageAccount(settings)).queue(settings.usage_queue_name)
 
     def defer(item: WorkItem, delay: timedelta) -> None:
         seconds = int(min(max(delay, timedelta(seconds=1)), MAX_DEFERRAL).total_seconds())

@@ -553,6 +553,9 @@ class Collector:
         watermark = Watermark(self.account, self.source_name)
         mark = watermark.read()
         if mark is None:
+            # The first run: the tables before any work item can reach collect_slice (in
+            # Azure the Bicep has made them; later runs, finding the watermark, skip this).
+            self.account.ensure_tables()
             start = last - self.settings.collect_lookback_hours * HOUR
             billed = billed_through(self.account)
             mark = watermark.start_at(start if billed is None else max(start, billed))

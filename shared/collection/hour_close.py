@@ -59,26 +59,25 @@ class HourCloser:
     # Subscriptions whose daily rows the last ``close`` built (days it closed).
     daily_subscriptions: int = 0
 
-    def finished(self, hour: datetime) -> bool:
-        """Every part of ``hour`` is durable (or the watermark passed it)."""
-        watermark = Watermark(self.account, self.source.name)
-        return watermark.finished(hour, part_names(self.source.slices))
-
     def close(self, hour: datetime) -> Advance | None:
         """Close ``hour`` if every part of it is durable; None while parts are missing."""
         self.daily_subscriptions = 0
-        if not self.finished(hour):
+        watermark = Watermark(self.account, self.source.name)
+        done = watermark.done_parts(hour)
+        if not watermark.finished(hour, part_names(self.source.slices), done):
             return None
-        self._bill_when_every_source_has(hour)
+        self._bill_when_every_source_has(hour, done)
         return self._advance(hour)
 
-    def _bill_when_every_source_has(self, hour: datetime) -> None:
+    def _bill_when_every_source_has(self, hour: datetime, done_here: set[str]) -> None:
+        """``done_here``: this source's durable parts of ``hour``, just read."""
         parts: list[str] = []
         summarised = True
         for source in self.every_source:
             watermark = Watermark(self.account, source.name)
             expected = part_names(source.slices)
-            if set(expected) <= watermark.done_parts(hour):
+            done = done_here if source == self.source else watermark.done_parts(hour)
+            if set(expected) <= done:
                 parts += [summary_part(source.name, part) for part in expected]
                 continue
             mark = watermark.read()
@@ -105,7 +104,13 @@ class HourCloser:
         if outcome is not Advance.MOVED:
             return outcome
         later = hour + HOUR
-        while self.finished(later) and self._advance_one(watermark, later) is Advance.MOVED:
+        # The watermark is at ``hour`` now (or beyond it, moved by another run, which then
+        # moves it on itself): a later hour is finished here only if its parts are all done.
+        expected = set(part_names(self.source.slices))
+        while (
+            expected <= watermark.done_parts(later)
+            and self._advance_one(watermark, later) is Advance.MOVED
+        ):
             log.info("watermark %s moved on to %s, finished earlier",
                      self.source.name, f"{later:%Y-%m-%dT%H}Z")  # fmt: skip
             later += HOUR

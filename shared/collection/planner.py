@@ -20,12 +20,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
 
 from shared.collection.collector import Collector
 from shared.collection.slices import CollectionSlice
-from shared.core.retry import call_with_retry
-from shared.storage.queues import ensure_queue, queue_client
+from shared.storage.queues import send_text
 from shared.storage.watermark import Watermark
 
 log = logging.getLogger(__name__)
@@ -53,8 +51,7 @@ def plan_source(collector: Collector, now: datetime) -> Plan:
     """Send the work items of ``collector``'s source's due hours; close finished ones."""
     due = collector.due_hours(now)
     plan = Plan(collector.source_name, due_hours=len(due))
-    client = queue_client(collector.settings, collector.settings.collect_queue_name)
-    ensure_queue(client)
+    client = collector.account.queue(collector.settings.collect_queue_name)
     watermark = Watermark(collector.account, collector.source_name)
     count = collector.settings.collect_slices
     for hour in due[:HOURS_PER_RUN]:
@@ -69,8 +66,9 @@ def plan_source(collector: Collector, now: datetime) -> Plan:
             plan.closed_hours += 1
             continue
         for work in pending:
-            call_with_retry(
-                partial(client.send_message, work.to_message_text()),
+            send_text(
+                client,
+                work.to_message_text(),
                 what=f"send collection work item {work.source} {work.part}",
             )
             plan.sent.append(work)

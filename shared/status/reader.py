@@ -60,7 +60,7 @@ from shared.storage.account import StorageAccount
 from shared.storage.blobs import BlobStore
 from shared.storage.hour_manifest import has_entries, read_hour
 from shared.storage.hour_summary import MARKER
-from shared.storage.queues import POISON_SUFFIX, queue_client
+from shared.storage.queues import POISON_SUFFIX
 from shared.storage.watermark import Watermark, billed_through
 
 # Stored hours whose summaries are compared with the ledger (an item not run yet).
@@ -143,7 +143,7 @@ class StatusReader:
     ) -> None:
         self.settings = settings
         self.account = account
-        self.blobs = blobs or BlobStore(settings)
+        self.blobs = blobs or account.blob_store()
         self.clock = clock
 
     def read(self, now: datetime | None = None) -> PipelineStatus:
@@ -310,7 +310,7 @@ class StatusReader:
         }
 
     def _depth(self, queue_name: str) -> int:
-        client = queue_client(self.settings, queue_name)
+        client = self.account.queue(queue_name)
 
         def read() -> int:
             try:

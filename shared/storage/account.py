@@ -1,4 +1,4 @@
-"""Table and queue clients for the app's storage account, built from the settings.
+"""Table, queue and blob clients for the app's storage account, built from the settings.
 
 Two ways in, as the Functions host itself supports them: a connection string (Azurite
 locally) or identity-based service URIs (``AzureWebJobsStorage__tableServiceUri`` with a
@@ -16,6 +16,10 @@ other tables, by role (the name is ``{USAGE_TABLE_PREFIX}{role}``):
   the charges themselves live in each subscription's table) and ``adjustments`` (credits,
   corrections, one-off charges), written by ``shared.rating``;
 - ``exports``: export configurations (``shared.export.configs``).
+
+Every client the account builds (tables here, queues by :meth:`StorageAccount.queue`, blobs
+by :meth:`StorageAccount.blob_store`) sends its requests past the one ``request_hook``, each
+tagged with its service: what ``shared.storage.request_count`` counts the whole bill with.
 """
 
 from __future__ import annotations
@@ -29,11 +33,18 @@ from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableClient, TableServiceClient
+from azure.storage.queue import QueueClient
 
 from shared.core.config import Settings
 from shared.core.http_environment import transport_options
 from shared.core.retry import call_with_retry
+from shared.storage.blobs import BlobStore
+from shared.storage.queues import queue_client
+from shared.storage.request_count import SERVICE_KEY, StorageService
+from shared.storage.timeouts import CONNECT_TIMEOUT, READ_TIMEOUT
 from shared.storage.transport import TablesTransport, tables_transport
+
+RequestHook = Callable[[Any], None]
 
 TABLE_ROLES = (
     "hours",
@@ -49,14 +60,11 @@ TABLE_ROLES = (
     "exports",
 )
 
-# Seconds; a storage call that takes longer than this is treated as a transient fault.
-CONNECT_TIMEOUT = 5
-READ_TIMEOUT = 30
 CLIENTS_PER_THREAD = 32
 
 
 def _client_options(
-    settings: Settings, endpoint: str, request_hook: Callable[[Any], None] | None = None
+    settings: Settings, endpoint: str, request_hook: RequestHook | None = None
 ) -> dict[str, Any]:
     options: dict[str, Any] = {
         "retry_total": 0,
@@ -74,16 +82,41 @@ class StorageAccount:
     """Builds and caches table clients; one per (role, thread) for parallel writers.
 
     ``request_hook`` (azure-core's ``raw_request_hook``) sees every request before it is
-    sent: the storage-level counter that proves which tables a read touches. ``transport``
-    sends transactions and queries on those clients (``TABLES_TRANSPORT``; both transports
-    send through the clients' pipeline, so the hook sees them alike).
+    sent, of the tables, the queues and the blobs the account's clients reach: the
+    storage-level counter that proves which tables a read touches and what a piece of work
+    costs (``shared.storage.request_count``). ``transport`` sends transactions and queries
+    on the table clients (``TABLES_TRANSPORT``; both transports send through the clients'
+    pipeline, so the hook sees them alike).
     """
 
-    def __init__(self, settings: Settings, *, request_hook: Callable[[Any], None] | None = None):
+    def __init__(self, settings: Settings, *, request_hook: RequestHook | None = None):
         self.settings = settings
         self.transport: TablesTransport = tables_transport(settings.tables_transport)
         self._request_hook = request_hook
         self._local = threading.local()
+
+    def hook_for(self, service: StorageService) -> RequestHook | None:
+        """The request hook of ``service``'s clients: the account's, each request tagged
+        with its service (None without a hook: the clients run no hook at all)."""
+        hook = self._request_hook
+        if hook is None:
+            return None
+
+        def tagged(request: Any) -> None:
+            request.context[SERVICE_KEY] = service.value
+            hook(request)
+
+        return tagged
+
+    def queue(self, name: str) -> QueueClient:
+        """A client for queue ``name`` (``shared.storage.queues``), its requests seen by the
+        account's hook."""
+        return queue_client(self.settings, name, request_hook=self.hook_for(StorageService.QUEUE))
+
+    def blob_store(self) -> BlobStore:
+        """The account's blob service (``shared.storage.blobs``), its requests seen by the
+        account's hook."""
+        return BlobStore(self.settings, request_hook=self.hook_for(StorageService.BLOB))
 
     def _service(self) -> TableServiceClient:
         service: TableServiceClient | None = getattr(self._local, "service", None)
@@ -97,7 +130,7 @@ class StorageAccount:
         if settings.storage_connection_string is not None:
             return TableServiceClient.from_connection_string(
                 settings.storage_connection_string.get_secret_value(),
-                **_client_options(settings, self._endpoint, self._request_hook),
+                **_client_options(settings, self._endpoint, self.hook_for(StorageService.TABLE)),
             )
         from azure.identity import ManagedIdentityCredential
 
@@ -105,7 +138,7 @@ class StorageAccount:
         return TableServiceClient(
             endpoint=self._endpoint,
             credential=credential,
-            **_client_options(settings, self._endpoint, self._request_hook),
+            **_client_options(settings, self._endpoint, self.hook_for(StorageService.TABLE)),
         )
 
     @cached_property

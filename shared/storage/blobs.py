@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
@@ -21,7 +21,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettin
 from shared.core.config import Settings
 from shared.core.errors import ConfigurationError
 from shared.core.retry import call_with_retry
-from shared.storage.account import CONNECT_TIMEOUT, READ_TIMEOUT
+from shared.storage.timeouts import CONNECT_TIMEOUT, READ_TIMEOUT
 
 # Files are uploaded in blocks of this size (and in parallel up to UPLOAD_CONCURRENCY), so
 # a part of any size is sent without holding it in memory.
@@ -29,21 +29,28 @@ BLOCK_SIZE = 8 * 1024 * 1024
 UPLOAD_CONCURRENCY = 2
 
 
-def _options() -> dict[str, Any]:
-    return {
+def _options(request_hook: Callable[[Any], None] | None) -> dict[str, Any]:
+    options: dict[str, Any] = {
         "retry_total": 0,
         "connection_timeout": CONNECT_TIMEOUT,
         "read_timeout": READ_TIMEOUT,
         "max_block_size": BLOCK_SIZE,
         "max_single_put_size": BLOCK_SIZE,
     }
+    if request_hook is not None:
+        options["raw_request_hook"] = request_hook
+    return options
 
 
 class BlobStore:
-    """One storage account's blob service: containers, uploads, listings, deletes."""
+    """One storage account's blob service: containers, uploads, listings, deletes.
 
-    def __init__(self, settings: Settings):
+    ``request_hook`` sees every request (``StorageAccount.blob_store`` passes the account's,
+    so the account's counter sees blobs too)."""
+
+    def __init__(self, settings: Settings, *, request_hook: Callable[[Any], None] | None = None):
         self.settings = settings
+        self._request_hook = request_hook
         self._lock = threading.Lock()
         self._service: BlobServiceClient | None = None
 
@@ -57,7 +64,8 @@ class BlobStore:
         settings = self.settings
         if settings.storage_connection_string is not None:
             return BlobServiceClient.from_connection_string(
-                settings.storage_connection_string.get_secret_value(), **_options()
+                settings.storage_connection_string.get_secret_value(),
+                **_options(self._request_hook),
             )
         if settings.blob_service_uri is None:
             raise ConfigurationError(
@@ -67,7 +75,9 @@ class BlobStore:
         from azure.identity import ManagedIdentityCredential
 
         credential = ManagedIdentityCredential(client_id=settings.storage_client_id)
-        return BlobServiceClient(settings.blob_service_uri, credential=credential, **_options())
+        return BlobServiceClient(
+            settings.blob_service_uri, credential=credential, **_options(self._request_hook)
+        )
 
     @property
     def account_url(self) -> str:

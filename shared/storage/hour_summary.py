@@ -46,7 +46,7 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
-from shared.core.hours import hour_key
+from shared.core.hours import HOUR, hour_key
 from shared.core.retry import call_with_retry
 from shared.storage.account import StorageAccount
 from shared.storage.subscriptions import BillingTarget
@@ -206,7 +206,43 @@ def read_hour_summary(account: StorageAccount, hour: datetime) -> dict[str, Reso
         except ResourceNotFoundError:
             return []
 
-    entities = call_with_retry(query, what=f"read hour summary {hour_key(hour)}")
+    return _summary_of(call_with_retry(query, what=f"read hour summary {hour_key(hour)}"))
+
+
+def read_hour_summaries(
+    account: StorageAccount, first_hour: datetime, last_hour: datetime
+) -> dict[datetime, dict[str, ResourceSums] | None]:
+    """Each reported hour's sums, ``first_hour``..``last_hour``, as :func:`read_hour_summary`
+    reads one hour (None: no complete summary), in one range query over the hours'
+    partitions and its continuation pages instead of a query per hour."""
+
+    def query() -> list[Entity]:
+        try:
+            return list(
+                account.table(ROLE).query_entities(
+                    "PartitionKey ge @first and PartitionKey le @last",
+                    parameters={"first": hour_key(first_hour), "last": hour_key(last_hour)},
+                )
+            )
+        except ResourceNotFoundError:
+            return []
+
+    entities = call_with_retry(
+        query, what=f"read hour summaries {hour_key(first_hour)}..{hour_key(last_hour)}"
+    )
+    by_hour: dict[str, list[Entity]] = defaultdict(list)
+    for entity in entities:
+        by_hour[entity["PartitionKey"]].append(entity)
+    found: dict[datetime, dict[str, ResourceSums] | None] = {}
+    hour = first_hour
+    while hour <= last_hour:
+        found[hour] = _summary_of(by_hour.get(hour_key(hour), []))
+        hour += HOUR
+    return found
+
+
+def _summary_of(entities: list[Entity]) -> dict[str, ResourceSums] | None:
+    """One hour's sums from its partition's entities; None unless complete."""
     marker = next((e for e in entities if e["RowKey"] == MARKER), None)
     if marker is None or "Parts" not in marker:
         return None  # not complete, or written before parts existed: billing reads the rows

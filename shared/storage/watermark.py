@@ -132,9 +132,10 @@ class Watermark:
 
         return call_with_retry(query, what="read collected parts")
 
-    def finished(self, hour: datetime, parts: Iterable[str]) -> bool:
-        """True when every one of ``parts`` is durable or the watermark has passed ``hour``."""
-        if set(parts) <= self.done_parts(hour):
+    def finished(self, hour: datetime, parts: Iterable[str], done: set[str] | None = None) -> bool:
+        """True when every one of ``parts`` is durable or the watermark has passed ``hour``
+        (``done``: the durable parts when the caller has just read them)."""
+        if set(parts) <= (self.done_parts(hour) if done is None else done):
             return True
         mark = self.read()
         return mark is not None and mark >= as_utc(hour)
