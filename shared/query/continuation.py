@@ -113,23 +113,7 @@ class ContinuationCodec:
 
     def open(self, token: str, scope: CallerScope, query: UsageQuery, now: datetime) -> PageState:
         """The state ``token`` carries, if it is genuine, current and this query's."""
-        if TOKEN_SHAPE.fullmatch(token) is None:
-            raise _invalid()
-        payload, _, signature = token.partition(".")
-        expected = _b64(self._sign(payload.encode("ascii")))
-        if not hmac.compare_digest(expected, signature):
-            raise _invalid()
-        try:
-            body = json.loads(_unb64(payload))
-        except (UnicodeError, binascii.Error, ValueError):
-            raise _invalid() from None
-        if not isinstance(body, dict) or body.get("v") != VERSION:
-            raise _invalid()
-        expiry = body.get("x")
-        if not isinstance(expiry, int) or expiry <= as_utc(now).timestamp():
-            raise _invalid()
-        if body.get("b") != _binding(scope, query):
-            raise _invalid()
+        body = self._body(token, _binding(scope, query), now)
         bound, cursor = body.get("l"), body.get("c")
         if not isinstance(bound, str):
             raise _invalid()
@@ -154,6 +138,14 @@ class ContinuationCodec:
     def open_offset(self, token: str, binding: Sequence[str], now: datetime) -> int:
         """The row offset ``token`` carries, if it is genuine, current and ``binding``'s
         (else ``400 InvalidContinuationToken``, one message for every failure)."""
+        offset = self._body(token, list(binding), now).get("o")
+        if not isinstance(offset, int) or offset < 0:
+            raise _invalid()
+        return offset
+
+    def _body(self, token: str, binding: list[str], now: datetime) -> dict[str, Any]:
+        """The JSON body of ``token`` once its shape, signature, version, expiry and binding
+        are checked, in that order (the module docstring); any failure is the one error."""
         if TOKEN_SHAPE.fullmatch(token) is None:
             raise _invalid()
         payload, _, signature = token.partition(".")
@@ -166,9 +158,9 @@ class ContinuationCodec:
             raise _invalid() from None
         if not isinstance(body, dict) or body.get("v") != VERSION:
             raise _invalid()
-        expiry, offset = body.get("x"), body.get("o")
+        expiry = body.get("x")
         if not isinstance(expiry, int) or expiry <= as_utc(now).timestamp():
             raise _invalid()
-        if body.get("b") != list(binding) or not isinstance(offset, int) or offset < 0:
+        if body.get("b") != binding:
             raise _invalid()
-        return offset
+        return body
