@@ -8,7 +8,35 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+
+from devstack.fleet import SimulatedFleet
+from shared.storage.account import StorageAccount
+from shared.storage.subscriptions import SubscriptionState, SubscriptionStore
+
+# Billing resources of several subscriptions each, as a SaaS offer's customers are mapped.
+SUBSCRIPTIONS_PER_RESOURCE = 6
+
+
+def map_to_shared_resources(
+    account: StorageAccount, fleet: SimulatedFleet, hour: datetime, *, resource_digits: int
+) -> None:
+    """The fleet's subscriptions of ``hour`` stored, and each active tenant billed to
+    ``saas-NNNN`` (``resource_digits`` wide), :data:`SUBSCRIPTIONS_PER_RESOURCE` to a
+    resource, under plan ``p`` (setup of the benchmarks that bill)."""
+    account.ensure_tables()
+    store = SubscriptionStore(account)
+    listed = fleet.subscriptions(hour)
+    store.sync(listed, store.all())
+    active = sorted(
+        s.subscription_id
+        for s in listed
+        if not s.is_provider and s.state is SubscriptionState.ACTIVE
+    )
+    for index, subscription_id in enumerate(active):
+        number = index // SUBSCRIPTIONS_PER_RESOURCE
+        store.set_billing(subscription_id, f"saas-{number:0{resource_digits}d}", "p")
 
 
 def timed(operation: Callable[[], object]) -> float:

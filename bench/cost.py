@@ -57,12 +57,12 @@ from urllib.parse import urlsplit
 
 from bench import cost_bill as prices
 from bench import cost_model as model
-from bench.common import finish
+from bench.common import finish, map_to_shared_resources
 from bench.cost_model import Ideal
 from devstack.azurite import Azurite
 from devstack.commerce_emulator import CommerceEmulator
 from devstack.example_prices import load_example_prices
-from devstack.fleet import SimulatedFleet, fleet_from_settings
+from devstack.fleet import fleet_from_settings
 from devstack.local_settings import local_values
 from devstack.tokens import LocalIssuer
 from shared.app import FunctionApp
@@ -83,13 +83,12 @@ from shared.storage.request_count import (
     RequestKind,
     StorageRequests,
 )
-from shared.storage.subscriptions import SubscriptionState, SubscriptionStore
+from shared.storage.subscriptions import SubscriptionStore
 from shared.storage.usage_rows import daily_partition, read_hourly_rows, usage_table_name
 
 FIRST_HOUR = datetime(2026, 11, 30, 22, tzinfo=UTC)  # into new tables
 WARM_HOUR = FIRST_HOUR + timedelta(hours=1)  # closes the day and the month
 MONTH = Month(2026, 11)
-SUBSCRIPTIONS_PER_RESOURCE = 6  # billing resources of several subscriptions, as bench report
 VERSION = "api-version=2015-06-01-preview"
 HOST_BATCH = 8  # host.json's queues.batchSize: messages the host fetches per receive
 
@@ -201,23 +200,6 @@ def settings_for(connection_string: str, tenants: int, commerce_url: str, jwks: 
     )
 
 
-def map_billing(settings: Settings, fleet: SimulatedFleet) -> None:
-    """Subscriptions stored and billed to resources of several subscriptions each (setup)."""
-    account = StorageAccount(settings)
-    account.ensure_tables()
-    store = SubscriptionStore(account)
-    listed = fleet.subscriptions(FIRST_HOUR)
-    store.sync(listed, store.all())
-    active = sorted(
-        s.subscription_id
-        for s in listed
-        if not s.is_provider and s.state is SubscriptionState.ACTIVE
-    )
-    for index, subscription_id in enumerate(active):
-        resource = f"saas-{index // SUBSCRIPTIONS_PER_RESOURCE:05d}"
-        store.set_billing(subscription_id, resource, "plan")
-
-
 def collect(run: CountedRun, hour: datetime, name: str) -> None:
     """One hour: the timer's plan (its own stage), then every slice it sent."""
     app = run.app
@@ -315,7 +297,7 @@ def measure(
             azurite.connection_string, tenants, emulator.base_url, issuer.jwks_path
         )
         fleet = fleet_from_settings(settings)
-        map_billing(settings, fleet)
+        map_to_shared_resources(StorageAccount(settings), fleet, FIRST_HOUR, resource_digits=5)
         load_example_prices(settings)
         ExportConfigs(StorageAccount(settings)).put(make_config("focus-admin", "admin"))
         # October is final already, as in any month after a deployment's first: the first

@@ -47,7 +47,7 @@ from azure.data.tables import TableServiceClient
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from bench.common import finish, median, paired_runs, timed
+from bench.common import finish, map_to_shared_resources, median, paired_runs, timed
 from devstack.azurite import Azurite
 from devstack.emulator_process import EmulatorProcess
 from devstack.fleet import SimulatedFleet, options_for_rows
@@ -67,11 +67,9 @@ from shared.core.meters import catalogue
 from shared.core.telemetry import Telemetry
 from shared.storage.account import StorageAccount
 from shared.storage.queues import ensure_queue, queue_client
-from shared.storage.subscriptions import SubscriptionState, SubscriptionStore
 
 HOUR = datetime(2026, 11, 2, 14, tzinfo=UTC)  # a Monday afternoon: VMs running
 NOW = HOUR + timedelta(minutes=40)
-SUBSCRIPTIONS_PER_RESOURCE = 6
 WORKERS = 8  # host.json batchSize
 
 
@@ -92,17 +90,7 @@ def settings_for(connection_string: str, base_url: str) -> Settings:
 def prepare(settings: Settings, fleet: SimulatedFleet) -> list[WorkItem]:
     """Map subscriptions to billing resources, collect the hour, return its work items."""
     account = StorageAccount(settings)
-    account.ensure_tables()
-    store = SubscriptionStore(account)
-    listed = fleet.subscriptions(HOUR)
-    store.sync(listed, store.all())
-    active = sorted(
-        s.subscription_id
-        for s in listed
-        if not s.is_provider and s.state is SubscriptionState.ACTIVE
-    )
-    for index, subscription_id in enumerate(active):
-        store.set_billing(subscription_id, f"saas-{index // SUBSCRIPTIONS_PER_RESOURCE:04d}", "p")
+    map_to_shared_resources(account, fleet, HOUR, resource_digits=4)
     Collector(
         settings, account, fleet, after_hour_written=work_item_enqueuer(settings)
     ).collect_hour(HOUR)
