@@ -344,6 +344,18 @@ def test_azures_subscription_client_lists_what_the_caller_may_read(
     validate(response.json(), "SubscriptionListResult")
     roles = {item["subscriptionId"]: item["tags"]["usageRole"] for item in response.json()["value"]}
     assert roles[provider.subscription_id.lower()] == "provider"
+    kinds = {
+        item["subscriptionId"]: item["tags"].get("providerKind")
+        for item in response.json()["value"]
+    }
+    assert kinds[provider.subscription_id.lower()] == "delegated"
+    root = priced.fleet.default_provider
+    listed = call(
+        host.base_url, "/subscriptions", {"api-version": "2022-12-01"}, priced.token(root.owners[0])
+    ).json()["value"]
+    assert {i["subscriptionId"]: i["tags"].get("providerKind") for i in listed}[
+        root.subscription_id.lower()
+    ] == "default"
     with pytest.raises(HttpResponseError):
         list(
             SubscriptionClient(_Token("not-a-token"), base_url=host.base_url).subscriptions.list(
