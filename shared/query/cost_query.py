@@ -334,7 +334,8 @@ class CostQueryApi:
         query: CostQuery,
         currency: str | None,
     ) -> list[CostItem]:
-        """The wholesale money of a provider's scope (the module docstring says which)."""
+        """The wholesale money of a provider's scope (the module docstring says which);
+        ``months`` are the statement months read, from the window's first to now's."""
         through = months[-1]
         if provider.provider_subscription_id is not None:  # delegated: what it pays
             return self._lines.items(
