@@ -3,8 +3,10 @@
 What is accepted (``../shared/spec/cost-query-api.md``, checked against Microsoft Learn's
 "Query - Usage" reference), property names matched case-insensitively as ARM does:
 
-- ``type``: ``ActualCost``, ``AmortizedCost`` or ``Usage``: the same numbers here (nothing
-  is amortised: there are no reservations);
+- ``type``: ``ActualCost``, ``AmortizedCost`` or ``Usage``: the same numbers here. Azure
+  amortises only reservation and savings-plan purchases over their term; this cloud sells
+  neither, and its one-off charges (``Purchase`` adjustments) are not commitments, so
+  Azure would not spread them either: each stays on its day in every type;
 - ``timeframe``: ``MonthToDate``, ``BillingMonthToDate``, ``TheCurrentMonth`` (this month up
   to today), ``TheLastMonth``, ``TheLastBillingMonth`` (the last whole month), ``WeekToDate``
   (the ISO week: Monday to today) or ``Custom`` with ``timePeriod: {from, to}`` (ISO 8601; the
@@ -69,7 +71,13 @@ DIMENSIONS: Final = (
     "Meter",
     "MeterId",
     "ChargeType",
+    "PricingLevel",
 )
+# Which statement money is on: what the subscription pays (retail) or what its delegated
+# provider pays the operator for it (wholesale; the FOCUS export's x_PricingLevel). Only a
+# provider's scope has wholesale, and only a query that groups or filters by PricingLevel
+# reads it: any other query's money is what the subscriptions are charged.
+PRICING_LEVEL: Final = "PricingLevel"
 _DIMENSION_BY_LOWER: Final = {name.lower(): name for name in DIMENSIONS}
 
 
@@ -134,6 +142,18 @@ class CostQuery:
     @property
     def first_month(self) -> Month:
         return Month.of(self.first_day)
+
+    def mentions(self, dimension: str) -> bool:
+        """Whether the query groups or filters by ``dimension``."""
+        return any(c.kind is Kind.DIMENSION and c.name == dimension for c in self.groupings) or (
+            self.filter is not None and _mentions(self.filter, dimension)
+        )
+
+
+def _mentions(condition: Filter, dimension: str) -> bool:
+    if isinstance(condition, Combined):
+        return any(_mentions(part, dimension) for part in condition.parts)
+    return condition.column.kind is Kind.DIMENSION and condition.column.name == dimension
 
 
 def _bad(message: str, target: str | None = None) -> BadInputError:

@@ -19,6 +19,18 @@ are rows of their own ``ChargeType`` (Credit, Adjustment, Purchase) dated the fi
 the month they are for. "Usage date" is the day of usage: late usage reported in a later
 month is on that later month's statement but shows on the day it was used.
 
+**A provider's money, split** (the roll-up's figures, ``shared.rating.rollups``): on a
+provider's scope a query that groups or filters by ``PricingLevel`` also reads the
+wholesale statements, as rows whose ``PricingLevel`` is ``wholesale`` beside the
+``retail`` ones. For a delegated provider they are its direct tenants' wholesale, under
+each tenant: what it pays the operator for them (``wholesaleTotal``; ``margin`` is retail
+minus wholesale). For the default provider they are the wholesale of each delegated
+provider's tenants, under the delegated provider that pays it and without the tenants'
+resources, groups, locations or tags (which are not the default provider's to read): what
+it charges its resellers (``resellersTotal``; ``grandTotal`` is retail plus wholesale).
+Without ``PricingLevel`` an answer is retail only, as before, and a tenant's scope never
+has wholesale (it would show its provider's margin).
+
 Answers follow Azure's ``QueryResult``: one column per aggregation (named by the column
 summed: ``Cost``, ``PreTaxCost``, ``CostUSD``, ``UsageQuantity``), then ``UsageDate`` for
 ``Daily``, then one per grouping, then ``Currency``; rows sorted by date then group. Up to
@@ -35,7 +47,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
@@ -50,6 +62,7 @@ from shared.query.auth import TokenValidator
 from shared.query.caller_scope import CallerScope, resolve_scope
 from shared.query.continuation import ContinuationCodec
 from shared.query.cost_definition import (
+    PRICING_LEVEL,
     Column,
     Combined,
     CostQuery,
@@ -59,7 +72,7 @@ from shared.query.cost_definition import (
 )
 from shared.query.usage_api import HttpCall
 from shared.rating.cost_lines import CostItem, CostLines, months_between
-from shared.rating.engine import Month
+from shared.rating.engine import Level, Month
 from shared.rating.ledger import ChargeLedger
 from shared.rating.sheets import ZERO
 from shared.rating.statements import Statements
@@ -127,6 +140,8 @@ class _Dimensions:
             return found.display_name if found else ""
         if name == "ChargeType":
             return item.charge_type
+        if name == PRICING_LEVEL:
+            return item.level.value
         if name in ("ResourceGroup", "ResourceGroupName"):
             return resource_group(item.resource_uri)
         if name == "ResourceId":
@@ -227,12 +242,7 @@ class CostQueryApi:
         route = Route.PROVIDER if admin_scope else Route.TENANT
 
         def charged(provider: str) -> set[str]:
-            """The provider's subscriptions with charges in the statement months read."""
-            return {
-                subscription
-                for month in months
-                for subscription in self._ledger.indexed(month, provider).get(provider, set())
-            }
+            return self._charged(provider, months)
 
         scope = resolve_scope(caller, _Request(ApiPath(route, subscription_id)), store, charged)
         subscription_ids = self._in_scope(scope, known, months)
@@ -252,6 +262,10 @@ class CostQueryApi:
         items = self._lines.items(
             subscription_ids, query.first_day, query.last_day, through, currency
         )
+        if admin_scope and query.mentions(PRICING_LEVEL):
+            items += self._wholesale(
+                known[subscription_id], subscription_ids, known, months, query, currency
+            )
         dimensions = _Dimensions(known, self._meters)
         if group:
             items = [item for item in items if resource_group(item.resource_uri) == group]
@@ -302,6 +316,49 @@ class CostQueryApi:
                 )
             )
         return scope.subscription_ids
+
+    def _charged(self, provider: str, months: list[Month]) -> set[str]:
+        """The provider's direct subscriptions with charges in the statement months read."""
+        return {
+            subscription
+            for month in months
+            for subscription in self._ledger.indexed(month, provider).get(provider, set())
+        }
+
+    def _wholesale(
+        self,
+        provider: Subscription,
+        subscription_ids: tuple[str, ...],
+        known: dict[str, Subscription],
+        months: list[Month],
+        query: CostQuery,
+        currency: str | None,
+    ) -> list[CostItem]:
+        """The wholesale money of a provider's scope (the module docstring says which);
+        ``months`` are the statement months read, from the window's first to now's."""
+        through = months[-1]
+        if provider.provider_subscription_id is not None:  # delegated: what it pays
+            return self._lines.items(
+                subscription_ids, query.first_day, query.last_day, through, currency,
+                Level.WHOLESALE,
+            )  # fmt: skip
+        own = provider.subscription_id.lower()
+        resellers = sorted(
+            key
+            for key, subscription in known.items()
+            if subscription.is_provider
+            and (subscription.provider_subscription_id or "").lower() == own
+        )
+        found: list[CostItem] = []
+        for reseller in resellers:  # the default provider: what each reseller pays it
+            tenants = self._charged(reseller, months)
+            for item in self._lines.items(
+                tenants, query.first_day, query.last_day, through, currency, Level.WHOLESALE
+            ):
+                found.append(
+                    replace(item, subscription_id=reseller, resource_uri="", location="", tags=None)
+                )
+        return found
 
     def _next_link(self, route_path: str, args: dict[str, str], token: str) -> str:
         path = "/subscriptions/" + "/".join(

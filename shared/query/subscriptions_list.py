@@ -8,8 +8,11 @@ subscriptions sees four. Who sees what follows the other routes' rules
 (``shared.query.caller_scope``): the admin every subscription; anyone else those it owns
 or reads, deleted ones left out (the tenant route refuses them). ``tags.usageRole`` says
 ``provider`` for a provider subscription (its owner opens its direct tenants through the
-``Microsoft.Commerce.Admin`` routes) and ``tenant`` otherwise: an addition of ours, in the
-``tags`` member newer ARM versions carry, which clients that do not know it ignore.
+``Microsoft.Commerce.Admin`` routes) and ``tenant`` otherwise, and a provider's
+``tags.providerKind`` is the roll-up's ``kind`` (``default``, or ``delegated`` for one another
+provider offered: which of the roll-up's figures its money has, so the portal names them as
+the CLI does): additions of ours, in the ``tags`` member newer ARM versions carry, which
+clients that do not know them ignore.
 
 State: active is ``Enabled``, suspended ``Disabled``, deleted ``Deleted`` (admin only).
 One answer, no ``nextLink``: a caller's subscriptions are few, and the admin's are the
@@ -66,8 +69,16 @@ def document(subscription: Subscription) -> dict[str, Any]:
             "quotaId": "",
             "spendingLimit": "Off",
         },
-        "tags": {"usageRole": "provider" if subscription.is_provider else "tenant"},
+        "tags": tags(subscription),
     }
+
+
+def tags(subscription: Subscription) -> dict[str, str]:
+    """Our ``tags``: the role, and a provider's kind (the roll-up's ``kind``)."""
+    if not subscription.is_provider:
+        return {"usageRole": "tenant"}
+    kind = "default" if subscription.provider_subscription_id is None else "delegated"
+    return {"usageRole": "provider", "providerKind": kind}
 
 
 class SubscriptionsList:

@@ -41,13 +41,16 @@ DAY: Final = timedelta(days=1)
 @dataclass(frozen=True, slots=True)
 class CostItem:
     """One billed amount on one usage day: a charge line's share of its statement line, or
-    an adjustment (no meter, resource or quantity; ``charge_type`` its FOCUS category)."""
+    an adjustment (no meter, resource or quantity; ``charge_type`` its FOCUS category), at
+    the ``level`` of the statement it is on (retail: what the subscription pays; wholesale:
+    what its delegated provider pays for it)."""
 
     subscription_id: str
     usage_day: datetime
     statement_month: Month
     charge_type: str
     cost: Decimal
+    level: Level = Level.RETAIL
     quantity: Decimal = ZERO
     meter_id: str = ""
     resource_uri: str = ""
@@ -101,7 +104,9 @@ class CostLines:
             for statement_month, lines in by_statement.items():
                 for line, billed in zip(lines, billed_amounts(lines, currency), strict=True):
                     if first_day <= line.usage_day <= last_day:
-                        found.append(_usage_item(subscription_id, statement_month, line, billed))
+                        found.append(
+                            _usage_item(subscription_id, statement_month, line, billed, level)
+                        )
         found.extend(
             self._adjustment_items(wanted, first_day, last_day, first_month, through, level)
         )
@@ -133,13 +138,14 @@ class CostLines:
                             statement_month=month,
                             charge_type=adjustment.category.focus_charge_category,
                             cost=adjustment.amount,
+                            level=level,
                         )
                     )
         return items
 
 
 def _usage_item(
-    subscription_id: str, statement_month: Month, line: ChargeLine, billed: Decimal
+    subscription_id: str, statement_month: Month, line: ChargeLine, billed: Decimal, level: Level
 ) -> CostItem:
     return CostItem(
         subscription_id=subscription_id,
@@ -147,6 +153,7 @@ def _usage_item(
         statement_month=statement_month,
         charge_type=USAGE_CHARGE,
         cost=billed,
+        level=level,
         quantity=line.quantity,
         meter_id=line.meter_id,
         resource_uri=line.resource_uri,

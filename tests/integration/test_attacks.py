@@ -1137,6 +1137,10 @@ ROUTES = (
     "/subscriptions/{sub}/providers/Microsoft.Commerce.Admin/subscriberStatements/{month}",
     "/subscriptions/{sub}/providers/Microsoft.Commerce/adjustments/{month}",
     "/subscriptions/{sub}/providers/Microsoft.Commerce.Admin/subscriberAdjustments/{month}",
+    "/subscriptions/{sub}/providers/Microsoft.CostManagement/query",
+    "/subscriptions/{sub}/resourceGroups/{junk}/providers/Microsoft.CostManagement/query",
+    "/subscriptions/{sub}/providers/Microsoft.Commerce.Admin/providers/Microsoft.CostManagement/query",
+    "/subscriptions",
     "/subscriptions/{sub}/providers/{junk}",
     "/providers/Microsoft.Commerce.Admin/operations",
     "/openapi.json",
@@ -1148,9 +1152,13 @@ ROUTES = (
     "/{junk}",
 )
 NAMES = ("api-version", "reportedStartTime", "reportedEndTime", "aggregationGranularity",
-         "showDetails", "subscriberId", "continuationToken", "$filter")  # fmt: skip
+         "showDetails", "subscriberId", "continuationToken", "$filter", "$top",
+         "$skiptoken")  # fmt: skip
 GOOD_VALUES = (
     "2015-06-01-preview",
+    "2023-03-01",  # the cost query's
+    "2022-12-01",  # the subscriptions list's
+    "1000",
     "2026-11-20T00:00:00Z",
     "2026-11-21T00:00:00Z",
     "2026-11-20T06:00:00%2B00:00",
@@ -1161,6 +1169,45 @@ GOOD_VALUES = (
     RATE_CARD_FILTER,
 )
 ANY_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=80)
+# Cost query definitions: a good one (by pricing level and subscription, so a provider's
+# scope reads wholesale too, and every answer names subscriptions), and the same with one
+# member swapped for arbitrary JSON.
+COST_BODY: dict[str, Any] = {
+    "type": "ActualCost",
+    "timeframe": "Custom",
+    "timePeriod": {"from": "2026-11-01T00:00:00Z", "to": "2026-11-30T00:00:00Z"},
+    "dataset": {
+        "granularity": "Daily",
+        "aggregation": {"totalCost": {"name": "Cost", "function": "Sum"}},
+        "grouping": [
+            {"type": "Dimension", "name": "PricingLevel"},
+            {"type": "Dimension", "name": "SubscriptionId"},
+        ],
+    },
+}
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), ANY_TEXT),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(ANY_TEXT, inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@st.composite
+def cost_bodies(draw: st.DrawFn) -> bytes:
+    """A cost query definition: the good one, or one of its members (or the dataset's)
+    replaced by arbitrary JSON."""
+    body = json.loads(json.dumps(COST_BODY))
+    where = draw(st.sampled_from((None, "type", "timeframe", "timePeriod", "dataset", "granularity",
+                                  "aggregation", "grouping", "filter")))  # fmt: skip
+    if where in ("granularity", "aggregation", "grouping", "filter"):
+        body["dataset"][where] = draw(JSON_VALUES)
+    elif where is not None:
+        body[where] = draw(JSON_VALUES)
+    return json.dumps(body).encode()
+
+
 PORTAL_TYPES = ("text/html", "text/css", "text/javascript", "image/svg+xml", "image/png")
 
 
@@ -1169,7 +1216,8 @@ def hostile_requests(draw: st.DrawFn, subscriptions: tuple[str, ...]) -> dict[st
     """A request to one of the routes: path segments, arguments, headers and a body drawn
     from good values, their neighbours and arbitrary text, within the host's limits."""
     segment = st.one_of(st.sampled_from(subscriptions), st.uuids().map(str), ANY_TEXT)
-    path = draw(st.sampled_from(ROUTES)).format(
+    template = draw(st.sampled_from(ROUTES))
+    path = template.format(
         sub=quote(draw(segment), safe=""),
         month=quote(draw(st.one_of(st.sampled_from(("2026-11", "2026-12", "1969-12",
                                                     "9999-12")), ANY_TEXT)), safe=""),
@@ -1178,6 +1226,10 @@ def hostile_requests(draw: st.DrawFn, subscriptions: tuple[str, ...]) -> dict[st
     names = st.one_of(st.sampled_from(NAMES), st.sampled_from(NAMES).map(str.upper), ANY_TEXT)
     values = st.one_of(st.sampled_from((*GOOD_VALUES, *subscriptions)), ANY_TEXT)
     arguments = draw(st.lists(st.tuples(names, values), max_size=7))
+    versions = {"CostManagement/query": "2023-03-01", "/subscriptions": "2022-12-01"}
+    version = next((v for k, v in versions.items() if template.endswith(k)), None)
+    if version and draw(st.booleans()):  # past the version check, into the route's own code
+        arguments.insert(0, ("api-version", version))
     query = "&".join(f"{quote(n, safe='$')}={quote(v, safe='%')}" for n, v in arguments)
     headers = {
         f"X-{name}": value
@@ -1195,9 +1247,13 @@ def hostile_requests(draw: st.DrawFn, subscriptions: tuple[str, ...]) -> dict[st
     content_type = draw(st.sampled_from((None, "application/json", "text/plain")))
     if content_type:
         headers["Content-Type"] = content_type
-    method = draw(st.sampled_from(("GET", "GET", "GET", "POST", "HEAD", "PUT", "OPTIONS")))
-    body = draw(st.one_of(st.just(b""), st.binary(max_size=512),
-                          st.sampled_from((b'{"principal": "admin"}', b"[[[[]]]]"))))  # fmt: skip
+    if template.endswith("CostManagement/query"):
+        method = draw(st.sampled_from(("POST", "POST", "POST", "GET", "PUT")))
+        body = draw(st.one_of(cost_bodies(), cost_bodies(), st.binary(max_size=512)))
+    else:
+        method = draw(st.sampled_from(("GET", "GET", "GET", "POST", "HEAD", "PUT", "OPTIONS")))
+        known = st.sampled_from((b'{"principal": "admin"}', b"[[[[]]]]"))
+        body = draw(st.one_of(st.just(b""), st.binary(max_size=512), known))
     return {
         "method": method,
         "target": path + (f"?{query}" if query else ""),
@@ -1232,11 +1288,19 @@ def test_every_route_answers_anything_with_a_plain_4xx_or_json_and_the_headers(
     """Hypothesis over every route (random segments, arguments, headers, bodies; every
     role's token and none): only 2xx, the portal's 308, 4xx or 503; JSON (or CSV, or the
     portal's own file); nosniff and a CSP on every answer, no-store on every answer but the
-    public OpenAPI document and the portal's files; no stack trace, no 5xx."""
+    public OpenAPI document and the portal's files; no stack trace, no 5xx; and no answer of
+    the API to a tenant, a provider or a stranger names a subscription it may not read."""
     tenant, owner = owned_tenant(world)
-    provider = world.fleet.delegated_providers[0]
-    subscriptions = (tenant.subscription_id, provider.subscription_id,
-                     victim_of(world, owner).subscription_id)  # fmt: skip
+    provider, other = world.fleet.delegated_providers[:2]
+    victim = victim_of(world, owner).subscription_id.lower()
+    outside = sorted(world.direct_tenants(other.subscription_id) - {tenant.subscription_id.lower()})
+    subscriptions = (tenant.subscription_id, provider.subscription_id, victim, outside[0],
+                     other.subscription_id)  # fmt: skip
+    hidden = {  # what each caller may not read, and so must never see in an answer
+        "provider": {s.encode() for s in outside},
+        "tenant": {victim.encode()},
+        "stranger": {victim.encode(), tenant.subscription_id.lower().encode()},
+    }
     tokens = {
         None: None,
         "admin": world.admin_token(),
@@ -1277,6 +1341,9 @@ def test_every_route_answers_anything_with_a_plain_4xx_or_json_and_the_headers(
         else:
             assert headers.get("cache-control") == "no-store", (status, request)
         assert b"Traceback" not in body
+        if 200 <= status < 300 and not path.startswith(("/portal", "/local-sign-in")):
+            for subscription_id in hidden.get(request["caller"] or "", set()):
+                assert subscription_id not in body.lower(), (request["caller"], request)
 
     check()
     assert set(seen) & {200, 400, 401, 403, 404, 405}  # the property met real answers

@@ -344,9 +344,122 @@ def test_azures_subscription_client_lists_what_the_caller_may_read(
     validate(response.json(), "SubscriptionListResult")
     roles = {item["subscriptionId"]: item["tags"]["usageRole"] for item in response.json()["value"]}
     assert roles[provider.subscription_id.lower()] == "provider"
+    kinds = {
+        item["subscriptionId"]: item["tags"].get("providerKind")
+        for item in response.json()["value"]
+    }
+    assert kinds[provider.subscription_id.lower()] == "delegated"
+    root = priced.fleet.default_provider
+    listed = call(
+        host.base_url, "/subscriptions", {"api-version": "2022-12-01"}, priced.token(root.owners[0])
+    ).json()["value"]
+    assert {i["subscriptionId"]: i["tags"].get("providerKind") for i in listed}[
+        root.subscription_id.lower()
+    ] == "default"
     with pytest.raises(HttpResponseError):
         list(
             SubscriptionClient(_Token("not-a-token"), base_url=host.base_url).subscriptions.list(
                 enforce_https=False
             )
         )
+
+
+def levels(answer: dict[str, Any]) -> dict[str, Decimal]:
+    """The cents of each ``PricingLevel`` in an answer grouped by it (and maybe more)."""
+    found: dict[str, Decimal] = defaultdict(Decimal)
+    for row in by_column(answer):
+        found[row["PricingLevel"]] += cents(row["Cost"])
+    return dict(found)
+
+
+def test_a_providers_wholesale_and_margin_are_the_roll_ups_through_pricing_level(
+    priced: World, host: LocalFunctionsHost
+) -> None:
+    """Grouped by PricingLevel, a delegated provider's retail, wholesale and their difference
+    are the roll-up's charged, wholesale and margin to the cent, tenant by tenant; the default
+    provider's wholesale is its resellers' total, under each reseller with no tenant's
+    resource; the admin's root retail is the whole cloud; a tenant has no wholesale."""
+    body = definition(["PricingLevel"])
+    for provider in priced.fleet.delegated_providers:
+        token = priced.token(provider.owners[0])
+        path = PROVIDER_QUERY.format(provider.subscription_id)
+        response = post(host.base_url, path, body, token)
+        assert response.status_code == 200, response.text
+        rollup = call(host.base_url, ROLLUP.format(provider.subscription_id), CHARGES, token)
+        figures = rollup.json()
+        split = levels(response.json())
+        assert split["retail"] == Decimal(figures["directTenantsTotal"])
+        assert split["wholesale"] == Decimal(figures["wholesaleTotal"])
+        assert split["retail"] - split["wholesale"] == Decimal(figures["margin"])
+        assert 0 < split["wholesale"] < split["retail"]
+        per_tenant = post(
+            host.base_url, path, definition(["PricingLevel", "SubscriptionId"]), token
+        )
+        wholesale = {
+            row["SubscriptionId"]: cents(row["Cost"])
+            for row in by_column(per_tenant.json())
+            if row["PricingLevel"] == "wholesale"
+        }
+        assert wholesale == {
+            t["subscriptionId"]: Decimal(t["wholesaleTotal"])
+            for t in figures["tenants"]
+            if Decimal(t["wholesaleTotal"])
+        }
+        plain = post(host.base_url, path, definition([]), token)
+        assert sum(cents(r["Cost"]) for r in by_column(plain.json())) == split["retail"]
+    root = priced.fleet.default_provider
+    owner = priced.token(root.owners[0])
+    path = PROVIDER_QUERY.format(root.subscription_id)
+    figures = call(host.base_url, ROLLUP.format(root.subscription_id), CHARGES, owner).json()
+    split = levels(post(host.base_url, path, body, owner).json())
+    assert split["retail"] == Decimal(figures["directTenantsTotal"])
+    assert split["wholesale"] == Decimal(figures["resellersTotal"]) > 0
+    assert split["retail"] + split["wholesale"] == Decimal(figures["grandTotal"])
+    only = {"dimensions": {"name": "PricingLevel", "operator": "In", "values": ["Wholesale"]}}
+    resold = by_column(
+        post(
+            host.base_url, path, definition(["SubscriptionId", "ResourceId"], filter=only), owner
+        ).json()
+    )
+    assert {row["SubscriptionId"] for row in resold} == {
+        r["subscriptionId"] for r in figures["resellers"]
+    }
+    assert {row["ResourceId"] for row in resold} == {""}
+    admin = priced.admin_token()
+    cloud = call(host.base_url, ROLLUP.format(root.subscription_id), CHARGES, admin).json()
+    split = levels(post(host.base_url, path, body, admin).json())
+    assert split["retail"] == Decimal(cloud["cloud"]["cloudTotal"])
+    assert split["wholesale"] == Decimal(figures["resellersTotal"])
+    tenant = next(
+        s
+        for s in priced.tenants()
+        if s.owners
+        and s.state is SubscriptionState.ACTIVE
+        and (s.provider_subscription_id or "").lower()
+        == priced.fleet.delegated_providers[0].subscription_id.lower()
+        and s.subscription_id.lower() in priced.reported_subscriptions()
+    )
+    mine = post(
+        host.base_url,
+        QUERY.format(tenant.subscription_id),
+        definition(["PricingLevel"]),
+        priced.token(tenant.owners[0]),
+    )
+    assert set(levels(mine.json())) == {"retail"}
+
+
+def test_amortized_cost_and_usage_are_the_actual_cost(
+    priced: World, host: LocalFunctionsHost
+) -> None:
+    """With no reservations or savings plans there is nothing to amortise: AmortizedCost and
+    Usage answer exactly ActualCost's rows, day by day and charge type by charge type."""
+    root = priced.fleet.default_provider.subscription_id
+    path, admin = PROVIDER_QUERY.format(root), priced.admin_token()
+    answers = {}
+    for kind in ("ActualCost", "AmortizedCost", "Usage"):
+        body = {**definition(["ChargeType", "SubscriptionId"], daily=True), "type": kind}
+        response = post(host.base_url, path, body, admin)
+        assert response.status_code == 200, response.text
+        answers[kind] = response.json()["properties"]["rows"]
+    assert answers["ActualCost"]
+    assert answers["AmortizedCost"] == answers["ActualCost"] == answers["Usage"]

@@ -177,6 +177,8 @@ def open_usage(browser: Any, base_url: str, query: str) -> dict[str, Any]:
         if (!(view.dataset.window || '').startsWith('2026-11-20T00:00:00Z')) return null;
         return {totals: [...document.querySelectorAll('#totals tr[data-meter-id]')].map(
                   tr => [tr.dataset.meterId, Number(tr.dataset.total)]),
+                quantities: [...document.querySelectorAll('#totals tr[data-meter-id]')].map(
+                  tr => [tr.dataset.total, tr.dataset.unit, tr.cells[2].textContent]),
                 series: [...document.querySelectorAll('#charts figure')].map(
                   f => JSON.parse(f.dataset.series)),
                 rows: [...document.querySelectorAll('#rows tbody tr')].map(
@@ -253,6 +255,16 @@ def test_tenant_sees_only_its_subscriptions_and_the_apis_totals(
     )
     assert expected, "the tenant reported usage on DAY"
     assert dict(shown["totals"]) == pytest.approx(expected, rel=1e-9)
+    for total, unit, text in shown["quantities"]:  # the cost view's quantity formatter
+        figure, _, named = text.partition(" ")
+        assert named == unit, text
+        digits = figure.replace(",", "").lstrip("-")
+        decimals = digits.partition(".")[2]
+        if abs(float(total)) >= 1:
+            assert len(decimals) <= 2, text
+            assert abs(float(digits) - abs(float(total))) <= 0.005 + 1e-9, text
+        else:
+            assert len(decimals.lstrip("0")) <= 4, text
     charted = {s["key"]: s["total"] for figure in shown["series"] for s in figure}
     assert charted == pytest.approx(expected, rel=1e-9)
     screenshot(browser, "usage")

@@ -11,6 +11,7 @@ import pytest
 from shared.core.config import AppMode, Settings
 from shared.core.errors import ConfigurationError
 from shared.portal.site import STATIC_ROOT, PortalRequest, PortalSite, load_assets
+from shared.rating.rollups import LABELS
 from tests.app_settings import LOCAL_VALUES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -228,3 +229,12 @@ def test_every_file_the_page_names_is_served() -> None:
     files = {path.relative_to(STATIC_ROOT).as_posix() for path in STATIC_ROOT.rglob("*")}
     assert named <= files | copied
     assert "vendor/msal-browser.min.js" in copied  # loaded by portal.js for Entra sign-in
+
+
+def test_the_cost_view_names_a_providers_money_with_the_roll_ups_labels() -> None:
+    """The cost view's summary labels are the roll-up's (and so the CLI's), word for word."""
+    text = (STATIC_ROOT / "cost-view.js").read_text(encoding="utf-8")
+    block = re.search(r"const LABELS = \{(.*?)\};", text, re.DOTALL)
+    assert block is not None
+    shown = dict(re.findall(r'(\w+): "([^"]+)"', block.group(1)))
+    assert shown == dict(LABELS)

@@ -2,7 +2,7 @@
 
 import { colourFor, destroyCharts } from "./charts.js";
 import { badge, heading, paragraph, table } from "./dom.js";
-import { money } from "./format.js";
+import { money, quantityText } from "./format.js";
 import { knownSubscriptions } from "./context.js";
 import { api, setStatus, showProblem } from "./session-api.js";
 import { $, API_VERSION, state } from "./state.js";
@@ -66,7 +66,7 @@ export function statementBlock(title, statement) {
     cells: [
       line.meterName,
       `${line.usagePeriod.month}${line.late ? " (late)" : ""}`,
-      line.quantity,
+      quantityText(line.quantity),
       line.unit,
       line.priced ? line.unitPrices.join(" / ") : "not priced",
       line.amount,

@@ -3,6 +3,8 @@
 // charges; nothing here computes money, it only adds up the API's whole minor units.
 //
 // One request per figure, sent at once: the window's daily cost stacked by a dimension, the
+// window's total (granularity None: the route's one figure, not a sum of the days; for a
+// provider by PricingLevel, which also gives the roll-up's split: retail, wholesale), the
 // previous period of the same length, this month's days (month to date and the forecast),
 // and the top resources. The forecast is the average of this month's complete days times the
 // days of the month (said beside it); today is a partial day, marked on the axis.
@@ -13,8 +15,8 @@ import { heading, paragraph, table } from "./dom.js";
 import {
   addDays, dayLabel, daysBetween, decimalMinor, isoDay, moneyText, toMinor, usageDateDay,
 } from "./format.js";
-import { api, costRows, PageError, setStatus, showProblem } from "./session-api.js";
-import { $, API_VERSION, state } from "./state.js";
+import { costRows, PageError, readableSubscriptions, setStatus, showProblem } from "./session-api.js";
+import { $, state } from "./state.js";
 
 export const DIMENSIONS = {
   SubscriptionId: "Subscription",
@@ -30,6 +32,16 @@ export const PRESETS = {
   custom: "Custom",
 };
 const TOP = 10;
+// A provider's money, named as the CLI and the roll-up route name it (shared.rating.rollups
+// LABELS; tests/unit/test_portal_site.py holds the two to the same words).
+const LABELS = {
+  directTenantsTotal: "Charged to direct tenants",
+  wholesaleTotal: "Wholesale paid for them",
+  margin: "Margin",
+  resellersTotal: "Wholesale charged to delegated providers",
+  grandTotal: "Total billed",
+  cloudTotal: "Whole cloud (every tenant once)",
+};
 
 function today() {
   return isoDay(new Date());
@@ -141,19 +153,25 @@ export async function showCost(context, params) {
   const monthFirst = `${now.slice(0, 7)}-01`;
   try {
     setStatus("Loading cost…");
-    const [series, previous, month, top, statement] = await Promise.all([
+    const provider = context.route === "provider";
+    const [series, period, previous, month, top, kind] = await Promise.all([
       costRows(context, definition(span.from, span.to, { daily: true, grouping: [by], filter })),
+      costRows(context, definition(span.from, span.to, { grouping: provider ? ["PricingLevel"] : [], filter })),
       costRows(context, definition(previousFrom, previousTo, { filter })),
       costRows(context, definition(monthFirst, now, { daily: true, filter })),
       costRows(context, definition(span.from, span.to, { grouping: ["ResourceId"], filter })),
-      context.route === "provider" ? rollup(context, span) : Promise.resolve(null),
+      provider ? providerKind(context.id) : Promise.resolve(null),
     ]);
     if (generation !== state.generation) return; // a newer view was asked for meanwhile
-    const currency = [...series, ...month, ...previous].find((row) => row.Currency)?.Currency || "";
-    drawCards(span, series, previous, month, currency, monthFirst, now);
+    const currency = [...period, ...series, ...month, ...previous].find((row) => row.Currency)?.Currency || "";
+    const retail = total(period.filter((row) => (row.PricingLevel || "retail") === "retail"), currency);
+    drawCards(span, retail, previous, month, currency, monthFirst, now);
     drawSeries(span, days, series, by, currency, now);
     drawTop(top, currency, params);
-    if (statement) drawSummary(statement);
+    if (provider) {
+      const wholesale = total(period.filter((row) => row.PricingLevel === "wholesale"), currency);
+      drawSummary(span, kind, retail, wholesale, currency);
+    }
     view.dataset.window = `${span.from}/${span.to}`;
     view.dataset.hash = location.hash;
     view.dataset.state = "ready";
@@ -178,8 +196,7 @@ function placeholderCards() {
   $("cost-cards").replaceChildren(...CARDS.map(([id, title]) => card(title, "…", "\u00a0", `${id}-pending`)));
 }
 
-function drawCards(span, series, previous, month, currency, monthFirst, now) {
-  const shown = total(series, currency);
+function drawCards(span, shown, previous, month, currency, monthFirst, now) {
   const before = total(previous, currency);
   const monthToDate = total(month, currency);
   const complete = month.filter((row) => usageDateDay(row.UsageDate) < now);
@@ -262,28 +279,39 @@ function drawTop(rows, currency, params) {
     ["Cost"]));
 }
 
-async function rollup(context, span) {
-  const month = span.to.slice(0, 7);
-  const url = `/subscriptions/${encodeURIComponent(context.id)}/providers/Microsoft.Commerce.Admin/subscriberStatements/${month}?api-version=${API_VERSION}`;
-  return { month, body: await (await api(url)).json() };
+// A provider's kind (default or delegated: which roll-up figures its money has), from the
+// subscriptions list; null when the list cannot say (only the retail figure is then named).
+async function providerKind(id) {
+  try {
+    const found = (await readableSubscriptions()).find((s) => s.subscriptionId.toLowerCase() === id.toLowerCase());
+    return found?.tags?.providerKind || null;
+  } catch {
+    return null;
+  }
 }
 
-function drawSummary({ month, body }) {
-  // The ledger issue's figures of a provider, named by the API's labels (as the CLI does).
+// The roll-up's figures for the period (and filters) shown, from the Query route's retail and
+// wholesale totals; margin and total billed are their difference and sum in minor units,
+// as the roll-up defines them.
+function summaryFigures(kind, admin, retail, wholesale) {
+  if (kind === "delegated") {
+    return [["directTenantsTotal", retail], ["wholesaleTotal", wholesale], ["margin", retail - wholesale], ["grandTotal", retail]];
+  }
+  if (kind === "default" && admin) return [["cloudTotal", retail], ["resellersTotal", wholesale]];
+  if (kind === "default") {
+    return [["directTenantsTotal", retail], ["resellersTotal", wholesale], ["grandTotal", retail + wholesale]];
+  }
+  return [["directTenantsTotal", retail]];
+}
+
+function drawSummary(span, kind, retail, wholesale, currency) {
   const area = $("cost-summary");
-  area.append(heading(3, `${month} statements (${body.status})`));
-  const figures = ["directTenantsTotal", "wholesaleTotal", "margin", "resellersTotal", "grandTotal"];
+  area.append(heading(3, `The provider's money, ${span.from} to ${span.to} (by usage day)`));
   const cards = document.createElement("div");
   cards.className = "cards";
-  for (const key of figures) {
-    if (body[key] === null || body[key] === undefined) continue;
-    const box = card(body.labels[key], `${body[key]} ${body.currency || ""}`.trim(), null, `summary-${key}`);
-    box.dataset.amount = body[key];
-    cards.append(box);
-  }
-  if (body.cloud) {
-    const box = card(body.cloud.labels.cloudTotal, `${body.cloud.cloudTotal} ${body.cloud.currency || ""}`.trim(), null, "summary-cloudTotal");
-    box.dataset.amount = body.cloud.cloudTotal;
+  for (const [key, minor] of summaryFigures(kind, state.session?.admin, retail, wholesale)) {
+    const box = card(LABELS[key], moneyText(minor, currency), null, `summary-${key}`);
+    box.dataset.amount = decimalMinor(minor, currency);
     cards.append(box);
   }
   area.append(cards);

@@ -1,8 +1,5 @@
 // Formatting: figures as people read them (units, minor units of money, inclusive days).
 
-
-export const numberText = new Intl.NumberFormat("en-US", { maximumFractionDigits: 4 });
-
 export function sum(values) {
   return values.reduce((total, value) => total + value, 0);
 }

@@ -289,7 +289,19 @@ export async function costRows(context, definition) {
   return rows;
 }
 
-export async function readableSubscriptions() {
-  const url = `/subscriptions?api-version=${SUBSCRIPTIONS_API_VERSION}`;
-  return (await (await api(url)).json()).value;
+// The caller's subscriptions (GET /subscriptions), asked once per token: the pickers' names
+// and a provider's kind (tags.providerKind) read the same answer.
+let listing = { token: null, answer: null };
+
+export function readableSubscriptions() {
+  const token = state.session?.token || null;
+  if (listing.token !== token || !listing.answer) {
+    const url = `/subscriptions?api-version=${SUBSCRIPTIONS_API_VERSION}`;
+    const answer = api(url).then((response) => response.json()).then((body) => body.value);
+    answer.catch(() => {
+      if (listing.answer === answer) listing.answer = null; // asked again next time
+    });
+    listing = { token, answer };
+  }
+  return listing.answer;
 }

@@ -2,7 +2,7 @@
 
 import { colourFor, destroyCharts } from "./charts.js";
 import { cell, table } from "./dom.js";
-import { bucketLabel, numberText, sum, utcDay } from "./format.js";
+import { bucketLabel, quantityText, sum, utcDay } from "./format.js";
 import { renderSubscribers } from "./context.js";
 import { PageError, api, setStatus, showProblem, usageUrl } from "./session-api.js";
 import { $, MAX_CHART_PAGES, state } from "./state.js";
@@ -168,13 +168,13 @@ export function drawUsage(rows, span, group) {
     tr.dataset.meterId = meter.id.toLowerCase();
     tr.dataset.total = String(meter.total);
     tr.dataset.unit = meter.unit;
-    tr.append(cell(meter.name), cell(meter.category), cell(numberText.format(meter.total), "num"), cell(meter.unit));
+    tr.append(cell(meter.name), cell(meter.category), cell(quantityText(meter.total, meter.unit), "num"));
     body.append(tr);
   }
   if (!meters.size) {
     const tr = document.createElement("tr");
     const td = cell("No usage was reported in this window.");
-    td.colSpan = 4;
+    td.colSpan = 3;
     tr.append(td);
     body.append(tr);
   }
@@ -196,8 +196,7 @@ export async function showRowsPage() {
       cell(p.subscriptionId),
       cell(p.usageStartTime.slice(0, 16).replace("T", " ")),
       cell(p.meterName || p.meterId),
-      cell(numberText.format(p.quantity), "num"),
-      cell(p.unit || ""),
+      cell(quantityText(p.quantity, p.unit), "num"),
       cell(resourceOf(p), "resource"),
     );
     tbody.append(tr);
