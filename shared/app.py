@@ -42,7 +42,7 @@ from shared.collection.planner import Plan, plan_source
 from shared.collection.slices import CollectionSlice
 from shared.collection.sources import SOURCES, SourceRegistry
 from shared.core.config import Settings
-from shared.core.errors import BadInputError, UsageReporterError
+from shared.core.errors import BadInputError
 from shared.core.hours import utc_now
 from shared.core.meters import catalogue
 from shared.core.telemetry import Telemetry, configure_process
@@ -62,7 +62,7 @@ from shared.rating.rater import Rater, RatingRun
 from shared.rating.rollups import Rollups
 from shared.rating.statements import Statements
 from shared.status.api import StatusApi
-from shared.status.observer import observe, reconcile_previous_day
+from shared.status.observer import observe
 from shared.status.reader import PipelineStatus, StatusReader
 from shared.storage.account import RequestHook, StorageAccount
 from shared.storage.blobs import BlobStore
@@ -297,19 +297,11 @@ class FunctionApp:
     def observe_pipeline(
         self, now: datetime | None = None, *, reconcile: bool = True
     ) -> PipelineStatus:
-        """One ``observe_pipeline`` timer run: the previous UTC day reconciled once it is
-        collected (and not yet), then the objectives observed: kept, and sent as gauges.
-        A reconciliation that fails (the endpoint down) is logged and the observation still
-        made: the next run tries again."""
+        """One ``observe_pipeline`` timer run: the objectives observed (kept, and sent as
+        gauges), the previous UTC day reconciled first once it is collected and billed."""
         moment = now or self._clock()
-        if reconcile:
-            try:
-                reconcile_previous_day(
-                    self.account, self._commerce, moment, source_names=self.settings.source_names()
-                )
-            except UsageReporterError as error:
-                log.warning("observe_pipeline: the daily reconciliation failed: %s", error)
-        return observe(self.status_reader, self.telemetry, moment)
+        commerce = self._commerce if reconcile else None
+        return observe(self.status_reader, self.telemetry, moment, reconcile_with=commerce)
 
     def answer_operations_request(self, call: HttpCall) -> HttpAnswer:
         """One ``commerce_operations`` request (ARM's operations list); never raises."""

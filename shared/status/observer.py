@@ -8,10 +8,12 @@ answer without an operator running ``ops reconcile``.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from shared.billing.commerce import CommerceClient
 from shared.billing.reconcile import Reconciliation, reconcile
+from shared.core.errors import UsageReporterError
 from shared.core.hours import DAY, HOUR, floor_day
 from shared.core.telemetry import (
     BILLING_LATENCY,
@@ -30,19 +32,36 @@ from shared.core.telemetry import (
 )
 from shared.status.history import (
     ReconciliationRecord,
-    latest_reconciliation,
     record_observations,
     record_reconciliation,
 )
-from shared.status.objectives import Objective, State
+from shared.status.objectives import BILLING_LATENCY_TARGET, Objective, State
 from shared.status.reader import PipelineStatus, StatusReader
 from shared.storage.account import StorageAccount
-from shared.storage.watermark import collected_through
+
+log = logging.getLogger(__name__)
 
 
-def observe(reader: StatusReader, telemetry: Telemetry, at: datetime) -> PipelineStatus:
-    """Read the status at ``at``, add it to the history and record every gauge."""
+def observe(
+    reader: StatusReader,
+    telemetry: Telemetry,
+    at: datetime,
+    *,
+    reconcile_with: CommerceClient | None = None,
+) -> PipelineStatus:
+    """Read the status at ``at``; with ``reconcile_with``, reconcile the previous UTC day if
+    it is due (``reconcile_previous_day``) and judge correctness on that; then add the
+    status to the history and record every gauge. A reconciliation that fails (the endpoint
+    down) is logged and the observation still made: the next run tries again."""
     status = reader.read(at)
+    if reconcile_with is not None:
+        try:
+            record = reconcile_previous_day(reader.account, reconcile_with, status)
+        except UsageReporterError as error:
+            log.warning("observe_pipeline: the daily reconciliation failed: %s", error)
+        else:
+            if record is not None:
+                status = status.reconciled(record)
     record_observations(reader.account, status.at, status.observations)
     record_gauges(status, telemetry)
     telemetry.flush()
@@ -110,40 +129,43 @@ DIFFERENCE_KINDS = (
 
 
 def reconcile_previous_day(
-    account: StorageAccount,
-    client: CommerceClient,
-    now: datetime,
-    *,
-    source_names: list[str],
-) -> Reconciliation | None:
-    """Reconcile the previous UTC day once it is collected and no reconciliation covered it
-    yet, and record the result (the timer's daily answer for correctness)."""
-    day = floor_day(now) - DAY
+    account: StorageAccount, client: CommerceClient, status: PipelineStatus
+) -> ReconciliationRecord | None:
+    """Reconcile the previous UTC day once it is collected and billed, if no reconciliation
+    covered it yet, and record the result (the timer's daily answer for correctness).
+
+    Billed means no hour of the day still waits for billing (``status.waiting``), or the
+    ones that wait are past the billing-latency objective: billing is late then, and what
+    reconciliation finds is a real difference. Without this wait, a run just after midnight
+    found the day's last hour collected minutes before its work item billed it, recorded it
+    "unreported", and that record, the day's only one, held correctness breached all day.
+    """
+    day = floor_day(status.at) - DAY
     last = day + DAY - HOUR
-    through = collected_through(account, source_names)
-    if through is None or through < last:
+    if status.collected_through is None or status.collected_through < last:
         return None
-    latest = latest_reconciliation(account)
+    latest = status.reconciliation
     if latest is not None and latest.first <= day and latest.last >= last:
         return None
+    patience = BILLING_LATENCY_TARGET.total_seconds() / 60
+    if any(day <= hour.hour <= last and hour.age_minutes <= patience for hour in status.waiting):
+        return None
     result = reconcile(account, client, day, last)
-    remember(account, result, now)
-    return result
+    return remember(account, result, status.at)
 
 
-def remember(account: StorageAccount, result: Reconciliation, at: datetime) -> None:
+def remember(account: StorageAccount, result: Reconciliation, at: datetime) -> ReconciliationRecord:
     """Record a reconciliation's result as the latest one (``ops reconcile`` too)."""
     by_kind: dict[str, int] = {}
     for difference in result.differences:
         by_kind[difference.kind] = by_kind.get(difference.kind, 0) + 1
-    record_reconciliation(
-        account,
-        ReconciliationRecord(
-            at=at,
-            first=result.first_hour,
-            last=result.last_hour,
-            keys=result.keys,
-            differences=len(result.differences),
-            by_kind=by_kind,
-        ),
+    record = ReconciliationRecord(
+        at=at,
+        first=result.first_hour,
+        last=result.last_hour,
+        keys=result.keys,
+        differences=len(result.differences),
+        by_kind=by_kind,
     )
+    record_reconciliation(account, record)
+    return record

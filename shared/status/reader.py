@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -128,6 +128,13 @@ class PipelineStatus:
 
     def observation(self, objective: Objective) -> Observation:
         return next(obs for obs in self.observations if obs.objective is objective)
+
+    def reconciled(self, record: ReconciliationRecord) -> PipelineStatus:
+        """This status with ``record`` as the latest reconciliation, judged again (the
+        timer's run reconciles after reading, and observes what it found)."""
+        status = replace(self, reconciliation=record, observations=[])
+        status.observations = judge(status)
+        return status
 
 
 class StatusReader:

@@ -20,6 +20,7 @@ from shared.status.objectives import Objective
 from shared.status.view import History
 from shared.storage.account import StorageAccount
 from tests.app_settings import LOCAL_VALUES
+from tests.integration.test_report_support import drain
 
 
 @pytest.fixture
@@ -50,11 +51,16 @@ def app_settings(
 def test_a_timer_run_reconciles_the_day_before_and_keeps_the_observation(
     app_settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """After the last closed hour is collected: the run reconciles yesterday (recorded as
-    the latest reconciliation), observes every objective met or not measurable, keeps the
-    observation in the hour's bucket and logs that nothing is breached."""
+    """After the last closed hour is collected and billed: the run reconciles yesterday
+    (recorded as the latest reconciliation), observes every objective met or not
+    measurable, keeps the observation in the hour's bucket and logs that nothing is
+    breached. Billed first, so the answer is the same just after midnight, when the last
+    closed hour is yesterday's."""
     caplog.set_level(logging.INFO)
-    FunctionApp.from_environment().collect_due_hours()
+    app = FunctionApp.from_environment()
+    app.collect_due_hours()
+    for body in drain(app_settings):
+        app.report_message(body)
     observe_pipeline.main(TimerRequest(past_due=False))
     messages = [record.getMessage() for record in caplog.records]
     assert "observe_pipeline: every objective met or not yet measurable" in messages

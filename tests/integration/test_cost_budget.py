@@ -33,8 +33,8 @@ BUDGETS = {
     "export": 16,
     "api_tenant_page": 3,
     "api_provider_page": 6,
-    "observe_reconcile": 33,
-    "observe": 20,
+    "observe_reconcile": 31,
+    "observe": 18,
 }
 
 

@@ -25,10 +25,11 @@ from shared.billing.reporter import report_message
 from shared.collection.sources import SourceRegistry
 from shared.core.config import Settings
 from shared.core.errors import TransientError
-from shared.core.hours import hour_key, last_closed_hour, utc_now
+from shared.core.hours import DAY, floor_day, hour_key, last_closed_hour, utc_now
 from shared.core.telemetry import Telemetry
 from shared.export.configs import ExportConfigs, make_config
 from shared.rating.engine import Month
+from shared.status.history import latest_reconciliation
 from shared.status.objectives import Objective, State
 from shared.status.observer import record_gauges, remember
 from shared.status.view import History, document, screen
@@ -151,6 +152,42 @@ def test_a_source_outage_breaches_freshness_and_recovery_clears_it(
     # The hour's bucket kept every observation: met, breached, met.
     day = History.read(app.account, clock()).last_24h[Objective.FRESHNESS]
     assert (day.met, day.breached, day.worst) == (2, 1, 130.0)
+
+
+def test_the_days_reconciliation_waits_until_its_last_hour_is_billed(
+    make_settings, metrics: InMemoryTelemetry
+) -> None:
+    """Ten minutes after midnight the day's last hour is collected and its work item not run
+    yet: the timer's run leaves the day unreconciled and correctness is not breached. Once
+    the item is billed, the next run reconciles the day with no difference, correctness met.
+    (The old run reconciled at once: "unreported", correctness breached for the day.)"""
+    midnight = floor_day(T0) + DAY
+    last = midnight - HOUR
+    settings = make_settings(COLLECT_LOOKBACK_HOURS="1")
+    source = ScriptedSource(by_hour={last: [vm_record(TENANT_A, last)]}, name="simulated")
+    sources = SourceRegistry()
+    sources.register("simulated", lambda _: source)
+    clock = SettableClock(midnight + MINUTES_10)
+    with CommerceEmulator(clock=clock) as emulator:
+        settings = settings.model_copy(update={"commerce_base_url": emulator.base_url})
+        app = FunctionApp(settings, sources=sources, clock=clock, telemetry=metrics.telemetry)
+        app.collect_due_hours()
+        status = app.observe_pipeline()
+        assert status.collected_through == last
+        assert [hour.hour for hour in status.waiting] == [last]
+        assert latest_reconciliation(app.account) is None
+        assert status.observation(Objective.CORRECTNESS).state is not State.BREACHED
+
+        for body in drain(settings):
+            app.report_message(body)
+        clock.set(midnight + 2 * MINUTES_10)
+        status = app.observe_pipeline()
+    record = latest_reconciliation(app.account)
+    assert record is not None
+    assert (record.first, record.last, record.differences) == (midnight - DAY, last, 0)
+    assert record.keys > 0
+    assert status.observation(Objective.CORRECTNESS).state is State.MET
+    assert metrics.value("usage.reconciliation.differences", kind="total") == 0
 
 
 def test_ops_status_is_healthy_until_a_planted_difference_turns_correctness_red(
