@@ -21,9 +21,9 @@ TENANTS = 4
 # costs").
 BUDGETS = {
     "collect_new_tables": 47,  # once per subscription's life: a new table's first batch
-    "bill_new_ledger": 11,
+    "bill_new_ledger": 8,
     "rate_new_month": 42,  # a subscription's first charges of a month add its index entry
-    "bill": 11,
+    "bill": 8,
     "rate": 28,
     "rate_idle": 4,
     "daily": 15,
@@ -61,8 +61,8 @@ def test_every_stage_sends_exactly_its_budget_of_storage_requests(
 
 def test_no_budgeted_stage_is_far_from_its_ideal(stages: dict[str, Stage]) -> None:
     """Every stage with an ideal stays within 1.6x of it even at this small fleet (about
-    ten subscriptions with usage), where each execution's constant bookkeeping weighs most:
-    billing's item reads its summary in four requests where one would do (docs/scale.md)."""
+    ten subscriptions with usage), where each execution's constant bookkeeping weighs most
+    (docs/scale.md)."""
     far = {
         name: stage.budget_ratio
         for name, stage in stages.items()
