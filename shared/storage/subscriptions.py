@@ -228,6 +228,8 @@ class SubscriptionStore:
             found += [key for key in keys if key in looked_for]
             if token is None:
                 return sorted(found)
+            if not keys:
+                continue  # the service may end a page early, even empty: read on
             wanted = [key for key in wanted if key > keys[-1]]
             lookups = -(-len(wanted) // INDEX_LOOKUPS_PER_QUERY)
             if lookups == 0:
@@ -251,7 +253,7 @@ class SubscriptionStore:
                 .by_page(continuation_token=token)
             )
             page = [entity["RowKey"] for entity in next(pages, [])]
-            return page, pages.continuation_token if page else None  # type: ignore[attr-defined]
+            return page, pages.continuation_token  # type: ignore[attr-defined]
 
         return call_with_retry(read, what="read a provider's tenants")
 
