@@ -497,7 +497,7 @@ def measure(
         stages["bill"].ideal = model.bill(stages["bill"].executions, stages["bill"].units)
         month_rows = usage_rows(stored, MONTH.first_hour, MONTH.last_hour)
         stages["rate"].ideal = model.rate(stages["rate"].units)
-        stages["rate_idle"].ideal = model.rate(0)
+        stages["rate_idle"].ideal = model.rate_idle()
         stages["statements"].ideal = model.statements(stages["statements"].units)
         stages["export"].ideal = model.export(
             len(month_rows), len(exported.blobs), exported.removed

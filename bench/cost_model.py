@@ -103,6 +103,12 @@ def bill(work_items: int, resources: int) -> Ideal:
 RATE_CONSTANTS = 6
 
 
+def rate_idle() -> Ideal:
+    """A rating run with nothing new: the stamps' watermark, the rating marks, the price
+    sheets (a changed sheet re-rates the open months)."""
+    return Ideal(3, "watermark 1 + marks 1 + sheets 1")
+
+
 def rate(subscription_hours: int) -> Ideal:
     """Per subscription with rows in the hour: its rows read, its ledger state read, one
     transaction of its charges; the run's constants."""

@@ -25,7 +25,7 @@ BUDGETS = {
     "rate_new_month": 42,  # a subscription's first charges of a month add its index entry
     "bill": 8,
     "rate": 28,
-    "rate_idle": 4,
+    "rate_idle": 3,
     "daily": 15,
     "collect": 30,
     "plan": 3,
