@@ -29,7 +29,9 @@ month (statements, export). The stages and their units:
   already (per month entity frozen);
 - ``export``: the admin's FOCUS export of November (per 10,000 exported rows);
 - ``api_tenant_page``, ``api_provider_page``: one page each through ``query_usage``;
-  ``api_cost_query``: the Cost Management Query route, not on main yet (absent);
+- ``api_cost_query_tenant``, ``api_cost_query_provider``: one page each of the Cost
+  Management Query route (``query_usage``): November's cost per day and resource type, of
+  the busiest tenant and of the default provider's tenants;
 - ``observe``: one ``observe_pipeline`` run without the daily reconciliation (288 a day),
   and ``observe_reconcile``: the day's first, which reconciles the previous day.
 
@@ -44,6 +46,7 @@ import argparse
 import base64
 import contextlib
 import json
+import sys
 import tempfile
 import uuid
 from collections import Counter
@@ -72,8 +75,11 @@ from shared.core.hours import hour_key
 from shared.core.meters import catalogue
 from shared.export.configs import ExportConfigs, make_config
 from shared.query.usage_api import HttpCall
+from shared.rating.cost_lines import months_between
 from shared.rating.engine import Month
+from shared.rating.ledger import ChargeLedger
 from shared.rating.marks import RatingMarks
+from shared.status.reader import RECENT_HOURS
 from shared.storage.account import StorageAccount
 from shared.storage.hour_manifest import read_hour, read_manifest
 from shared.storage.request_count import (
@@ -84,7 +90,7 @@ from shared.storage.request_count import (
     StorageRequests,
 )
 from shared.storage.subscriptions import SubscriptionStore
-from shared.storage.usage_rows import daily_partition, read_hourly_rows, usage_table_name
+from shared.storage.usage_rows import daily_partition, usage_table_name
 
 FIRST_HOUR = datetime(2026, 11, 30, 22, tzinfo=UTC)  # into new tables
 WARM_HOUR = FIRST_HOUR + timedelta(hours=1)  # closes the day and the month
@@ -161,6 +167,8 @@ class CountedRun:
         stage.requests = self.counter.since(before)
         stage.commerce_calls = self.emulator.total_calls - calls
         self.stages[name] = stage
+        # As it goes, so a long run (5,000 subscriptions) shows what it measured so far.
+        print(f"{name}: {stage.storage_requests} storage requests", file=sys.stderr, flush=True)
 
     def drain(self, queue_name: str, handle: Callable[[str], object]) -> int:
         """Every message of ``queue_name`` handed to ``handle`` as the Functions host does:
@@ -236,14 +244,52 @@ def api_call(app: FunctionApp, token: str, path: str, query: str) -> int:
     return len({row["properties"]["subscriptionId"] for row in rows})
 
 
+def cost_definition(month: Month) -> bytes:
+    """A Cost Management query of ``month``'s cost per day and resource type (what Azure's
+    cost analysis asks for a month's chart)."""
+    last = month.next.first_hour - timedelta(days=1)
+    return json.dumps(
+        {
+            "type": "ActualCost",
+            "timeframe": "Custom",
+            "timePeriod": {
+                "from": f"{month.first_hour:%Y-%m-%dT00:00:00Z}",
+                "to": f"{last:%Y-%m-%dT23:59:59Z}",
+            },
+            "dataset": {
+                "granularity": "Daily",
+                "aggregation": {"totalCost": {"name": "Cost", "function": "Sum"}},
+                "grouping": [{"type": "Dimension", "name": "ResourceType"}],
+            },
+        }
+    ).encode()
+
+
+def cost_query(app: FunctionApp, token: str, scope: str, body: bytes) -> int:
+    """One page of the Cost Management Query route through ``query_usage``; returns how
+    many rows it holds."""
+    url = f"https://usage.example{scope}/providers/Microsoft.CostManagement/query?api-version=2023-11-01"
+    call = HttpCall(
+        method="POST",
+        url=url,
+        route_path=urlsplit(url).path.removeprefix("/subscriptions"),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        body=body,
+    )
+    answer = app.answer_usage_request(call)
+    if answer.status != 200:
+        raise RuntimeError(f"{scope}: {answer.status} {answer.body[:300]!r}")
+    return len(json.loads(answer.body)["properties"]["rows"])
+
+
 def usage_rows(account: StorageAccount, first: datetime, last: datetime) -> dict[str, int]:
-    """Hourly rows reported ``first``..``last`` per subscription that has any (uncounted)."""
-    found = {}
-    for subscription_id in SubscriptionStore(account).all():
-        rows = len(read_hourly_rows(account, subscription_id, first, last))
-        if rows:
-            found[subscription_id] = rows
-    return found
+    """Hourly rows reported ``first``..``last`` per subscription that has any (uncounted),
+    from the hour manifest, whose entries count each subscription's rows of an hour: one
+    range read instead of a query of every stored subscription's table."""
+    found: Counter[str] = Counter()
+    for _, entry in read_manifest(account, first, last):
+        found[entry.subscription_id] += entry.rows
+    return {subscription_id: rows for subscription_id, rows in found.items() if rows}
 
 
 def daily_rows(account: StorageAccount, subscription_id: str, day: datetime) -> int:
@@ -252,6 +298,23 @@ def daily_rows(account: StorageAccount, subscription_id: str, day: datetime) -> 
         "PartitionKey eq @p", parameters={"p": daily_partition(day)}, select=["RowKey"]
     )
     return sum(1 for _ in entities)
+
+
+def recent_hours(account: StorageAccount, through: datetime) -> tuple[int, int]:
+    """How many summary entities and ledger entities the status reader's recent hours
+    (``RECENT_HOURS`` through ``through``) hold: what its two window reads page through."""
+    first = through - (RECENT_HOURS - 1) * timedelta(hours=1)
+    summaries = account.table("summaries").query_entities(
+        "PartitionKey ge @low and PartitionKey le @high",
+        parameters={"low": hour_key(first), "high": hour_key(through)},
+        select=["RowKey"],
+    )
+    ledger = account.table("ledger").query_entities(
+        "RowKey ge @low and RowKey lt @high",
+        parameters={"low": hour_key(first), "high": hour_key(through) + "`"},
+        select=["RowKey"],
+    )
+    return sum(1 for _ in summaries), sum(1 for _ in ledger)
 
 
 def entity_bytes(account: StorageAccount, subscription_id: str, hour: datetime) -> float:
@@ -379,7 +442,20 @@ def measure(
                 window,
             )
             stage.executions = 1
-        # api_cost_query: the Cost Management Query route is not on this branch yet.
+        month_body = cost_definition(MONTH)
+        with run.stage("api_cost_query_tenant", "page", 1) as stage:
+            cost_query(
+                app, issuer.mint(listed[tenant].owners[0]), f"/subscriptions/{tenant}", month_body
+            )
+            stage.executions = 1
+        with run.stage("api_cost_query_provider", "page", 1) as stage:
+            cost_query(
+                app,
+                issuer.mint(provider.owners[0]),
+                f"/subscriptions/{provider.subscription_id}/providers/Microsoft.Commerce.Admin",
+                month_body,
+            )
+            stage.executions = 1
 
         run.now = WARM_HOUR + timedelta(hours=1, minutes=10)
         with run.stage("observe_reconcile", "timer run", 1) as stage:
@@ -421,15 +497,31 @@ def measure(
         stages["bill"].ideal = model.bill(stages["bill"].executions, stages["bill"].units)
         month_rows = usage_rows(stored, MONTH.first_hour, MONTH.last_hour)
         stages["rate"].ideal = model.rate(stages["rate"].units)
-        stages["rate_idle"].ideal = model.rate(0)
+        stages["rate_idle"].ideal = model.rate_idle()
         stages["statements"].ideal = model.statements(stages["statements"].units)
         stages["export"].ideal = model.export(
             len(month_rows), len(exported.blobs), exported.removed
         )
         stages["api_tenant_page"].ideal = model.tenant_page(tenant_page)
         stages["api_provider_page"].ideal = model.provider_page(provider_page, days=1)
-        stages["observe"].ideal = model.observe(stamps=1, exports=1)
-        stages["observe_reconcile"].ideal = model.observe_reconcile(1, 1, day_rows.values())
+        # The route reads the statements of the query's first month through the one now.
+        months = len(months_between(MONTH, Month.of(run.now)))
+        stages["api_cost_query_tenant"].ideal = model.cost_query(1, months, provider=False)
+        charged = {
+            subscription
+            for month in months_between(MONTH, Month.of(run.now))
+            for subscription in ChargeLedger(stored)
+            .indexed(month, provider.subscription_id.lower())
+            .get(provider.subscription_id.lower(), set())
+        }
+        stages["api_cost_query_provider"].ideal = model.cost_query(
+            len(charged), months, provider=True
+        )
+        summaries, ledger = recent_hours(stored, WARM_HOUR)
+        stages["observe"].ideal = model.observe(1, 1, summaries, ledger)
+        stages["observe_reconcile"].ideal = model.observe_reconcile(
+            1, 1, day_rows.values(), summaries, ledger
+        )
         stages["collect_new_tables"].ideal = None  # once per subscription's life: not budgeted
         facts = {
             "subscriptions": len(subscriptions),

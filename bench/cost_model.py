@@ -103,6 +103,12 @@ def bill(work_items: int, resources: int) -> Ideal:
 RATE_CONSTANTS = 6
 
 
+def rate_idle() -> Ideal:
+    """A rating run with nothing new: the stamps' watermark, the rating marks, the price
+    sheets (a changed sheet re-rates the open months)."""
+    return Ideal(3, "watermark 1 + marks 1 + sheets 1")
+
+
 def rate(subscription_hours: int) -> Ideal:
     """Per subscription with rows in the hour: its rows read, its ledger state read, one
     transaction of its charges; the run's constants."""
@@ -153,26 +159,51 @@ def provider_page(tenants_on_page: int, days: int) -> Ideal:
     )
 
 
-# What one observation reads and keeps, besides the stamps' watermarks and the exports:
-# the billed mark, unsettled events, the window's summaries and ledger, quarantine, the
+# What one observation reads and keeps, besides the stamps' watermarks, the exports and the
+# recent hours' summaries and ledger: the billed mark, unsettled events, quarantine, the
 # hourly status entity (read and merged), the latest reconciliation, both queues and their
 # poison queues, the statements' closed marker.
-OBSERVE_CONSTANTS = 13
+OBSERVE_CONSTANTS = 11
 
 
-def observe(stamps: int, exports: int) -> Ideal:
+def observe(stamps: int, exports: int, recent_summaries: int = 0, recent_ledger: int = 0) -> Ideal:
+    """One observation. The recent hours' summaries and ledger entries (the keys owed and
+    the keys recorded: an item that has not run yet leaves no other trace) are read in
+    pages of 1,000, so this part grows with the fleet's billing resources."""
     per_export = 1 + 3 * exports  # the configurations; per export two listings, a manifest
+    window = pages(recent_summaries) + pages(recent_ledger)
     return Ideal(
-        stamps + OBSERVE_CONSTANTS + per_export,
-        f"watermarks {stamps} + constants {OBSERVE_CONSTANTS} + exports {per_export}",
+        stamps + OBSERVE_CONSTANTS + window + per_export,
+        f"watermarks {stamps} + constants {OBSERVE_CONSTANTS} + recent hours {window} "
+        f"+ exports {per_export}",
     )
 
 
-def observe_reconcile(stamps: int, exports: int, rows_per_subscription: Iterable[int]) -> Ideal:
+def observe_reconcile(
+    stamps: int,
+    exports: int,
+    rows_per_subscription: Iterable[int],
+    recent_summaries: int = 0,
+    recent_ledger: int = 0,
+) -> Ideal:
     """An observation plus the previous day's reconciliation: the day's summaries and
     ledger (one range read each), each subscription's rows of the day, the endpoint's
     answer recorded (the attempt and the result)."""
-    base = observe(stamps, exports)
+    base = observe(stamps, exports, recent_summaries, recent_ledger)
     rows = sum(pages(n) for n in rows_per_subscription)
     total = base.requests + 2 + rows + 2
     return Ideal(total, f"{base.why} + summaries, ledger 2 + rows {rows} + records 2")
+
+
+def cost_query(subscriptions: int, months: int, provider: bool) -> Ideal:
+    """One page of the Cost Management Query route: the caller's scope (the target
+    subscription), the price sheets (the currency), per month read the adjustments, per
+    subscription in scope one range read of its day entities across the months; a
+    provider's scope adds its tenants check (one query: ``tenants_among``'s cheaper read)
+    and the charges index per month (which tenants have charges)."""
+    scope = 1 + (1 + months if provider else 0)
+    total = scope + 1 + months + subscriptions
+    return Ideal(
+        total,
+        f"scope {scope} + prices 1 + adjustments {months} + charges {subscriptions}",
+    )

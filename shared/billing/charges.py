@@ -82,7 +82,7 @@ def hour_charges(
     only then: with a summary, billing needs no second read).
     """
     wanted = set(resources)
-    summary = read_resource_sums(account, hour, wanted, pool)
+    summary = read_resource_sums(account, hour, wanted)
     if summary is not None:
         found = {resource_id: summary.get(resource_id) for resource_id in sorted(wanted)}
         return {

@@ -175,8 +175,13 @@ class Rater:
             return run
         if until is not None:
             target = min(target, until)
-        prices = self.prices()
-        current = book_hash(prices.book)
+        book = PriceBook(SheetStore(self.account).all())
+        current = book_hash(book)
+        if mark.hour is not None and mark.hour >= target and mark.book_hash == current:
+            # Nothing new and the same sheets (five runs of six an hour): the subscriptions,
+            # a page per 1,000, are read only when there is something to rate.
+            return run
+        prices = Prices(book, SubscriptionStore(self.account).all())
         if mark.hour is not None and mark.book_hash != current:
             run.rerated += self._rerate_open(prices, mark.hour)
             self.marks.record_rated(mark.hour, current)

@@ -15,10 +15,14 @@ several workers), so each part writes its own sums and billing combines them. La
 ``Dimension``, ``Subscriptions``, ``Quantity`` (for people) and ``Exact`` (the part's exact
 sum as a fraction ``n/d``: every float is a binary fraction, so parts add up exactly and the
 combined quantity is the correctly rounded sum of every row, the same number ``math.fsum``
-over the rows gives, whatever the cut), and a part marker ``{part}|~done`` holding how many
-keys the part has. Rewriting a part replaces it: in one entity-group transaction when it
-fits (100 operations), else its marker is deleted, new sums upserted, keys no longer owed
-deleted, the marker written; a crash in between leaves no marker.
+over the rows gives, whatever the cut), ``Digest`` (the resource's digest, what a work
+item's read filters on) and ``Generation``; and two part markers, ``{part}|!~start`` and
+``{part}|~done``, which sort before and after the part's sums, each holding how many keys
+the part has and the same ``Generation``: a digest of the part's sums, so a write with
+other sums is a new generation, named by its markers and carried by each of its sums.
+Rewriting a part replaces it: in one entity-group transaction when it fits (100
+operations), else its done marker is deleted, new sums upserted, keys no longer owed
+deleted, both markers written; a crash in between leaves the part without a done marker.
 
 When every part of the hour is written (every source has finished the hour), the hour
 marker ``~complete`` is written listing the parts. Billing trusts a summary only when that
@@ -36,7 +40,6 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
@@ -57,7 +60,23 @@ log = logging.getLogger(__name__)
 ROLE = "summaries"
 MARKER = "~complete"
 PART_MARKER = "~done"
-_SUM_FIELDS = ["ResourceId", "PlanId", "Dimension", "Exact", "Subscriptions"]
+# Sorts before every digest (hex) as PART_MARKER sorts after ("~" in both: markers hold one,
+# sums never): a read in key order meets a part's start marker, its sums, its done marker.
+PART_START = "!~start"
+_ITEM_FIELDS = [
+    "RowKey",
+    "ResourceId",
+    "PlanId",
+    "Dimension",
+    "Exact",
+    "Subscriptions",
+    "Generation",
+    "Keys",
+    "Parts",
+]
+# A read that met a part being rewritten is read again this many times in all, then left
+# to the rows (a rewrite is a transaction or a few, so the second read nearly always holds).
+TORN_READ_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +150,10 @@ def _part_marker(part: str) -> str:
     return f"{part}|{PART_MARKER}"
 
 
+def _part_start(part: str) -> str:
+    return f"{part}|{PART_START}"
+
+
 def write_hour_summary(
     account: StorageAccount, hour: datetime, part: str, sums: Mapping[str, ResourceSums]
 ) -> None:
@@ -144,6 +167,7 @@ def write_hour_summary(
         return {
             "PartitionKey": partition,
             "RowKey": _row_key(part, resource.resource_id, dimension),
+            "Digest": resource_digest(resource.resource_id),
             "ResourceId": resource.resource_id,
             "PlanId": resource.plan_id,
             "Dimension": dimension,
@@ -161,15 +185,21 @@ def write_hour_summary(
     # the reporter still sees them (it folds carried usage into their events).
     entities += [entity(resource, "", Fraction(0)) for resource in sums.values()
                  if not resource.quantities]  # fmt: skip
-    marker = _part_marker(part)
-    kept = {entity["RowKey"] for entity in entities} | {marker}
+    generation = _generation(entities)
+    for each in entities:
+        each["Generation"] = generation
+    markers = [_part_start(part), _part_marker(part)]
+    kept = {entity["RowKey"] for entity in entities} | set(markers)
     stale = [key for key in _part_keys(account, partition, part) if key not in kept]
-    marker_entity = {"PartitionKey": partition, "RowKey": marker, "Keys": len(entities)}
-    if len(entities) + len(stale) + 1 <= MAX_BATCH:
+    marker_entities = [
+        {"PartitionKey": partition, "RowKey": key, "Keys": len(entities), "Generation": generation}
+        for key in markers
+    ]
+    if len(entities) + len(stale) + len(markers) <= MAX_BATCH:
         # The usual part (tens of keys): one entity-group transaction replaces it whole.
         operations: list[Any] = [
             *(("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in entities),
-            ("upsert", marker_entity, {"mode": UpdateMode.REPLACE}),
+            *(("upsert", marker, {"mode": UpdateMode.REPLACE}) for marker in marker_entities),
             *(("delete", {"PartitionKey": partition, "RowKey": key}) for key in stale),
         ]
         table = account.table(ROLE)
@@ -178,12 +208,25 @@ def write_hour_summary(
             what=f"write hour summary {partition}/{part}",
         )
         return
-    _delete(account, partition, [marker])
+    # The done marker alone: a read meeting the part from now until the markers are written
+    # again finds it missing, or of a generation the start marker does not name.
+    _delete(account, partition, [_part_marker(part)])
     with PartitionWriter(account, parallelism=1) as writer:
         writer.write_partition(table_name, entities)
     _delete(account, partition, stale)
     with PartitionWriter(account, parallelism=1) as writer:
-        writer.write_partition(table_name, [marker_entity])
+        writer.write_partition(table_name, marker_entities)
+
+
+def _generation(entities: list[Entity]) -> str:
+    """What names one write of a part: a digest of its sums, so a rewrite with other sums is
+    another generation, and one with the same sums (a rerun) the same, whose rows read
+    together are the same sums either way; collecting an hour twice stores the same."""
+    content = sorted(
+        (e["RowKey"], e["PlanId"], e["Exact"], e["Subscriptions"], e["ResourceId"])
+        for e in entities
+    )
+    return hashlib.blake2b(json.dumps(content).encode(), digest_size=8).hexdigest()
 
 
 def complete_hour_summary(account: StorageAccount, hour: datetime, parts: Iterable[str]) -> None:
@@ -255,7 +298,7 @@ def _summary_of(entities: list[Entity]) -> dict[str, ResourceSums] | None:
             continue
         if rest == PART_MARKER:
             done[part] = int(entity["Keys"])
-        else:
+        elif rest != PART_START:
             rows[part].append(entity)
     if any(done.get(part) != len(rows[part]) for part in parts):
         return None
@@ -263,85 +306,94 @@ def _summary_of(entities: list[Entity]) -> dict[str, ResourceSums] | None:
 
 
 def read_resource_sums(
-    account: StorageAccount, hour: datetime, resources: Iterable[str], pool: Executor
+    account: StorageAccount, hour: datetime, resources: Iterable[str]
 ) -> dict[str, ResourceSums] | None:
-    """Reported ``hour``'s sums of ``resources`` only; None when no complete summary exists
-    or a part was rewritten while it was read (billing then reads the rows).
+    """Reported ``hour``'s sums of ``resources`` only, in one query; None when no complete
+    summary exists or a part stayed mid-rewrite for every read (billing then reads the rows).
 
     A billing work item needs a few resources of an hour that may hold thousands: reading
-    the whole partition for each item made billing cost items x resources. A resource's
-    keys in a part share its digest, and the planner gives an item resources whose digests
-    are neighbours (no other resource of the hour between them), so each part is one range
-    read, from the item's lowest digest to its highest, on ``pool``; rows of resources not
-    asked for (an item planned otherwise) are dropped. Each part's marker is read before
-    and after: a rewrite deletes or replaces the marker (new ETag) before or with its rows,
-    so equal ETags mean the rows read are the part's whole, settled sums. Resources without
-    sums are absent from the answer.
+    the whole partition for each item made billing cost items x resources, and reading each
+    part's marker before and after its rows cost 1 + 3 requests per part. One query now
+    answers: the hour's partition filtered to the hour marker, every part's two markers and
+    the sums whose digest is in the item's range (the planner gives an item neighbouring
+    digests; sums of resources not asked for are dropped). Table storage answers in key
+    order, so per part the read meets its start marker, then its sums, then its done
+    marker. A write of other sums is a new generation: one transaction changes its markers
+    and sums together; a larger rewrite deletes the done marker first and writes both
+    markers last.
+    So a read is whole exactly when, per part, both markers are there, name one
+    generation, and every sum read carries it: a rewrite that ran while the part was read
+    leaves a marker missing, two generations, or a sum of another generation, whatever
+    the service's isolation and however many pages the answer takes. Such a torn read is
+    read again (``TORN_READ_ATTEMPTS`` in all). Resources without sums are absent from the
+    answer.
     """
     partition = hour_key(hour)
-    complete = _get(account, partition, MARKER)
-    if complete is None or "Parts" not in complete:
-        return None
-    parts = sorted(json.loads(complete["Parts"]))
-
-    def marker_etags() -> list[str | None]:
-        markers = pool.map(lambda part: _get(account, partition, _part_marker(part)), parts)
-        return [None if marker is None else marker.metadata["etag"] for marker in markers]
-
-    before = marker_etags()
-    if None in before:
-        return None
     wanted = set(resources)
-    if not wanted:
-        return {}
-    digests = [resource_digest(resource_id) for resource_id in wanted]
-    low, high = min(digests), max(digests)
-    found = list(pool.map(lambda part: _range_rows(account, partition, part, low, high), parts))
-    if marker_etags() != before:
-        return None
-    rows = {
-        part: [entity for entity in entities if entity["ResourceId"] in wanted]
-        for part, entities in zip(parts, found, strict=True)
-    }
-    return _combine(parts, rows)
-
-
-def _get(account: StorageAccount, partition: str, row_key: str) -> Any:
-    """One marker (with its ETag), or None; a query on both keys is a point read."""
-
-    def get() -> Any:
-        try:
-            found = account.transport.query_entities(
-                account.table(ROLE),
-                "PartitionKey eq @pk and RowKey eq @rk",
-                parameters={"pk": partition, "rk": row_key},
-            )
-        except ResourceNotFoundError:
-            return None
-        return found[0] if found else None
-
-    return call_with_retry(get, what=f"read hour summary {partition}/{row_key}")
-
-
-def _range_rows(
-    account: StorageAccount, partition: str, part: str, low: str, high: str
-) -> list[Entity]:
-    """The part's rows of every resource whose digest is in ``low``..``high``."""
+    # The SDK substitutes @names split on spaces: keep them apart from parentheses.
+    query_filter = "PartitionKey eq @pk and ( RowKey eq @complete or Keys ge 0"
+    parameters: dict[str, Any] = {"pk": partition, "complete": MARKER}
+    if wanted:
+        digests = [resource_digest(resource_id) for resource_id in wanted]
+        query_filter += " or ( Digest ge @low and Digest le @high )"
+        parameters |= {"low": min(digests), "high": max(digests)}
+    query_filter += " )"
 
     def query() -> list[Entity]:
         try:
             return account.transport.query_entities(
                 account.table(ROLE),
-                "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
-                # "`" follows "_": the end of the highest digest's keys.
-                parameters={"pk": partition, "low": f"{part}|{low}_", "high": f"{part}|{high}`"},
-                select=_SUM_FIELDS,
-                plain=True,  # strings and an Int32
+                query_filter,
+                parameters=parameters,
+                select=_ITEM_FIELDS,
+                plain=True,  # strings and Int32s
             )
         except ResourceNotFoundError:
             return []
 
-    return call_with_retry(query, what=f"read hour summary {partition}/{part}")
+    for _ in range(TORN_READ_ATTEMPTS):
+        read = _item_read(call_with_retry(query, what=f"read hour summary {partition}"), wanted)
+        if not isinstance(read, _Torn):
+            return read
+        log.info("hour summary %s: part %s was rewritten while read", partition, read.part)
+    return None
+
+
+@dataclass(frozen=True)
+class _Torn:
+    """A read that met ``part`` mid-rewrite."""
+
+    part: str
+
+
+def _item_read(entities: list[Entity], wanted: set[str]) -> dict[str, ResourceSums] | _Torn | None:
+    """A work item's sums from one read of the hour (``read_resource_sums``): None without
+    a complete summary written with generations (an hour written before they existed),
+    ``_Torn`` when a part was read mid-rewrite."""
+    by_key = {entity["RowKey"]: entity for entity in entities}
+    complete = by_key.get(MARKER)
+    if complete is None or not complete.get("Parts"):
+        return None  # not complete, or written before parts existed: billing reads the rows
+    parts = json.loads(complete["Parts"])
+    generations: dict[str, str] = {}
+    for part in parts:
+        start = by_key.get(_part_start(part), {}).get("Generation")
+        done = by_key.get(_part_marker(part), {}).get("Generation")
+        if start is None and done is None and _part_marker(part) in by_key:
+            return None  # written before generations: the rows answer
+        if start is None or start != done:
+            return _Torn(part)  # a marker deleted (a rewrite under way), or two generations
+        generations[part] = start
+    rows: dict[str, list[Entity]] = defaultdict(list)
+    for key, entity in by_key.items():
+        part, _, rest = key.partition("|")
+        if part not in generations or rest in (PART_MARKER, PART_START):
+            continue
+        if entity.get("Generation") != generations[part]:
+            return _Torn(part)
+        if entity.get("ResourceId") in wanted:
+            rows[part].append(entity)
+    return _combine(parts, rows)
 
 
 def _combine(parts: Iterable[str], rows: Mapping[str, list[Entity]]) -> dict[str, ResourceSums]:

@@ -84,6 +84,7 @@ ROLE = "subscriptions"
 PARTITION = "subscription"
 INDEX_PREFIX = "p_"
 INDEX_LOOKUPS_PER_QUERY = 14
+INDEX_PAGE = 1_000  # a query page's most entities
 _INDEX_END = "p`"  # just after every "p_..." key
 # Fields the usage source owns; the collector rewrites them when the source changes them.
 # Billing mapping and operator-added readers are the operator's and are never overwritten.
@@ -145,6 +146,17 @@ def index_partition(provider_subscription_id: str | None) -> str:
     return INDEX_PREFIX + (provider_subscription_id or "").lower()
 
 
+def _pages_left(read: int, last_key: str) -> float:
+    """About how many pages of an index partition are left after ``read`` keys up to
+    ``last_key``: ids are GUIDs, spread evenly, so the share of the id space read so far is
+    the share of the partition (infinite when ``last_key`` is not hexadecimal)."""
+    try:
+        reached = (int(last_key.replace("-", "")[:8], 16) + 1) / 2**32
+    except ValueError:
+        return float("inf")
+    return read * (1 - reached) / reached / INDEX_PAGE
+
+
 class SubscriptionStore:
     """The subscriptions table: one partition read whole, written on change, and the index
     of direct tenants by provider."""
@@ -192,12 +204,61 @@ class SubscriptionStore:
     def tenants_among(self, provider_subscription_id: str, candidates: Iterable[str]) -> list[str]:
         """Which of ``candidates`` are direct tenants of the provider now (sorted, lower-case).
 
-        Point lookups in the provider's index partition, ``INDEX_LOOKUPS_PER_QUERY`` to a
-        query (a Table filter holds at most 15 comparisons): the cost follows the
-        candidates, never the provider's size.
+        Two reads answer, and each call takes the cheaper: point lookups in the provider's
+        index partition, ``INDEX_LOOKUPS_PER_QUERY`` to a query (a Table filter holds at
+        most 15 comparisons), ceil(candidates / 14) queries that follow the candidates; or
+        the partition read in key order, a page per 1,000 tenants, that follows the
+        provider's size. Up to 14 candidates take one lookup query. More read the
+        partition's first page, which answers a provider of up to 1,000 tenants whole; for
+        a bigger one, how far into the id space that page reached (ids are GUIDs, spread
+        evenly) estimates the pages left, and the candidates past it are looked up unless
+        reading on is the cheaper, page by page.
         """
         wanted = sorted({candidate.lower() for candidate in candidates})
         partition = index_partition(provider_subscription_id)
+        if len(wanted) <= INDEX_LOOKUPS_PER_QUERY:
+            return self._look_up(partition, wanted)
+        found: list[str] = []
+        token: Any = None
+        read = 0
+        while True:
+            keys, token = self._index_page(partition, token)
+            read += len(keys)
+            looked_for = set(wanted)
+            found += [key for key in keys if key in looked_for]
+            if token is None:
+                return sorted(found)
+            if not keys:
+                continue  # the service may end a page early, even empty: read on
+            wanted = [key for key in wanted if key > keys[-1]]
+            lookups = -(-len(wanted) // INDEX_LOOKUPS_PER_QUERY)
+            if lookups == 0:
+                return sorted(found)
+            if lookups <= _pages_left(read, keys[-1]):
+                return sorted(found + self._look_up(partition, wanted))
+
+    def _index_page(self, partition: str, token: Any) -> tuple[list[str], Any]:
+        """One page of the index partition's keys from ``token`` (None: the first), and the
+        next page's token (None: none left)."""
+
+        def read() -> tuple[list[str], Any]:
+            pages = (
+                self._account.table(ROLE)
+                .query_entities(
+                    "PartitionKey eq @pk",
+                    parameters={"pk": partition},
+                    select=["RowKey"],
+                    results_per_page=INDEX_PAGE,
+                )
+                .by_page(continuation_token=token)
+            )
+            page = [entity["RowKey"] for entity in next(pages, [])]
+            return page, pages.continuation_token  # type: ignore[attr-defined]
+
+        return call_with_retry(read, what="read a provider's tenants")
+
+    def _look_up(self, partition: str, wanted: list[str]) -> list[str]:
+        """Which of ``wanted`` the index partition holds, by key, 14 to a query."""
         found: list[str] = []
         for start in range(0, len(wanted), INDEX_LOOKUPS_PER_QUERY):
             chunk = wanted[start : start + INDEX_LOOKUPS_PER_QUERY]

@@ -21,11 +21,11 @@ TENANTS = 4
 # costs").
 BUDGETS = {
     "collect_new_tables": 47,  # once per subscription's life: a new table's first batch
-    "bill_new_ledger": 11,
+    "bill_new_ledger": 8,
     "rate_new_month": 42,  # a subscription's first charges of a month add its index entry
-    "bill": 11,
+    "bill": 8,
     "rate": 28,
-    "rate_idle": 4,
+    "rate_idle": 3,
     "daily": 15,
     "collect": 30,
     "plan": 3,
@@ -33,6 +33,8 @@ BUDGETS = {
     "export": 16,
     "api_tenant_page": 3,
     "api_provider_page": 6,
+    "api_cost_query_tenant": 6,  # the whole subscriptions table is read (a page per 1,000)
+    "api_cost_query_provider": 10,
     "observe_reconcile": 31,
     "observe": 18,
 }
@@ -60,12 +62,12 @@ def test_every_stage_sends_exactly_its_budget_of_storage_requests(
 
 
 def test_no_budgeted_stage_is_far_from_its_ideal(stages: dict[str, Stage]) -> None:
-    """Every stage with an ideal stays within 1.6x of it even at this small fleet (about
-    ten subscriptions with usage), where each execution's constant bookkeeping weighs most:
-    billing's item reads its summary in four requests where one would do (docs/scale.md)."""
+    """Every stage with an ideal stays within 1.35x of it even at this small fleet (seven
+    subscriptions with usage), where each execution's constant bookkeeping weighs most:
+    collection, 1.30 (docs/scale.md)."""
     far = {
         name: stage.budget_ratio
         for name, stage in stages.items()
-        if stage.budget_ratio is not None and stage.budget_ratio > 1.6
+        if stage.budget_ratio is not None and stage.budget_ratio > 1.35
     }
     assert not far, far

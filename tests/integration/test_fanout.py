@@ -187,10 +187,9 @@ def test_four_sources_fanned_out_to_concurrent_workers_equal_one_process(
         assert summary == read_hour_summary(reference.account, hour)
         # A work item's read (its resources' keys only, across all 12 parts) agrees.
         some = [*sorted(summary)[::2], "not-billed-here"]
-        with ThreadPoolExecutor(4) as pool:
-            assert read_resource_sums(app.account, hour, some, pool) == {
-                resource_id: summary[resource_id] for resource_id in some[:-1]
-            }
+        assert read_resource_sums(app.account, hour, some) == {
+            resource_id: summary[resource_id] for resource_id in some[:-1]
+        }
 
     # Every hour's billing was enqueued once every source had it, in both runs.
     def billed_hours(settings: Settings) -> set[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +20,7 @@ from devstack.fleet import FleetOptions, SimulatedFleet
 from shared.billing.charges import hour_charges, hour_charges_from_rows
 from shared.collection.collector import Collector
 from shared.core.config import Settings
+from shared.core.hours import hour_key
 from shared.core.meters import ChargeableMeters
 from shared.query.arguments import parse_path, parse_query
 from shared.query.auth import Caller
@@ -213,12 +214,14 @@ def test_reconciliation_names_a_summary_that_differs_from_the_rows(
 def test_a_work_items_summary_read_follows_its_resources_not_the_hour(
     make_settings: Callable[..., Settings],
 ) -> None:
-    """An item's read costs its resources' keys, equals the whole summary's answer for
-    them, and a part rewritten while it is read makes the read inconclusive (None)."""
+    """An item's read is one request for its resources' keys, equals the whole summary's
+    answer for them, and a part read mid-rewrite is read again, then left to the rows."""
     from fractions import Fraction
 
     from shared.storage.hour_summary import (
+        PART_START,
         ROLE,
+        TORN_READ_ATTEMPTS,
         ResourceSums,
         complete_hour_summary,
         read_hour_summary,
@@ -254,40 +257,50 @@ def test_a_work_items_summary_read_follows_its_resources_not_the_hour(
     digests = {resource_digest(r) for r in wanted}
     requests: list[str] = []
     counted = StorageAccount(settings, request_hook=lambda r: requests.append(r.http_request.url))
-    with ThreadPoolExecutor(4) as pool:
-        assert read_resource_sums(counted, T0, wanted, pool) == {
-            r: whole[r] for r in wanted if r in whole
-        }
-        # The hour marker, each part's marker twice, one range per part ...
-        assert len(requests) == 1 + 2 * 2 + 2
-        # ... whose keys are the item's resources' keys and no other.
-        bounds = [
-            re.findall(r"RowKey (?:ge|lt) '([^']*)'", unquote(url))
-            for url in requests
-            if "RowKey%20ge" in url
-        ]
-        keys = [e["RowKey"] for e in account.table(ROLE).list_entities(select=["RowKey"])]
-        inside = [k for k in keys if any(low <= k < high for low, high in bounds)]
-        mine = [k for k in keys if "~" not in k and k.split("|")[1][:20] in digests]
-        assert inside
-        assert sorted(inside) == sorted(mine)
-        # Resources that are not neighbours are read right too (their range holds others).
-        apart = [by_digest[0], by_digest[-1]]
-        assert read_resource_sums(account, T0, apart, pool) == {
-            r: whole[r] for r in apart if r in whole
-        }
+    assert read_resource_sums(counted, T0, wanted) == {r: whole[r] for r in wanted if r in whole}
+    # One request for the hour marker, both parts' markers and the item's sums ...
+    assert len(requests) == 1
+    # ... whose range is the item's resources' digests and no wider.
+    bounds = re.findall(r"Digest (?:ge|le) '([^']*)'", unquote(requests[0]))
+    assert bounds == [min(digests), max(digests)]
+    # Resources that are not neighbours are read right too (their range holds others).
+    apart = [by_digest[0], by_digest[-1]]
+    assert read_resource_sums(account, T0, apart) == {r: whole[r] for r in apart if r in whole}
 
-        rewrote: list[bool] = []
+    table = account.table(ROLE)
+    partition = hour_key(T0)
+    sample = next(r for r in wanted if r in whole and whole[r].quantities)
+    row = table.get_entity(partition, f"east.0of1|{resource_digest(sample)}_cpu")
 
-        def rewrite_once(request: Any) -> None:
-            if "RowKey%20ge" in request.http_request.url and not rewrote:
-                rewrote.append(True)
-                write_hour_summary(account, T0, "west.0of1", sums(40, 2))  # same sums, anew
+    def torn_states() -> Iterator[str]:
+        """Each state a rewrite leaves a part in while under way: a sum of the next
+        generation beside the markers of the last, the markers' generations apart, the
+        done marker deleted (a rewrite too large for one transaction)."""
+        table.upsert_entity({**row, "Generation": "next"})
+        yield "a sum of another generation"
+        write_hour_summary(account, T0, "east.0of1", sums(150, 1))
+        start = table.get_entity(partition, f"west.0of1|{PART_START}")
+        table.upsert_entity({**start, "Generation": "next"})
+        yield "two generations"
+        write_hour_summary(account, T0, "west.0of1", sums(40, 2))
+        table.delete_entity(partition, "west.0of1|~done")
+        yield "a marker missing"
+        write_hour_summary(account, T0, "west.0of1", sums(40, 2))
 
-        racing = StorageAccount(settings, request_hook=rewrite_once)
-        assert read_resource_sums(racing, T0, wanted, pool) is None
-        assert rewrote == [True]
-        # Once the rewrite is over, the read is conclusive again (and unchanged).
-        assert read_resource_sums(account, T0, wanted, pool) == {
-            r: whole[r] for r in wanted if r in whole
-        }
+    for state in torn_states():
+        requests.clear()
+        assert read_resource_sums(counted, T0, wanted) is None, state
+        assert len(requests) == TORN_READ_ATTEMPTS, state
+
+    # A torn read is read again, and the read after the rewrite ended is whole.
+    table.upsert_entity({**row, "Generation": "next"})
+    requests.clear()
+
+    def rewrite_ends(request: Any) -> None:
+        requests.append(request.http_request.url)
+        if len(requests) == 2:  # the second read: the rewrite is over by then
+            write_hour_summary(account, T0, "east.0of1", sums(150, 1))
+
+    racing = StorageAccount(settings, request_hook=rewrite_ends)
+    assert read_resource_sums(racing, T0, wanted) == {r: whole[r] for r in wanted if r in whole}
+    assert len(requests) == 2
