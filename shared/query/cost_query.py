@@ -238,14 +238,13 @@ class CostQueryApi:
         through = Month.of(now)
         months = months_between(query.first_month, through)
         store = SubscriptionStore(self._account)
-        known = store.all()
         route = Route.PROVIDER if admin_scope else Route.TENANT
 
         def charged(provider: str) -> set[str]:
             return self._charged(provider, months)
 
         scope = resolve_scope(caller, _Request(ApiPath(route, subscription_id)), store, charged)
-        subscription_ids = self._in_scope(scope, known, months)
+        subscription_ids = self._in_scope(scope, store, months)
         binding = _binding(scope, call.route_path, call.body, args.get("api-version", ""))
         token = args.get("$skiptoken")
         offset = 0 if token is None else self._codec.open_offset(token, binding, now)
@@ -264,9 +263,16 @@ class CostQueryApi:
         )
         if admin_scope and query.mentions(PRICING_LEVEL):
             items += self._wholesale(
-                known[subscription_id], subscription_ids, known, months, query, currency
+                store, subscription_id, subscription_ids, months, query, currency
             )
-        dimensions = _Dimensions(known, self._meters)
+        # Names only when asked for, of the subscriptions answered: the answer's size, not
+        # the fleet's (a tenant's query reads one subscription, not the table).
+        names = (
+            store.among(item.subscription_id for item in items)
+            if query.mentions("SubscriptionName")
+            else {}
+        )
+        dimensions = _Dimensions(names, self._meters)
         if group:
             items = [item for item in items if resource_group(item.resource_uri) == group]
         if query.filter is not None:
@@ -293,14 +299,14 @@ class CostQueryApi:
         )
 
     def _in_scope(
-        self, scope: CallerScope, known: dict[str, Subscription], months: list[Month]
+        self, scope: CallerScope, store: SubscriptionStore, months: list[Month]
     ) -> tuple[str, ...]:
         path = scope.path
         if path.route is Route.TENANT:
             if not scope.subscription_ids:
                 raise UnknownResourceError(f"subscription {path.subscription_id} is not known")
             return scope.subscription_ids
-        provider = known.get(path.subscription_id)
+        provider = store.get(path.subscription_id)
         if provider is None or not provider.is_provider:
             raise UnknownResourceError(f"provider subscription {path.subscription_id} is not known")
         if scope.caller.is_admin and provider.provider_subscription_id is None:
@@ -327,9 +333,9 @@ class CostQueryApi:
 
     def _wholesale(
         self,
-        provider: Subscription,
+        store: SubscriptionStore,
+        provider_id: str,
         subscription_ids: tuple[str, ...],
-        known: dict[str, Subscription],
         months: list[Month],
         query: CostQuery,
         currency: str | None,
@@ -337,6 +343,9 @@ class CostQueryApi:
         """The wholesale money of a provider's scope (the module docstring says which);
         ``months`` are the statement months read, from the window's first to now's."""
         through = months[-1]
+        provider = store.get(provider_id)
+        if provider is None:
+            return []
         if provider.provider_subscription_id is not None:  # delegated: what it pays
             return self._lines.items(
                 subscription_ids, query.first_day, query.last_day, through, currency,
@@ -345,7 +354,7 @@ class CostQueryApi:
         own = provider.subscription_id.lower()
         resellers = sorted(
             key
-            for key, subscription in known.items()
+            for key, subscription in store.all().items()  # the default provider's resellers
             if subscription.is_provider
             and (subscription.provider_subscription_id or "").lower() == own
         )

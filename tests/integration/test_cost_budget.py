@@ -33,7 +33,7 @@ BUDGETS = {
     "export": 16,
     "api_tenant_page": 3,
     "api_provider_page": 6,
-    "api_cost_query_tenant": 6,  # the whole subscriptions table is read (a page per 1,000)
+    "api_cost_query_tenant": 5,
     "api_cost_query_provider": 10,
     "observe_reconcile": 31,
     "observe": 18,
