@@ -89,19 +89,26 @@ def readable(world: World, object_id: str) -> set[str]:
 def test_every_pair_of_tenants_is_isolated_on_both_routes(
     world: World, host: LocalFunctionsHost
 ) -> None:
-    """Each directory's users get 403 for every other directory's subscriptions, any arguments."""
+    """Each directory's users get 403 for every other directory's subscriptions, on both
+    routes, in every argument combination; narrowing through their provider too."""
     by_directory = directories(world)
     assert len(by_directory) == 12
-    refused = 0
-    for (_, mine), (_, theirs) in itertools.permutations(by_directory.items(), 2):
+    routes = (TENANT_PATH, PROVIDER_PATH)
+    refused: set[tuple[str, str, str, int]] = set()  # (directory, route, subscription, args)
+    for (mine_id, mine), (_, theirs) in itertools.permutations(by_directory.items(), 2):
         user = next(owner for s in mine for owner in s.owners)
         token = world.token(user)
+        offset = sorted(by_directory).index(mine_id)
+        # Each of their subscriptions on one route, rotating with the caller's directory
+        # (every directory has two or more, so both routes each pair), as was every route
+        # for every subscription (~1,560 requests).
         for index, target in enumerate(theirs):
-            params = COMBINATIONS[(index + refused) % len(COMBINATIONS)]
-            for path in (TENANT_PATH, PROVIDER_PATH):
-                response = call(host.base_url, path.format(target.subscription_id), params, token)
-                assert response.status_code == 403, (path, response.text)
-                refused += 1
+            combination = (index + len(refused)) % len(COMBINATIONS)
+            path = routes[(index + offset) % len(routes)]
+            params = COMBINATIONS[combination]
+            response = call(host.base_url, path.format(target.subscription_id), params, token)
+            assert response.status_code == 403, (path, response.text)
+            refused.add((mine_id, path, target.subscription_id, combination))
         # Narrowing to their subscription through their provider: still 403.
         target = theirs[0]
         provider = target.provider_subscription_id
@@ -109,29 +116,66 @@ def test_every_pair_of_tenants_is_isolated_on_both_routes(
         narrowed = {**COMBINATIONS[0], "subscriberId": target.subscription_id}
         response = call(host.base_url, PROVIDER_PATH.format(provider), narrowed, token)
         assert response.status_code == 403
-    assert refused > 1000
+    subscriptions = {s.subscription_id: d for d, subs in by_directory.items() for s in subs}
+    assert {(mine, path, subscriptions[sub]) for mine, path, sub, _ in refused} == {
+        (mine, path, theirs)
+        for mine, theirs in itertools.permutations(by_directory, 2)
+        for path in routes
+    }
+    assert {(mine, sub) for mine, _, sub, _ in refused} == {
+        (mine, sub) for sub, theirs in subscriptions.items() for mine in by_directory
+        if mine != theirs
+    }  # fmt: skip
+    assert {(path, sub) for _, path, sub, _ in refused} == {
+        (path, sub) for path in routes for sub in subscriptions
+    }
+    assert {(path, args) for _, path, _, args in refused} == {
+        (path, args) for path in routes for args in range(len(COMBINATIONS))
+    }
 
 
 def test_every_pair_of_tenants_is_isolated_on_statements_and_rate_cards(
     world: World, host: LocalFunctionsHost
 ) -> None:
-    """Each directory's users get 403 for every other directory's rate cards, statements,
-    roll-ups and adjustments, also when narrowing a provider's roll-up to one of its
-    subscriptions."""
+    """Each directory's users get 403 on every charges route for every other directory, for
+    each of its subscriptions, and every (route, subscription) pair is refused to someone;
+    also when narrowing a provider's roll-up to one of its subscriptions."""
     load_example_prices(world.settings)  # idempotent: the same versions every time
-    refused = 0
-    for (_, mine), (_, theirs) in itertools.permutations(directories(world).items(), 2):
+    by_directory = directories(world)
+    refused: set[tuple[str, str, str]] = set()  # (caller's directory, route, subscription)
+    for (mine_id, mine), (_, theirs) in itertools.permutations(by_directory.items(), 2):
         token = world.token(next(owner for s in mine for owner in s.owners))
-        for target in theirs:
-            for path, params in CHARGES:
-                response = call(host.base_url, path.format(target.subscription_id), params, token)
-                assert response.status_code == 403, (path, response.text)
-                refused += 1
+        offset = sorted(by_directory).index(mine_id)
+        # Each of their subscriptions on one route, the routes rotating with the caller's
+        # directory (so every subscription meets every route over the callers), and every
+        # route at least once per pair; not the whole cube (it took ~145 s).
+        for n in range(max(len(theirs), len(CHARGES))):
+            target = theirs[n % len(theirs)]
+            path, params = CHARGES[(n + offset) % len(CHARGES)]
+            response = call(host.base_url, path.format(target.subscription_id), params, token)
+            assert response.status_code == 403, (path, response.text)
+            refused.add((mine_id, path, target.subscription_id))
         target = theirs[0]
         narrowed = {"api-version": API_VERSION, "subscriberId": target.subscription_id}
         path = ROLLUP_PATH.format(target.provider_subscription_id)
         assert call(host.base_url, path, narrowed, token).status_code == 403
-    assert refused > 300
+    subscriptions = {s.subscription_id: d for d, subs in by_directory.items() for s in subs}
+    routes = {path for path, _ in CHARGES}
+    # Every caller was refused every route for every other directory ...
+    assert {(mine, path, subscriptions[sub]) for mine, path, sub in refused} == {
+        (mine, path, theirs)
+        for mine, theirs in itertools.permutations(by_directory, 2)
+        for path in routes
+    }
+    # ... each of that directory's subscriptions ...
+    assert {(mine, sub) for mine, _, sub in refused} == {
+        (mine, sub) for sub, theirs in subscriptions.items() for mine in by_directory
+        if mine != theirs
+    }  # fmt: skip
+    # ... and every subscription on every route.
+    assert {(path, sub) for _, path, sub in refused} == {
+        (path, sub) for path in routes for sub in subscriptions
+    }
 
 
 def test_tenant_owners_read_exactly_their_subscription(
