@@ -326,14 +326,13 @@ def api_requests_of(log: list[dict[str, Any]]) -> list[tuple[str, str, dict[str,
     return sent
 
 
-def chromium() -> Any:
+def chromium(profile: Path) -> Any:
     """Headless Debian Chromium with the browser tests' flags, logging the network."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    profile = tempfile.mkdtemp(prefix="bench-portal-chromium-")
     for flag in (
         "--headless",
         "--no-sandbox",
@@ -506,7 +505,7 @@ def run(shape: Shape, pairs: int) -> dict[str, Any]:
         root = fleet.default_provider.subscription_id.lower()
         counter = StorageRequests()
         replay = Replayer(FunctionApp(settings, request_hook=counter), counter)
-        browser = chromium()
+        browser = chromium(Path(scratch) / "chromium")
         try:
             with LocalFunctionsHost(
                 REPO, values, run_timers_at_start=False, local_routes=(sign_in.route(),)
