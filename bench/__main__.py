@@ -1,5 +1,5 @@
 """Run one benchmark: ``python -m bench NAME [--quick]``
-(NAME: collect, query, report, load, chaos, rating, export, hostile, azurite, cost)."""
+(NAME: collect, query, report, load, chaos, rating, export, hostile, azurite, cost, portal)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ BENCHMARKS = (
     "hostile",
     "azurite",
     "cost",
+    "portal",
 )
 
 
