@@ -63,6 +63,7 @@ from devstack.capacity import (
     node_max_string_length,
     store_limit,
 )
+from devstack.chromium import installed, start_chromium
 from devstack.example_prices import load_example_prices
 from devstack.fleet import SimulatedFleet, fleet_from_settings
 from devstack.host import LocalFunctionsHost
@@ -81,8 +82,6 @@ from shared.storage.request_count import StorageRequests
 from shared.storage.subscriptions import Subscription
 
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 MONTH_FIRST = datetime(2026, 12, 1, tzinfo=UTC)
 USAGE_VERSION = "2015-06-01-preview"
 TENANT_USAGE = "/subscriptions/{}/providers/Microsoft.Commerce/usageAggregates"
@@ -328,26 +327,7 @@ def api_requests_of(log: list[dict[str, Any]]) -> list[tuple[str, str, dict[str,
 
 def chromium(profile: Path) -> Any:
     """Headless Debian Chromium with the browser tests' flags, logging the network."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver = start_chromium(profile, {"performance": "ALL"})
     driver.set_window_size(1280, 1000)
     return driver
 
@@ -469,7 +449,7 @@ def usage_params(first: datetime, last: datetime) -> dict[str, str]:
 
 
 def run(shape: Shape, pairs: int) -> dict[str, Any]:
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+    if not installed():
         raise SystemExit(
             "bench portal: no /usr/bin/chromium and /usr/bin/chromedriver "
             "(apt-get install chromium chromium-driver)"

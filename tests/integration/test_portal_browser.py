@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import requests
 
+from devstack.chromium import installed, start_chromium
 from devstack.example_prices import load_example_prices
 from devstack.host import LocalFunctionsHost
 from devstack.sign_in import DEFAULT_PATH, LocalSignIn, SignInChoice
@@ -45,21 +46,17 @@ from tests.integration.test_query_support import (
 )
 from tests.loopback import wait_for
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = REPO / "test-artifacts" / "portal"
 WIDTHS = {"wide": (1280, 1000), "narrow": (390, 844)}
 DAY_HASH = "from=2026-11-20&to=2026-11-20&granularity=Hourly"
 
 pytestmark = pytest.mark.skipif(
-    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+    not installed(),
     reason="no /usr/bin/chromium and /usr/bin/chromedriver: apt-get install chromium "
     "chromium-driver (./dev test does it as root) to run the portal's browser tests",
 )
 
-if CHROMIUM.exists() and CHROMEDRIVER.exists():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+if installed():
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -105,24 +102,7 @@ def downloads() -> Iterator[Path]:
 def browser(downloads: Path) -> Iterator[Any]:
     """One headless Chromium for the module, with its own empty profile and download folder."""
     profile = Path(tempfile.mkdtemp(prefix="portal-chromium-"))
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        # Every host but loopback fails to resolve: nothing the page does leaves the machine.
-        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver = start_chromium(profile, {"browser": "ALL"})
     driver.execute_cdp_cmd(
         "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
     )
