@@ -244,7 +244,8 @@ class CostQueryApi:
             return self._charged(provider, months)
 
         scope = resolve_scope(caller, _Request(ApiPath(route, subscription_id)), store, charged)
-        subscription_ids = self._in_scope(scope, store, months)
+        provider = None if scope.path.route is Route.TENANT else self._provider(scope, store)
+        subscription_ids = self._in_scope(scope, provider, months)
         binding = _binding(scope, call.route_path, call.body, args.get("api-version", ""))
         token = args.get("$skiptoken")
         offset = 0 if token is None else self._codec.open_offset(token, binding, now)
@@ -261,10 +262,8 @@ class CostQueryApi:
         items = self._lines.items(
             subscription_ids, query.first_day, query.last_day, through, currency
         )
-        if admin_scope and query.mentions(PRICING_LEVEL):
-            items += self._wholesale(
-                store, subscription_id, subscription_ids, months, query, currency
-            )
+        if provider is not None and query.mentions(PRICING_LEVEL):
+            items += self._wholesale(store, provider, subscription_ids, months, query, currency)
         # Names only when asked for, of the subscriptions answered: the answer's size, not
         # the fleet's (a tenant's query reads one subscription, not the table).
         names = (
@@ -298,17 +297,25 @@ class CostQueryApi:
             },
         )
 
+    @staticmethod
+    def _provider(scope: CallerScope, store: SubscriptionStore) -> Subscription:
+        """The provider a provider-scope query names (read once: the scope and the
+        wholesale read both need it)."""
+        provider = store.get(scope.path.subscription_id)
+        if provider is None or not provider.is_provider:
+            raise UnknownResourceError(
+                f"provider subscription {scope.path.subscription_id} is not known"
+            )
+        return provider
+
     def _in_scope(
-        self, scope: CallerScope, store: SubscriptionStore, months: list[Month]
+        self, scope: CallerScope, provider: Subscription | None, months: list[Month]
     ) -> tuple[str, ...]:
         path = scope.path
-        if path.route is Route.TENANT:
+        if provider is None:  # a tenant scope
             if not scope.subscription_ids:
                 raise UnknownResourceError(f"subscription {path.subscription_id} is not known")
             return scope.subscription_ids
-        provider = store.get(path.subscription_id)
-        if provider is None or not provider.is_provider:
-            raise UnknownResourceError(f"provider subscription {path.subscription_id} is not known")
         if scope.caller.is_admin and provider.provider_subscription_id is None:
             # The whole cloud: every subscription with charges, each once (the admin's view).
             return tuple(
@@ -334,7 +341,7 @@ class CostQueryApi:
     def _wholesale(
         self,
         store: SubscriptionStore,
-        provider_id: str,
+        provider: Subscription,
         subscription_ids: tuple[str, ...],
         months: list[Month],
         query: CostQuery,
@@ -343,9 +350,6 @@ class CostQueryApi:
         """The wholesale money of a provider's scope (the module docstring says which);
         ``months`` are the statement months read, from the window's first to now's."""
         through = months[-1]
-        provider = store.get(provider_id)
-        if provider is None:
-            return []
         if provider.provider_subscription_id is not None:  # delegated: what it pays
             return self._lines.items(
                 subscription_ids, query.first_day, query.last_day, through, currency,
