@@ -102,6 +102,7 @@ from shared.core.hours import HOUR, floor_day, floor_hour, hour_key, parse_hour_
 from shared.core.meters import ChargeableMeters, catalogue
 from shared.core.usage import UsageRecord
 from shared.rating.charges import MonthCharges
+from shared.rating.cost_digest import CostDigests, digest_document
 from shared.rating.engine import Level, Month, MonthRater, PriceBook
 from shared.rating.ledger import ChargeLedger, LoadedMonth
 from shared.rating.rater import Rater, rate_into
@@ -1230,9 +1231,11 @@ def ledger_differences(
     account: StorageAccount, source_names: Sequence[str], first: datetime, last: datetime
 ) -> tuple[int, list[str]]:
     """Every subscription-month with rows reported ``first``..``last``: its stored ledger
-    (month state and day charge lines, each level) against rating its rows once, cleanly,
-    in memory with the same prices (``rate_into``). (months checked, differences)."""
+        (month state and day charge lines, each level) against rating its rows once, cleanly,
+        in memory with the same prices (``rate_into``), and its cost digest against that clean
+    month's. (months checked, differences)."""
     ledger = ChargeLedger(account)
+    digests = CostDigests(account)
     prices = Rater(account, source_names).prices()
     differences: list[str] = []
     checked = 0
@@ -1257,6 +1260,9 @@ def ledger_differences(
             rate_into(expected, rows, raters)
             stored = ledger.load(subscription_id, month, None)
             differences += _compare(subscription_id, month, stored, expected)
+            digest = digests.get(month, prices.provider(subscription_id), subscription_id)
+            if digest is None or digest.body != json.loads(digest_document(expected)):
+                differences.append(f"{subscription_id} {month}: cost digest differs")
         month = month.next
     return checked, differences
 

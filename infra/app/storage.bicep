@@ -40,6 +40,7 @@ var tableRoles = [
   'summaries'
   'prices'
   'charges'
+  'costdigests'
   'adjustments'
   'exports'
 ]

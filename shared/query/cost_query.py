@@ -71,6 +71,7 @@ from shared.query.cost_definition import (
     parse_definition,
 )
 from shared.query.usage_api import HttpCall
+from shared.rating.cost_digest import ProviderCostLines
 from shared.rating.cost_lines import CostItem, CostLines, months_between
 from shared.rating.engine import Level, Month
 from shared.rating.ledger import ChargeLedger
@@ -206,6 +207,7 @@ class CostQueryApi:
         self._account = statements.account
         self._ledger = ChargeLedger(statements.account)
         self._lines = CostLines(self._ledger, statements.adjustments)
+        self._many = ProviderCostLines(self._ledger, statements.adjustments)
         self._meters = meters
         self._codec = codec
         self._base_url = base_url
@@ -240,12 +242,17 @@ class CostQueryApi:
         store = SubscriptionStore(self._account)
         route = Route.PROVIDER if admin_scope else Route.TENANT
 
+        index = _IndexReads(self._ledger)
+
         def charged(provider: str) -> set[str]:
-            return self._charged(provider, months)
+            return {
+                subscription
+                for month in months
+                for subscription in index.indexed(month, provider).get(provider, set())
+            }
 
         scope = resolve_scope(caller, _Request(ApiPath(route, subscription_id)), store, charged)
         provider = None if scope.path.route is Route.TENANT else self._provider(scope, store)
-        subscription_ids = self._in_scope(scope, provider, months)
         binding = _binding(scope, call.route_path, call.body, args.get("api-version", ""))
         token = args.get("$skiptoken")
         offset = 0 if token is None else self._codec.open_offset(token, binding, now)
@@ -259,11 +266,22 @@ class CostQueryApi:
                 code="BadRequest",
                 target="dataset.aggregation",
             )
-        items = self._lines.items(
-            subscription_ids, query.first_day, query.last_day, through, currency
-        )
-        if provider is not None and query.mentions(PRICING_LEVEL):
-            items += self._wholesale(store, provider, subscription_ids, months, query, currency)
+        if provider is None:  # a tenant's scope: its subscriptions' ledger days
+            if not scope.subscription_ids:
+                raise UnknownResourceError(
+                    f"subscription {scope.path.subscription_id} is not known"
+                )
+            items = self._lines.items(
+                scope.subscription_ids, query.first_day, query.last_day, through, currency
+            )
+        else:  # a provider's tenants, or the whole cloud: the cost digests
+            owner, wanted = _provider_scope(scope, provider)
+            items = self._many.items(
+                owner, wanted, query.first_day, query.last_day, through, currency,
+                indexed=index.indexed,
+            )  # fmt: skip
+            if query.mentions(PRICING_LEVEL):
+                items += self._wholesale(store, provider, wanted, query, through, currency, index)
         # Names only when asked for, of the subscriptions answered: the answer's size, not
         # the fleet's (a tenant's query reads one subscription, not the table).
         names = (
@@ -308,54 +326,23 @@ class CostQueryApi:
             )
         return provider
 
-    def _in_scope(
-        self, scope: CallerScope, provider: Subscription | None, months: list[Month]
-    ) -> tuple[str, ...]:
-        path = scope.path
-        if provider is None:  # a tenant scope
-            if not scope.subscription_ids:
-                raise UnknownResourceError(f"subscription {path.subscription_id} is not known")
-            return scope.subscription_ids
-        if scope.caller.is_admin and provider.provider_subscription_id is None:
-            # The whole cloud: every subscription with charges, each once (the admin's view).
-            return tuple(
-                sorted(
-                    {
-                        subscription
-                        for month in months
-                        for tenants in self._ledger.indexed(month).values()
-                        for subscription in tenants
-                    }
-                )
-            )
-        return scope.subscription_ids
-
-    def _charged(self, provider: str, months: list[Month]) -> set[str]:
-        """The provider's direct subscriptions with charges in the statement months read."""
-        return {
-            subscription
-            for month in months
-            for subscription in self._ledger.indexed(month, provider).get(provider, set())
-        }
-
     def _wholesale(
         self,
         store: SubscriptionStore,
         provider: Subscription,
-        subscription_ids: tuple[str, ...],
-        months: list[Month],
+        wanted: tuple[str, ...] | None,
         query: CostQuery,
+        through: Month,
         currency: str | None,
+        index: _IndexReads,
     ) -> list[CostItem]:
-        """The wholesale money of a provider's scope (the module docstring says which);
-        ``months`` are the statement months read, from the window's first to now's."""
-        through = months[-1]
-        if provider.provider_subscription_id is not None:  # delegated: what it pays
-            return self._lines.items(
-                subscription_ids, query.first_day, query.last_day, through, currency,
-                Level.WHOLESALE,
-            )  # fmt: skip
+        """The wholesale money of a provider's scope (the module docstring says which)."""
         own = provider.subscription_id.lower()
+        if provider.provider_subscription_id is not None:  # delegated: what it pays
+            return self._many.items(
+                own, wanted, query.first_day, query.last_day, through, currency,
+                Level.WHOLESALE, indexed=index.indexed,
+            )  # fmt: skip
         resellers = sorted(
             key
             for key, subscription in store.all().items()  # the default provider's resellers
@@ -364,10 +351,10 @@ class CostQueryApi:
         )
         found: list[CostItem] = []
         for reseller in resellers:  # the default provider: what each reseller pays it
-            tenants = self._charged(reseller, months)
-            for item in self._lines.items(
-                tenants, query.first_day, query.last_day, through, currency, Level.WHOLESALE
-            ):
+            for item in self._many.items(
+                reseller, None, query.first_day, query.last_day, through, currency,
+                Level.WHOLESALE, indexed=index.indexed,
+            ):  # fmt: skip
                 found.append(
                     replace(item, subscription_id=reseller, resource_uri="", location="", tags=None)
                 )
@@ -382,6 +369,32 @@ class CostQueryApi:
             arguments.append(("$top", args["$top"].strip()))
         arguments.append(("$skiptoken", token))
         return f"{self._base_url}{path}?{urlencode(arguments, quote_via=quote, safe='')}"
+
+
+class _IndexReads:
+    """The charges index as one request reads it: each (month, provider) read once (the
+    scope and the digests' read both need it)."""
+
+    def __init__(self, ledger: ChargeLedger) -> None:
+        self._ledger = ledger
+        self._read: dict[tuple[Month, str | None], dict[str, set[str]]] = {}
+
+    def indexed(self, month: Month, provider: str | None) -> dict[str, set[str]]:
+        key = (month, provider)
+        if key not in self._read:
+            self._read[key] = self._ledger.indexed(month, provider)
+        return self._read[key]
+
+
+def _provider_scope(
+    scope: CallerScope, provider: Subscription
+) -> tuple[str | None, tuple[str, ...] | None]:
+    """(provider, subscriptions) a provider's scope reads: the admin on the default
+    provider reads the whole cloud (every provider's subscriptions with charges, each once),
+    anyone else the provider's direct tenants it may read."""
+    if scope.caller.is_admin and provider.provider_subscription_id is None:
+        return None, None
+    return provider.subscription_id.lower(), scope.subscription_ids
 
 
 def _top(text: str | None) -> int:

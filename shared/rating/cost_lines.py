@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import Final
 
 from shared.rating.adjustments import AdjustmentStore
-from shared.rating.charges import ChargeLine
+from shared.rating.charges import ChargeLine, DayCharges
 from shared.rating.engine import Level, Month
 from shared.rating.ledger import ChargeLedger
 from shared.rating.rounding import billed_amounts
@@ -98,21 +98,23 @@ class CostLines:
             days = self._ledger.days_between(
                 subscription_id, level, first_month, through, usage_days=span
             )
-            by_statement: dict[Month, list[ChargeLine]] = {}
-            for (statement_month, _), day in sorted(days.items(), key=lambda item: item[0][1]):
-                by_statement.setdefault(statement_month, []).extend(day.ordered())
-            for statement_month, lines in by_statement.items():
-                for line, billed in zip(lines, billed_amounts(lines, currency), strict=True):
-                    if first_day <= line.usage_day <= last_day:
-                        found.append(
-                            _usage_item(subscription_id, statement_month, line, billed, level)
-                        )
+            by_statement: dict[Month, list[DayCharges]] = {}
+            for (statement_month, _), day in days.items():
+                by_statement.setdefault(statement_month, []).append(day)
+            for statement_month, statement_days in by_statement.items():
+                found += in_window(
+                    statement_items(
+                        subscription_id, statement_month, statement_days, currency, level
+                    ),
+                    first_day,
+                    last_day,
+                )
         found.extend(
-            self._adjustment_items(wanted, first_day, last_day, first_month, through, level)
+            self.adjustment_items(wanted, first_day, last_day, first_month, through, level)
         )
         return found
 
-    def _adjustment_items(
+    def adjustment_items(
         self,
         subscription_ids: list[str],
         first_day: datetime,
@@ -121,6 +123,8 @@ class CostLines:
         through: Month,
         level: Level,
     ) -> list[CostItem]:
+        """The adjustments of ``subscription_ids`` at ``level`` on statements ``first`` ..
+        ``through``, each on the first day of the month it is for, if that is in the window."""
         wanted = set(subscription_ids)
         items: list[CostItem] = []
         for month in months_between(first, through):
@@ -142,6 +146,29 @@ class CostLines:
                         )
                     )
         return items
+
+
+def statement_items(
+    subscription_id: str,
+    statement_month: Month,
+    days: Iterable[DayCharges],
+    currency: str | None,
+    level: Level,
+) -> list[CostItem]:
+    """Every charge line of one statement (a subscription's ``statement_month`` at ``level``)
+    as its billed share; ``days`` are the statement's usage days, all of them for the
+    statement lines they hold (a line's share depends on every charge of its line), read in
+    usage-day order as the FOCUS export reads them."""
+    lines = [line for day in sorted(days, key=lambda day: day.usage_day) for line in day.ordered()]
+    return [
+        _usage_item(subscription_id, statement_month, line, billed, level)
+        for line, billed in zip(lines, billed_amounts(lines, currency), strict=True)
+    ]
+
+
+def in_window(items: Iterable[CostItem], first_day: datetime, last_day: datetime) -> list[CostItem]:
+    """The items used on ``first_day`` .. ``last_day`` (both included)."""
+    return [item for item in items if first_day <= item.usage_day <= last_day]
 
 
 def _usage_item(

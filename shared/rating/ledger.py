@@ -134,7 +134,9 @@ def split_text(text: str, max_bytes: int = CHUNK_UTF16) -> list[str]:
     return pieces
 
 
-def _with_document(entity: dict[str, Any], document: str) -> dict[str, Any]:
+def with_document(entity: dict[str, Any], document: str) -> dict[str, Any]:
+    """``entity`` holding ``document`` in ``Doc00``.. pieces (LedgerDocumentTooLargeError if
+    it would not fit one entity)."""
     pieces = split_text(document)
     entity["Chunks"] = len(pieces)
     for index, piece in enumerate(pieces):
@@ -149,7 +151,8 @@ def _etag(entity: dict[str, Any]) -> str:
     return str(entity.metadata["etag"])  # type: ignore[attr-defined]
 
 
-def _document(entity: dict[str, Any]) -> str:
+def document_text(entity: dict[str, Any]) -> str:
+    """The document ``with_document`` stored in ``entity``."""
     return "".join(entity[f"Doc{index:02d}"] for index in range(int(entity["Chunks"])))
 
 
@@ -190,12 +193,12 @@ def _month_entity(month: MonthCharges) -> dict[str, Any]:
     }
     if month.finalised_at is not None:
         entity["FinalisedAt"] = month.finalised_at
-    return _with_document(entity, month.document())
+    return with_document(entity, month.document())
 
 
 def _month_from(entity: dict[str, Any], month: Month) -> MonthCharges:
     charges = _month_head(entity, month)
-    charges.load_document(_document(entity))
+    charges.load_document(document_text(entity))
     return charges
 
 
@@ -344,7 +347,7 @@ class ChargeLedger:
                 through = entity.get("Through")
                 stored.charges.through = parse_hour_key(through) if through else None
                 stored.charges.fingerprint = entity.get("Fingerprint") or ""
-                stored.charges.load_shard(_document(entity))
+                stored.charges.load_shard(document_text(entity))
         return loaded
 
     def _month_entities(
@@ -449,7 +452,7 @@ class ChargeLedger:
             day = found.get((statement_month, usage_day))
             if day is None:
                 day = found[(statement_month, usage_day)] = DayCharges(usage_day)
-            day.load_shard(_document(entity))
+            day.load_shard(document_text(entity))
         return found
 
     # --- writing -------------------------------------------------------------------------
@@ -473,7 +476,7 @@ class ChargeLedger:
             documents = stored.charges.shards(SHARD_CHARS) if stored.charges.lines else []
             wanted = {day_row_key(level, usage_day, n): doc for n, doc in enumerate(documents)}
             for row_key, document in wanted.items():
-                entity = _with_document(
+                entity = with_document(
                     {
                         "PartitionKey": partition,
                         "RowKey": row_key,

@@ -13,10 +13,11 @@ hour than rating hour by hour.
 
 **How.** Per batch, the hour manifest names the subscriptions with rows; each is rated on
 its own (several at once): one range read of its rows of the batch, one read of its ledger
-state (the month entities and the days the rows touch), the rows rated in reported-hour
-order at every level that applies (retail; wholesale for a delegated provider's tenant),
-and one transaction back (``shared.rating.ledger``). Then the ``rated`` mark moves to the
-batch's last hour. A rerun after a crash anywhere rates nothing twice: a month entity knows
+state (the month entities and its days), the rows rated in reported-hour order at every
+level that applies (retail; wholesale for a delegated provider's tenant), one transaction
+back (``shared.rating.ledger``) and the month's cost digest (``shared.rating.cost_digest``,
+what a provider's or the whole cloud's cost query reads). Then the ``rated`` mark moves to
+the batch's last hour. A rerun after a crash anywhere rates nothing twice: a month entity knows
 the last hour it holds (``through``), a day the hours it holds beyond that, and every write
 is guarded by the ETag it read, so a rerun or a concurrent run leaves what one clean run
 leaves.
@@ -42,6 +43,7 @@ from typing import Final
 
 from shared.core.hours import HOUR, floor_day, utc_now
 from shared.rating.charges import MonthCharges
+from shared.rating.cost_digest import CostDigests
 from shared.rating.engine import Level, Month, MonthRater, PriceBook, Pricing, exact
 from shared.rating.ledger import (
     CONFLICT_ATTEMPTS,
@@ -151,6 +153,7 @@ class Rater:
         self.account = account
         self.ledger = ledger or ChargeLedger(account)
         self.marks = RatingMarks(account)
+        self.digests = CostDigests(account)
         self._source_names = tuple(source_names)
         self._clock = clock
         self._parallelism = parallelism or account.settings.write_parallelism
@@ -243,9 +246,10 @@ class Rater:
         """Rate the subscription's rows reported ``first``..``last``; returns rows rated."""
         subscription_id = subscription_id.lower()
         rows = read_hourly_rows(self.account, subscription_id, first, last)
-        days = {floor_day(row.usage_start) for _, row in rows}
         for _ in range(CONFLICT_ATTEMPTS):
-            loaded = self.ledger.load(subscription_id, month, days)
+            # Every day of the month, not only those the rows touch: still one range read,
+            # and the cost digest written after it is of the whole month.
+            loaded = self.ledger.load(subscription_id, month, None)
             try:
                 return self._apply(loaded, rows, last, prices)
             except LedgerConflictError:
@@ -279,6 +283,8 @@ class Rater:
             if charges is None:
                 charges = loaded.months[level] = self._new_month(loaded, level, pricing, prices)
             if charges.provider != provider:
+                if level in loaded.month_etags:  # it moved: its money leaves the old provider
+                    self.digests.empty(month, subscription_id, charges.provider)
                 charges.provider = provider
                 self.ledger.ensure_indexed(month, subscription_id, provider)
             raters[level] = MonthRater(pricing, charges.used)
@@ -292,6 +298,7 @@ class Rater:
             day.through = last
             day.fingerprint = loaded.months[key[0]].fingerprint
         self.ledger.save(loaded, changed, drop_others=full)
+        self.digests.write(loaded, provider)
         return rated
 
     @staticmethod

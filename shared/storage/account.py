@@ -13,8 +13,9 @@ other tables, by role (the name is ``{USAGE_TABLE_PREFIX}{role}``):
 - ``summaries``: an hour's chargeable sums per (billing resource, dimension);
 - ``subscriptions``, ``state`` (watermarks), ``quarantine``, ``ledger``;
 - ``prices`` (price sheets), ``charges`` (which subscriptions have rated charges in a month;
-  the charges themselves live in each subscription's table) and ``adjustments`` (credits,
-  corrections, one-off charges), written by ``shared.rating``;
+  the charges themselves live in each subscription's table), ``costdigests`` (each
+  subscription's billed money of a month, where a provider's cost query reads it) and
+  ``adjustments`` (credits, corrections, one-off charges), written by ``shared.rating``;
 - ``exports``: export configurations (``shared.export.configs``).
 
 Every client the account builds (tables here, queues by :meth:`StorageAccount.queue`, blobs
@@ -56,6 +57,7 @@ TABLE_ROLES = (
     "summaries",
     "prices",
     "charges",
+    "costdigests",
     "adjustments",
     "exports",
 )
