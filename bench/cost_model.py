@@ -111,9 +111,9 @@ def rate_idle() -> Ideal:
 
 def rate(subscription_hours: int) -> Ideal:
     """Per subscription with rows in the hour: its rows read, its ledger state read, one
-    transaction of its charges; the run's constants."""
-    per = 3 * subscription_hours
-    return Ideal(per + RATE_CONSTANTS, f"3 x {subscription_hours} + constants {RATE_CONSTANTS}")
+    transaction of its charges, its month's cost digest written; the run's constants."""
+    per = 4 * subscription_hours
+    return Ideal(per + RATE_CONSTANTS, f"4 x {subscription_hours} + constants {RATE_CONSTANTS}")
 
 
 # finalise_statements' constants: the marks (rated, finalised), the month's adjustments
@@ -197,13 +197,17 @@ def observe_reconcile(
 
 def cost_query(subscriptions: int, months: int, provider: bool) -> Ideal:
     """One page of the Cost Management Query route: the caller's scope (the target
-    subscription), the price sheets (the currency), per month read the adjustments, per
-    subscription in scope one range read of its day entities across the months; a
-    provider's scope adds its tenants check (one query: ``tenants_among``'s cheaper read)
-    and the charges index per month (which tenants have charges)."""
-    scope = 1 + (1 + months if provider else 0)
-    total = scope + 1 + months + subscriptions
+    subscription), the price sheets (the currency), per month read the adjustments; a
+    tenant's scope one range read of its day entities across the months per subscription;
+    a provider's scope its tenants check (one query: ``tenants_among``'s cheaper read) and,
+    per month, the charges index (which tenants have charges) and the cost digests of its
+    tenants with charges (``shared.rating.cost_digest``, a page per 1,000)."""
+    if not provider:
+        total = 1 + 1 + months + subscriptions
+        return Ideal(total, f"scope 1 + prices 1 + adjustments {months} + charges {subscriptions}")
+    scope = 1 + 1 + months
+    digests = months * pages(subscriptions)
     return Ideal(
-        total,
-        f"scope {scope} + prices 1 + adjustments {months} + charges {subscriptions}",
+        scope + 1 + months + digests,
+        f"scope {scope} + prices 1 + adjustments {months} + digests {digests}",
     )

@@ -257,6 +257,9 @@ class LoadedMonth:
     other_shards: dict[str, str] = field(default_factory=dict)
     # Month entities of levels that no longer apply (a full re-rate deletes them): ETags.
     removed: dict[Level, str] = field(default_factory=dict)
+    # The provider the stored month entities name (None: none stored): a subscription that
+    # moved since has its money leave that provider's cost digest.
+    stored_provider: str | None = None
 
     def day(self, level: Level, usage_day: datetime) -> StoredDay:
         key = (level, usage_day)
@@ -326,11 +329,12 @@ class ChargeLedger:
         subscription_id = subscription_id.lower()
         loaded = LoadedMonth(subscription_id, month)
         wanted = None if days is None else sorted(set(days))
-        select = None if content else ["RowKey", "Level", "Final"]
+        select = None if content else ["RowKey", "Level", "Final", "Provider"]
         for entity in self._month_entities(subscription_id, month, wanted, select):
             row_key = entity["RowKey"]
             if row_key.startswith(_MONTH_PREFIX):
                 level = Level(entity["Level"])
+                loaded.stored_provider = (entity.get("Provider") or "").lower()
                 if content:
                     loaded.months[level] = _month_from(entity, month)
                 elif entity.get("Final"):

@@ -277,16 +277,17 @@ class Rater:
         if not full and loaded.months and self._stale(loaded, levels, prices):
             return self._rerate(subscription_id, month, max(last, _through(loaded) or last), prices)
         provider = prices.provider(subscription_id)
+        if loaded.stored_provider not in (None, provider):
+            # It moved since it was last rated: its month is the new provider's (indexed
+            # there) and its money leaves the old provider's digests.
+            self.ledger.ensure_indexed(month, subscription_id, provider)
+            self.digests.empty(month, subscription_id, loaded.stored_provider or "")
         raters: dict[Level, MonthRater] = {}
         for level, pricing in levels:
             charges = loaded.months.get(level)
             if charges is None:
                 charges = loaded.months[level] = self._new_month(loaded, level, pricing, prices)
-            if charges.provider != provider:
-                if level in loaded.month_etags:  # it moved: its money leaves the old provider
-                    self.digests.empty(month, subscription_id, charges.provider)
-                charges.provider = provider
-                self.ledger.ensure_indexed(month, subscription_id, provider)
+            charges.provider = provider
             raters[level] = MonthRater(pricing, charges.used)
         changed: set[tuple[Level, datetime]] = set(loaded.days) if full else set()
         rated, touched = rate_into(loaded, rows, raters)
@@ -294,9 +295,12 @@ class Rater:
         for level in raters:
             loaded.months[level].through = last
         for key in changed:
+            state = loaded.months.get(key[0])
+            if state is None:  # a level that no longer applies: its days are deleted
+                continue
             day = loaded.days[key].charges
             day.through = last
-            day.fingerprint = loaded.months[key[0]].fingerprint
+            day.fingerprint = state.fingerprint
         self.ledger.save(loaded, changed, drop_others=full)
         self.digests.write(loaded, provider)
         return rated

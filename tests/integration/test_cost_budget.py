@@ -22,9 +22,9 @@ TENANTS = 4
 BUDGETS = {
     "collect_new_tables": 47,  # once per subscription's life: a new table's first batch
     "bill_new_ledger": 8,
-    "rate_new_month": 42,  # a subscription's first charges of a month add its index entry
+    "rate_new_month": 49,  # a subscription's first charges of a month add its index entry
     "bill": 8,
-    "rate": 28,
+    "rate": 35,  # 4 per subscription-hour: rows, ledger state, transaction, cost digest
     "rate_idle": 3,
     "daily": 15,
     "collect": 30,
