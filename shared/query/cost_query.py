@@ -17,7 +17,11 @@ month add up to its statement to the cent, and a provider's to the roll-up's
 ``directTenantsTotal``. Cost is what the subscriptions are charged (retail); adjustments
 are rows of their own ``ChargeType`` (Credit, Adjustment, Purchase) dated the first day of
 the month they are for. "Usage date" is the day of usage: late usage reported in a later
-month is on that later month's statement but shows on the day it was used.
+month is on that later month's statement but shows on the day it was used. A tenant's
+scope reads its subscriptions' ledger days; a provider's scope and the whole cloud read
+the same billed shares from the cost digests rating stores beside them
+(``shared.rating.cost_digest``), a page per 1,000 subscriptions, not a read per
+subscription.
 
 **A provider's money, split** (the roll-up's figures, ``shared.rating.rollups``): on a
 provider's scope a query that groups or filters by ``PricingLevel`` also reads the

@@ -41,7 +41,6 @@ from decimal import Decimal
 from typing import Any, Final
 
 from azure.core.exceptions import ResourceNotFoundError
-from azure.data.tables import UpdateMode
 
 from shared.core.hours import day_key, hour_key, parse_hour_key
 from shared.core.retry import call_with_retry
@@ -61,6 +60,8 @@ from shared.rating.ledger import (
     LoadedMonth,
     document_text,
     index_partition,
+    provider_partitions,
+    upsert_replacing,
     with_document,
 )
 from shared.storage.account import StorageAccount
@@ -172,16 +173,7 @@ class CostDigests:
         self._upsert(entity, f"empty the cost digest of {subscription_id} under {provider}")
 
     def _upsert(self, entity: dict[str, Any], what: str) -> None:
-        table = self._table()
-
-        def upsert() -> None:
-            try:
-                table.upsert_entity(entity, mode=UpdateMode.REPLACE)
-            except ResourceNotFoundError:
-                self.account.create_table(self.account.settings.table_name(DIGEST_ROLE))
-                table.upsert_entity(entity, mode=UpdateMode.REPLACE)
-
-        call_with_retry(upsert, what=what)
+        upsert_replacing(self.account, DIGEST_ROLE, entity, what)
 
     def get(self, month: Month, provider: str, subscription_id: str) -> Digest | None:
         """One subscription's digest of ``month`` under ``provider`` (None: not stored, or
@@ -201,12 +193,7 @@ class CostDigests:
     def read(self, month: Month, provider: str | None) -> list[Digest]:
         """The digests of ``month`` under ``provider`` (None: every provider's), a page per
         1,000; an ``Oversize`` one is left out (its subscription is read from its days)."""
-        if provider is None:
-            query = "PartitionKey ge @low and PartitionKey lt @high"
-            parameters = {"low": f"{month.key}_", "high": f"{month.key}`"}
-        else:
-            query = "PartitionKey eq @pk"
-            parameters = {"pk": index_partition(month, provider)}
+        query, parameters = provider_partitions(month, provider)
         table = self._table()
 
         def read() -> list[dict[str, Any]]:

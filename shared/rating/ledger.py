@@ -110,6 +110,31 @@ def index_partition(month: Month, provider: str) -> str:
     return f"{month.key}_{provider.lower()}"
 
 
+def provider_partitions(month: Month, provider: str | None) -> tuple[str, dict[str, str]]:
+    """The filter of ``month``'s partitions keyed as the index is (``{YYYYMM}_{provider}``):
+    one provider's, or every provider's (None)."""
+    if provider is None:
+        return "PartitionKey ge @low and PartitionKey lt @high", {
+            "low": f"{month.key}_",
+            "high": f"{month.key}`",
+        }
+    return "PartitionKey eq @pk", {"pk": index_partition(month, provider)}
+
+
+def upsert_replacing(account: StorageAccount, role: str, entity: dict[str, Any], what: str) -> None:
+    """Upsert ``entity`` whole into the table of ``role`` (created if it is missing), retried."""
+    table = account.table(role)
+
+    def upsert() -> None:
+        try:
+            table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        except ResourceNotFoundError:
+            account.create_table(account.settings.table_name(role))
+            table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    call_with_retry(upsert, what=what)
+
+
 # --- text that fits Table storage -----------------------------------------------------------
 
 
@@ -551,30 +576,18 @@ class ChargeLedger:
 
     def ensure_indexed(self, month: Month, subscription_id: str, provider: str) -> None:
         """Record that the subscription has charges in ``month`` under ``provider``."""
-        table = self.account.table(INDEX_ROLE)
         entity = {
             "PartitionKey": index_partition(month, provider),
             "RowKey": subscription_id.lower(),
         }
-
-        def upsert() -> None:
-            try:
-                table.upsert_entity(entity, mode=UpdateMode.REPLACE)
-            except ResourceNotFoundError:
-                self.account.create_table(self.account.settings.table_name(INDEX_ROLE))
-                table.upsert_entity(entity, mode=UpdateMode.REPLACE)
-
-        call_with_retry(upsert, what=f"index charges of {subscription_id} in {month}")
+        upsert_replacing(
+            self.account, INDEX_ROLE, entity, f"index charges of {subscription_id} in {month}"
+        )
 
     def indexed(self, month: Month, provider: str | None = None) -> dict[str, set[str]]:
         """Subscriptions with charges in ``month`` by provider (one provider's, or all)."""
         table = self.account.table(INDEX_ROLE)
-        if provider is None:
-            query = "PartitionKey ge @low and PartitionKey lt @high"
-            parameters = {"low": f"{month.key}_", "high": f"{month.key}`"}
-        else:
-            query = "PartitionKey eq @pk"
-            parameters = {"pk": index_partition(month, provider)}
+        query, parameters = provider_partitions(month, provider)
 
         def read() -> dict[str, set[str]]:
             try:
