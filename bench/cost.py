@@ -498,7 +498,8 @@ def measure(
         month_rows = usage_rows(stored, MONTH.first_hour, MONTH.last_hour)
         stages["rate"].ideal = model.rate(stages["rate"].units)
         stages["rate_idle"].ideal = model.rate_idle()
-        stages["statements"].ideal = model.statements(stages["statements"].units)
+        finalised = {s for tenants in ChargeLedger(stored).indexed(MONTH).values() for s in tenants}
+        stages["statements"].ideal = model.statements(stages["statements"].units, len(finalised))
         stages["export"].ideal = model.export(
             len(month_rows), len(exported.blobs), exported.removed
         )

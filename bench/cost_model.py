@@ -121,11 +121,12 @@ def rate(subscription_hours: int) -> Ideal:
 STATEMENT_CONSTANTS = 8
 
 
-def statements(frozen: int) -> Ideal:
-    """Per month entity frozen: its read and its ETag-guarded write."""
+def statements(frozen: int, subscriptions: int) -> Ideal:
+    """Per month entity frozen: its read and its ETag-guarded write; per subscription-month
+    its cost digest written again from the frozen ledger."""
     return Ideal(
-        2 * frozen + STATEMENT_CONSTANTS,
-        f"2 x {frozen} frozen + constants {STATEMENT_CONSTANTS}",
+        2 * frozen + subscriptions + STATEMENT_CONSTANTS,
+        f"2 x {frozen} frozen + digests {subscriptions} + constants {STATEMENT_CONSTANTS}",
     )
 
 

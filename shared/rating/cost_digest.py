@@ -22,7 +22,12 @@ thousands of resource-days) is stored as ``Oversize`` with no items.
 month it has just written, before the rated mark moves: a crash between the ledger's write
 and the digest's leaves the batch unrated, and its rerun writes the digest again. A
 subscription that moves to another provider has its digest in the old partition emptied
-before its month is written under the new one.
+before its month is written under the new one. The write is not conditional (it would
+need a read): two rating runs on one subscription at once (the timer runs one at a time,
+but ``ops prices import`` re-rates through the same code) could leave the earlier run's
+digest last, until the subscription is rated again. Finalising a month writes every
+digest again from the frozen ledger (``shared.rating.finaliser``), so a closed month's
+cost is its statement's whatever happened before.
 
 **Read** (:class:`ProviderCostLines`): per statement month, the index and the digests of the
 provider's partition (or of every provider's, for the whole cloud): a page per 1,000 of

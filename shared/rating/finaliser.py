@@ -10,7 +10,9 @@ closed month after the ``finalised`` mark, oldest first:
 2. every subscription with charges in the month (the charges index) is checked once more
    against the price sheets (re-rated from its rows if a sheet was stored since it was
    rated) and its month entities are frozen (``Final``, ETag-guarded: a writer that changed
-   one meanwhile makes the freeze read it again);
+   one meanwhile makes the freeze read it again); its cost digest is written again from the
+   frozen month (``shared.rating.cost_digest``), so a closed month's cost query reads what
+   its statement holds whatever happened to the last digest rating wrote;
 3. the ``finalised`` mark moves to the month: from now on its statements are ``final``, a
    price sheet effective in it is refused (``shared.rating.sheet_store``), and a
    correction is an adjustment in the open month.
@@ -130,13 +132,16 @@ class Finaliser:
                 run.rerated.append(f"{subscription_id} {month}")
             for _ in range(CONFLICT_ATTEMPTS):
                 try:
-                    frozen, kept = self.ledger.set_final(subscription_id, month, at)
+                    done = self.ledger.set_final(subscription_id, month, at)
                     break
                 except LedgerConflictError:
                     continue
             else:
                 raise LedgerConflictError(f"charges of {subscription_id} {month} kept changing")
-            run.statements_frozen += frozen
-            run.statements_kept += kept
+            # The final month's cost digest, written again from the frozen ledger: whatever
+            # happened to the last one rating wrote, a closed month's cost reads its statement.
+            self.rater.digests.write(done.month, done.month.stored_provider or "")
+            run.statements_frozen += done.frozen
+            run.statements_kept += done.kept
         self.marks.record_finalised(month)
         return True

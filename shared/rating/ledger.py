@@ -294,6 +294,16 @@ class LoadedMonth:
         return found
 
 
+@dataclass(frozen=True, slots=True)
+class Frozen:
+    """What freezing a subscription's month did: month entities frozen now, already final,
+    and the month as it is now final."""
+
+    frozen: int
+    kept: int
+    month: LoadedMonth
+
+
 class ChargeLedger:
     """Reads and writes the ledger (see the module docstring).
 
@@ -605,10 +615,12 @@ class ChargeLedger:
 
         return call_with_retry(read, what=f"read charges index {month}")
 
-    def set_final(self, subscription_id: str, month: Month, at: datetime) -> tuple[int, int]:
-        """Freeze the month entities of every level (ETag-guarded): (frozen now, already
-        final). LedgerConflictError if one changed since it was read (read again, retry)."""
-        loaded = self.load(subscription_id, month, [])
+    def set_final(self, subscription_id: str, month: Month, at: datetime) -> Frozen:
+        """Freeze the month entities of every level (ETag-guarded). The month is read whole
+        (still one range read), so the caller holds what is now final: its cost digest is
+        written from it. LedgerConflictError if one changed since it was read (read again,
+        retry)."""
+        loaded = self.load(subscription_id, month, None)
         frozen = kept = 0
         for charges in loaded.months.values():
             if charges.final:
@@ -619,7 +631,7 @@ class ChargeLedger:
             frozen += 1
         if frozen:
             self.save(loaded, [])
-        return frozen, kept
+        return Frozen(frozen, kept, loaded)
 
 
 def _put(entity: dict[str, Any], etag: str | None) -> tuple[Any, ...]:

@@ -29,7 +29,7 @@ BUDGETS = {
     "daily": 15,
     "collect": 30,
     "plan": 3,
-    "statements": 30,
+    "statements": 37,  # with each subscription-month's cost digest written from the final ledger
     "export": 16,
     "api_tenant_page": 3,
     "api_provider_page": 6,

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from shared.app import FunctionApp
 from shared.core.config import Settings
 from shared.rating.adjustments import AdjustmentStore
-from shared.rating.cost_digest import DIGEST_ROLE, ProviderCostLines
+from shared.rating.cost_digest import DIGEST_ROLE, CostDigests, ProviderCostLines
 from shared.rating.cost_lines import CostItem, CostLines
 from shared.rating.engine import Level
 from shared.rating.ledger import ChargeLedger, index_partition
@@ -134,3 +135,31 @@ def test_a_subscription_that_moves_to_another_provider_takes_its_money_along(
     on_default = sums(from_the_digests(account, PROVIDER, Level.RETAIL))
     assert {key[0] for key in on_default} == {TENANT_A.lower(), TENANT_C.lower()}
     assert on_default == whole
+
+
+def test_a_closed_months_digests_are_written_again_from_its_frozen_ledger(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Whatever happened to the last digest rating wrote (here: emptied, as two runs at once
+    could leave it), finalising the month writes it again from the frozen ledger: a closed
+    month's cost is its statement's."""
+    settings = make_settings()
+    scripted = source()
+    hours = [NOV.last_hour - timedelta(hours=1), NOV.last_hour]
+    for hour in hours:
+        scripted.by_hour[hour] = [vm_record(TENANT_A, hour), vm_record(TENANT_C, hour)]
+    collect(settings, scripted, hours)
+    account = StorageAccount(settings)
+    subscriptions = SubscriptionStore(account)
+    SheetStore(account).put(
+        sheet([{"meterId": WIN, "unitPrice": "0.5"}], effective="2026-01-01"), subscriptions
+    )
+    app = FunctionApp(settings)
+    assert app.rate_usage().rated_through == NOV.last_hour
+    expected = sums(from_the_ledger(settings, None, Level.RETAIL))
+    assert sums(from_the_digests(account, None, Level.RETAIL)) == expected != {}
+    CostDigests(account).empty(NOV, TENANT_A, PROVIDER)
+    assert sums(from_the_digests(account, None, Level.RETAIL)) != expected
+
+    assert app.finalise_statements().months_closed == ["2026-11"]
+    assert sums(from_the_digests(account, None, Level.RETAIL)) == expected
