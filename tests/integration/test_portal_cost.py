@@ -180,8 +180,9 @@ def test_a_delegated_provider_sees_its_tenants_money_and_the_roll_up(
 def test_the_admin_sees_the_whole_cloud_and_presets_and_filters_live_in_the_url(
     browser: Any, portal: str, world: World, sign_in: LocalSignIn
 ) -> None:
-    """The admin on the default provider sees every tenant once (the roll-up's cloud total);
-    a filter narrows the money as the Query route does; presets and filters survive reload."""
+    """The admin on the default provider sees every tenant once (the roll-up's cloud total),
+    stacked by subscription as the nine largest and the rest in one; a filter narrows the
+    money as the Query route does; presets and filters survive reload."""
     admin = choice(sign_in, "admin")
     sign_in_as(browser, portal, "admin")
     root = world.fleet.default_provider.subscription_id.lower()
@@ -197,6 +198,17 @@ def test_the_admin_sees_the_whole_cloud_and_presets_and_filters_live_in_the_url(
     token = token_for(world, admin)
     whole = query_rows(portal, PROVIDER_QUERY.format(root), token, ["ServiceName"])
     assert shown["totalMinor"] == sum(minor(row["Cost"]) for row in whole)
+    # By subscription: the nine largest drawn one by one, the rest added up into one series.
+    stacked = open_cost(browser, portal, f"{NOVEMBER}&by=SubscriptionId&context=provider:{root}")
+    each = per_key(
+        query_rows(portal, PROVIDER_QUERY.format(root), token, ["SubscriptionId"]),
+        "SubscriptionId",
+    )
+    ranked = sorted(each.values(), reverse=True)
+    assert len(ranked) > 10, "the world needs more subscriptions with charges than are drawn"
+    drawn = [series["totalMinor"] for series in stacked["series"]]
+    assert drawn == [*ranked[:9], sum(ranked[9:])]
+    assert stacked["series"][-1]["key"] == "*other"
     compute = "Microsoft.Compute"
     narrowed = open_cost(browser, portal, f"{base}&fdim=ServiceName&fval={compute}")
     filtered = query_rows(

@@ -32,6 +32,10 @@ export const PRESETS = {
   custom: "Custom",
 };
 const TOP = 10;
+// Series drawn one by one in the daily chart; the rest are one "other" series (as Azure's
+// cost analysis draws its top groups and "Others").
+export const SERIES = 9;
+export const OTHER_SERIES = "*other";
 // A provider's money, named as the CLI and the roll-up route name it (shared.rating.rollups
 // LABELS; tests/unit/test_portal_site.py holds the two to the same words).
 const LABELS = {
@@ -230,9 +234,10 @@ function drawSeries(span, days, rows, by, currency, now) {
     const values = byKey.get(row[by] || "");
     values.set(day, (values.get(day) || 0) + toMinor(row.Cost, currency));
   }
-  const datasets = keys
+  const ranked = keys
     .map((key) => ({ key, label: label(by, key), minor: days.map((day) => byKey.get(key).get(day) || 0) }))
     .sort((a, b) => b.minor.reduce((x, y) => x + y, 0) - a.minor.reduce((x, y) => x + y, 0));
+  const datasets = ranked.length > SERIES + 1 ? [...ranked.slice(0, SERIES), others(ranked.slice(SERIES), by)] : ranked;
   const labels = days.map((day) => (day === now ? `${dayLabel(day)} (today, partial)` : dayLabel(day)));
   $("cost-values").replaceChildren(...keys.filter(Boolean).map((key) => new Option(label(by, key), key)));
   const figure = $("cost-chart");
@@ -259,6 +264,15 @@ function drawSeries(span, days, rows, by, currency, now) {
   dayRows.sort((a, b) => a.sort[0].localeCompare(b.sort[0]) || b.sort[2] - a.sort[2]);
   $("cost-table").append(table(`${dayRows.length} day and ${DIMENSIONS[by].toLowerCase()} amounts; select a heading to sort`,
     ["Day", DIMENSIONS[by], "Cost"], dayRows, ["Cost"]));
+}
+
+// The series past the largest SERIES, added up into one (their minor units, day by day):
+// a whole cloud stacked by subscription would otherwise draw thousands of bars and legend
+// entries. The filter and the top table still reach each of them.
+function others(rest, by) {
+  const minor = rest[0].minor.map((_, index) => rest.reduce((sum, d) => sum + d.minor[index], 0));
+  const plural = { SubscriptionId: "subscriptions", ResourceGroup: "resource groups", ServiceName: "resource providers", Meter: "meters" };
+  return { key: OTHER_SERIES, label: `${rest.length} other ${plural[by]}`, minor };
 }
 
 function drawTop(rows, currency, params) {
