@@ -49,6 +49,8 @@ class CallerScope:
     subscriber_id: str | None
     subscription_ids: tuple[str, ...]
     _key: object = field(repr=False, compare=False)
+    # The subscription the path names, as the rules read it (None: not a GUID, or unknown).
+    target: Subscription | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self._key is not _KEY:
@@ -102,6 +104,7 @@ def resolve_scope(
         subscriber_id=subscriber,
         subscription_ids=tuple(sorted(set(ids))),
         _key=_KEY,
+        target=target,
     )
 
 

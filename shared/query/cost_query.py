@@ -256,7 +256,7 @@ class CostQueryApi:
             }
 
         scope = resolve_scope(caller, _Request(ApiPath(route, subscription_id)), store, charged)
-        provider = None if scope.path.route is Route.TENANT else self._provider(scope, store)
+        provider = None if scope.path.route is Route.TENANT else _provider(scope)
         binding = _binding(scope, call.route_path, call.body, args.get("api-version", ""))
         token = args.get("$skiptoken")
         offset = 0 if token is None else self._codec.open_offset(token, binding, now)
@@ -319,17 +319,6 @@ class CostQueryApi:
             },
         )
 
-    @staticmethod
-    def _provider(scope: CallerScope, store: SubscriptionStore) -> Subscription:
-        """The provider a provider-scope query names (read once: the scope and the
-        wholesale read both need it)."""
-        provider = store.get(scope.path.subscription_id)
-        if provider is None or not provider.is_provider:
-            raise UnknownResourceError(
-                f"provider subscription {scope.path.subscription_id} is not known"
-            )
-        return provider
-
     def _wholesale(
         self,
         store: SubscriptionStore,
@@ -388,6 +377,17 @@ class _IndexReads:
         if key not in self._read:
             self._read[key] = self._ledger.indexed(month, provider)
         return self._read[key]
+
+
+def _provider(scope: CallerScope) -> Subscription:
+    """The provider a provider-scope query names (the scope's own read of it: the wholesale
+    read needs it too)."""
+    provider = scope.target
+    if provider is None or not provider.is_provider:
+        raise UnknownResourceError(
+            f"provider subscription {scope.path.subscription_id} is not known"
+        )
+    return provider
 
 
 def _provider_scope(

@@ -34,7 +34,7 @@ BUDGETS = {
     "api_tenant_page": 3,
     "api_provider_page": 6,
     "api_cost_query_tenant": 5,
-    "api_cost_query_provider": 10,
+    "api_cost_query_provider": 9,
     "observe_reconcile": 31,
     "observe": 18,
 }
