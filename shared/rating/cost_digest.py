@@ -42,7 +42,7 @@ import json
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any, Final
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -58,7 +58,7 @@ from shared.rating.cost_lines import (
     months_between,
     statement_items,
 )
-from shared.rating.engine import Level, Month
+from shared.rating.engine import RATING_CONTEXT, Level, Month
 from shared.rating.ledger import (
     ChargeLedger,
     LedgerDocumentTooLargeError,
@@ -99,8 +99,9 @@ def digest_document(loaded: LoadedMonth) -> str:
                 item.priced,
             )
             total = sums.setdefault(key, [Decimal(0), Decimal(0)])
-            total[0] += item.quantity
-            total[1] += item.cost
+            with localcontext(RATING_CONTEXT):  # exact, as the charge lines are
+                total[0] += item.quantity
+                total[1] += item.cost
         levels[level.value] = [
             [*key[:5], _text(quantity), _text(cost), int(key[5])]
             for key, (quantity, cost) in sorted(sums.items())
