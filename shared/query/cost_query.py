@@ -280,12 +280,16 @@ class CostQueryApi:
             )
         else:  # a provider's tenants, or the whole cloud: the cost digests
             owner, wanted = _provider_scope(scope, provider)
+            split = query.mentions(PRICING_LEVEL)
+            delegated = provider.provider_subscription_id is not None
+            # A delegated provider's wholesale is its own tenants' (the same digests).
+            levels = (Level.RETAIL, Level.WHOLESALE) if split and delegated else (Level.RETAIL,)
             items = self._many.items(
-                owner, wanted, query.first_day, query.last_day, through, currency,
+                owner, wanted, query.first_day, query.last_day, through, currency, levels,
                 indexed=index.indexed,
             )  # fmt: skip
-            if query.mentions(PRICING_LEVEL):
-                items += self._wholesale(store, provider, wanted, query, through, currency, index)
+            if split and not delegated:
+                items += self._resellers(store, provider, query, through, currency, index)
         # Names only when asked for, of the subscriptions answered: the answer's size, not
         # the fleet's (a tenant's query reads one subscription, not the table).
         names = (
@@ -319,23 +323,18 @@ class CostQueryApi:
             },
         )
 
-    def _wholesale(
+    def _resellers(
         self,
         store: SubscriptionStore,
         provider: Subscription,
-        wanted: tuple[str, ...] | None,
         query: CostQuery,
         through: Month,
         currency: str | None,
         index: _IndexReads,
     ) -> list[CostItem]:
-        """The wholesale money of a provider's scope (the module docstring says which)."""
+        """The default provider's wholesale: what each delegated provider pays it for its
+        tenants, under the delegated provider (the module docstring says why so)."""
         own = provider.subscription_id.lower()
-        if provider.provider_subscription_id is not None:  # delegated: what it pays
-            return self._many.items(
-                own, wanted, query.first_day, query.last_day, through, currency,
-                Level.WHOLESALE, indexed=index.indexed,
-            )  # fmt: skip
         resellers = sorted(
             key
             for key, subscription in store.all().items()  # the default provider's resellers
@@ -346,7 +345,7 @@ class CostQueryApi:
         for reseller in resellers:  # the default provider: what each reseller pays it
             for item in self._many.items(
                 reseller, None, query.first_day, query.last_day, through, currency,
-                Level.WHOLESALE, indexed=index.indexed,
+                (Level.WHOLESALE,), indexed=index.indexed,
             ):  # fmt: skip
                 found.append(
                     replace(item, subscription_id=reseller, resource_uri="", location="", tags=None)

@@ -39,7 +39,7 @@ digest being there.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, localcontext
@@ -248,11 +248,12 @@ class ProviderCostLines:
         last_day: datetime,
         through: Month,
         currency: str | None,
-        level: Level = Level.RETAIL,
+        levels: Sequence[Level] = (Level.RETAIL,),
         *,
         indexed: Callable[[Month, str | None], dict[str, set[str]]] | None = None,
     ) -> list[CostItem]:
-        """The billed amounts at ``level`` on usage days ``first_day`` .. ``last_day`` of
+        """The billed amounts at ``levels`` (one read of the digests, which hold every
+        level) on usage days ``first_day`` .. ``last_day`` of
         ``provider``'s subscriptions with charges (None: every provider's), of ``wanted``
         only if given, from the statements of ``Month.of(first_day)`` .. ``through``.
         ``indexed`` reads the charges index (``ChargeLedger.indexed`` unless given: a
@@ -277,15 +278,14 @@ class ProviderCostLines:
             missing |= {s for _, s in in_index - {(d.provider, d.subscription_id) for d in stored}}
             charged |= {subscription for _, subscription in in_index}
             digests += stored
-        found = (
-            self._lines.items(missing, first_day, last_day, through, currency, level)
-            if missing
-            else []
-        )
-        for digest in digests:
-            if digest.subscription_id not in missing:
-                found += in_window(digest.items(level), first_day, last_day)
+        found: list[CostItem] = []
+        for level in levels:
+            if missing:
+                found += self._lines.items(missing, first_day, last_day, through, currency, level)
+            for digest in digests:
+                if digest.subscription_id not in missing:
+                    found += in_window(digest.items(level), first_day, last_day)
         found += self._lines.adjustment_items(
-            sorted(charged - missing), first_day, last_day, Month.of(first_day), through, level
+            sorted(charged - missing), first_day, last_day, Month.of(first_day), through, levels
         )
         return found

@@ -21,7 +21,7 @@ usage behind them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -110,7 +110,7 @@ class CostLines:
                     last_day,
                 )
         found.extend(
-            self.adjustment_items(wanted, first_day, last_day, first_month, through, level)
+            self.adjustment_items(wanted, first_day, last_day, first_month, through, (level,))
         )
         return found
 
@@ -121,10 +121,11 @@ class CostLines:
         last_day: datetime,
         first: Month,
         through: Month,
-        level: Level,
+        levels: Collection[Level],
     ) -> list[CostItem]:
-        """The adjustments of ``subscription_ids`` at ``level`` on statements ``first`` ..
-        ``through``, each on the first day of the month it is for, if that is in the window."""
+        """The adjustments of ``subscription_ids`` at ``levels`` on statements ``first`` ..
+        ``through``, each on the first day of the month it is for, if that is in the window
+        (each month's adjustments read once, whatever the levels)."""
         wanted = set(subscription_ids)
         items: list[CostItem] = []
         for month in months_between(first, through):
@@ -132,7 +133,7 @@ class CostLines:
                 day = (adjustment.corrects or adjustment.month).first_hour
                 if (
                     adjustment.subscription_id.lower() in wanted
-                    and adjustment.level is level
+                    and adjustment.level in levels
                     and first_day <= day <= last_day
                 ):
                     items.append(
@@ -142,7 +143,7 @@ class CostLines:
                             statement_month=month,
                             charge_type=adjustment.category.focus_charge_category,
                             cost=adjustment.amount,
-                            level=level,
+                            level=adjustment.level,
                         )
                     )
         return items

@@ -64,7 +64,7 @@ def from_the_ledger(settings: Settings, provider: str | None, level: Level) -> l
 
 def from_the_digests(account: StorageAccount, provider: str | None, level: Level) -> list[CostItem]:
     lines = ProviderCostLines(ChargeLedger(account), AdjustmentStore(account))
-    return lines.items(provider, None, *NOVEMBER, NOV, "USD", level)
+    return lines.items(provider, None, *NOVEMBER, NOV, "USD", (level,))
 
 
 @pytest.fixture
